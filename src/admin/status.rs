@@ -1,0 +1,78 @@
+//! The live state as JSON (`/api/status`) and the self-contained HTML page
+//! that renders it.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::metrics::{Name, ServerLabels};
+
+/// Set the per-server gauges from live state, just before a scrape; this
+/// keeps the request path free of gauge updates and drops removed servers.
+pub fn refresh_gauges(app: &App) {
+    let snapshot = app.state.load();
+    let m = &app.metrics;
+    m.upstream_server_up.clear();
+    m.upstream_in_flight.clear();
+    for pool in snapshot.pools.values() {
+        for s in &pool.servers {
+            let labels = ServerLabels {
+                upstream: Name(Arc::clone(&pool.name)),
+                server: Name(Arc::clone(&s.label)),
+            };
+            m.upstream_server_up
+                .get_or_create(&labels)
+                .set(i64::from(s.is_up()));
+            m.upstream_in_flight
+                .get_or_create(&labels)
+                .set(s.in_flight() as i64);
+        }
+    }
+}
+
+pub fn status_json(app: &App) -> Value {
+    let snapshot = app.state.load();
+    let routes: Vec<Value> = snapshot
+        .config
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "host": r.host.to_string(),
+                "path": if r.prefix.is_empty() { "/".to_string() } else { format!("{}/", r.prefix) },
+                "strip_prefix": r.strip_prefix,
+                "upstream": r.upstream,
+                "middleware": r.middleware,
+            })
+        })
+        .collect();
+    let mut pools: Vec<&Arc<crate::upstream::Pool>> = snapshot.pools.values().collect();
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    let upstreams: Vec<Value> = pools
+        .iter()
+        .map(|p| {
+            json!({
+                "name": &*p.name,
+                "balance": format!("{:?}", p.spec.balance),
+                "servers": p.servers.iter().map(|s| json!({
+                    "addr": s.addr.0,
+                    "weight": s.weight,
+                    "up": s.is_up(),
+                    "in_flight": s.in_flight(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "ready": app.is_ready(),
+        "config": app.config_path.as_ref().map(|p| p.display().to_string()),
+        "routes": routes,
+        "upstreams": upstreams,
+        "certificates": [],
+        "last_reload": app.last_reload(),
+    })
+}
+
+pub const PAGE: &str = include_str!("status.html");

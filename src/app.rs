@@ -1,0 +1,134 @@
+//! The long-lived process state every listener shares: the current
+//! snapshot, metrics, access log, readiness, and the last reload's result.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::access_log::AccessLog;
+use crate::config::{Config, ConfigErrors};
+use crate::metrics::{Metrics, ResultLabels};
+use crate::proxy::request_id::RequestIds;
+use crate::state::{Snapshot, State};
+
+/// Outcome of the most recent reload, for `/api/status` and the status page.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub time: Option<String>,
+    pub ok: bool,
+    pub errors: Vec<String>,
+}
+
+pub struct App {
+    pub state: State,
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
+    pub request_ids: RequestIds,
+    /// Where the config came from (`None` for the built-in demo config).
+    pub config_path: Option<PathBuf>,
+    ready: AtomicBool,
+    last_reload: Mutex<ReloadStatus>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl App {
+    pub fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Arc<App> {
+        let access_log = if snapshot.config.server.access_log {
+            AccessLog::stdout()
+        } else {
+            AccessLog::disabled()
+        };
+        Arc::new(App {
+            state: State::new(snapshot),
+            metrics: Metrics::new(),
+            access_log,
+            request_ids: RequestIds::default(),
+            config_path,
+            ready: AtomicBool::new(false),
+            last_reload: Mutex::new(ReloadStatus {
+                time: Some(crate::access_log::rfc3339_now()),
+                ok: true,
+                errors: vec![],
+            }),
+            reload_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn last_reload(&self) -> ReloadStatus {
+        self.last_reload
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
+    }
+
+    /// Re-read the config file and swap in the new snapshot; on any error
+    /// keep the running one. Listener addresses are not re-bound: a change
+    /// to `[listen]` is refused with a clear message (restart to apply).
+    pub async fn reload(&self) -> Result<(), ConfigErrors> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let Some(path) = self.config_path.clone() else {
+            return Ok(());
+        };
+        let result = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => Err(ConfigErrors(vec![crate::config::ConfigError::whole_file(
+                self.config_path
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("?")),
+                format!("reload task failed: {e}"),
+            )])),
+        };
+        let current = self.state.load();
+        let outcome = result.and_then(|config| {
+            if config.listen != current.config.listen {
+                return Err(ConfigErrors(vec![crate::config::ConfigError::whole_file(
+                    &config.source,
+                    "[listen] addresses changed; listeners are not re-bound on reload, restart to apply",
+                )]));
+            }
+            Snapshot::compile(config, Some(&current))
+        });
+        let mut status = ReloadStatus {
+            time: Some(crate::access_log::rfc3339_now()),
+            ok: true,
+            errors: vec![],
+        };
+        let ret = match outcome {
+            Ok(next) => {
+                let routes = next.routes.len();
+                self.state.swap(next);
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&ResultLabels { result: "success" })
+                    .inc();
+                tracing::info!(routes, "config reloaded");
+                Ok(())
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!("{e}");
+                }
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&ResultLabels { result: "failure" })
+                    .inc();
+                status.ok = false;
+                status.errors = errors.0.iter().map(|e| e.to_string()).collect();
+                Err(errors)
+            }
+        };
+        if let Ok(mut g) = self.last_reload.lock() {
+            *g = status;
+        }
+        ret
+    }
+}

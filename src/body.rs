@@ -1,0 +1,148 @@
+//! Body types that flow through the proxy. Both directions stream: a body is
+//! never collected in memory, only passed on frame by frame.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+
+use crate::upstream::InFlightGuard;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// A request body on its way to an upstream.
+    #[project = RequestBodyProj]
+    pub enum RequestBody {
+        /// The client's body, streamed as it arrives.
+        Incoming { #[pin] body: Incoming },
+        /// A wrapped body (size limits and the like).
+        Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
+        /// No body (also used to replay a bodiless request on another server).
+        Empty,
+    }
+}
+
+impl RequestBody {
+    pub fn empty() -> Self {
+        RequestBody::Empty
+    }
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        RequestBody::Incoming { body }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            RequestBodyProj::Incoming { body } => body.poll_frame(cx).map_err(Into::into),
+            RequestBodyProj::Boxed { body } => body.poll_frame(cx),
+            RequestBodyProj::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Incoming { body } => body.is_end_stream(),
+            RequestBody::Boxed { body } => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Incoming { body } => body.size_hint(),
+            RequestBody::Boxed { body } => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+pin_project! {
+    /// A response body on its way to the client.
+    #[project = ResponseBodyProj]
+    pub enum ResponseBody {
+        /// Streamed from an upstream; the guard keeps the server's in-flight
+        /// count up until the body ends or the client goes away.
+        Upstream { #[pin] body: Incoming, guard: Option<InFlightGuard> },
+        /// A short body made by the proxy itself (errors, redirects, admin).
+        Full { data: Option<Bytes> },
+        /// A transformed body (compression and the like).
+        Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
+    }
+}
+
+impl ResponseBody {
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data: Bytes = data.into();
+        ResponseBody::Full {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody::Full { data: None }
+    }
+
+    pub fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
+        ResponseBody::Upstream {
+            body,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ResponseBodyProj::Upstream { body, guard } => {
+                let polled = body.poll_frame(cx);
+                if let Poll::Ready(None | Some(Err(_))) = &polled {
+                    // The exchange is over: free the server's slot now rather
+                    // than when the connection gets around to dropping us.
+                    guard.take();
+                }
+                polled.map_err(Into::into)
+            }
+            ResponseBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ResponseBodyProj::Boxed { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
+            ResponseBody::Full { data } => data.is_none(),
+            ResponseBody::Boxed { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream { body, .. } => body.size_hint(),
+            ResponseBody::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ResponseBody::Boxed { body } => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The config file as written: serde types that mirror the TOML one to one,
+//! reject unknown keys, and keep spans on the fields validation points at.
+//! Nothing here is trusted yet; `compile` turns it into runtime types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use super::values::{ByteSize, HumanDuration, ListenAddr, RawServer};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listen: RawListen,
+    #[serde(default)]
+    pub server: RawServerSettings,
+    pub tls: Option<Spanned<RawTls>>,
+    pub acme: Option<Spanned<RawAcme>>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub middleware: BTreeMap<String, Spanned<RawMiddleware>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub http: Option<ListenAddr>,
+    pub https: Option<ListenAddr>,
+    pub admin: Option<ListenAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerSettings {
+    pub workers: Option<Spanned<i64>>,
+    pub shutdown_timeout: Option<HumanDuration>,
+    /// Time a client has to send a complete request head (slowloris guard).
+    pub client_header_timeout: Option<HumanDuration>,
+    /// Time an idle keep-alive connection is kept open.
+    pub idle_timeout: Option<HumanDuration>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_header_bytes: Option<ByteSize>,
+    pub h2_max_concurrent_streams: Option<Spanned<i64>>,
+    /// Set `X-Request-Id` on requests that lack one and echo it to the client.
+    pub request_id: Option<bool>,
+    /// Write one JSON access-log line per request to stdout.
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub certs_dir: Option<String>,
+    pub redirect_http: Option<bool>,
+    /// What a handshake for a name with no certificate gets: `"default"`
+    /// (the self-signed fallback) or `"reject"`.
+    pub unknown_sni: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub email: Option<String>,
+    pub directory: Option<String>,
+    pub challenge: Option<Spanned<String>>,
+    pub renew_before: Option<HumanDuration>,
+    pub ca_cert: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub balance: Option<Spanned<String>>,
+    pub servers: Spanned<Vec<RawServer>>,
+    pub health: Option<Spanned<RawHealth>>,
+    pub connect_timeout: Option<HumanDuration>,
+    /// Time to wait for the upstream's response head after the request was sent.
+    pub response_timeout: Option<HumanDuration>,
+    /// Extra attempts on another server after a connect failure.
+    pub retries: Option<Spanned<i64>>,
+    /// Idle keep-alive connections kept per server.
+    pub max_idle_per_server: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub path: Option<String>,
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    pub healthy_threshold: Option<Spanned<i64>>,
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+    /// `Host` header for probes.
+    pub host: Option<String>,
+    /// Inclusive status range counted as healthy, default `[200, 399]`.
+    pub expected_status: Option<Spanned<Vec<u16>>>,
+}
+
+/// A middleware definition. Internally tagged by `type`; its fields are
+/// plain (no spans) because serde buffers tagged enums, and errors point at
+/// the definition's table instead.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawMiddleware {
+    RateLimit {
+        average: f64,
+        burst: Option<u32>,
+        #[serde(default)]
+        trusted_proxies: Vec<String>,
+        key_header: Option<String>,
+    },
+    SecurityHeaders {
+        hsts: Option<String>,
+        content_type_options: Option<String>,
+        frame_options: Option<String>,
+        referrer_policy: Option<String>,
+        permissions_policy: Option<String>,
+        content_security_policy: Option<String>,
+        strip_server: Option<bool>,
+    },
+    Compress {
+        min_size: Option<ByteSize>,
+        algorithms: Option<Vec<String>>,
+    },
+    Cors {
+        allow_origins: Vec<String>,
+        allow_methods: Option<Vec<String>>,
+        allow_headers: Option<Vec<String>>,
+        expose_headers: Option<Vec<String>>,
+        allow_credentials: Option<bool>,
+        max_age: Option<HumanDuration>,
+    },
+    IpAllow {
+        allow: Vec<String>,
+    },
+    IpDeny {
+        deny: Vec<String>,
+    },
+    BasicAuth {
+        htpasswd: String,
+        realm: Option<String>,
+    },
+    Headers {
+        #[serde(default)]
+        request_set: BTreeMap<String, String>,
+        #[serde(default)]
+        request_add: BTreeMap<String, String>,
+        #[serde(default)]
+        request_remove: Vec<String>,
+        #[serde(default)]
+        response_set: BTreeMap<String, String>,
+        #[serde(default)]
+        response_add: BTreeMap<String, String>,
+        #[serde(default)]
+        response_remove: Vec<String>,
+    },
+    BodyLimit {
+        max: ByteSize,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub upstream: Spanned<String>,
+    #[serde(default)]
+    pub middleware: Vec<Spanned<String>>,
+    /// Send the client's `Host` upstream (default) or the server address.
+    pub preserve_host: Option<bool>,
+}

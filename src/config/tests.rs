@@ -1,0 +1,94 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(Path::new("rampart.toml"), text)
+}
+
+fn errors(text: &str) -> Vec<String> {
+    parse(text)
+        .expect_err("config should be rejected")
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
+}
+
+const BASE: &str = r#"
+[upstreams.api]
+servers = ["127.0.0.1:7600", { addr = "127.0.0.1:7610", weight = 2 }]
+balance = "least_conn"
+
+[[routes]]
+host = "Logen.Example.com"
+path = "/api/"
+strip_prefix = true
+upstream = "api"
+"#;
+
+#[test]
+fn loads_the_contract_keys() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.upstreams[0].balance, Balance::LeastConn);
+    assert_eq!(c.upstreams[0].servers[1].weight, 2);
+    assert_eq!(
+        c.routes[0].host,
+        HostPattern::Exact("logen.example.com".into())
+    );
+    assert_eq!(c.routes[0].prefix, "/api");
+    assert_eq!(c.routes[0].name, "logen.example.com/api/");
+    assert_eq!(c.summary(), "ok: 1 routes, 1 upstreams, 0 middleware");
+}
+
+#[test]
+fn unknown_key_is_reported_with_position() {
+    let e = errors("[server]\nworkerz = 2\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("rampart.toml:2:1: error: unknown field `workerz`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn every_cross_reference_problem_is_listed() {
+    let text = format!("{BASE}\n[[routes]]\nhost = \"logen.example.com\"\npath = \"/api\"\nupstream = \"nope\"\nmiddleware = [\"ghost\"]\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e.iter().any(|m| m.contains("duplicate route")));
+    assert!(e.iter().any(|m| m.contains("unknown upstream \"nope\"")));
+    assert!(e.iter().any(|m| m.contains("unknown middleware \"ghost\"")));
+    assert!(e.iter().all(|m| m.starts_with("rampart.toml:1")), "{e:?}");
+}
+
+#[test]
+fn bad_values_point_at_the_value() {
+    let e = errors("[server]\nshutdown_timeout = \"ten\"\n");
+    assert!(
+        e[0].starts_with("rampart.toml:2:20: error: invalid duration"),
+        "{e:?}"
+    );
+    let e = errors("[listen]\nhttp = \"localhost\"\n");
+    assert!(e[0].contains("invalid listen address"), "{e:?}");
+    let e = errors("[upstreams.a]\nservers = [\"nohost\"]\n");
+    assert!(e[0].contains("invalid server address"), "{e:?}");
+    let e = errors("[upstreams.a]\nservers = []\n");
+    assert!(e[0].contains("has no servers"), "{e:?}");
+}
+
+#[test]
+fn middleware_type_is_checked() {
+    let e = errors("[middleware.x]\ntype = \"teleport\"\n");
+    assert!(e[0].starts_with("rampart.toml:"), "{e:?}");
+    assert!(e[0].contains("teleport"), "{e:?}");
+}
+
+#[test]
+fn hosts_parse() {
+    assert_eq!(
+        HostPattern::parse("*.Example.com").unwrap(),
+        HostPattern::Wildcard(".example.com".into())
+    );
+    assert_eq!(HostPattern::parse("*").unwrap(), HostPattern::Any);
+    assert!(HostPattern::parse("example.com:80").is_err());
+    assert!(HostPattern::parse("a.*.com").is_err());
+}

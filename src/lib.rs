@@ -1,0 +1,121 @@
+//! Rampart: an edge reverse proxy in one binary. `main.rs` parses the command
+//! line; everything else lives here so tests, benches and fuzz targets can
+//! drive the same code. See ARCHITECTURE.md for the map.
+
+#![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
+#![allow(missing_debug_implementations)]
+
+pub mod access_log;
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use app::App;
+use config::{Config, ConfigErrors};
+use server::{ServerError, Serving};
+use state::Snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// A started proxy: listeners bound, accept loops running.
+pub struct Running {
+    pub app: Arc<App>,
+    serving: Serving,
+    admin_stop: CancellationToken,
+    /// Addresses actually bound (useful when the config asked for port 0).
+    pub http_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+}
+
+/// Compile the config, bind every listener and start serving.
+pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
+    let listen = config.listen.clone();
+    let snapshot = Snapshot::compile(config, None)?;
+    let app = App::new(snapshot, config_path);
+    let serving = Serving::new(Arc::clone(&app), CancellationToken::new());
+    let admin_stop = CancellationToken::new();
+
+    let http = listen.http.map(|a| server::bind("http", a)).transpose()?;
+    let admin = listen.admin.map(|a| server::bind("admin", a)).transpose()?;
+    let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = http {
+        serving.spawn_http(l, "http");
+    }
+    if let Some(l) = admin {
+        tokio::spawn(admin::run(Arc::clone(&app), l, admin_stop.clone()));
+    }
+    for (name, addr) in [("http", http_addr), ("admin", admin_addr)] {
+        if let Some(addr) = addr {
+            tracing::info!(listener = name, %addr, "listening");
+        }
+    }
+    app.set_ready(true);
+    Ok(Running {
+        app,
+        serving,
+        admin_stop,
+        http_addr,
+        admin_addr,
+    })
+}
+
+impl Running {
+    /// Graceful shutdown: stop accepting, drain for up to the configured
+    /// `shutdown_timeout`. Returns whether every connection finished in time.
+    pub async fn shutdown(self) -> bool {
+        let timeout = self.app.state.load().config.server.shutdown_timeout;
+        let drained = self.serving.drain(timeout).await;
+        self.admin_stop.cancel();
+        drained
+    }
+
+    /// Serve until SIGTERM or SIGINT, reloading on SIGHUP; then drain.
+    #[cfg(unix)]
+    pub async fn run_until_signal(self) -> std::io::Result<bool> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading config");
+                    let _ = self.app.reload().await;
+                }
+            }
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        let drained = self.shutdown().await;
+        if !drained {
+            tracing::warn!("shutdown timeout reached with requests still in flight");
+        }
+        // Give the access-log thread a moment to flush its last lines.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(drained)
+    }
+}

@@ -1,0 +1,134 @@
+//! The `rampart` command line: parse flags, set up logging and the runtime,
+//! and hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rampart::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "rampart",
+    version,
+    about = "Edge reverse proxy: TLS, routing, balancing, health checks, metrics"
+)]
+struct Cli {
+    /// Config file (for `run`, the default command).
+    #[arg(
+        long,
+        global = true,
+        env = "RAMPART_CONFIG",
+        default_value = "config/rampart.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Validate the config: print a summary, or every problem as PATH:LINE:COL.
+    Check,
+    /// Start demo upstreams and the proxy on 127.0.0.1:8080 / :8443 / :9901.
+    Demo,
+    /// Exit 0 if the admin /healthz answers 200 (for container health checks).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => match Config::load(&cli.config) {
+            Ok(c) => match rampart::state::Snapshot::compile(c.clone(), None) {
+                Ok(_) => {
+                    println!("{}", c.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Healthcheck { url } => match rampart::demo::healthcheck(&url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run => report(run(cli.config)),
+        Command::Demo => report(demo()),
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Logs go to stderr; stdout carries the JSON access log alone.
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(path: PathBuf) -> anyhow::Result<()> {
+    init_tracing();
+    let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    runtime(config.server.workers)?.block_on(async move {
+        let running = rampart::start(config, Some(path))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        running
+            .run_until_signal()
+            .await
+            .context("cannot install signal handlers")?;
+        Ok(())
+    })
+}
+
+fn demo() -> anyhow::Result<()> {
+    init_tracing();
+    runtime(None)?.block_on(async move {
+        let running = rampart::demo::start()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        running
+            .run_until_signal()
+            .await
+            .context("cannot install signal handlers")?;
+        Ok(())
+    })
+}

@@ -1,0 +1,196 @@
+//! Prometheus metrics: one registry and the families the contract names.
+//! Label values come from the config (route, upstream and server names) or
+//! from small closed sets (method, status code), never from request text,
+//! so cardinality stays bounded.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A shared label value (route, upstream or server name), cloned by
+/// reference count instead of copied per request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Name(pub Arc<str>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: Name,
+    pub method: &'static str,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamCodeLabels {
+    pub upstream: Name,
+    pub server: Name,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub upstream: Name,
+    pub server: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DomainLabels {
+    pub domain: String,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms .. ~33 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub upstream_requests: Family<UpstreamCodeLabels, Counter>,
+    pub upstream_server_up: Family<ServerLabels, Gauge>,
+    pub upstream_in_flight: Family<ServerLabels, Gauge>,
+    pub connections_active: Family<ListenerLabels, Gauge>,
+    pub tls_handshakes: Family<ResultLabels, Counter>,
+    pub certificate_expiry: Family<DomainLabels, Gauge>,
+    pub ratelimit_rejected: Family<RouteLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rampart");
+        let http_requests = Family::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status code",
+            http_requests.clone(),
+        );
+        let http_request_duration =
+            Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request head to response head, by route",
+            http_request_duration.clone(),
+        );
+        let upstream_requests = Family::default();
+        registry.register(
+            "upstream_requests",
+            "Requests sent to upstream servers, by status code",
+            upstream_requests.clone(),
+        );
+        let upstream_server_up = Family::default();
+        registry.register(
+            "upstream_server_up",
+            "1 when the server is in rotation",
+            upstream_server_up.clone(),
+        );
+        let upstream_in_flight = Family::default();
+        registry.register(
+            "upstream_in_flight",
+            "Requests in flight to the server",
+            upstream_in_flight.clone(),
+        );
+        let connections_active = Family::default();
+        registry.register(
+            "connections_active",
+            "Open client connections, by listener",
+            connections_active.clone(),
+        );
+        let tls_handshakes = Family::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes, by result",
+            tls_handshakes.clone(),
+        );
+        let certificate_expiry = Family::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Unix time at which the served certificate expires",
+            certificate_expiry.clone(),
+        );
+        let ratelimit_rejected = Family::default();
+        registry.register(
+            "ratelimit_rejected",
+            "Requests rejected by rate limiting, by route",
+            ratelimit_rejected.clone(),
+        );
+        let config_reloads = Family::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads, by result",
+            config_reloads.clone(),
+        );
+        for result in ["success", "failure"] {
+            let _ = config_reloads.get_or_create(&ResultLabels { result });
+        }
+        Metrics {
+            registry,
+            http_requests,
+            http_request_duration,
+            upstream_requests,
+            upstream_server_up,
+            upstream_in_flight,
+            connections_active,
+            tls_handshakes,
+            certificate_expiry,
+            ratelimit_rejected,
+            config_reloads,
+        }
+    }
+
+    /// The text exposition (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Method as a bounded label value.
+pub fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}

@@ -1,0 +1,68 @@
+//! Why a request could not be proxied, and the one place that maps each
+//! reason to a status code and a short plain-text answer.
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::ResponseBody;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("missing or invalid Host header")]
+    BadHost,
+    #[error("invalid request path")]
+    BadPath,
+    #[error("no route for this host and path")]
+    NoRoute,
+    #[error("no upstream server available")]
+    NoServer,
+    #[error("upstream connection failed")]
+    Connect,
+    #[error("upstream connection broke before a response")]
+    Broken,
+    #[error("upstream did not answer in time")]
+    Timeout,
+    #[error("invalid upstream request")]
+    BadUpstreamRequest,
+}
+
+impl ProxyError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProxyError::BadHost | ProxyError::BadPath => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect | ProxyError::Broken | ProxyError::BadUpstreamRequest => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn response(self) -> Response<ResponseBody> {
+        let status = self.status();
+        let mut r = plain_response(
+            status,
+            &format!(
+                "{} {}: {self}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            ),
+        );
+        if self == ProxyError::NoServer {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+/// A short text/plain response made by the proxy itself.
+pub fn plain_response(status: StatusCode, body: &str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(body.to_owned()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

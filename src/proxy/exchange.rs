@@ -1,0 +1,147 @@
+//! What is known about one request/response exchange, and the body wrapper
+//! that counts response bytes and, when the response is finished (or the
+//! client went away), writes the access-log line and the request metrics.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Uri};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::access_log::{rfc3339_now, AccessRecord};
+use crate::app::App;
+use crate::body::{BoxError, ResponseBody};
+use crate::metrics::{method_label, Name, RequestLabels, RouteLabels};
+
+/// Label for requests that matched no route.
+pub const NO_ROUTE: &str = "none";
+
+pub struct Exchange {
+    pub app: Arc<App>,
+    pub start: Instant,
+    pub client_ip: IpAddr,
+    pub method: Method,
+    pub uri: Uri,
+    pub host: Option<HeaderValue>,
+    pub request_id: Option<HeaderValue>,
+    pub route: Option<Arc<str>>,
+    pub upstream: Option<Arc<str>>,
+    pub status: u16,
+}
+
+impl Exchange {
+    fn finish(&self, bytes: u64) {
+        let route = Name(self.route.clone().unwrap_or_else(|| Arc::from(NO_ROUTE)));
+        let m = &self.app.metrics;
+        m.http_requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                method: method_label(&self.method),
+                code: self.status,
+            })
+            .inc();
+        let elapsed = self.start.elapsed();
+        m.http_request_duration
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+        if self.app.access_log.enabled() {
+            let host = self
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| self.uri.host())
+                .unwrap_or("");
+            self.app.access_log.log(&AccessRecord {
+                time: &rfc3339_now(),
+                client_ip: self.client_ip,
+                method: self.method.as_str(),
+                host,
+                path: self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                status: self.status,
+                bytes,
+                duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                upstream: self.upstream.as_deref(),
+                request_id: self
+                    .request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+                route: self.route.as_deref(),
+            });
+        }
+    }
+}
+
+/// The body handed to hyper: the real body plus the exchange to close.
+pub struct TrackedBody {
+    inner: ResponseBody,
+    exchange: Option<Box<Exchange>>,
+    bytes: u64,
+}
+
+impl TrackedBody {
+    pub fn new(inner: ResponseBody, exchange: Box<Exchange>) -> Self {
+        TrackedBody {
+            inner,
+            exchange: Some(exchange),
+            bytes: 0,
+        }
+    }
+
+    /// A body with no exchange attached (admin answers).
+    pub fn untracked(inner: ResponseBody) -> Self {
+        TrackedBody {
+            inner,
+            exchange: None,
+            bytes: 0,
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(ex) = self.exchange.take() {
+            ex.finish(self.bytes);
+        }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // ResponseBody is Unpin only through pin-project; keep it pinned in place.
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.close(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

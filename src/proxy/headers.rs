@@ -1,0 +1,176 @@
+//! Header rewriting between client and upstream: hop-by-hop removal and the
+//! `X-Forwarded-*` family. Pure functions over `HeaderMap`, benchmarked.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection, never forwarded (RFC 9110 7.6.1),
+/// plus `Proxy-*` ones that are ours to consume.
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == PROXY_CONNECTION
+}
+
+/// Remove hop-by-hop headers, including every header named in `Connection`.
+/// Returns the `Upgrade` value when the message asked for a protocol
+/// upgrade, so the caller can forward it deliberately.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut upgrade_requested = false;
+    // Names listed in Connection are usually few; collect before removing.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(s) = value.to_str() else { continue };
+        for token in s.split(',') {
+            let token = token.trim();
+            if token.eq_ignore_ascii_case("upgrade") {
+                upgrade_requested = true;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    let upgrade = if upgrade_requested {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in named {
+        headers.remove(name);
+    }
+    // Fast path: most messages carry none of these, so check before removing.
+    let has_any = headers
+        .keys()
+        .any(|k| is_fixed_hop_by_hop(k) || k.as_str().starts_with("proxy-"));
+    if has_any {
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| is_fixed_hop_by_hop(k) || k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+    upgrade
+}
+
+/// Facts about the client side that the upstream is told.
+pub struct Forwarded<'a> {
+    pub client_ip: IpAddr,
+    pub proto: &'static str,
+    pub host: &'a str,
+}
+
+/// Append the client to `X-Forwarded-For` and set `X-Forwarded-Proto`,
+/// `X-Forwarded-Host` and `X-Real-IP`.
+pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
+    let ip = ip_header_value(f.client_ip);
+    let mut prev = String::new();
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(v) = v.to_str() else { continue };
+        let v = v.trim();
+        if !v.is_empty() {
+            if !prev.is_empty() {
+                prev.push_str(", ");
+            }
+            prev.push_str(v);
+        }
+    }
+    let xff = if prev.is_empty() {
+        ip.clone()
+    } else {
+        prev.push_str(", ");
+        prev.push_str(ip.to_str().unwrap_or_default());
+        HeaderValue::from_str(&prev).unwrap_or_else(|_| ip.clone())
+    };
+    // Several X-Forwarded-For lines are one list; we just wrote the joined form.
+    headers.remove(&X_FORWARDED_FOR);
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
+    if let Ok(h) = HeaderValue::from_str(f.host) {
+        headers.insert(X_FORWARDED_HOST.clone(), h);
+    }
+    headers.insert(X_REAL_IP.clone(), ip);
+}
+
+fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    // An IP address only holds characters valid in a header value.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("proxy-authorization", HeaderValue::from_static("x"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn reports_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(
+            strip_hop_by_hop(&mut h),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn appends_forwarded_for() {
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        add_forwarded(
+            &mut h,
+            &Forwarded {
+                client_ip: "192.0.2.7".parse().unwrap(),
+                proto: "https",
+                host: "a.example",
+            },
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "a.example");
+        assert_eq!(h[&X_REAL_IP], "192.0.2.7");
+    }
+}

@@ -1,0 +1,187 @@
+//! Listeners: binding, the accept loops with a connection limit, the hyper
+//! connection builder shared by all connections, and the graceful drain.
+
+pub mod conn;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
+use crate::config::ServerSettings;
+use crate::metrics::ListenerLabels;
+use crate::proxy::{self, ConnInfo};
+use conn::Activity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr} ({listener}): {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Bind a TCP listener with a deep backlog and address reuse.
+pub fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    let make = || -> std::io::Result<TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(false).ok();
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        TcpListener::from_std(socket.into())
+    };
+    make().map_err(|source| ServerError::Bind {
+        listener,
+        addr,
+        source,
+    })
+}
+
+/// The hyper connection builder for client-facing listeners.
+pub fn http_builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.client_header_timeout)
+        .max_buf_size(s.max_header_bytes)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(s.h2_max_concurrent_streams)
+        .max_header_list_size(s.max_header_bytes as u32)
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(1024))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// What the accept loops share.
+#[derive(Clone)]
+pub struct Serving {
+    pub app: Arc<App>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    pub permits: Arc<Semaphore>,
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub idle_timeout: Duration,
+}
+
+impl Serving {
+    pub fn new(app: Arc<App>, shutdown: CancellationToken) -> Self {
+        let settings = app.state.load().config.server.clone();
+        Serving {
+            app,
+            shutdown,
+            tracker: TaskTracker::new(),
+            permits: Arc::new(Semaphore::new(settings.max_connections)),
+            builder: Arc::new(http_builder(&settings)),
+            idle_timeout: settings.idle_timeout,
+        }
+    }
+
+    /// Accept plain-HTTP connections and serve the proxy on them.
+    pub fn spawn_http(&self, listener: TcpListener, name: &'static str) {
+        let this = self.clone();
+        self.tracker
+            .spawn(async move { this.accept_loop(listener, name).await });
+    }
+
+    async fn accept_loop(self, listener: TcpListener, name: &'static str) {
+        let gauge = self
+            .app
+            .metrics
+            .connections_active
+            .get_or_create(&ListenerLabels { listener: name })
+            .clone();
+        loop {
+            let permit = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                p = Arc::clone(&self.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(listener = name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let this = self.clone();
+            let gauge = gauge.clone();
+            self.tracker.spawn(async move {
+                gauge.inc();
+                this.serve_plain(stream, peer).await;
+                gauge.dec();
+                drop(permit);
+            });
+        }
+    }
+
+    async fn serve_plain(&self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo { peer, tls: false };
+        self.serve_io(stream, info).await;
+    }
+
+    /// Serve the proxy over any accepted stream (plain TCP, or TLS).
+    pub async fn serve_io<I>(&self, io: I, info: ConnInfo)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::new(Activity::default());
+        let app = Arc::clone(&self.app);
+        let act = Arc::clone(&activity);
+        let service = service_fn(move |req| {
+            let guard = act.begin();
+            let app = Arc::clone(&app);
+            async move {
+                let r = proxy::serve(app, info, req).await;
+                drop(guard);
+                r
+            }
+        });
+        conn::serve(
+            io,
+            activity,
+            &self.builder,
+            service,
+            self.shutdown.clone(),
+            self.idle_timeout,
+        )
+        .await;
+    }
+
+    /// Stop accepting, let connections finish what they are doing, and wait
+    /// up to `timeout` for them. Returns whether everything drained.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.app.set_ready(false);
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}

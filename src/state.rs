@@ -1,0 +1,103 @@
+//! The running configuration as one immutable [`Snapshot`], swapped
+//! atomically on reload. A request loads the snapshot once and keeps it to
+//! the end, so a reload never changes a request halfway through.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::router::Router;
+use crate::upstream::Pool;
+
+/// A route as the request path needs it: everything resolved.
+#[derive(Debug)]
+pub struct Route {
+    /// Stable label for metrics and logs.
+    pub name: Arc<str>,
+    pub prefix: String,
+    pub strip_prefix: bool,
+    pub preserve_host: bool,
+    pub pool: Arc<Pool>,
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub router: Router<Arc<Route>>,
+    pub pools: HashMap<String, Arc<Pool>>,
+    /// Routes in file order, for status output.
+    pub routes: Vec<Arc<Route>>,
+}
+
+impl Snapshot {
+    /// Build a snapshot, carrying over long-lived state from `previous`.
+    pub fn compile(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut pools = HashMap::new();
+        for spec in &config.upstreams {
+            let old = previous
+                .and_then(|p| p.pools.get(&spec.name))
+                .map(|p| p.as_ref());
+            match Pool::build(spec, old) {
+                Ok(pool) => {
+                    pools.insert(spec.name.clone(), Arc::new(pool));
+                }
+                Err(msg) => errors.push(ConfigError {
+                    path: config.source.clone(),
+                    line: 1,
+                    col: 1,
+                    message: msg,
+                }),
+            }
+        }
+        let mut router = Router::default();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for spec in &config.routes {
+            // Config validation has already checked the reference.
+            let Some(pool) = pools.get(&spec.upstream) else {
+                continue;
+            };
+            let route = Arc::new(Route {
+                name: spec.name.as_str().into(),
+                prefix: spec.prefix.clone(),
+                strip_prefix: spec.strip_prefix,
+                preserve_host: spec.preserve_host,
+                pool: Arc::clone(pool),
+            });
+            router.insert(&spec.host, &spec.prefix, Arc::clone(&route));
+            routes.push(route);
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Snapshot {
+            config: Arc::new(config),
+            router,
+            pools,
+            routes,
+        })
+    }
+}
+
+/// The holder every request reads from.
+pub struct State {
+    current: ArcSwap<Snapshot>,
+}
+
+impl State {
+    pub fn new(initial: Snapshot) -> Self {
+        State {
+            current: ArcSwap::from_pointee(initial),
+        }
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn swap(&self, next: Snapshot) -> Arc<Snapshot> {
+        self.current.swap(Arc::new(next))
+    }
+}

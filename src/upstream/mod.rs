@@ -1,0 +1,16 @@
+//! Upstream pools: the servers behind a name, how one is chosen for each
+//! request, and the pooled HTTP client that talks to them.
+//!
+//! Server state (health, in-flight count) lives in [`Server`] objects that a
+//! reload hands over to the new snapshot when the pool keeps the address, so
+//! balancing and health survive config changes.
+
+mod balancer;
+mod client;
+mod pool;
+mod server;
+
+pub use balancer::Balancer;
+pub use client::{ClientSettings, UpstreamClient};
+pub use pool::Pool;
+pub use server::{InFlightGuard, Server};

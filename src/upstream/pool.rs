@@ -1,0 +1,67 @@
+//! A named pool of servers with its balancer, timeouts and client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::balancer::Balancer;
+use super::client::{self, ClientSettings, UpstreamClient};
+use super::server::Server;
+use crate::config::UpstreamSpec;
+
+#[derive(Debug)]
+pub struct Pool {
+    pub name: Arc<str>,
+    pub servers: Vec<Arc<Server>>,
+    pub balancer: Balancer,
+    pub spec: UpstreamSpec,
+    pub client_settings: ClientSettings,
+    pub client: UpstreamClient,
+}
+
+impl Pool {
+    /// Build a pool, taking over server state and the client from `previous`
+    /// (the pool of the same name in the running snapshot) where they fit.
+    pub fn build(spec: &UpstreamSpec, previous: Option<&Pool>) -> Result<Pool, String> {
+        let servers = spec
+            .servers
+            .iter()
+            .map(|s| {
+                if let Some(old) = previous.and_then(|p| {
+                    p.servers
+                        .iter()
+                        .find(|o| o.addr == s.addr && o.weight == s.weight)
+                }) {
+                    return Ok(Arc::clone(old));
+                }
+                Server::new(s.addr.clone(), s.weight)
+                    .map(Arc::new)
+                    .map_err(|e| format!("upstream {:?}: server {}: {e}", spec.name, s.addr.0))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let client_settings = ClientSettings {
+            connect_timeout: spec.connect_timeout,
+            max_idle_per_server: spec.max_idle_per_server,
+        };
+        let client = match previous {
+            Some(p) if p.client_settings == client_settings => p.client.clone(),
+            _ => client::build(client_settings),
+        };
+        Ok(Pool {
+            name: spec.name.as_str().into(),
+            balancer: Balancer::new(spec.balance, servers.len()),
+            servers,
+            spec: spec.clone(),
+            client_settings,
+            client,
+        })
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        self.spec.response_timeout
+    }
+
+    /// Choose a server not in `excluded`.
+    pub fn pick(&self, excluded: &[usize]) -> Option<usize> {
+        self.balancer.pick(&self.servers, excluded)
+    }
+}
