@@ -594,19 +594,18 @@ impl Compiler<'_> {
                 .as_ref()
                 .map(|n| n.get_ref().clone())
                 .unwrap_or_else(|| format!("{host}{display_path}"));
-            if let Some((l, c)) = names.insert(name.clone(), (line, col)) {
+            if let Some((l, c)) = seen.insert((host.clone(), prefix.clone()), (line, col)) {
+                self.err(
+                    Some(span.clone()),
+                    format!("duplicate route: host {host} and path {display_path} are already routed at line {l}, column {c}"),
+                );
+            } else if let Some((l, c)) = names.insert(name.clone(), (line, col)) {
                 let sp = r.name.as_ref().map(|n| n.span()).unwrap_or(span.clone());
                 self.err(
                     Some(sp),
                     format!(
                         "route name {name:?} is already used by the route at line {l}, column {c}"
                     ),
-                );
-            }
-            if let Some((l, c)) = seen.insert((host.clone(), prefix.clone()), (line, col)) {
-                self.err(
-                    Some(span.clone()),
-                    format!("duplicate route: host {host} and path {display_path} are already routed at line {l}, column {c}"),
                 );
             }
             let upstream = r.upstream.get_ref();

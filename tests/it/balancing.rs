@@ -1,0 +1,1 @@
+//! Pools: round-robin and least-connections over real upstreams.

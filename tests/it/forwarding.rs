@@ -1,0 +1,1 @@
+//! What reaches the upstream and what comes back: headers, bodies, upgrades.

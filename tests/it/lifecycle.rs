@@ -1,0 +1,1 @@
+//! Start, drain and exit.

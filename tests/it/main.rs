@@ -1,0 +1,10 @@
+//! One integration-test binary: every test starts real servers (the
+//! `rampart` binary, upstreams, clients) on loopback ephemeral ports.
+
+mod util;
+
+mod balancing;
+mod cli;
+mod forwarding;
+mod lifecycle;
+mod routing;
