@@ -1,1 +1,181 @@
 //! What reaches the upstream and what comes back: headers, bodies, upgrades.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::util::*;
+
+fn one_route(up: &Upstream) -> String {
+    format!("[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nhost = \"*\"\nupstream = \"app\"\n", up.addr)
+}
+
+#[tokio::test]
+async fn headers_are_rewritten_like_a_proper_edge_proxy() {
+    let up = Upstream::echo().await;
+    let p = Proxy::start(&one_route(&up));
+    let req = Request::get(p.url("/h?q=1"))
+        .header("host", "shop.example.com")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "must not pass")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .header("proxy-authorization", "Basic eA==")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-custom", "kept")
+        .body(full(""))
+        .unwrap();
+    let a = send(&client(), req).await;
+    assert_eq!(a.status, 200);
+    let v = a.json();
+    let h = &v["headers"];
+    for gone in ["x-hop", "keep-alive", "te", "proxy-authorization", "upgrade", "trailer"] {
+        assert!(h.get(gone).is_none(), "{gone} was forwarded: {h}");
+    }
+    assert_eq!(h["x-custom"][0], "kept");
+    assert_eq!(h["host"][0], "shop.example.com", "Host is preserved by default");
+    assert_eq!(h["x-forwarded-for"][0], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"][0], "http");
+    assert_eq!(h["x-forwarded-host"][0], "shop.example.com");
+    assert_eq!(h["x-real-ip"][0], "127.0.0.1");
+    let id = h["x-request-id"][0].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    // The client gets the same id back, and the upstream's hop-by-hop headers are gone.
+    assert_eq!(a.headers["x-request-id"], id.as_str());
+    assert!(a.headers.get("x-upstream-private").is_none());
+    assert!(a.headers.get("keep-alive").is_none());
+
+    // A request id sent by the client is kept.
+    let req = Request::get(p.url("/")).header("host", "a").header("x-request-id", "abc-123").body(full("")).unwrap();
+    let a = send(&client(), req).await;
+    assert_eq!(a.json()["headers"]["x-request-id"][0], "abc-123");
+    assert_eq!(a.headers["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn access_log_has_one_json_line_per_request() {
+    let up = Upstream::echo().await;
+    let p = Proxy::start(&one_route(&up));
+    get(&p.url("/logged?x=1"), "Log.Example").await;
+    get(&p.url("/../nope"), "log.example").await;
+    assert!(eventually(Duration::from_secs(5), || p.access_log().len() >= 2).await);
+    let log = p.access_log();
+    let l = log.iter().find(|l| l["path"] == "/logged?x=1").expect("line for the request");
+    assert_eq!(l["method"], "GET");
+    assert_eq!(l["host"], "Log.Example");
+    assert_eq!(l["status"], 200);
+    assert_eq!(l["client_ip"], "127.0.0.1");
+    assert_eq!(l["upstream"], up.addr.to_string());
+    assert_eq!(l["route"], "*/");
+    assert!(l["bytes"].as_u64().unwrap() > 10);
+    assert!(l["duration_ms"].as_f64().is_some());
+    assert_eq!(l["request_id"].as_str().unwrap().len(), 32);
+    assert!(l["time"].as_str().unwrap().ends_with('Z'));
+    assert!(log.iter().any(|l| l["status"] == 400));
+}
+
+/// Streams `total` bytes of zeros in 64 KiB frames without holding them.
+fn zeros(total: u64) -> BoxBody {
+    let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+    let n = total / chunk.len() as u64;
+    let s = futures_util::stream::iter((0..n).map(move |_| Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.clone()))));
+    BodyExt::boxed(StreamBody::new(s))
+}
+
+#[tokio::test]
+async fn a_gibibyte_streams_both_ways_in_flat_memory() {
+    const GIB: u64 = 1 << 30;
+    // Upstream: counts an upload; serves a 1 GiB download.
+    let up = Upstream::start(|req: Request<Incoming>| async move {
+        if req.method() == http::Method::POST {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            while let Some(Ok(f)) = body.frame().await {
+                n += f.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Response::new(full(n.to_string()))
+        } else {
+            Response::new(zeros(GIB))
+        }
+    })
+    .await;
+    let p = Proxy::start(&one_route(&up));
+    let before = p.rss_kib();
+
+    // Upload
+    let req = Request::post(p.url("/upload")).header("host", "a").body(zeros(GIB)).unwrap();
+    let resp = client().request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, GIB.to_string());
+    let after_upload = p.rss_kib();
+
+    // Download, counted as it arrives
+    let resp = client().request(Request::get(p.url("/download")).header("host", "a").body(full("")).unwrap()).await.unwrap();
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    let mut peak = 0;
+    while let Some(f) = body.frame().await {
+        n += f.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+        if n % (128 << 20) < 65536 {
+            peak = peak.max(p.rss_kib());
+        }
+    }
+    assert_eq!(n, GIB);
+    let peak = peak.max(after_upload);
+    eprintln!("proxy RSS: before {before} KiB, after 1 GiB upload {after_upload} KiB, peak during 1 GiB download {peak} KiB");
+    // Flat: the proxy never holds more than a small window of the body.
+    assert!(peak < before + 64 * 1024, "proxy memory grew from {before} KiB to {peak} KiB");
+}
+
+#[tokio::test]
+async fn websocket_messages_pass_through() {
+    // An echo WebSocket upstream built on tokio-tungstenite.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() || m.is_binary() {
+                        let _ = ws.send(m).await;
+                    }
+                }
+            });
+        }
+    });
+    let p = Proxy::start(&format!("[upstreams.ws]\nservers = [\"{ws_addr}\"]\n[[routes]]\nhost = \"*\"\npath = \"/ws\"\nupstream = \"ws\"\n"));
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws/chat", p.http)).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        ws.send(tokio_tungstenite::tungstenite::Message::text(format!("hello {i}"))).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(m.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_clear_4xx() {
+    let up = Upstream::echo().await;
+    let p = Proxy::start(&one_route(&up));
+    for (raw, want) in [
+        ("GET / HTTP/1.1\r\n\r\n", "400"),                            // no Host
+        ("GET /../../x HTTP/1.1\r\nHost: a\r\n\r\n", "400"),          // climbs above the root
+        ("BLAH\r\n\r\n", "400"),                                       // not HTTP
+        ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx", "400"), // smuggling attempt
+    ] {
+        let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with(&format!("HTTP/1.1 {want}")), "{raw:?} got {head:?}");
+    }
+    assert_eq!(up.hits(), 0, "nothing malformed reached the upstream");
+}
