@@ -1,0 +1,183 @@
+//! Upstream failures get clear answers: 502, 503, 504; retries; cancellation.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Response;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::util::*;
+
+fn route(servers: &str, extra: &str) -> String {
+    format!("[upstreams.app]\nservers = [{servers}]\n{extra}\n[[routes]]\nupstream = \"app\"\n")
+}
+
+#[tokio::test]
+async fn connection_refused_is_502() {
+    let p = Proxy::start(&route(&format!("\"{}\"", closed_port()), ""));
+    let a = get(&p.url("/"), "x").await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.headers["content-type"], "text/plain; charset=utf-8");
+    assert!(a.text().contains("upstream connection failed"));
+}
+
+#[tokio::test]
+async fn connection_reset_before_an_answer_is_502() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            // Close without answering.
+            drop(s);
+        }
+    });
+    let p = Proxy::start(&route(&format!("\"{addr}\""), ""));
+    // POST with a body is never replayed, so the broken exchange surfaces.
+    let req = http::Request::post(p.url("/"))
+        .header("host", "x")
+        .body(full("data"))
+        .unwrap();
+    let a = send(&client(), req).await;
+    assert_eq!(a.status, 502);
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let up = Upstream::start(|_req| async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Response::new(full("late"))
+    })
+    .await;
+    let p = Proxy::start(&route(
+        &format!("\"{}\"", up.addr),
+        "response_timeout = \"300ms\"",
+    ));
+    let a = get(&p.url("/"), "x").await;
+    assert_eq!(a.status, 504);
+    assert!(a.text().contains("did not answer in time"));
+}
+
+#[tokio::test]
+async fn connect_timeout_is_504() {
+    // A listener whose accept queue is full: further SYNs are dropped, so
+    // connects hang until our timeout.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            fillers.push(s);
+        }
+    }
+    let p = Proxy::start(&route(
+        &format!("\"{addr}\""),
+        "connect_timeout = \"300ms\"\nretries = 0",
+    ));
+    let a = get(&p.url("/"), "x").await;
+    assert_eq!(a.status, 504, "{}", a.text());
+    drop(sock);
+}
+
+#[tokio::test]
+async fn bodiless_requests_are_retried_on_another_server_after_a_connect_failure() {
+    let good = Upstream::named("good").await;
+    let p = Proxy::start(&route(
+        &format!("\"{}\", \"{}\"", closed_port(), good.addr),
+        "",
+    ));
+    for _ in 0..10 {
+        let a = get(&p.url("/"), "x").await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.text(), "good");
+    }
+    assert_eq!(good.hits(), 10);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_cancels_its_upstream_request() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d2 = Arc::clone(&dropped);
+    let up = Upstream::start(move |_req| {
+        let d = Arc::clone(&d2);
+        async move {
+            struct SetOnDrop(Arc<AtomicBool>);
+            impl Drop for SetOnDrop {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let _g = SetOnDrop(d);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Response::new(full("never"))
+        }
+    })
+    .await;
+    let p = Proxy::start(&route(&format!("\"{}\"", up.addr), ""));
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    drop(s);
+    // The proxy drops its upstream exchange, so the upstream's handler is cancelled.
+    assert!(
+        eventually(Duration::from_secs(10), || dropped.load(Ordering::SeqCst)).await,
+        "upstream request was not cancelled"
+    );
+}
+
+#[tokio::test]
+async fn slowloris_clients_are_cut_off() {
+    let up = Upstream::named("x").await;
+    let p = Proxy::start(&format!(
+        "[server]\nclient_header_timeout = \"500ms\"\n{}",
+        route(&format!("\"{}\"", up.addr), "")
+    ));
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    // The proxy closes (possibly after a 408) instead of waiting forever.
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true));
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let up = Upstream::named("x").await;
+    let p = Proxy::start(&format!(
+        "[server]\nidle_timeout = \"500ms\"\n{}",
+        route(&format!("\"{}\"", up.addr), "")
+    ));
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let closed = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "idle connection stayed open: {closed:?}"
+    );
+}
