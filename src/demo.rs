@@ -19,8 +19,8 @@ use crate::{Running, StartError};
 /// The demo's routing: the two-host layout from the design notes.
 const DEMO_CONFIG: &str = r#"
 [listen]
-http = "127.0.0.1:8080"
-admin = "127.0.0.1:9901"
+http = "{HTTP}"
+admin = "{ADMIN_LISTEN}"
 
 [upstreams.api]
 balance = "least_conn"
@@ -68,8 +68,15 @@ path = "/"
 upstream = "admin-frontend"
 "#;
 
+/// Where the demo listens (the contract's ports by default).
+#[derive(Debug, Clone, Copy)]
+pub struct DemoListen {
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
 /// Start the demo upstreams and the proxy; prints what to try.
-pub async fn start() -> Result<Running, StartError> {
+pub async fn start(listen: DemoListen) -> Result<Running, StartError> {
     let mut addrs = Vec::new();
     for name in ["api", "frontend", "admin-frontend"] {
         addrs.push(
@@ -85,7 +92,9 @@ pub async fn start() -> Result<Running, StartError> {
     let text = DEMO_CONFIG
         .replace("{API}", &addrs[0].to_string())
         .replace("{FRONTEND}", &addrs[1].to_string())
-        .replace("{ADMIN}", &addrs[2].to_string());
+        .replace("{ADMIN}", &addrs[2].to_string())
+        .replace("{HTTP}", &listen.http.to_string())
+        .replace("{ADMIN_LISTEN}", &listen.admin.to_string());
     let config = Config::parse(Path::new("<demo>"), &text)?;
     let running = crate::start(config, None).await?;
     let http = running.http_addr.map(|a| a.to_string()).unwrap_or_default();

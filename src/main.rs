@@ -34,7 +34,14 @@ enum Command {
     /// Validate the config: print a summary, or every problem as PATH:LINE:COL.
     Check,
     /// Start demo upstreams and the proxy on 127.0.0.1:8080 / :8443 / :9901.
-    Demo,
+    Demo {
+        /// Plain-HTTP listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
+        /// Admin listener.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+    },
     /// Exit 0 if the admin /healthz answers 200 (for container health checks).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
@@ -69,7 +76,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => report(run(cli.config)),
-        Command::Demo => report(demo()),
+        Command::Demo { http, admin } => report(demo(http, admin)),
     }
 }
 
@@ -119,10 +126,10 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     })
 }
 
-fn demo() -> anyhow::Result<()> {
+fn demo(http: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Result<()> {
     init_tracing();
     runtime(None)?.block_on(async move {
-        let running = rampart::demo::start()
+        let running = rampart::demo::start(rampart::demo::DemoListen { http, admin })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         running

@@ -5,6 +5,7 @@ mod util;
 
 mod balancing;
 mod cli;
+mod demo;
 mod failures;
 mod forwarding;
 mod lifecycle;
