@@ -37,14 +37,10 @@ impl AccessLog {
     /// A log writing to stdout from its own thread.
     pub fn stdout() -> Self {
         let (tx, rx) = sync_channel::<Vec<u8>>(16 * 1024);
-        let spawned = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_lines(rx, std::io::stdout()));
+        let spawned =
+            std::thread::Builder::new().name("access-log".into()).spawn(move || write_lines(rx, std::io::stdout()));
         match spawned {
-            Ok(_) => AccessLog {
-                sender: Some(tx),
-                dropped: AtomicU64::new(0),
-            },
+            Ok(_) => AccessLog { sender: Some(tx), dropped: AtomicU64::new(0) },
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the access-log thread; access logging is off");
                 AccessLog::disabled()
@@ -53,10 +49,7 @@ impl AccessLog {
     }
 
     pub fn disabled() -> Self {
-        AccessLog {
-            sender: None,
-            dropped: AtomicU64::new(0),
-        }
+        AccessLog { sender: None, dropped: AtomicU64::new(0) }
     }
 
     pub fn enabled(&self) -> bool {
@@ -101,9 +94,7 @@ fn write_lines(rx: Receiver<Vec<u8>>, out: impl Write) {
 
 /// RFC 3339 UTC time with milliseconds, e.g. `2026-11-22T04:28:31.123Z`.
 pub fn rfc3339_now() -> String {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);

@@ -10,6 +10,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::proxy::request_id::RequestIds;
 use crate::state::{Snapshot, State};
+use crate::upstream::HealthChecker;
 
 /// Outcome of the most recent reload, for `/api/status` and the status page.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -24,6 +25,7 @@ pub struct App {
     pub metrics: Metrics,
     pub access_log: AccessLog,
     pub request_ids: RequestIds,
+    pub health: HealthChecker,
     /// Where the config came from (`None` for the built-in demo config).
     pub config_path: Option<PathBuf>,
     ready: AtomicBool,
@@ -33,16 +35,13 @@ pub struct App {
 
 impl App {
     pub fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Arc<App> {
-        let access_log = if snapshot.config.server.access_log {
-            AccessLog::stdout()
-        } else {
-            AccessLog::disabled()
-        };
+        let access_log = if snapshot.config.server.access_log { AccessLog::stdout() } else { AccessLog::disabled() };
         Arc::new(App {
             state: State::new(snapshot),
             metrics: Metrics::new(),
             access_log,
             request_ids: RequestIds::default(),
+            health: HealthChecker::default(),
             config_path,
             ready: AtomicBool::new(false),
             last_reload: Mutex::new(ReloadStatus {
@@ -63,10 +62,7 @@ impl App {
     }
 
     pub fn last_reload(&self) -> ReloadStatus {
-        self.last_reload
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or_default()
+        self.last_reload.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     /// Re-read the config file and swap in the new snapshot; on any error
@@ -81,9 +77,7 @@ impl App {
         let result = match result {
             Ok(r) => r,
             Err(e) => Err(ConfigErrors(vec![crate::config::ConfigError::whole_file(
-                self.config_path
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new("?")),
+                self.config_path.as_deref().unwrap_or(std::path::Path::new("?")),
                 format!("reload task failed: {e}"),
             )])),
         };
@@ -97,19 +91,13 @@ impl App {
             }
             Snapshot::compile(config, Some(&current))
         });
-        let mut status = ReloadStatus {
-            time: Some(crate::access_log::rfc3339_now()),
-            ok: true,
-            errors: vec![],
-        };
+        let mut status = ReloadStatus { time: Some(crate::access_log::rfc3339_now()), ok: true, errors: vec![] };
         let ret = match outcome {
             Ok(next) => {
                 let routes = next.routes.len();
                 self.state.swap(next);
-                self.metrics
-                    .config_reloads
-                    .get_or_create(&ResultLabels { result: "success" })
-                    .inc();
+                self.health.sync(&self.state.load());
+                self.metrics.config_reloads.get_or_create(&ResultLabels { result: "success" }).inc();
                 tracing::info!(routes, "config reloaded");
                 Ok(())
             }
@@ -117,10 +105,7 @@ impl App {
                 for e in &errors.0 {
                     tracing::error!("{e}");
                 }
-                self.metrics
-                    .config_reloads
-                    .get_or_create(&ResultLabels { result: "failure" })
-                    .inc();
+                self.metrics.config_reloads.get_or_create(&ResultLabels { result: "failure" }).inc();
                 status.ok = false;
                 status.errors = errors.0.iter().map(|e| e.to_string()).collect();
                 Err(errors)

@@ -43,10 +43,7 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             RequestBodyProj::Incoming { body } => body.poll_frame(cx).map_err(Into::into),
             RequestBodyProj::Boxed { body } => body.poll_frame(cx),
@@ -88,9 +85,7 @@ pin_project! {
 impl ResponseBody {
     pub fn full(data: impl Into<Bytes>) -> Self {
         let data: Bytes = data.into();
-        ResponseBody::Full {
-            data: (!data.is_empty()).then_some(data),
-        }
+        ResponseBody::Full { data: (!data.is_empty()).then_some(data) }
     }
 
     pub fn empty() -> Self {
@@ -98,10 +93,7 @@ impl ResponseBody {
     }
 
     pub fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
-        ResponseBody::Upstream {
-            body,
-            guard: Some(guard),
-        }
+        ResponseBody::Upstream { body, guard: Some(guard) }
     }
 }
 
@@ -109,10 +101,7 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             ResponseBodyProj::Upstream { body, guard } => {
                 let polled = body.poll_frame(cx);
@@ -139,9 +128,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Upstream { body, .. } => body.size_hint(),
-            ResponseBody::Full { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            ResponseBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ResponseBody::Boxed { body } => body.size_hint(),
         }
     }

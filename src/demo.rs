@@ -79,15 +79,11 @@ pub struct DemoListen {
 pub async fn start(listen: DemoListen) -> Result<Running, StartError> {
     let mut addrs = Vec::new();
     for name in ["api", "frontend", "admin-frontend"] {
-        addrs.push(
-            spawn_app(name)
-                .await
-                .map_err(|source| crate::server::ServerError::Bind {
-                    listener: "demo upstream",
-                    addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                    source,
-                })?,
-        );
+        addrs.push(spawn_app(name).await.map_err(|source| crate::server::ServerError::Bind {
+            listener: "demo upstream",
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            source,
+        })?);
     }
     let text = DEMO_CONFIG
         .replace("{API}", &addrs[0].to_string())
@@ -98,10 +94,7 @@ pub async fn start(listen: DemoListen) -> Result<Running, StartError> {
     let config = Config::parse(Path::new("<demo>"), &text)?;
     let running = crate::start(config, None).await?;
     let http = running.http_addr.map(|a| a.to_string()).unwrap_or_default();
-    let admin = running
-        .admin_addr
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let admin = running.admin_addr.map(|a| a.to_string()).unwrap_or_default();
     println!(
         "\nRampart demo is running. Upstreams: api={} frontend={} admin-frontend={}\nTry:\n\
          \x20 curl -H 'Host: logen.localhost' http://{http}/                 # customer frontend\n\
@@ -138,19 +131,11 @@ pub async fn spawn_app(name: &'static str) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-async fn answer(
-    name: &'static str,
-    req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                serde_json::Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            )
-        })
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned())))
         .collect();
     let body = serde_json::json!({
         "app": name,
@@ -159,10 +144,7 @@ async fn answer(
         "headers": headers,
     });
     let mut r = Response::new(ResponseBody::full(format!("{body:#}\n")));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(r)
 }
 
@@ -173,13 +155,9 @@ pub fn healthcheck(url: &str) -> Result<(), String> {
     use std::net::{TcpStream, ToSocketAddrs};
     use std::time::Duration;
 
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are supported")?;
-    let (authority, path) = rest
-        .split_once('/')
-        .map(|(a, p)| (a, format!("/{p}")))
-        .unwrap_or((rest, "/healthz".into()));
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs are supported")?;
+    let (authority, path) =
+        rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/healthz".into()));
     let addr = authority
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {authority}: {e}"))?
@@ -188,20 +166,13 @@ pub fn healthcheck(url: &str) -> Result<(), String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).map_err(|e| e.to_string())?;
     let head = String::from_utf8_lossy(&buf[..n]);
     if head.starts_with("HTTP/1.1 200") {
         Ok(())
     } else {
-        Err(format!(
-            "{url} answered: {}",
-            head.lines().next().unwrap_or("nothing")
-        ))
+        Err(format!("{url} answered: {}", head.lines().next().unwrap_or("nothing")))
     }
 }

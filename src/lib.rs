@@ -54,6 +54,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let listen = config.listen.clone();
     let snapshot = Snapshot::compile(config, None)?;
     let app = App::new(snapshot, config_path);
+    app.health.sync(&app.state.load());
     let serving = Serving::new(Arc::clone(&app), CancellationToken::new());
     let admin_stop = CancellationToken::new();
 
@@ -73,13 +74,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         }
     }
     app.set_ready(true);
-    Ok(Running {
-        app,
-        serving,
-        admin_stop,
-        http_addr,
-        admin_addr,
-    })
+    Ok(Running { app, serving, admin_stop, http_addr, admin_addr })
 }
 
 impl Running {
@@ -88,6 +83,7 @@ impl Running {
     pub async fn shutdown(self) -> bool {
         let timeout = self.app.state.load().config.server.shutdown_timeout;
         let drained = self.serving.drain(timeout).await;
+        self.app.health.stop_all();
         self.admin_stop.cancel();
         drained
     }

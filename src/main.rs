@@ -9,19 +9,10 @@ use clap::{Parser, Subcommand};
 use rampart::config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "rampart",
-    version,
-    about = "Edge reverse proxy: TLS, routing, balancing, health checks, metrics"
-)]
+#[command(name = "rampart", version, about = "Edge reverse proxy: TLS, routing, balancing, health checks, metrics")]
 struct Cli {
     /// Config file (for `run`, the default command).
-    #[arg(
-        long,
-        global = true,
-        env = "RAMPART_CONFIG",
-        default_value = "config/rampart.toml"
-    )]
+    #[arg(long, global = true, env = "RAMPART_CONFIG", default_value = "config/rampart.toml")]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -91,14 +82,9 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // Logs go to stderr; stdout carries the JSON access log alone.
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -106,22 +92,15 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     if let Some(n) = workers {
         b.worker_threads(n);
     }
-    b.enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    b.enable_all().build().context("cannot start the async runtime")
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     runtime(config.server.workers)?.block_on(async move {
-        let running = rampart::start(config, Some(path))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        running
-            .run_until_signal()
-            .await
-            .context("cannot install signal handlers")?;
+        let running = rampart::start(config, Some(path)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        running.run_until_signal().await.context("cannot install signal handlers")?;
         Ok(())
     })
 }
@@ -132,10 +111,7 @@ fn demo(http: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Resu
         let running = rampart::demo::start(rampart::demo::DemoListen { http, admin })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        running
-            .run_until_signal()
-            .await
-            .context("cannot install signal handlers")?;
+        running.run_until_signal().await.context("cannot install signal handlers")?;
         Ok(())
     })
 }

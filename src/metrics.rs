@@ -97,8 +97,7 @@ impl Metrics {
             "HTTP requests answered, by route, method and status code",
             http_requests.clone(),
         );
-        let http_request_duration =
-            Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let http_request_duration = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         registry.register(
             "http_request_duration_seconds",
             "Time from request head to response head, by route",
@@ -111,29 +110,13 @@ impl Metrics {
             upstream_requests.clone(),
         );
         let upstream_server_up = Family::default();
-        registry.register(
-            "upstream_server_up",
-            "1 when the server is in rotation",
-            upstream_server_up.clone(),
-        );
+        registry.register("upstream_server_up", "1 when the server is in rotation", upstream_server_up.clone());
         let upstream_in_flight = Family::default();
-        registry.register(
-            "upstream_in_flight",
-            "Requests in flight to the server",
-            upstream_in_flight.clone(),
-        );
+        registry.register("upstream_in_flight", "Requests in flight to the server", upstream_in_flight.clone());
         let connections_active = Family::default();
-        registry.register(
-            "connections_active",
-            "Open client connections, by listener",
-            connections_active.clone(),
-        );
+        registry.register("connections_active", "Open client connections, by listener", connections_active.clone());
         let tls_handshakes = Family::default();
-        registry.register(
-            "tls_handshakes",
-            "TLS handshakes, by result",
-            tls_handshakes.clone(),
-        );
+        registry.register("tls_handshakes", "TLS handshakes, by result", tls_handshakes.clone());
         let certificate_expiry = Family::default();
         registry.register(
             "certificate_expiry_timestamp_seconds",
@@ -147,11 +130,7 @@ impl Metrics {
             ratelimit_rejected.clone(),
         );
         let config_reloads = Family::default();
-        registry.register(
-            "config_reloads",
-            "Config reloads, by result",
-            config_reloads.clone(),
-        );
+        registry.register("config_reloads", "Config reloads, by result", config_reloads.clone());
         for result in ["success", "failure"] {
             let _ = config_reloads.get_or_create(&ResultLabels { result });
         }

@@ -21,10 +21,7 @@ struct PathTable<T> {
 
 impl<T> Default for PathTable<T> {
     fn default() -> Self {
-        PathTable {
-            prefixes: HashMap::new(),
-            longest: 0,
-        }
+        PathTable { prefixes: HashMap::new(), longest: 0 }
     }
 }
 
@@ -40,26 +37,17 @@ impl<T> PathTable<T> {
         let mut end = path.len();
         // Skip straight to the deepest candidate that could be in the table.
         if end > self.longest {
-            end = path.as_bytes()[..=self.longest]
-                .iter()
-                .rposition(|&b| b == b'/')
-                .unwrap_or(0);
+            end = path.as_bytes()[..=self.longest].iter().rposition(|&b| b == b'/').unwrap_or(0);
         }
         loop {
             let candidate = &path[..end];
             if let Some(v) = self.prefixes.get(candidate) {
-                return Some(Match {
-                    value: v,
-                    prefix_len: end,
-                });
+                return Some(Match { value: v, prefix_len: end });
             }
             if end == 0 {
                 return None;
             }
-            end = path.as_bytes()[..end]
-                .iter()
-                .rposition(|&b| b == b'/')
-                .unwrap_or(0);
+            end = path.as_bytes()[..end].iter().rposition(|&b| b == b'/').unwrap_or(0);
         }
     }
 }
@@ -82,11 +70,7 @@ pub struct Router<T> {
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Router {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
-            any: None,
-        }
+        Router { exact: HashMap::new(), wildcard: HashMap::new(), any: None }
     }
 }
 
@@ -151,8 +135,7 @@ pub struct PathEscapesRoot;
 pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathEscapesRoot> {
     let b = path.as_bytes();
     let suspicious = b.windows(2).any(|w| w == b"//" || w == b"/.")
-        || b.windows(3)
-            .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e');
+        || b.windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e');
     if !suspicious {
         return Ok(Cow::Borrowed(path));
     }
@@ -189,8 +172,7 @@ fn decode_dots(seg: &str) -> Option<usize> {
     while !rest.is_empty() {
         if rest[0] == b'.' {
             rest = &rest[1..];
-        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && (rest[2] | 0x20) == b'e'
-        {
+        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && (rest[2] | 0x20) == b'e' {
             rest = &rest[3..];
         } else {
             return None;
@@ -209,27 +191,11 @@ mod tests {
 
     fn router() -> Router<&'static str> {
         let mut r = Router::default();
-        r.insert(
-            &HostPattern::Exact("logen.example.com".into()),
-            "/api/",
-            "api",
-        );
-        r.insert(
-            &HostPattern::Exact("logen.example.com".into()),
-            "/",
-            "front",
-        );
-        r.insert(
-            &HostPattern::Exact("logen.example.com".into()),
-            "/api/v2",
-            "api2",
-        );
+        r.insert(&HostPattern::Exact("logen.example.com".into()), "/api/", "api");
+        r.insert(&HostPattern::Exact("logen.example.com".into()), "/", "front");
+        r.insert(&HostPattern::Exact("logen.example.com".into()), "/api/v2", "api2");
         r.insert(&HostPattern::Wildcard(".example.com".into()), "/", "wild");
-        r.insert(
-            &HostPattern::Wildcard(".deep.example.com".into()),
-            "/",
-            "deep",
-        );
+        r.insert(&HostPattern::Wildcard(".deep.example.com".into()), "/", "deep");
         r.insert(&HostPattern::Any, "/only", "any");
         r
     }
@@ -252,10 +218,7 @@ mod tests {
     #[test]
     fn host_case_port_and_trailing_dot_are_ignored() {
         let r = router();
-        assert_eq!(
-            hit(&r, "LOGEN.Example.COM:8443", "/api/x"),
-            Some(("api", 4))
-        );
+        assert_eq!(hit(&r, "LOGEN.Example.COM:8443", "/api/x"), Some(("api", 4)));
         assert_eq!(hit(&r, "logen.example.com.", "/api"), Some(("api", 4)));
     }
 
@@ -277,10 +240,7 @@ mod tests {
         for i in 0..10_000 {
             r.insert(&HostPattern::Exact(format!("h{i}.example.com")), "/", i);
         }
-        assert_eq!(
-            r.lookup("h9999.example.com", "/a").map(|m| *m.value),
-            Some(9999)
-        );
+        assert_eq!(r.lookup("h9999.example.com", "/a").map(|m| *m.value), Some(9999));
         assert!(r.lookup("h10000.example.com", "/a").is_none());
     }
 

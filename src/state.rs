@@ -37,19 +37,12 @@ impl Snapshot {
         let mut errors = Vec::new();
         let mut pools = HashMap::new();
         for spec in &config.upstreams {
-            let old = previous
-                .and_then(|p| p.pools.get(&spec.name))
-                .map(|p| p.as_ref());
+            let old = previous.and_then(|p| p.pools.get(&spec.name)).map(|p| p.as_ref());
             match Pool::build(spec, old) {
                 Ok(pool) => {
                     pools.insert(spec.name.clone(), Arc::new(pool));
                 }
-                Err(msg) => errors.push(ConfigError {
-                    path: config.source.clone(),
-                    line: 1,
-                    col: 1,
-                    message: msg,
-                }),
+                Err(msg) => errors.push(ConfigError { path: config.source.clone(), line: 1, col: 1, message: msg }),
             }
         }
         let mut router = Router::default();
@@ -72,12 +65,7 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        Ok(Snapshot {
-            config: Arc::new(config),
-            router,
-            pools,
-            routes,
-        })
+        Ok(Snapshot { config: Arc::new(config), router, pools, routes })
     }
 }
 
@@ -88,9 +76,7 @@ pub struct State {
 
 impl State {
     pub fn new(initial: Snapshot) -> Self {
-        State {
-            current: ArcSwap::from_pointee(initial),
-        }
+        State { current: ArcSwap::from_pointee(initial) }
     }
 
     pub fn load(&self) -> Arc<Snapshot> {

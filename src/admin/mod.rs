@@ -38,20 +38,14 @@ pub async fn run(app: Arc<App>, listener: TcpListener, stop: CancellationToken) 
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(Arc::clone(&app), req));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %e, "admin connection error");
             }
         });
     }
 }
 
-async fn handle(
-    app: Arc<App>,
-    req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz") => plain_response(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => {
@@ -66,9 +60,7 @@ async fn handle(
             let mut r = Response::new(ResponseBody::full(app.metrics.encode()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
             );
             r
         }
@@ -85,10 +77,7 @@ async fn handle(
         },
         (&Method::GET, "/") => {
             let mut r = Response::new(ResponseBody::full(status::PAGE));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             r
         }
         _ => plain_response(StatusCode::NOT_FOUND, "not found\n"),
@@ -98,9 +87,6 @@ async fn handle(
 
 fn json(v: serde_json::Value) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::full(v.to_string()));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }

@@ -17,42 +17,20 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// An error at a byte span of `source` (the file's text).
-    pub fn at(
-        path: &Path,
-        source: &str,
-        span: Option<Range<usize>>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn at(path: &Path, source: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
         let (line, col) = span.map(|s| line_col(source, s.start)).unwrap_or((1, 1));
-        ConfigError {
-            path: path.to_path_buf(),
-            line,
-            col,
-            message: message.into(),
-        }
+        ConfigError { path: path.to_path_buf(), line, col, message: message.into() }
     }
 
     /// An error about the file as a whole (unreadable, say).
     pub fn whole_file(path: &Path, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.to_path_buf(),
-            line: 1,
-            col: 1,
-            message: message.into(),
-        }
+        ConfigError { path: path.to_path_buf(), line: 1, col: 1, message: message.into() }
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: error: {}",
-            self.path.display(),
-            self.line,
-            self.col,
-            self.message
-        )
+        write!(f, "{}:{}:{}: error: {}", self.path.display(), self.line, self.col, self.message)
     }
 }
 

@@ -107,6 +107,13 @@ pub struct HealthSpec {
     pub expected_status: (u16, u16),
 }
 
+/// Ejection from live traffic (nginx's `max_fails` / `fail_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSpec {
     pub name: String,
@@ -116,6 +123,7 @@ pub struct UpstreamSpec {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub retries: u32,
+    pub passive: PassiveHealth,
     pub max_idle_per_server: usize,
 }
 
@@ -148,11 +156,8 @@ impl HostPattern {
         }
         let valid_name = |n: &str| {
             !n.is_empty()
-                && n.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                })
+                && n.split('.')
+                    .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
         };
         if let Some(rest) = s.strip_prefix("*.") {
             if valid_name(rest) {
@@ -194,12 +199,8 @@ pub struct RouteSpec {
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError::whole_file(
-                path,
-                format!("cannot read config file: {e}"),
-            )])
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![ConfigError::whole_file(path, format!("cannot read config file: {e}"))]))?;
         Config::parse(path, &text)
     }
 
@@ -209,12 +210,7 @@ impl Config {
             let msg = e.message().trim_end().to_string();
             ConfigErrors(vec![ConfigError::at(path, text, e.span(), msg)])
         })?;
-        Compiler {
-            path,
-            text,
-            errors: Vec::new(),
-        }
-        .compile(raw)
+        Compiler { path, text, errors: Vec::new() }.compile(raw)
     }
 
     /// `ok: 7 routes, 3 upstreams, 5 middleware`
@@ -237,8 +233,7 @@ struct Compiler<'a> {
 
 impl Compiler<'_> {
     fn err(&mut self, span: Option<Range<usize>>, msg: impl Into<String>) {
-        self.errors
-            .push(ConfigError::at(self.path, self.text, span, msg));
+        self.errors.push(ConfigError::at(self.path, self.text, span, msg));
     }
 
     fn int_in<T: TryFrom<i64>>(
@@ -251,14 +246,9 @@ impl Compiler<'_> {
     ) -> T {
         match v {
             None => default,
-            Some(s) if (lo..=hi).contains(s.get_ref()) => {
-                T::try_from(*s.get_ref()).unwrap_or(default)
-            }
+            Some(s) if (lo..=hi).contains(s.get_ref()) => T::try_from(*s.get_ref()).unwrap_or(default),
             Some(s) => {
-                self.err(
-                    Some(s.span()),
-                    format!("{name} must be between {lo} and {hi}, got {}", s.get_ref()),
-                );
+                self.err(Some(s.span()), format!("{name} must be between {lo} and {hi}, got {}", s.get_ref()));
                 default
             }
         }
@@ -266,49 +256,18 @@ impl Compiler<'_> {
 
     fn compile(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
         let listen = Listen {
-            http: Some(
-                raw.listen
-                    .http
-                    .map(|a| a.0)
-                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 80))),
-            ),
+            http: Some(raw.listen.http.map(|a| a.0).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 80)))),
             https: raw.listen.https.map(|a| a.0),
-            admin: Some(
-                raw.listen
-                    .admin
-                    .map(|a| a.0)
-                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
-            ),
+            admin: Some(raw.listen.admin.map(|a| a.0).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)))),
         };
         let s = &raw.server;
         let server = ServerSettings {
-            workers: s
-                .workers
-                .as_ref()
-                .map(|_| self.int_in(&s.workers, "workers", 1, 1024, 1usize)),
-            shutdown_timeout: s
-                .shutdown_timeout
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(30)),
-            client_header_timeout: s
-                .client_header_timeout
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(10)),
-            idle_timeout: s
-                .idle_timeout
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(60)),
-            max_connections: self.int_in(
-                &s.max_connections,
-                "max_connections",
-                1,
-                10_000_000,
-                100_000usize,
-            ),
-            max_header_bytes: s
-                .max_header_bytes
-                .map(|b| b.0 as usize)
-                .unwrap_or(64 * 1024),
+            workers: s.workers.as_ref().map(|_| self.int_in(&s.workers, "workers", 1, 1024, 1usize)),
+            shutdown_timeout: s.shutdown_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+            client_header_timeout: s.client_header_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+            idle_timeout: s.idle_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
+            max_connections: self.int_in(&s.max_connections, "max_connections", 1, 10_000_000, 100_000usize),
+            max_header_bytes: s.max_header_bytes.map(|b| b.0 as usize).unwrap_or(64 * 1024),
             h2_max_concurrent_streams: self.int_in(
                 &s.h2_max_concurrent_streams,
                 "h2_max_concurrent_streams",
@@ -325,18 +284,11 @@ impl Compiler<'_> {
 
         let tls = raw.tls.as_ref().map(|t| {
             let t = t.get_ref();
-            let unknown_sni = match t
-                .unknown_sni
-                .as_ref()
-                .map(|s| (s.get_ref().as_str(), s.span()))
-            {
+            let unknown_sni = match t.unknown_sni.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
                 None | Some(("default", _)) => UnknownSni::DefaultCert,
                 Some(("reject", _)) => UnknownSni::Reject,
                 Some((other, sp)) => {
-                    self.err(
-                        Some(sp),
-                        format!("unknown_sni must be \"default\" or \"reject\", got {other:?}"),
-                    );
+                    self.err(Some(sp), format!("unknown_sni must be \"default\" or \"reject\", got {other:?}"));
                     UnknownSni::DefaultCert
                 }
             };
@@ -348,25 +300,16 @@ impl Compiler<'_> {
         });
         let acme = raw.acme.as_ref().map(|a| {
             let a = a.get_ref();
-            let challenge = match a
-                .challenge
-                .as_ref()
-                .map(|s| (s.get_ref().as_str(), s.span()))
-            {
+            let challenge = match a.challenge.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
                 None | Some(("tls-alpn-01", _)) => AcmeChallenge::TlsAlpn01,
                 Some(("http-01", _)) => AcmeChallenge::Http01,
                 Some((other, sp)) => {
-                    self.err(
-                        Some(sp),
-                        format!("challenge must be \"tls-alpn-01\" or \"http-01\", got {other:?}"),
-                    );
+                    self.err(Some(sp), format!("challenge must be \"tls-alpn-01\" or \"http-01\", got {other:?}"));
                     AcmeChallenge::TlsAlpn01
                 }
             };
             let directory = match a.directory.as_deref() {
-                None | Some("production") | Some("letsencrypt") => {
-                    LETS_ENCRYPT_PRODUCTION.to_string()
-                }
+                None | Some("production") | Some("letsencrypt") => LETS_ENCRYPT_PRODUCTION.to_string(),
                 Some("staging") | Some("letsencrypt-staging") => LETS_ENCRYPT_STAGING.to_string(),
                 Some(url) => url.to_string(),
             };
@@ -374,47 +317,23 @@ impl Compiler<'_> {
                 email: a.email.clone(),
                 directory,
                 challenge,
-                renew_before: a
-                    .renew_before
-                    .map(|d| d.0)
-                    .unwrap_or(Duration::from_secs(30 * 86400)),
+                renew_before: a.renew_before.map(|d| d.0).unwrap_or(Duration::from_secs(30 * 86400)),
                 ca_cert: a.ca_cert.as_deref().map(|p| self.relative(p)),
             }
         });
-        let upstreams: Vec<UpstreamSpec> = raw
-            .upstreams
-            .iter()
-            .map(|(name, u)| self.upstream(name, u))
-            .collect();
+        let upstreams: Vec<UpstreamSpec> = raw.upstreams.iter().map(|(name, u)| self.upstream(name, u)).collect();
         let middleware: BTreeMap<String, MiddlewareSpec> = raw
             .middleware
             .iter()
             .map(|(name, m)| {
                 let (line, col) = line_col(self.text, m.span().start);
-                (
-                    name.clone(),
-                    MiddlewareSpec {
-                        name: name.clone(),
-                        kind: m.get_ref().clone(),
-                        line,
-                        col,
-                    },
-                )
+                (name.clone(), MiddlewareSpec { name: name.clone(), kind: m.get_ref().clone(), line, col })
             })
             .collect();
         let routes = self.routes(&raw.routes, &upstreams, &middleware);
 
         if self.errors.is_empty() {
-            Ok(Config {
-                source: self.path.to_path_buf(),
-                listen,
-                server,
-                tls,
-                acme,
-                upstreams,
-                middleware,
-                routes,
-            })
+            Ok(Config { source: self.path.to_path_buf(), listen, server, tls, acme, upstreams, middleware, routes })
         } else {
             self.errors.sort_by_key(|e| (e.line, e.col));
             Err(ConfigErrors(self.errors))
@@ -438,37 +357,21 @@ impl Compiler<'_> {
             None | Some(("round_robin", _)) => Balance::RoundRobin,
             Some(("least_conn", _)) => Balance::LeastConn,
             Some((other, sp)) => {
-                self.err(
-                    Some(sp),
-                    format!("balance must be \"round_robin\" or \"least_conn\", got {other:?}"),
-                );
+                self.err(Some(sp), format!("balance must be \"round_robin\" or \"least_conn\", got {other:?}"));
                 Balance::RoundRobin
             }
         };
-        let servers: Vec<ServerSpec> = u
-            .servers
-            .get_ref()
-            .iter()
-            .map(|s| ServerSpec {
-                addr: s.addr.clone(),
-                weight: s.weight,
-            })
-            .collect();
+        let servers: Vec<ServerSpec> =
+            u.servers.get_ref().iter().map(|s| ServerSpec { addr: s.addr.clone(), weight: s.weight }).collect();
         if servers.is_empty() {
-            self.err(
-                Some(u.servers.span()),
-                format!("upstream {name:?} has no servers"),
-            );
+            self.err(Some(u.servers.span()), format!("upstream {name:?} has no servers"));
         }
         let mut seen = std::collections::HashSet::new();
         for s in &servers {
             if !seen.insert(&s.addr) {
                 self.err(
                     Some(u.servers.span()),
-                    format!(
-                        "upstream {name:?} lists server {} twice; use weight instead",
-                        s.addr.0
-                    ),
+                    format!("upstream {name:?} lists server {} twice; use weight instead", s.addr.0),
                 );
             }
         }
@@ -477,20 +380,14 @@ impl Compiler<'_> {
             let h = h.get_ref();
             let path = h.path.clone().unwrap_or_else(|| "/".to_string());
             if !path.starts_with('/') {
-                self.err(
-                    Some(hs.clone()),
-                    format!("health path must start with '/', got {path:?}"),
-                );
+                self.err(Some(hs.clone()), format!("health path must start with '/', got {path:?}"));
             }
             let expected_status = match &h.expected_status {
                 None => (200, 399),
                 Some(r) => match r.get_ref().as_slice() {
                     [lo, hi] if (100..=599).contains(lo) && lo <= hi && *hi <= 599 => (*lo, *hi),
                     _ => {
-                        self.err(
-                            Some(r.span()),
-                            "expected_status must be [LOW, HIGH] with 100 <= LOW <= HIGH <= 599",
-                        );
+                        self.err(Some(r.span()), "expected_status must be [LOW, HIGH] with 100 <= LOW <= HIGH <= 599");
                         (200, 399)
                     }
                 },
@@ -499,30 +396,15 @@ impl Compiler<'_> {
                 path,
                 interval: h.interval.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
                 timeout: h.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
-                healthy_threshold: self.int_in(
-                    &h.healthy_threshold,
-                    "healthy_threshold",
-                    1,
-                    100,
-                    2u32,
-                ),
-                unhealthy_threshold: self.int_in(
-                    &h.unhealthy_threshold,
-                    "unhealthy_threshold",
-                    1,
-                    100,
-                    3u32,
-                ),
+                healthy_threshold: self.int_in(&h.healthy_threshold, "healthy_threshold", 1, 100, 2u32),
+                unhealthy_threshold: self.int_in(&h.unhealthy_threshold, "unhealthy_threshold", 1, 100, 3u32),
                 host: h.host.clone(),
                 expected_status,
             }
         });
         if let Some(h) = &health {
             if h.interval.is_zero() || h.timeout.is_zero() {
-                self.err(
-                    Some(span.clone()),
-                    "health interval and timeout must be greater than zero",
-                );
+                self.err(Some(span.clone()), "health interval and timeout must be greater than zero");
             }
         }
         UpstreamSpec {
@@ -530,22 +412,14 @@ impl Compiler<'_> {
             balance,
             servers,
             health,
-            connect_timeout: u
-                .connect_timeout
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(5)),
-            response_timeout: u
-                .response_timeout
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(60)),
+            connect_timeout: u.connect_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+            response_timeout: u.response_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
             retries: self.int_in(&u.retries, "retries", 0, 10, 1u32),
-            max_idle_per_server: self.int_in(
-                &u.max_idle_per_server,
-                "max_idle_per_server",
-                0,
-                100_000,
-                256usize,
-            ),
+            passive: PassiveHealth {
+                max_fails: self.int_in(&u.max_fails, "max_fails", 0, 1000, 3u32),
+                fail_timeout: u.fail_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+            },
+            max_idle_per_server: self.int_in(&u.max_idle_per_server, "max_idle_per_server", 0, 100_000, 256usize),
         }
     }
 
@@ -576,24 +450,14 @@ impl Compiler<'_> {
                     if !v.starts_with('/') || v.contains(['?', '#', ' ']) || v.contains("//") {
                         self.err(
                             Some(p.span()),
-                            format!(
-                                "invalid path {v:?}; expected a prefix such as \"/\" or \"/api/\""
-                            ),
+                            format!("invalid path {v:?}; expected a prefix such as \"/\" or \"/api/\""),
                         );
                     }
                     v.trim_end_matches('/').to_string()
                 }
             };
-            let display_path = if prefix.is_empty() {
-                "/".to_string()
-            } else {
-                format!("{prefix}/")
-            };
-            let name = r
-                .name
-                .as_ref()
-                .map(|n| n.get_ref().clone())
-                .unwrap_or_else(|| format!("{host}{display_path}"));
+            let display_path = if prefix.is_empty() { "/".to_string() } else { format!("{prefix}/") };
+            let name = r.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| format!("{host}{display_path}"));
             if let Some((l, c)) = seen.insert((host.clone(), prefix.clone()), (line, col)) {
                 self.err(
                     Some(span.clone()),
@@ -601,26 +465,15 @@ impl Compiler<'_> {
                 );
             } else if let Some((l, c)) = names.insert(name.clone(), (line, col)) {
                 let sp = r.name.as_ref().map(|n| n.span()).unwrap_or(span.clone());
-                self.err(
-                    Some(sp),
-                    format!(
-                        "route name {name:?} is already used by the route at line {l}, column {c}"
-                    ),
-                );
+                self.err(Some(sp), format!("route name {name:?} is already used by the route at line {l}, column {c}"));
             }
             let upstream = r.upstream.get_ref();
             if !upstreams.iter().any(|u| &u.name == upstream) {
-                self.err(
-                    Some(r.upstream.span()),
-                    format!("route names unknown upstream {upstream:?}"),
-                );
+                self.err(Some(r.upstream.span()), format!("route names unknown upstream {upstream:?}"));
             }
             for m in &r.middleware {
                 if !middleware.contains_key(m.get_ref()) {
-                    self.err(
-                        Some(m.span()),
-                        format!("route names unknown middleware {:?}", m.get_ref()),
-                    );
+                    self.err(Some(m.span()), format!("route names unknown middleware {:?}", m.get_ref()));
                 }
             }
             out.push(RouteSpec {

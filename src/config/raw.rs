@@ -83,6 +83,11 @@ pub struct RawUpstream {
     pub response_timeout: Option<HumanDuration>,
     /// Extra attempts on another server after a connect failure.
     pub retries: Option<Spanned<i64>>,
+    /// Consecutive live-traffic failures (connect errors, resets, timeouts)
+    /// that take a server out of rotation; 0 turns passive checks off.
+    pub max_fails: Option<Spanned<i64>>,
+    /// How long a passively ejected server stays out; doubles on repeat.
+    pub fail_timeout: Option<HumanDuration>,
     /// Idle keep-alive connections kept per server.
     pub max_idle_per_server: Option<Spanned<i64>>,
 }

@@ -5,12 +5,7 @@ fn parse(text: &str) -> Result<Config, ConfigErrors> {
 }
 
 fn errors(text: &str) -> Vec<String> {
-    parse(text)
-        .expect_err("config should be rejected")
-        .0
-        .iter()
-        .map(|e| e.to_string())
-        .collect()
+    parse(text).expect_err("config should be rejected").0.iter().map(|e| e.to_string()).collect()
 }
 
 const BASE: &str = r#"
@@ -30,10 +25,7 @@ fn loads_the_contract_keys() {
     let c = parse(BASE).unwrap();
     assert_eq!(c.upstreams[0].balance, Balance::LeastConn);
     assert_eq!(c.upstreams[0].servers[1].weight, 2);
-    assert_eq!(
-        c.routes[0].host,
-        HostPattern::Exact("logen.example.com".into())
-    );
+    assert_eq!(c.routes[0].host, HostPattern::Exact("logen.example.com".into()));
     assert_eq!(c.routes[0].prefix, "/api");
     assert_eq!(c.routes[0].name, "logen.example.com/api/");
     assert_eq!(c.summary(), "ok: 1 routes, 1 upstreams, 0 middleware");
@@ -43,10 +35,7 @@ fn loads_the_contract_keys() {
 fn unknown_key_is_reported_with_position() {
     let e = errors("[server]\nworkerz = 2\n");
     assert_eq!(e.len(), 1);
-    assert!(
-        e[0].starts_with("rampart.toml:2:1: error: unknown field `workerz`"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("rampart.toml:2:1: error: unknown field `workerz`"), "{e:?}");
 }
 
 #[test]
@@ -63,10 +52,7 @@ fn every_cross_reference_problem_is_listed() {
 #[test]
 fn bad_values_point_at_the_value() {
     let e = errors("[server]\nshutdown_timeout = \"ten\"\n");
-    assert!(
-        e[0].starts_with("rampart.toml:2:20: error: invalid duration"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("rampart.toml:2:20: error: invalid duration"), "{e:?}");
     let e = errors("[listen]\nhttp = \"localhost\"\n");
     assert!(e[0].contains("invalid listen address"), "{e:?}");
     let e = errors("[upstreams.a]\nservers = [\"nohost\"]\n");
@@ -84,10 +70,7 @@ fn middleware_type_is_checked() {
 
 #[test]
 fn hosts_parse() {
-    assert_eq!(
-        HostPattern::parse("*.Example.com").unwrap(),
-        HostPattern::Wildcard(".example.com".into())
-    );
+    assert_eq!(HostPattern::parse("*.Example.com").unwrap(), HostPattern::Wildcard(".example.com".into()));
     assert_eq!(HostPattern::parse("*").unwrap(), HostPattern::Any);
     assert!(HostPattern::parse("example.com:80").is_err());
     assert!(HostPattern::parse("a.*.com").is_err());

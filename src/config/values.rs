@@ -15,13 +15,9 @@ pub struct HumanDuration(pub Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim())
-            .map(HumanDuration)
-            .map_err(|e| {
-                de::Error::custom(format!(
-                    "invalid duration {s:?} ({e}); write it with a unit, like \"10s\" or \"250ms\""
-                ))
-            })
+        humantime::parse_duration(s.trim()).map(HumanDuration).map_err(|e| {
+            de::Error::custom(format!("invalid duration {s:?} ({e}); write it with a unit, like \"10s\" or \"250ms\""))
+        })
     }
 }
 
@@ -32,10 +28,11 @@ pub struct ListenAddr(pub SocketAddr);
 impl<'de> Deserialize<'de> for ListenAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.trim()
-            .parse()
-            .map(ListenAddr)
-            .map_err(|_| de::Error::custom(format!("invalid listen address {s:?}; expected IP:PORT such as \"0.0.0.0:80\" or \"[::]:443\"")))
+        s.trim().parse().map(ListenAddr).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid listen address {s:?}; expected IP:PORT such as \"0.0.0.0:80\" or \"[::]:443\""
+            ))
+        })
     }
 }
 
@@ -57,11 +54,9 @@ impl UpstreamAddr {
         let port_ok = port.parse::<u16>().map(|p| p != 0).unwrap_or(false);
         let host_ok = !host.is_empty()
             && host.len() <= 253
-            && host.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
+            && host
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
         if port_ok && host_ok {
             Ok(UpstreamAddr(s.to_ascii_lowercase()))
         } else {
@@ -86,10 +81,7 @@ impl<'de> Deserialize<'de> for RawServer {
                 f.write_str("\"HOST:PORT\" or { addr = \"HOST:PORT\", weight = N }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawServer, E> {
-                Ok(RawServer {
-                    addr: UpstreamAddr::parse(v).map_err(E::custom)?,
-                    weight: 1,
-                })
+                Ok(RawServer { addr: UpstreamAddr::parse(v).map_err(E::custom)?, weight: 1 })
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawServer, A::Error> {
                 let mut addr = None;
@@ -103,9 +95,7 @@ impl<'de> Deserialize<'de> for RawServer {
                         "weight" => {
                             let w: i64 = map.next_value()?;
                             if !(1..=1000).contains(&w) {
-                                return Err(de::Error::custom(format!(
-                                    "weight must be between 1 and 1000, got {w}"
-                                )));
+                                return Err(de::Error::custom(format!("weight must be between 1 and 1000, got {w}")));
                             }
                             weight = w as u32;
                         }
@@ -129,9 +119,8 @@ impl ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| {
-            format!("invalid size {s:?}; expected bytes such as 1000000 or \"1MiB\"")
-        })?;
+        let n: u64 =
+            num.parse().map_err(|_| format!("invalid size {s:?}; expected bytes such as 1000000 or \"1MiB\""))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,
@@ -140,14 +129,9 @@ impl ByteSize {
             "mib" => 1 << 20,
             "g" | "gb" => 1_000_000_000,
             "gib" => 1 << 30,
-            other => {
-                return Err(format!(
-                    "unknown size unit {other:?} in {s:?}; use B, KB, KiB, MB, MiB, GB or GiB"
-                ))
-            }
+            other => return Err(format!("unknown size unit {other:?} in {s:?}; use B, KB, KiB, MB, MiB, GB or GiB")),
         };
-        n.checked_mul(mult)
-            .ok_or_else(|| format!("size {s:?} is too large"))
+        n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
     }
 }
 
@@ -160,9 +144,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                 f.write_str("a byte count such as 1000000 or \"1MiB\"")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("size must not be negative"))
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("size must not be negative"))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
                 Ok(ByteSize(v))
@@ -183,10 +165,7 @@ mod tests {
     fn upstream_addresses() {
         assert!(UpstreamAddr::parse("127.0.0.1:7600").is_ok());
         assert!(UpstreamAddr::parse("[::1]:7600").is_ok());
-        assert_eq!(
-            UpstreamAddr::parse("Backend:7600").unwrap().0,
-            "backend:7600"
-        );
+        assert_eq!(UpstreamAddr::parse("Backend:7600").unwrap().0, "backend:7600");
         assert!(UpstreamAddr::parse("backend").is_err());
         assert!(UpstreamAddr::parse("backend:0").is_err());
         assert!(UpstreamAddr::parse("backend:99999").is_err());

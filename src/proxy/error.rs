@@ -31,9 +31,7 @@ impl ProxyError {
             ProxyError::BadHost | ProxyError::BadPath => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect | ProxyError::Broken | ProxyError::BadUpstreamRequest => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Connect | ProxyError::Broken | ProxyError::BadUpstreamRequest => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -42,15 +40,10 @@ impl ProxyError {
         let status = self.status();
         let mut r = plain_response(
             status,
-            &format!(
-                "{} {}: {self}\n",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            ),
+            &format!("{} {}: {self}\n", status.as_u16(), status.canonical_reason().unwrap_or("")),
         );
         if self == ProxyError::NoServer {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         r
     }
@@ -60,9 +53,6 @@ impl ProxyError {
 pub fn plain_response(status: StatusCode, body: &str) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::full(body.to_owned()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }

@@ -45,16 +45,9 @@ impl Exchange {
             })
             .inc();
         let elapsed = self.start.elapsed();
-        m.http_request_duration
-            .get_or_create(&RouteLabels { route })
-            .observe(elapsed.as_secs_f64());
+        m.http_request_duration.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
         if self.app.access_log.enabled() {
-            let host = self
-                .host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| self.uri.host())
-                .unwrap_or("");
+            let host = self.host.as_ref().and_then(|h| h.to_str().ok()).or_else(|| self.uri.host()).unwrap_or("");
             self.app.access_log.log(&AccessRecord {
                 time: &rfc3339_now(),
                 client_ip: self.client_ip,
@@ -65,11 +58,7 @@ impl Exchange {
                 bytes,
                 duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
                 upstream: self.upstream.as_deref(),
-                request_id: self
-                    .request_id
-                    .as_ref()
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(""),
+                request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
                 route: self.route.as_deref(),
             });
         }
@@ -85,20 +74,12 @@ pub struct TrackedBody {
 
 impl TrackedBody {
     pub fn new(inner: ResponseBody, exchange: Box<Exchange>) -> Self {
-        TrackedBody {
-            inner,
-            exchange: Some(exchange),
-            bytes: 0,
-        }
+        TrackedBody { inner, exchange: Some(exchange), bytes: 0 }
     }
 
     /// A body with no exchange attached (admin answers).
     pub fn untracked(inner: ResponseBody) -> Self {
-        TrackedBody {
-            inner,
-            exchange: None,
-            bytes: 0,
-        }
+        TrackedBody { inner, exchange: None, bytes: 0 }
     }
 
     fn close(&mut self) {
@@ -118,10 +99,7 @@ impl Body for TrackedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // ResponseBody is Unpin only through pin-project; keep it pinned in place.
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);

@@ -46,24 +46,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
             }
         }
     }
-    let upgrade = if upgrade_requested {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
+    let upgrade = if upgrade_requested { headers.get(header::UPGRADE).cloned() } else { None };
     for name in named {
         headers.remove(name);
     }
     // Fast path: most messages carry none of these, so check before removing.
-    let has_any = headers
-        .keys()
-        .any(|k| is_fixed_hop_by_hop(k) || k.as_str().starts_with("proxy-"));
+    let has_any = headers.keys().any(|k| is_fixed_hop_by_hop(k) || k.as_str().starts_with("proxy-"));
     if has_any {
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| is_fixed_hop_by_hop(k) || k.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
+        let doomed: Vec<HeaderName> =
+            headers.keys().filter(|k| is_fixed_hop_by_hop(k) || k.as_str().starts_with("proxy-")).cloned().collect();
         for name in doomed {
             headers.remove(name);
         }
@@ -126,17 +117,11 @@ mod tests {
     #[test]
     fn removes_hop_by_hop_and_connection_named_headers() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Secret"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert("proxy-authorization", HeaderValue::from_static("x"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         assert_eq!(strip_hop_by_hop(&mut h), None);
@@ -149,10 +134,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert_eq!(
-            strip_hop_by_hop(&mut h),
-            Some(HeaderValue::from_static("websocket"))
-        );
+        assert_eq!(strip_hop_by_hop(&mut h), Some(HeaderValue::from_static("websocket")));
         assert!(h.is_empty());
     }
 
@@ -162,11 +144,7 @@ mod tests {
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         add_forwarded(
             &mut h,
-            &Forwarded {
-                client_ip: "192.0.2.7".parse().unwrap(),
-                proto: "https",
-                host: "a.example",
-            },
+            &Forwarded { client_ip: "192.0.2.7".parse().unwrap(), proto: "https", host: "a.example" },
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 192.0.2.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");

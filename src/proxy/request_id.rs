@@ -16,15 +16,9 @@ impl Default for RequestIds {
         // RandomState is seeded from the OS once per process.
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
         );
-        RequestIds {
-            prefix: h.finish(),
-            counter: AtomicU64::new(0),
-        }
+        RequestIds { prefix: h.finish(), counter: AtomicU64::new(0) }
     }
 }
 

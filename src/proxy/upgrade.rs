@@ -21,9 +21,7 @@ pub fn splice(
     let upstream_side = hyper::upgrade::on(&mut upstream_resp);
     let (mut parts, _) = upstream_resp.into_parts();
     crate::proxy::headers::strip_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(header::UPGRADE, proto);
     tokio::spawn(async move {
         // The server stays "busy" for least_conn while the tunnel is open.

@@ -83,11 +83,7 @@ impl<I> ActivityIo<I> {
 }
 
 impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let r = this.inner.poll_read(cx, buf);
@@ -99,11 +95,7 @@ impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
 }
 
 impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.project();
         let r = this.inner.poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {

@@ -24,11 +24,7 @@ use conn::Activity;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr} ({listener}): {source}")]
-    Bind {
-        listener: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { listener: &'static str, addr: SocketAddr, source: std::io::Error },
 }
 
 /// Bind a TCP listener with a deep backlog and address reuse.
@@ -48,11 +44,7 @@ pub fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, Ser
         socket.listen(4096)?;
         TcpListener::from_std(socket.into())
     };
-    make().map_err(|source| ServerError::Bind {
-        listener,
-        addr,
-        source,
-    })
+    make().map_err(|source| ServerError::Bind { listener, addr, source })
 }
 
 /// The hyper connection builder for client-facing listeners.
@@ -101,17 +93,11 @@ impl Serving {
     /// Accept plain-HTTP connections and serve the proxy on them.
     pub fn spawn_http(&self, listener: TcpListener, name: &'static str) {
         let this = self.clone();
-        self.tracker
-            .spawn(async move { this.accept_loop(listener, name).await });
+        self.tracker.spawn(async move { this.accept_loop(listener, name).await });
     }
 
     async fn accept_loop(self, listener: TcpListener, name: &'static str) {
-        let gauge = self
-            .app
-            .metrics
-            .connections_active
-            .get_or_create(&ListenerLabels { listener: name })
-            .clone();
+        let gauge = self.app.metrics.connections_active.get_or_create(&ListenerLabels { listener: name }).clone();
         loop {
             let permit = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -163,15 +149,7 @@ impl Serving {
                 r
             }
         });
-        conn::serve(
-            io,
-            activity,
-            &self.builder,
-            service,
-            self.shutdown.clone(),
-            self.idle_timeout,
-        )
-        .await;
+        conn::serve(io, activity, &self.builder, service, self.shutdown.clone(), self.idle_timeout).await;
     }
 
     /// Stop accepting, let connections finish what they are doing, and wait
@@ -180,8 +158,6 @@ impl Serving {
         self.app.set_ready(false);
         self.shutdown.cancel();
         self.tracker.close();
-        tokio::time::timeout(timeout, self.tracker.wait())
-            .await
-            .is_ok()
+        tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok()
     }
 }

@@ -19,12 +19,8 @@ pub enum Balancer {
 impl Balancer {
     pub fn new(kind: Balance, servers: usize) -> Self {
         match kind {
-            Balance::RoundRobin => Balancer::RoundRobin {
-                current: Mutex::new(vec![0; servers]),
-            },
-            Balance::LeastConn => Balancer::LeastConn {
-                next: AtomicUsize::new(0),
-            },
+            Balance::RoundRobin => Balancer::RoundRobin { current: Mutex::new(vec![0; servers]) },
+            Balance::LeastConn => Balancer::LeastConn { next: AtomicUsize::new(0) },
         }
     }
 
@@ -70,9 +66,8 @@ impl Balancer {
                     }
                     let (load, w) = (servers[i].in_flight(), servers[i].weight);
                     // load/w < best_load/best_w, compared without division.
-                    let better = best.is_none_or(|(_, bl, bw)| {
-                        (load as u128) * u128::from(bw) < (bl as u128) * u128::from(w)
-                    });
+                    let better =
+                        best.is_none_or(|(_, bl, bw)| (load as u128) * u128::from(bw) < (bl as u128) * u128::from(w));
                     if better {
                         best = Some((i, load, w));
                     }
@@ -92,9 +87,7 @@ mod tests {
         weights
             .iter()
             .enumerate()
-            .map(|(i, w)| {
-                Arc::new(Server::new(UpstreamAddr(format!("127.0.0.1:{}", 7000 + i)), *w).unwrap())
-            })
+            .map(|(i, w)| Arc::new(Server::new(UpstreamAddr(format!("127.0.0.1:{}", 7000 + i)), *w).unwrap()))
             .collect()
     }
 
@@ -110,7 +103,7 @@ mod tests {
     #[test]
     fn round_robin_skips_down_and_excluded() {
         let s = servers(&[1, 1, 1]);
-        s[1].set_up(false);
+        s[1].set_probe_healthy(false);
         let b = Balancer::new(Balance::RoundRobin, s.len());
         let seq: Vec<usize> = (0..4).map(|_| b.pick(&s, &[]).unwrap()).collect();
         assert_eq!(seq, vec![0, 2, 0, 2]);

@@ -7,10 +7,12 @@
 
 mod balancer;
 mod client;
+mod health;
 mod pool;
 mod server;
 
 pub use balancer::Balancer;
 pub use client::{ClientSettings, UpstreamClient};
+pub use health::HealthChecker;
 pub use pool::Pool;
-pub use server::{InFlightGuard, Server};
+pub use server::{InFlightGuard, Server, Transition};

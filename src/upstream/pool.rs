@@ -26,11 +26,9 @@ impl Pool {
             .servers
             .iter()
             .map(|s| {
-                if let Some(old) = previous.and_then(|p| {
-                    p.servers
-                        .iter()
-                        .find(|o| o.addr == s.addr && o.weight == s.weight)
-                }) {
+                if let Some(old) =
+                    previous.and_then(|p| p.servers.iter().find(|o| o.addr == s.addr && o.weight == s.weight))
+                {
                     return Ok(Arc::clone(old));
                 }
                 Server::new(s.addr.clone(), s.weight)
@@ -38,10 +36,8 @@ impl Pool {
                     .map_err(|e| format!("upstream {:?}: server {}: {e}", spec.name, s.addr.0))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let client_settings = ClientSettings {
-            connect_timeout: spec.connect_timeout,
-            max_idle_per_server: spec.max_idle_per_server,
-        };
+        let client_settings =
+            ClientSettings { connect_timeout: spec.connect_timeout, max_idle_per_server: spec.max_idle_per_server };
         let client = match previous {
             Some(p) if p.client_settings == client_settings => p.client.clone(),
             _ => client::build(client_settings),

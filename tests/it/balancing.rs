@@ -10,11 +10,7 @@ use crate::util::*;
 
 #[tokio::test]
 async fn smooth_weighted_round_robin_distributes_exactly() {
-    let (a, b, c) = (
-        Upstream::named("a").await,
-        Upstream::named("b").await,
-        Upstream::named("c").await,
-    );
+    let (a, b, c) = (Upstream::named("a").await, Upstream::named("b").await, Upstream::named("c").await);
     let p = Proxy::start(&format!(
         "[upstreams.app]\nservers = [\"{}\", {{ addr = \"{}\", weight = 2 }}, {{ addr = \"{}\", weight = 3 }}]\n[[routes]]\nupstream = \"app\"\n",
         a.addr, b.addr, c.addr
@@ -52,11 +48,7 @@ async fn least_conn_avoids_a_server_held_busy() {
         let (slow_before, fast_before) = (slow.hits(), fast.hits());
         pending.push(tokio::spawn(async move { get(&url, "x").await.text() }));
         // Wait until one of the servers has taken the request.
-        assert!(
-            eventually(Duration::from_secs(10), || slow.hits() > slow_before
-                || fast.hits() > fast_before)
-            .await
-        );
+        assert!(eventually(Duration::from_secs(10), || slow.hits() > slow_before || fast.hits() > fast_before).await);
         if fast.hits() > fast_before {
             // Let it finish so it no longer counts as in flight.
             let done = pending.pop().unwrap().await.unwrap();

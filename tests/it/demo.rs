@@ -55,9 +55,6 @@ fn demo_prints_curl_commands_that_work() {
     }
     // All three demo apps answered through the proxy.
     for app in ["\"api\"", "\"frontend\"", "\"admin-frontend\""] {
-        assert!(
-            apps.iter().any(|a| a.contains(app)),
-            "{app} not reached: {apps:?}"
-        );
+        assert!(apps.iter().any(|a| a.contains(app)), "{app} not reached: {apps:?}");
     }
 }

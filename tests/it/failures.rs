@@ -36,10 +36,7 @@ async fn connection_reset_before_an_answer_is_502() {
     });
     let p = Proxy::start(&route(&format!("\"{addr}\""), ""));
     // POST with a body is never replayed, so the broken exchange surfaces.
-    let req = http::Request::post(p.url("/"))
-        .header("host", "x")
-        .body(full("data"))
-        .unwrap();
+    let req = http::Request::post(p.url("/")).header("host", "x").body(full("data")).unwrap();
     let a = send(&client(), req).await;
     assert_eq!(a.status, 502);
 }
@@ -51,10 +48,7 @@ async fn slow_upstream_is_504() {
         Response::new(full("late"))
     })
     .await;
-    let p = Proxy::start(&route(
-        &format!("\"{}\"", up.addr),
-        "response_timeout = \"300ms\"",
-    ));
+    let p = Proxy::start(&route(&format!("\"{}\"", up.addr), "response_timeout = \"300ms\""));
     let a = get(&p.url("/"), "x").await;
     assert_eq!(a.status, 504);
     assert!(a.text().contains("did not answer in time"));
@@ -65,13 +59,7 @@ async fn connect_timeout_is_504() {
     // A listener whose accept queue is full: further SYNs are dropped, so
     // connects hang until our timeout.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
     sock.listen(0).unwrap();
     let addr = sock.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
@@ -80,10 +68,7 @@ async fn connect_timeout_is_504() {
             fillers.push(s);
         }
     }
-    let p = Proxy::start(&route(
-        &format!("\"{addr}\""),
-        "connect_timeout = \"300ms\"\nretries = 0",
-    ));
+    let p = Proxy::start(&route(&format!("\"{addr}\""), "connect_timeout = \"300ms\"\nretries = 0"));
     let a = get(&p.url("/"), "x").await;
     assert_eq!(a.status, 504, "{}", a.text());
     drop(sock);
@@ -92,10 +77,7 @@ async fn connect_timeout_is_504() {
 #[tokio::test]
 async fn bodiless_requests_are_retried_on_another_server_after_a_connect_failure() {
     let good = Upstream::named("good").await;
-    let p = Proxy::start(&route(
-        &format!("\"{}\", \"{}\"", closed_port(), good.addr),
-        "",
-    ));
+    let p = Proxy::start(&route(&format!("\"{}\", \"{}\"", closed_port(), good.addr), ""));
     for _ in 0..10 {
         let a = get(&p.url("/"), "x").await;
         assert_eq!(a.status, 200);
@@ -125,9 +107,7 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
     .await;
     let p = Proxy::start(&route(&format!("\"{}\"", up.addr), ""));
     let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
-    s.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
     drop(s);
     // The proxy drops its upstream exchange, so the upstream's handler is cancelled.
@@ -164,20 +144,12 @@ async fn slowloris_clients_are_cut_off() {
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
     let up = Upstream::named("x").await;
-    let p = Proxy::start(&format!(
-        "[server]\nidle_timeout = \"500ms\"\n{}",
-        route(&format!("\"{}\"", up.addr), "")
-    ));
+    let p = Proxy::start(&format!("[server]\nidle_timeout = \"500ms\"\n{}", route(&format!("\"{}\"", up.addr), "")));
     let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     let closed = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "idle connection stayed open: {closed:?}"
-    );
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "idle connection stayed open: {closed:?}");
 }

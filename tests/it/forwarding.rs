@@ -12,10 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::util::*;
 
 fn one_route(up: &Upstream) -> String {
-    format!(
-        "[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nhost = \"*\"\nupstream = \"app\"\n",
-        up.addr
-    )
+    format!("[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nhost = \"*\"\nupstream = \"app\"\n", up.addr)
 }
 
 #[tokio::test]
@@ -37,21 +34,11 @@ async fn headers_are_rewritten_like_a_proper_edge_proxy() {
     assert_eq!(a.status, 200);
     let v = a.json();
     let h = &v["headers"];
-    for gone in [
-        "x-hop",
-        "keep-alive",
-        "te",
-        "proxy-authorization",
-        "upgrade",
-        "trailer",
-    ] {
+    for gone in ["x-hop", "keep-alive", "te", "proxy-authorization", "upgrade", "trailer"] {
         assert!(h.get(gone).is_none(), "{gone} was forwarded: {h}");
     }
     assert_eq!(h["x-custom"][0], "kept");
-    assert_eq!(
-        h["host"][0], "shop.example.com",
-        "Host is preserved by default"
-    );
+    assert_eq!(h["host"][0], "shop.example.com", "Host is preserved by default");
     assert_eq!(h["x-forwarded-for"][0], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"][0], "http");
     assert_eq!(h["x-forwarded-host"][0], "shop.example.com");
@@ -64,11 +51,7 @@ async fn headers_are_rewritten_like_a_proper_edge_proxy() {
     assert!(a.headers.get("keep-alive").is_none());
 
     // A request id sent by the client is kept.
-    let req = Request::get(p.url("/"))
-        .header("host", "a")
-        .header("x-request-id", "abc-123")
-        .body(full(""))
-        .unwrap();
+    let req = Request::get(p.url("/")).header("host", "a").header("x-request-id", "abc-123").body(full("")).unwrap();
     let a = send(&client(), req).await;
     assert_eq!(a.json()["headers"]["x-request-id"][0], "abc-123");
     assert_eq!(a.headers["x-request-id"], "abc-123");
@@ -82,10 +65,7 @@ async fn access_log_has_one_json_line_per_request() {
     get(&p.url("/../nope"), "log.example").await;
     assert!(eventually(Duration::from_secs(5), || p.access_log().len() >= 2).await);
     let log = p.access_log();
-    let l = log
-        .iter()
-        .find(|l| l["path"] == "/logged?x=1")
-        .expect("line for the request");
+    let l = log.iter().find(|l| l["path"] == "/logged?x=1").expect("line for the request");
     assert_eq!(l["method"], "GET");
     assert_eq!(l["host"], "Log.Example");
     assert_eq!(l["status"], 200);
@@ -103,9 +83,9 @@ async fn access_log_has_one_json_line_per_request() {
 fn zeros(total: u64) -> BoxBody {
     let chunk = Bytes::from(vec![0u8; 64 * 1024]);
     let n = total / chunk.len() as u64;
-    let s = futures_util::stream::iter((0..n).map(move |_| {
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.clone()))
-    }));
+    let s = futures_util::stream::iter(
+        (0..n).map(move |_| Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.clone()))),
+    );
     BodyExt::boxed(StreamBody::new(s))
 }
 
@@ -130,25 +110,15 @@ async fn a_gibibyte_streams_both_ways_in_flat_memory() {
     let before = p.rss_kib();
 
     // Upload
-    let req = Request::post(p.url("/upload"))
-        .header("host", "a")
-        .body(zeros(GIB))
-        .unwrap();
+    let req = Request::post(p.url("/upload")).header("host", "a").body(zeros(GIB)).unwrap();
     let resp = client().request(req).await.unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, GIB.to_string());
     let after_upload = p.rss_kib();
 
     // Download, counted as it arrives
-    let resp = client()
-        .request(
-            Request::get(p.url("/download"))
-                .header("host", "a")
-                .body(full(""))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp =
+        client().request(Request::get(p.url("/download")).header("host", "a").body(full("")).unwrap()).await.unwrap();
     let mut body = resp.into_body();
     let mut n = 0u64;
     let mut peak = 0;
@@ -160,12 +130,11 @@ async fn a_gibibyte_streams_both_ways_in_flat_memory() {
     }
     assert_eq!(n, GIB);
     let peak = peak.max(after_upload);
-    eprintln!("proxy RSS: before {before} KiB, after 1 GiB upload {after_upload} KiB, peak during 1 GiB download {peak} KiB");
-    // Flat: the proxy never holds more than a small window of the body.
-    assert!(
-        peak < before + 64 * 1024,
-        "proxy memory grew from {before} KiB to {peak} KiB"
+    eprintln!(
+        "proxy RSS: before {before} KiB, after 1 GiB upload {after_upload} KiB, peak during 1 GiB download {peak} KiB"
     );
+    // Flat: the proxy never holds more than a small window of the body.
+    assert!(peak < before + 64 * 1024, "proxy memory grew from {before} KiB to {peak} KiB");
 }
 
 #[tokio::test]
@@ -187,22 +156,14 @@ async fn websocket_messages_pass_through() {
             });
         }
     });
-    let p = Proxy::start(&format!("[upstreams.ws]\nservers = [\"{ws_addr}\"]\n[[routes]]\nhost = \"*\"\npath = \"/ws\"\nupstream = \"ws\"\n"));
-    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws/chat", p.http))
-        .await
-        .unwrap();
+    let p = Proxy::start(&format!(
+        "[upstreams.ws]\nservers = [\"{ws_addr}\"]\n[[routes]]\nhost = \"*\"\npath = \"/ws\"\nupstream = \"ws\"\n"
+    ));
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws/chat", p.http)).await.unwrap();
     assert_eq!(resp.status(), 101);
     for i in 0..5 {
-        ws.send(tokio_tungstenite::tungstenite::Message::text(format!(
-            "hello {i}"
-        )))
-        .await
-        .unwrap();
-        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(format!("hello {i}"))).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(m.into_text().unwrap().as_str(), format!("hello {i}"));
     }
     ws.close(None).await.unwrap();
@@ -216,23 +177,14 @@ async fn malformed_requests_get_a_clear_4xx() {
         ("GET / HTTP/1.1\r\n\r\n", "400"),                   // no Host
         ("GET /../../x HTTP/1.1\r\nHost: a\r\n\r\n", "400"), // climbs above the root
         ("BLAH\r\n\r\n", "400"),                             // not HTTP
-        (
-            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
-            "400",
-        ), // smuggling attempt
+        ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx", "400"), // smuggling attempt
     ] {
         let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
         s.write_all(raw.as_bytes()).await.unwrap();
         let mut buf = vec![0u8; 1024];
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
         let head = String::from_utf8_lossy(&buf[..n]);
-        assert!(
-            head.starts_with(&format!("HTTP/1.1 {want}")),
-            "{raw:?} got {head:?}"
-        );
+        assert!(head.starts_with(&format!("HTTP/1.1 {want}")), "{raw:?} got {head:?}");
     }
     assert_eq!(up.hits(), 0, "nothing malformed reached the upstream");
 }

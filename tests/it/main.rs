@@ -8,5 +8,6 @@ mod cli;
 mod demo;
 mod failures;
 mod forwarding;
+mod health;
 mod lifecycle;
 mod routing;

@@ -56,10 +56,7 @@ async fn host_and_path_choose_the_route() {
 
     // exact host beats wildcard beats any; case and port are ignored
     assert_eq!(get(&p.url("/x"), "logen.example.com").await.text(), "front");
-    assert_eq!(
-        get(&p.url("/x"), "LOGEN.Example.COM:8080").await.text(),
-        "front"
-    );
+    assert_eq!(get(&p.url("/x"), "LOGEN.Example.COM:8080").await.text(), "front");
     assert_eq!(get(&p.url("/x"), "shop.example.com").await.text(), "wild");
     assert_eq!(get(&p.url("/public/a"), "other.org").await.text(), "any");
     // no match: 404
@@ -67,10 +64,7 @@ async fn host_and_path_choose_the_route() {
     assert_eq!(a.status, 404);
     assert!(a.text().contains("no route"));
     // prefix on segment boundaries
-    assert_eq!(
-        get(&p.url("/apix"), "logen.example.com").await.text(),
-        "front"
-    );
+    assert_eq!(get(&p.url("/apix"), "logen.example.com").await.text(), "front");
     assert_eq!(get(&p.url("/publicity"), "other.org").await.status, 404);
 }
 
@@ -84,31 +78,14 @@ async fn strip_prefix_behaves_like_nginx_proxy_pass_with_slash() {
     );
     let p = Proxy::start(&config(&api, &front, &wild, &any));
     let uri = |a: Answer| a.json()["uri"].as_str().unwrap().to_string();
-    assert_eq!(
-        uri(get(&p.url("/api/users?page=2&q=a%20b"), "logen.example.com").await),
-        "/users?page=2&q=a%20b"
-    );
+    assert_eq!(uri(get(&p.url("/api/users?page=2&q=a%20b"), "logen.example.com").await), "/users?page=2&q=a%20b");
     assert_eq!(uri(get(&p.url("/api"), "logen.example.com").await), "/");
-    assert_eq!(
-        uri(get(&p.url("/api/?x=1"), "logen.example.com").await),
-        "/?x=1"
-    );
+    assert_eq!(uri(get(&p.url("/api/?x=1"), "logen.example.com").await), "/?x=1");
     // without strip_prefix the path is kept whole
-    assert_eq!(
-        uri(get(&p.url("/customer/42?x=1"), "logen.example.com").await),
-        "/customer/42?x=1"
-    );
+    assert_eq!(uri(get(&p.url("/customer/42?x=1"), "logen.example.com").await), "/customer/42?x=1");
     // dot segments are resolved before matching and forwarding
-    assert_eq!(
-        uri(get(&p.url("/customer/../api/v1"), "logen.example.com").await),
-        "/v1"
-    );
-    assert_eq!(
-        get(&p.url("/../etc/passwd"), "logen.example.com")
-            .await
-            .status,
-        400
-    );
+    assert_eq!(uri(get(&p.url("/customer/../api/v1"), "logen.example.com").await), "/v1");
+    assert_eq!(get(&p.url("/../etc/passwd"), "logen.example.com").await.status, 400);
 }
 
 #[tokio::test]
@@ -120,27 +97,12 @@ async fn http2_prior_knowledge_routes_by_authority() {
         Upstream::named("any").await,
     );
     let p = Proxy::start(&config(&api, &front, &wild, &any));
-    let a = h2c_get(
-        p.http,
-        &format!("http://logen.example.com:{}/api/h2?x=1", p.http.port()),
-    )
-    .await;
+    let a = h2c_get(p.http, &format!("http://logen.example.com:{}/api/h2?x=1", p.http.port())).await;
     assert_eq!(a.status, 200);
     let v = a.json();
     assert_eq!(v["uri"], "/h2?x=1");
     // Upstreams speak HTTP/1.1 and get a Host header built from :authority.
     assert_eq!(v["version"], "HTTP/1.1");
-    assert_eq!(
-        v["headers"]["host"][0],
-        format!("logen.example.com:{}", p.http.port())
-    );
-    assert_eq!(
-        h2c_get(
-            p.http,
-            &format!("http://SHOP.example.com:{}/", p.http.port())
-        )
-        .await
-        .text(),
-        "wild"
-    );
+    assert_eq!(v["headers"]["host"][0], format!("logen.example.com:{}", p.http.port()));
+    assert_eq!(h2c_get(p.http, &format!("http://SHOP.example.com:{}/", p.http.port())).await.text(), "wild");
 }

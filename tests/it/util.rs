@@ -24,8 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-pub type BoxBody =
-    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 pub fn full(b: impl Into<Bytes>) -> BoxBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed()
@@ -36,6 +35,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    /// Cancels open connections too, so `stop` is like killing the process.
+    kill: tokio_util::sync::CancellationToken,
 }
 
 impl Upstream {
@@ -56,6 +57,8 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let h2 = Arc::clone(&hits);
+        let kill = tokio_util::sync::CancellationToken::new();
+        let k2 = kill.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -63,19 +66,23 @@ impl Upstream {
                 };
                 let handler = handler.clone();
                 let hits = Arc::clone(&h2);
+                let kill = k2.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         hits.fetch_add(1, Ordering::SeqCst);
                         let f = handler(req);
                         async move { Ok::<_, Infallible>(f.await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = kill.cancelled() => {}
+                    }
                 });
             }
         });
-        Upstream { addr, hits, task }
+        Upstream { addr, hits, task, kill }
     }
 
     /// Answers every request with its name.
@@ -87,11 +94,7 @@ impl Upstream {
     pub async fn echo() -> Upstream {
         Upstream::start(|req: Request<Incoming>| async move {
             let (parts, body) = req.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let headers: HashMap<String, Vec<String>> = parts
                 .headers
                 .keys()
@@ -115,14 +118,9 @@ impl Upstream {
                 "body_len": body.len(),
             });
             let mut r = Response::new(full(v.to_string()));
-            r.headers_mut().insert(
-                "connection",
-                "keep-alive, x-upstream-private".parse().unwrap(),
-            );
-            r.headers_mut()
-                .insert("x-upstream-private", "secret".parse().unwrap());
-            r.headers_mut()
-                .insert("keep-alive", "timeout=5".parse().unwrap());
+            r.headers_mut().insert("connection", "keep-alive, x-upstream-private".parse().unwrap());
+            r.headers_mut().insert("x-upstream-private", "secret".parse().unwrap());
+            r.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
             r
         })
         .await
@@ -132,14 +130,59 @@ impl Upstream {
         self.hits.load(Ordering::SeqCst)
     }
 
+    /// Stop listening and cut every open connection, like a killed process.
     pub fn stop(&self) {
         self.task.abort();
+        self.kill.cancel();
     }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
+    }
+}
+
+/// Bind `addr` again (after the upstream that had it was stopped).
+pub async fn rebind(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        if let Ok(l) = TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot rebind {addr}");
+}
+
+/// `/api/status` of a running proxy.
+pub async fn status(p: &Proxy) -> serde_json::Value {
+    get(&p.admin_url("/api/status"), "admin").await.json()
+}
+
+/// Whether the status page says `server` of `pool` is in rotation.
+pub fn server_up(status: &serde_json::Value, pool: &str, server: SocketAddr) -> Option<bool> {
+    status["upstreams"].as_array()?.iter().find(|u| u["name"] == pool)?["servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["addr"] == server.to_string())?["up"]
+        .as_bool()
+}
+
+/// Poll an async condition until it holds or `within` passes.
+pub async fn eventually_async<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -176,11 +219,7 @@ impl Proxy {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Proxy {
-        let text = if config.contains("[listen]") {
-            config.to_string()
-        } else {
-            format!("{LISTEN}\n{config}")
-        };
+        let text = if config.contains("[listen]") { config.to_string() } else { format!("{LISTEN}\n{config}") };
         let path = dir.path().join("rampart.toml");
         std::fs::write(&path, text).unwrap();
         let mut child = Command::new(binary())
@@ -197,16 +236,10 @@ impl Proxy {
         let mut addrs: HashMap<String, SocketAddr> = HashMap::new();
         while !(addrs.contains_key("http") && addrs.contains_key("admin")) {
             if Instant::now() > deadline {
-                panic!(
-                    "proxy did not start; stderr:\n{}",
-                    stderr.lock().unwrap().join("\n")
-                );
+                panic!("proxy did not start; stderr:\n{}", stderr.lock().unwrap().join("\n"));
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "proxy exited with {status}; stderr:\n{}",
-                    stderr.lock().unwrap().join("\n")
-                );
+                panic!("proxy exited with {status}; stderr:\n{}", stderr.lock().unwrap().join("\n"));
             }
             for line in stderr.lock().unwrap().iter() {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
@@ -244,11 +277,7 @@ impl Proxy {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(ok.success());
     }
 
@@ -266,18 +295,12 @@ impl Proxy {
 
     /// Access-log lines parsed as JSON.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
-        self.stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.stdout.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     /// Resident memory of the proxy process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -325,9 +348,7 @@ pub fn client() -> Client<HttpConnector, BoxBody> {
 
 /// An HTTP/2 prior-knowledge (h2c) client.
 pub fn h2c_client() -> Client<HttpConnector, BoxBody> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(HttpConnector::new())
+    Client::builder(TokioExecutor::new()).http2_only(true).build(HttpConnector::new())
 }
 
 pub struct Answer {
@@ -341,21 +362,13 @@ impl Answer {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
 /// GET `url` with a `Host` header.
 pub async fn get(url: &str, host: &str) -> Answer {
-    send(
-        &client(),
-        Request::get(url)
-            .header("host", host)
-            .body(full(""))
-            .unwrap(),
-    )
-    .await
+    send(&client(), Request::get(url).header("host", host).body(full("")).unwrap()).await
 }
 
 pub async fn send(c: &Client<HttpConnector, BoxBody>, req: Request<BoxBody>) -> Answer {
@@ -364,16 +377,8 @@ pub async fn send(c: &Client<HttpConnector, BoxBody>, req: Request<BoxBody>) -> 
         .expect("request timed out")
         .expect("request failed");
     let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Answer { status: parts.status, headers: parts.headers, body }
 }
 
 /// One HTTP/2 (prior knowledge) GET over a fresh connection to `addr`; the
@@ -381,23 +386,10 @@ pub async fn send(c: &Client<HttpConnector, BoxBody>, req: Request<BoxBody>) -> 
 pub async fn h2c_get(addr: SocketAddr, uri: &str) -> Answer {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
-    let resp = sender
-        .send_request(Request::get(uri).body(full("")).unwrap())
-        .await
-        .unwrap();
+    let resp = sender.send_request(Request::get(uri).body(full("")).unwrap()).await.unwrap();
     let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Answer { status: parts.status, headers: parts.headers, body }
 }

@@ -1,0 +1,170 @@
+//! Sending one request upstream: pick a server, send, and on failure decide
+//! whether trying another server is safe. Live-traffic outcomes feed the
+//! servers' passive health.
+//!
+//! Retry rules: a request is tried on another server only if it has no body
+//! (bodies are streamed, never buffered, so they cannot be replayed) and
+//! either the connection failed before anything was sent, or the method is
+//! idempotent and the connection broke before any response byte arrived.
+//! Timeouts are not retried: the first server may still be working on it.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri};
+use hyper::body::Incoming;
+
+use super::error::ProxyError;
+use super::exchange::Exchange;
+use crate::app::App;
+use crate::body::RequestBody;
+use crate::metrics::{Name, UpstreamCodeLabels};
+use crate::upstream::{InFlightGuard, Pool, Server, Transition};
+
+/// How an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Nothing reached the server.
+    BeforeSend(ProxyError),
+    /// The request may have reached the server; no response came.
+    AfterSend(ProxyError),
+}
+
+pub async fn send(
+    app: &App,
+    pool: &Pool,
+    mut parts: Parts,
+    body: Incoming,
+    path: PathAndQuery,
+    ex: &mut Exchange,
+) -> Result<(Response<Incoming>, InFlightGuard), ProxyError> {
+    let bodiless = http_body::Body::is_end_stream(&body);
+    let max_attempts = if bodiless { 1 + pool.spec.retries as usize } else { 1 }.min(pool.servers.len());
+    // Keep a copy of the head only when a second attempt is possible.
+    let spare = (max_attempts > 1).then(|| clone_head(&parts));
+    let mut body = Some(RequestBody::from(body));
+    let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);
+    loop {
+        let Some(idx) = pool.pick(&tried) else {
+            return Err(if tried.is_empty() { ProxyError::NoServer } else { ProxyError::Connect });
+        };
+        tried.push(idx);
+        let server = &pool.servers[idx];
+        ex.upstream = Some(Arc::clone(&server.label));
+        let mut head = match &spare {
+            Some(p) if tried.len() > 1 => clone_head(p),
+            _ => std::mem::replace(&mut parts, Request::new(()).into_parts().0),
+        };
+        head.uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(server.authority.clone())
+            .path_and_query(path.clone())
+            .build()
+            .map_err(|_| ProxyError::BadUpstreamRequest)?;
+        if !head.headers.contains_key(header::HOST) {
+            // preserve_host = false: name the server.
+            if let Ok(v) = HeaderValue::from_str(server.authority.as_str()) {
+                head.headers.insert(header::HOST, v);
+            }
+        }
+        let idempotent = is_idempotent(&head.method);
+        let attempt_body = body.take().unwrap_or_else(RequestBody::empty);
+        let guard = server.start_request();
+        let sent =
+            tokio::time::timeout(pool.response_timeout(), pool.client.request(Request::from_parts(head, attempt_body)))
+                .await;
+        let failure = match sent {
+            Ok(Ok(resp)) => {
+                count(app, pool, server, resp.status().as_u16());
+                log_transition(pool, server, server.record_success(), "request succeeded");
+                return Ok((resp, guard));
+            }
+            Ok(Err(e)) => {
+                let failure = classify(&e);
+                tracing::warn!(upstream = %pool.name, server = %server.addr.0, error = %error_chain(&e), "upstream request failed");
+                failure
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %pool.name, server = %server.addr.0, timeout = ?pool.response_timeout(), "upstream response timed out");
+                Failure::AfterSend(ProxyError::Timeout)
+            }
+        };
+        count(app, pool, server, 0);
+        log_transition(pool, server, server.record_failure(&pool.spec.passive), "live traffic failures");
+        let (error, retry_safe) = match failure {
+            Failure::BeforeSend(e) => (e, true),
+            Failure::AfterSend(e) => (e, idempotent && e != ProxyError::Timeout),
+        };
+        if !(retry_safe && bodiless && tried.len() < max_attempts) {
+            return Err(error);
+        }
+    }
+}
+
+fn count(app: &App, pool: &Pool, server: &Server, code: u16) {
+    app.metrics
+        .upstream_requests
+        .get_or_create(&UpstreamCodeLabels {
+            upstream: Name(Arc::clone(&pool.name)),
+            server: Name(Arc::clone(&server.label)),
+            code,
+        })
+        .inc();
+}
+
+fn log_transition(pool: &Pool, server: &Server, t: Option<Transition>, reason: &str) {
+    match t {
+        Some(Transition::Ejected { for_duration }) => {
+            tracing::warn!(pool = %pool.name, server = %server.addr.0, from = "up", to = "ejected", cool_down = ?for_duration, reason, "upstream server state changed");
+        }
+        Some(Transition::Restored) => {
+            tracing::info!(pool = %pool.name, server = %server.addr.0, from = "ejected", to = "up", reason, "upstream server state changed");
+        }
+        None => {}
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+fn clone_head(p: &Parts) -> Parts {
+    let mut r = Request::new(());
+    *r.method_mut() = p.method.clone();
+    *r.uri_mut() = p.uri.clone();
+    *r.version_mut() = p.version;
+    *r.headers_mut() = p.headers.clone();
+    r.into_parts().0
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> Failure {
+    if e.is_connect() {
+        let timed_out = io_kind(e) == Some(std::io::ErrorKind::TimedOut) || error_chain(e).contains("timed out");
+        return Failure::BeforeSend(if timed_out { ProxyError::Timeout } else { ProxyError::Connect });
+    }
+    Failure::AfterSend(ProxyError::Broken)
+}
+
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        s.push_str(": ");
+        s.push_str(&err.to_string());
+        cur = err.source();
+    }
+    s
+}
