@@ -5,6 +5,7 @@ mod util;
 
 mod balancing;
 mod cli;
+mod deploy;
 mod forwarding;
 mod lifecycle;
 mod routing;
