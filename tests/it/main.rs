@@ -6,6 +6,7 @@ mod util;
 mod balancing;
 mod cli;
 mod demo;
+mod deploy;
 mod failures;
 mod forwarding;
 mod health;

@@ -1,0 +1,215 @@
+//! The deployment files, proven without a container engine: the config the
+//! image ships passes `rampart check` (as the Dockerfile's `RUN` does), the
+//! binary serves the reference stack with it, `rampart healthcheck` (the
+//! image's HEALTHCHECK) tells a live proxy from a dead one, and the compose
+//! file and Kubernetes ConfigMap agree with the shipped config.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::util::*;
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo_file(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// `rampart check --config PATH`: (exit code, stdout, stderr).
+fn check(path: &Path) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `rampart healthcheck --url URL`: the exit code.
+fn healthcheck(url: &str) -> i32 {
+    Command::new(binary())
+        .args(["healthcheck", "--url", url])
+        .output()
+        .unwrap()
+        .status
+        .code()
+        .unwrap_or(-1)
+}
+
+/// The upstream server addresses the shipped config names, and the compose
+/// service behind each.
+const SHIPPED_SERVERS: [&str; 3] = ["backend:7600", "frontend:7601", "admin-frontend:7602"];
+
+/// The shipped config made runnable on loopback: `[listen]` replaced by the
+/// harness's ephemeral ports, `[tls]`/`[acme]` removed (no certificates, no
+/// Let's Encrypt in a test), and every server address replaced through
+/// `servers`. Everything else (routes, upstream settings, middleware) is
+/// exactly what the image ships.
+fn runnable_copy(servers: &HashMap<&str, String>) -> String {
+    let mut doc: toml::Table = read("deploy/rampart.toml").parse().unwrap();
+    doc.remove("tls");
+    doc.remove("acme");
+    let listen = LISTEN.parse::<toml::Table>().unwrap()["listen"].clone();
+    doc.insert("listen".into(), listen);
+    let upstreams = doc["upstreams"].as_table_mut().unwrap();
+    for (name, u) in upstreams.iter_mut() {
+        for s in u["servers"].as_array_mut().unwrap() {
+            let addr = s.as_str().unwrap_or_else(|| s["addr"].as_str().unwrap());
+            let Some(local) = servers.get(addr) else {
+                panic!("upstream {name}: server {addr} has no stand-in; update tests/it/deploy.rs")
+            };
+            *s = toml::Value::String(local.clone());
+        }
+    }
+    toml::to_string(&doc).unwrap()
+}
+
+#[test]
+fn shipped_config_passes_check() {
+    let (code, out, err) = check(&repo_file("deploy/rampart.toml"));
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert_eq!(out.trim(), "ok: 6 routes, 3 upstreams, 5 middleware");
+}
+
+#[test]
+fn shipped_config_names_the_compose_services() {
+    let config = read("deploy/rampart.toml");
+    let compose = read("deploy/docker-compose.yml");
+    for server in SHIPPED_SERVERS {
+        assert!(config.contains(&format!("\"{server}\"")), "{server}");
+        let (service, port) = server.split_once(':').unwrap();
+        // A service key at two spaces of indentation under `services:`.
+        assert!(
+            compose.contains(&format!("\n  {service}:")),
+            "compose has no service {service:?}"
+        );
+        assert!(
+            compose.contains(&format!("\"--port\", \"{port}\"")),
+            "compose's {service} does not listen on {port}"
+        );
+    }
+    // Files the compose file mounts exist next to it.
+    for mounted in [
+        "./rampart.toml",
+        "./prometheus.yml",
+        "./prometheus-alerts.yml",
+    ] {
+        assert!(compose.contains(&format!("- {mounted}:")), "{mounted}");
+        assert!(
+            repo_file("deploy").join(mounted).exists(),
+            "{mounted} is mounted but missing"
+        );
+    }
+    // The grace period covers the drain.
+    assert!(config.contains("shutdown_timeout = \"30s\""));
+    assert!(compose.contains("stop_grace_period: 40s"));
+}
+
+/// The config embedded in the Kubernetes ConfigMap (a YAML block scalar,
+/// read without a YAML parser) is valid and routes like the shipped one.
+#[test]
+fn kubernetes_configmap_config_passes_check() {
+    let yaml = read("deploy/k8s/configmap.yaml");
+    let start = yaml
+        .find("  rampart.toml: |\n")
+        .expect("configmap has data.rampart.toml")
+        + "  rampart.toml: |\n".len();
+    let mut embedded = String::new();
+    for line in yaml[start..].lines() {
+        if line.is_empty() {
+            embedded.push('\n');
+        } else if let Some(l) = line.strip_prefix("    ") {
+            embedded.push_str(l);
+            embedded.push('\n');
+        } else {
+            break;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rampart.toml");
+    std::fs::write(&path, &embedded).unwrap();
+    let (code, out, err) = check(&path);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}\nconfig:\n{embedded}");
+    let (_, shipped, _) = check(&repo_file("deploy/rampart.toml"));
+    assert_eq!(
+        out, shipped,
+        "the ConfigMap routes differently from deploy/rampart.toml"
+    );
+    // Several replicas must not each run ACME.
+    assert!(!embedded.lines().any(|l| l.trim() == "[acme]"));
+}
+
+#[tokio::test]
+async fn shipped_config_serves_the_reference_stack() {
+    let backend = Upstream::echo().await;
+    let frontend = Upstream::named("frontend").await;
+    let admin_frontend = Upstream::named("admin-frontend").await;
+    let servers = HashMap::from([
+        ("backend:7600", backend.addr.to_string()),
+        ("frontend:7601", frontend.addr.to_string()),
+        ("admin-frontend:7602", admin_frontend.addr.to_string()),
+    ]);
+    let config = runnable_copy(&servers);
+    let mut proxy = Proxy::start(&config);
+
+    // Host and path routing, with the prefix stripped where nginx's
+    // `proxy_pass http://backend:7600/;` would strip it.
+    let cases = [
+        ("logen.example.com", "/api/users?page=2", "/users?page=2"),
+        ("logen.example.com", "/customer/orders", "/customer/orders"),
+        ("admin.logen.example.com", "/api/stats", "/stats"),
+        ("admin.logen.example.com", "/admin/users", "/admin/users"),
+    ];
+    for (host, path, upstream_uri) in cases {
+        let a = get(&proxy.url(path), host).await;
+        assert_eq!(a.status, 200, "{host}{path}: {}", a.text());
+        assert_eq!(a.json()["uri"], upstream_uri, "{host}{path}");
+    }
+    let a = get(&proxy.url("/"), "logen.example.com").await;
+    assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "frontend"));
+    let a = get(&proxy.url("/settings"), "admin.logen.example.com").await;
+    assert_eq!(
+        (a.status.as_u16(), a.text().as_str()),
+        (200, "admin-frontend")
+    );
+    let a = get(&proxy.url("/"), "unknown.example.com").await;
+    assert_eq!(a.status, 404);
+
+    // The image's HEALTHCHECK and the Kubernetes probes.
+    assert_eq!(healthcheck(&proxy.admin_url("/healthz")), 0);
+    assert_eq!(
+        get(&proxy.admin_url("/readyz"), "localhost").await.status,
+        200
+    );
+    let dead = closed_port();
+    assert_ne!(healthcheck(&format!("http://{dead}/healthz")), 0);
+
+    // Prometheus sees the routes by their stable names.
+    let metrics = get(&proxy.admin_url("/metrics"), "localhost").await.text();
+    assert!(
+        metrics.contains("rampart_http_requests_total{") && metrics.contains("route=\"site-api\""),
+        "{metrics}"
+    );
+
+    // The reload path the compose file and the ConfigMap sidecar use.
+    let reload = send(
+        &client(),
+        http::Request::post(proxy.admin_url("/api/reload"))
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reload.status, 200, "{}", reload.text());
+
+    // `docker stop` / pod termination: SIGTERM drains and exits 0.
+    proxy.signal("TERM");
+    assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
+}
