@@ -13,6 +13,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod metrics;
+pub mod middleware;
 pub mod proxy;
 pub mod router;
 pub mod server;

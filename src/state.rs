@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::middleware::{self, Chain, Compiled};
 use crate::router::Router;
 use crate::upstream::Pool;
 
@@ -20,6 +21,7 @@ pub struct Route {
     pub strip_prefix: bool,
     pub preserve_host: bool,
     pub pool: Arc<Pool>,
+    pub middleware: Chain,
 }
 
 #[derive(Debug)]
@@ -27,6 +29,7 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub router: Router<Arc<Route>>,
     pub pools: HashMap<String, Arc<Pool>>,
+    pub middleware: HashMap<String, Compiled>,
     /// Routes in file order, for status output.
     pub routes: Vec<Arc<Route>>,
 }
@@ -45,6 +48,25 @@ impl Snapshot {
                 Err(msg) => errors.push(ConfigError { path: config.source.clone(), line: 1, col: 1, message: msg }),
             }
         }
+        let mut compiled = HashMap::new();
+        for (name, spec) in &config.middleware {
+            // Unchanged definitions keep their state (rate-limit buckets).
+            if let Some(old) = previous.and_then(|p| p.middleware.get(name)).filter(|old| old.spec == spec.kind) {
+                compiled.insert(name.clone(), Compiled { spec: old.spec.clone(), middleware: Arc::clone(&old.middleware) });
+                continue;
+            }
+            match middleware::compile(spec) {
+                Ok(m) => {
+                    compiled.insert(name.clone(), Compiled { spec: spec.kind.clone(), middleware: Arc::new(m) });
+                }
+                Err(msg) => errors.push(ConfigError {
+                    path: config.source.clone(),
+                    line: spec.line,
+                    col: spec.col,
+                    message: format!("middleware {name:?}: {msg}"),
+                }),
+            }
+        }
         let mut router = Router::default();
         let mut routes = Vec::with_capacity(config.routes.len());
         for spec in &config.routes {
@@ -58,6 +80,9 @@ impl Snapshot {
                 strip_prefix: spec.strip_prefix,
                 preserve_host: spec.preserve_host,
                 pool: Arc::clone(pool),
+                middleware: Chain(
+                    spec.middleware.iter().filter_map(|m| compiled.get(m)).map(|c| Arc::clone(&c.middleware)).collect(),
+                ),
             });
             router.insert(&spec.host, &spec.prefix, Arc::clone(&route));
             routes.push(route);
@@ -65,7 +90,7 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        Ok(Snapshot { config: Arc::new(config), router, pools, routes })
+        Ok(Snapshot { config: Arc::new(config), router, pools, middleware: compiled, routes })
     }
 }
 

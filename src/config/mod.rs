@@ -135,6 +135,20 @@ pub struct MiddlewareSpec {
     pub kind: RawMiddleware,
     pub line: usize,
     pub col: usize,
+    /// The config file's directory, for relative paths in the definition.
+    pub base_dir: PathBuf,
+}
+
+impl MiddlewareSpec {
+    /// A path from the definition, relative to the config file.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
 }
 
 /// How a route matches the request's host.
@@ -327,7 +341,16 @@ impl Compiler<'_> {
             .iter()
             .map(|(name, m)| {
                 let (line, col) = line_col(self.text, m.span().start);
-                (name.clone(), MiddlewareSpec { name: name.clone(), kind: m.get_ref().clone(), line, col })
+                (
+                    name.clone(),
+                    MiddlewareSpec {
+                        name: name.clone(),
+                        kind: m.get_ref().clone(),
+                        line,
+                        col,
+                        base_dir: self.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                    },
+                )
             })
             .collect();
         let routes = self.routes(&raw.routes, &upstreams, &middleware);

@@ -109,7 +109,7 @@ pub struct RawHealth {
 /// A middleware definition. Internally tagged by `type`; its fields are
 /// plain (no spans) because serde buffers tagged enums, and errors point at
 /// the definition's table instead.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawMiddleware {
     RateLimit {
@@ -131,6 +131,7 @@ pub enum RawMiddleware {
     Compress {
         min_size: Option<ByteSize>,
         algorithms: Option<Vec<String>>,
+        level: Option<u32>,
     },
     Cors {
         allow_origins: Vec<String>,

@@ -23,6 +23,8 @@ pub enum ProxyError {
     Timeout,
     #[error("invalid upstream request")]
     BadUpstreamRequest,
+    #[error("request body over the limit")]
+    BodyTooLarge,
 }
 
 impl ProxyError {
@@ -33,6 +35,7 @@ impl ProxyError {
             ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect | ProxyError::Broken | ProxyError::BadUpstreamRequest => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 

@@ -36,7 +36,7 @@ pub async fn send(
     app: &App,
     pool: &Pool,
     mut parts: Parts,
-    body: Incoming,
+    body: RequestBody,
     path: PathAndQuery,
     ex: &mut Exchange,
 ) -> Result<(Response<Incoming>, InFlightGuard), ProxyError> {
@@ -44,7 +44,7 @@ pub async fn send(
     let max_attempts = if bodiless { 1 + pool.spec.retries as usize } else { 1 }.min(pool.servers.len());
     // Keep a copy of the head only when a second attempt is possible.
     let spare = (max_attempts > 1).then(|| clone_head(&parts));
-    let mut body = Some(RequestBody::from(body));
+    let mut body = Some(body);
     let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);
     loop {
         let Some(idx) = pool.pick(&tried) else {

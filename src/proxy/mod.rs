@@ -12,6 +12,7 @@ mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +22,8 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::body::ResponseBody;
+use crate::body::{RequestBody, ResponseBody};
+use crate::middleware::{Ctx, RequestFacts};
 use crate::router::normalize_path;
 use crate::state::{Route, Snapshot};
 use error::ProxyError;
@@ -98,26 +100,42 @@ async fn proxy(
     ex.route = Some(Arc::clone(&route.name));
 
     let upstream_pq = upstream_path(&req, &path, route, found.prefix_len)?;
-    let client_upgrade = rewrite_request_headers(&mut req, &host, host_str, conn, route)?;
+    let client_upgrade = rewrite_request_headers(&mut req, &host, host_str, conn);
+    let mut req = req.map(RequestBody::from);
     let on_client_upgrade = client_upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
+    let chain = &route.middleware;
+    let mut facts = RequestFacts::default();
+    let ctx = Ctx { app, route: &route.name, peer: conn.peer.ip(), tls: conn.tls };
+    if let Err(early) = chain.on_request(&mut req, &ctx, &mut facts).await {
+        return Ok(chain.on_response(early.response, &facts, early.depth));
+    }
 
     let (mut parts, body) = req.into_parts();
     parts.version = Version::HTTP_11;
     if !route.preserve_host {
         parts.headers.remove(header::HOST);
     }
-    let (mut resp, guard) = forward::send(app, &route.pool, parts, body, upstream_pq, ex).await?;
-
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let (Some(client_side), Some(proto)) = (on_client_upgrade, client_upgrade) {
-            return Ok(upgrade::splice(resp, client_side, proto, guard));
+    let resp = match forward::send(app, &route.pool, parts, body, upstream_pq, ex).await {
+        Ok((mut resp, guard)) => {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                match (on_client_upgrade, client_upgrade) {
+                    (Some(client_side), Some(proto)) => upgrade::splice(resp, client_side, proto, guard),
+                    // The upstream switched protocols nobody asked for.
+                    _ => ProxyError::Broken.response(),
+                }
+            } else {
+                strip_hop_by_hop(resp.headers_mut());
+                let (parts, incoming) = resp.into_parts();
+                Response::from_parts(parts, ResponseBody::upstream(incoming, guard))
+            }
         }
-        // The upstream switched protocols nobody asked for.
-        return Err(ProxyError::Broken);
-    }
-    strip_hop_by_hop(resp.headers_mut());
-    let (parts, incoming) = resp.into_parts();
-    Ok(Response::from_parts(parts, ResponseBody::upstream(incoming, guard)))
+        Err(_) if facts.body_too_large.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) => {
+            ProxyError::BodyTooLarge.response()
+        }
+        Err(e) => e.response(),
+    };
+    Ok(chain.on_response(resp, &facts, chain.len()))
 }
 
 /// The path and query sent upstream: the normalised path, less the route
@@ -154,8 +172,7 @@ fn rewrite_request_headers(
     host: &HeaderValue,
     host_str: &str,
     conn: ConnInfo,
-    _route: &Route,
-) -> Result<Option<HeaderValue>, ProxyError> {
+) -> Option<HeaderValue> {
     let is_h1 = req.version() <= Version::HTTP_11;
     let headers = req.headers_mut();
     let upgrade = strip_hop_by_hop(headers).filter(|_| is_h1);
@@ -170,5 +187,5 @@ fn rewrite_request_headers(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());
     }
-    Ok(upgrade)
+    upgrade
 }

@@ -1,0 +1,117 @@
+//! `basic_auth`: 401 with `WWW-Authenticate` unless the request carries a
+//! user and password from an htpasswd file (bcrypt entries, as written by
+//! `htpasswd -B`). bcrypt is deliberately slow, so a successful check is
+//! remembered by a keyed hash of the header (never the password itself) in
+//! a small bounded cache. Credentials are never logged.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::proxy::error::plain_response;
+
+const CACHE_LIMIT: usize = 10_000;
+
+pub struct BasicAuth {
+    users: Arc<HashMap<String, String>>,
+    /// bcrypt runs on blocking threads, a few at a time, so a flood of bad
+    /// passwords cannot starve the proxy's workers.
+    bcrypt_slots: tokio::sync::Semaphore,
+    challenge: HeaderValue,
+    verified: Mutex<HashSet<u64>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print hashes or users.
+        f.debug_struct("BasicAuth").field("users", &self.users.len()).finish()
+    }
+}
+
+impl BasicAuth {
+    pub fn load(path: &Path, realm: Option<&str>) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read htpasswd file {}: {e}", path.display()))?;
+        let mut users = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (user, hash) =
+                line.split_once(':').ok_or_else(|| format!("{}:{}: expected USER:HASH", path.display(), i + 1))?;
+            if !(hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$")) {
+                return Err(format!(
+                    "{}:{}: user {user:?} does not have a bcrypt hash; create entries with `htpasswd -B`",
+                    path.display(),
+                    i + 1
+                ));
+            }
+            users.insert(user.to_string(), hash.to_string());
+        }
+        if users.is_empty() {
+            return Err(format!("htpasswd file {} has no users", path.display()));
+        }
+        let realm = realm.unwrap_or("Restricted").replace('"', "");
+        let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
+            .map_err(|_| format!("invalid realm {realm:?}"))?;
+        Ok(BasicAuth {
+            users: Arc::new(users),
+            bcrypt_slots: tokio::sync::Semaphore::new(2),
+            challenge,
+            verified: Mutex::new(HashSet::new()),
+            hasher: Default::default(),
+        })
+    }
+
+    pub async fn on_request(&self, req: &mut Request<RequestBody>) -> Option<Response<ResponseBody>> {
+        if let Some(v) = req.headers().get(header::AUTHORIZATION) {
+            if self.check(v).await {
+                return None;
+            }
+        }
+        let mut r = plain_response(StatusCode::UNAUTHORIZED, "401 Unauthorized\n");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, self.challenge.clone());
+        Some(r)
+    }
+
+    async fn check(&self, value: &HeaderValue) -> bool {
+        let key = self.hasher.hash_one(value.as_bytes());
+        if self.verified.lock().map(|s| s.contains(&key)).unwrap_or(false) {
+            return true;
+        }
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else { return false };
+        let users = Arc::clone(&self.users);
+        let given = value.as_bytes().to_vec();
+        let ok = tokio::task::spawn_blocking(move || verify(&users, &given)).await.unwrap_or(false);
+        if ok {
+            if let Ok(mut s) = self.verified.lock() {
+                if s.len() >= CACHE_LIMIT {
+                    s.clear();
+                }
+                s.insert(key);
+            }
+        }
+        ok
+    }
+
+}
+
+fn verify(users: &HashMap<String, String>, value: &[u8]) -> bool {
+    {
+        let Some(b64) = value.strip_prefix(b"Basic ").or_else(|| value.strip_prefix(b"basic ")) else { return false };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64.trim_ascii()) else { return false };
+        let Ok(decoded) = String::from_utf8(decoded) else { return false };
+        let Some((user, password)) = decoded.split_once(':') else { return false };
+        match users.get(user) {
+            Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Who the client is when Rampart sits behind other proxies: the socket
+//! peer, unless the peer is a trusted proxy, in which case walk
+//! `X-Forwarded-For` from the right past trusted hops to the first address
+//! we do not trust (the one a client cannot forge).
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use ipnet::IpNet;
+
+use crate::proxy::headers::X_FORWARDED_FOR;
+
+/// Parse a CIDR list (`10.0.0.0/8`, `::1/128`, or a bare address).
+pub fn parse_cidrs(list: &[String]) -> Result<Vec<IpNet>, String> {
+    list.iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("invalid CIDR {s:?}; expected an address or network such as \"10.0.0.0/8\" or \"2001:db8::/32\""))
+        })
+        .collect()
+}
+
+pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// IPv4-mapped IPv6 addresses compare as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The client address as seen through `trusted` proxies.
+pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    if trusted.is_empty() || !contains(trusted, peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
+    let hops: Vec<&str> = hops.collect();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else { break };
+        client = canonical(ip);
+        if !contains(trusted, client) {
+            break;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_forwarded_for_past_trusted_hops() {
+        let trusted = parse_cidrs(&["10.0.0.0/8".into()]).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, "198.51.100.1, 203.0.113.7, 10.0.0.2".parse().unwrap());
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(resolve(peer, &h, &trusted), "203.0.113.7".parse::<IpAddr>().unwrap());
+        // An untrusted peer's header is ignored.
+        let outsider: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(resolve(outsider, &h, &trusted), outsider);
+        assert!(parse_cidrs(&["nope".into()]).is_err());
+        assert!(contains(&parse_cidrs(&["::ffff:0:0/96".into(), "127.0.0.1".into()]).unwrap(), "127.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,249 @@
+//! `compress`: gzip, br or zstd (async-compression), chosen from the
+//! client's `Accept-Encoding` q-values with the server's preference
+//! (br, zstd, gzip) on ties. The body is compressed as it streams; nothing
+//! is buffered whole. Skipped for HEAD, 1xx/204/206/304, ranged requests,
+//! bodies already encoded or smaller than `min_size`, `no-transform`,
+//! server-sent events, and types that are compressed already (images but
+//! SVG, audio, video, archives, woff fonts). Compressed answers drop
+//! `Content-Length` and `Accept-Ranges`, weaken a strong `ETag`, and every
+//! answer that could have been compressed says `Vary: Accept-Encoding`.
+
+use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZstdEncoder};
+use async_compression::Level;
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyDataStream, BodyExt, StreamBody};
+use tokio_util::io::{ReaderStream, StreamReader};
+
+use super::RequestFacts;
+use crate::body::{BoxError, ResponseBody};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algo {
+    Br,
+    Zstd,
+    Gzip,
+}
+
+impl Algo {
+    fn token(self) -> &'static str {
+        match self {
+            Algo::Br => "br",
+            Algo::Zstd => "zstd",
+            Algo::Gzip => "gzip",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Compress {
+    min_size: u64,
+    /// Server preference order.
+    algorithms: Vec<Algo>,
+    level: Level,
+}
+
+impl Compress {
+    pub fn new(min_size: Option<u64>, algorithms: Option<&[String]>, level: Option<u32>) -> Result<Self, String> {
+        let algorithms = match algorithms {
+            None => vec![Algo::Br, Algo::Zstd, Algo::Gzip],
+            Some(list) => list
+                .iter()
+                .map(|a| match a.as_str() {
+                    "br" => Ok(Algo::Br),
+                    "zstd" => Ok(Algo::Zstd),
+                    "gzip" => Ok(Algo::Gzip),
+                    other => Err(format!("unknown compression algorithm {other:?}; use \"br\", \"zstd\" or \"gzip\"")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        if algorithms.is_empty() {
+            return Err("algorithms must not be empty".into());
+        }
+        let level = match level {
+            // Fast by default, like nginx's gzip_comp_level 1: most of the
+            // size win for a fraction of the CPU.
+            None => Level::Precise(1),
+            Some(n @ 1..=11) => Level::Precise(n as i32),
+            Some(n) => return Err(format!("level must be between 1 and 11, got {n}")),
+        };
+        Ok(Compress { min_size: min_size.unwrap_or(1024), algorithms, level })
+    }
+
+    /// The best algorithm the client accepts, if any.
+    pub fn choose(&self, accept: Option<&HeaderValue>) -> Option<Algo> {
+        let accept = accept?.to_str().ok()?;
+        let mut best: Option<(Algo, f32)> = None;
+        for &algo in &self.algorithms {
+            let q = q_value(accept, algo.token());
+            if q > 0.0 && best.is_none_or(|(_, bq)| q > bq) {
+                best = Some((algo, q));
+            }
+        }
+        best.map(|(a, _)| a)
+    }
+
+    pub fn on_response(&self, mut resp: Response<ResponseBody>, facts: &RequestFacts) -> Response<ResponseBody> {
+        if !self.eligible(&resp, facts) {
+            return resp;
+        }
+        let h = resp.headers_mut();
+        append_vary(h);
+        let Some(algo) = self.choose(facts.accept_encoding.as_ref()) else { return resp };
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(algo.token()));
+        h.remove(header::CONTENT_LENGTH);
+        h.remove(header::ACCEPT_RANGES);
+        if let Some(etag) = h.get(header::ETAG) {
+            if !etag.as_bytes().starts_with(b"W/") {
+                let mut weak = b"W/".to_vec();
+                weak.extend_from_slice(etag.as_bytes());
+                if let Ok(v) = HeaderValue::from_bytes(&weak) {
+                    h.insert(header::ETAG, v);
+                }
+            }
+        }
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(parts, compress_body(body, algo, self.level))
+    }
+
+    fn eligible(&self, resp: &Response<ResponseBody>, facts: &RequestFacts) -> bool {
+        let s = resp.status();
+        if facts.method == Method::HEAD
+            || facts.range
+            || s.is_informational()
+            || s == StatusCode::NO_CONTENT
+            || s == StatusCode::PARTIAL_CONTENT
+            || s == StatusCode::NOT_MODIFIED
+        {
+            return false;
+        }
+        let h = resp.headers();
+        if h.contains_key(header::CONTENT_ENCODING) || h.contains_key(header::CONTENT_RANGE) {
+            return false;
+        }
+        if h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("no-transform")) {
+            return false;
+        }
+        let len = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if len.is_some_and(|n| n < self.min_size) {
+            return false;
+        }
+        match h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+            Some(ct) => compressible(ct),
+            None => false,
+        }
+    }
+}
+
+/// Whether a media type is worth compressing.
+pub fn compressible(content_type: &str) -> bool {
+    let ct = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if ct == "image/svg+xml" {
+        return true;
+    }
+    let (kind, sub) = ct.split_once('/').unwrap_or((&ct, ""));
+    if matches!(kind, "image" | "video" | "audio") {
+        return false;
+    }
+    !matches!(
+        sub,
+        "event-stream"
+            | "zip"
+            | "gzip"
+            | "x-gzip"
+            | "x-bzip2"
+            | "x-xz"
+            | "x-7z-compressed"
+            | "x-rar-compressed"
+            | "vnd.rar"
+            | "zstd"
+            | "octet-stream"
+            | "pdf"
+            | "woff"
+            | "woff2"
+            | "font-woff"
+            | "x-font-woff"
+    )
+}
+
+/// The q-value `accept` gives `coding` (or `*`); 0 when absent.
+fn q_value(accept: &str, coding: &str) -> f32 {
+    let mut star = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+            .find_map(|v| v.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if name.eq_ignore_ascii_case(coding) {
+            return q;
+        }
+        if name == "*" {
+            star = Some(q);
+        }
+    }
+    star.unwrap_or(0.0)
+}
+
+fn append_vary(h: &mut http::HeaderMap) {
+    let already = h
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding") || t.trim() == "*");
+    if !already {
+        h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+}
+
+fn compress_body(body: ResponseBody, algo: Algo, level: Level) -> ResponseBody {
+    let stream = BodyDataStream::new(body).map_err(|e: BoxError| std::io::Error::other(e));
+    let reader = StreamReader::new(stream);
+    let out = match algo {
+        Algo::Gzip => frames(GzipEncoder::with_quality(reader, level)),
+        Algo::Br => frames(BrotliEncoder::with_quality(reader, level)),
+        Algo::Zstd => frames(ZstdEncoder::with_quality(reader, level)),
+    };
+    ResponseBody::Boxed { body: out }
+}
+
+fn frames<R>(reader: R) -> http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>
+where
+    R: tokio::io::AsyncRead + Send + 'static,
+{
+    let stream = ReaderStream::with_capacity(reader, 32 * 1024).map_ok(Frame::data).map_err(|e| Box::new(e) as BoxError);
+    StreamBody::new(stream).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_follows_q_values_then_server_preference() {
+        let c = Compress::new(None, None, None).unwrap();
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(c.choose(Some(&v("gzip, deflate, br, zstd"))), Some(Algo::Br));
+        assert_eq!(c.choose(Some(&v("gzip;q=1.0, br;q=0.5"))), Some(Algo::Gzip));
+        assert_eq!(c.choose(Some(&v("br;q=0, gzip"))), Some(Algo::Gzip));
+        assert_eq!(c.choose(Some(&v("identity"))), None);
+        assert_eq!(c.choose(Some(&v("*;q=0.1"))), Some(Algo::Br));
+        assert_eq!(c.choose(None), None);
+    }
+
+    #[test]
+    fn types() {
+        assert!(compressible("text/html; charset=utf-8"));
+        assert!(compressible("application/json"));
+        assert!(compressible("image/svg+xml"));
+        assert!(!compressible("image/png"));
+        assert!(!compressible("font/woff2"));
+        assert!(!compressible("application/zip"));
+        assert!(!compressible("text/event-stream"));
+    }
+}

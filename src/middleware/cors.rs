@@ -1,0 +1,152 @@
+//! `cors`: cross-origin access for the listed origins only. Origins are
+//! exact (`https://app.example.com`), suffix patterns
+//! (`https://*.example.com`) or `*`. Preflights are answered here (204)
+//! and never reach the upstream; a disallowed origin gets no CORS headers
+//! and a 403 preflight. Answers say `Vary: Origin` so caches keep them apart.
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use super::RequestFacts;
+use crate::body::{RequestBody, ResponseBody};
+use crate::config::RawMiddleware;
+use crate::proxy::error::plain_response;
+
+#[derive(Debug)]
+enum OriginPattern {
+    Exact(String),
+    /// `https://*.example.com` -> scheme `https://`, suffix `.example.com`.
+    Suffix { scheme: String, suffix: String },
+}
+
+#[derive(Debug)]
+pub struct Cors {
+    origins: Vec<OriginPattern>,
+    any: bool,
+    methods: HeaderValue,
+    /// `None`: echo what the preflight asked for.
+    headers: Option<HeaderValue>,
+    expose: Option<HeaderValue>,
+    credentials: bool,
+    max_age: Option<HeaderValue>,
+}
+
+fn join(list: &[String], what: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(&list.join(", ")).map_err(|_| format!("invalid {what}: {list:?}"))
+}
+
+impl Cors {
+    pub fn new(spec: &RawMiddleware) -> Result<Self, String> {
+        let RawMiddleware::Cors { allow_origins, allow_methods, allow_headers, expose_headers, allow_credentials, max_age } = spec
+        else {
+            return Err("not a cors definition".into());
+        };
+        if allow_origins.is_empty() {
+            return Err("allow_origins must list at least one origin".into());
+        }
+        let credentials = allow_credentials.unwrap_or(false);
+        let mut any = false;
+        let mut origins = Vec::new();
+        for o in allow_origins {
+            let o = o.trim().trim_end_matches('/').to_ascii_lowercase();
+            if o == "*" {
+                any = true;
+            } else if let Some((scheme, rest)) = o.split_once("://") {
+                if let Some(suffix) = rest.strip_prefix('*') {
+                    if !suffix.starts_with('.') || suffix.len() < 2 {
+                        return Err(format!("invalid origin pattern {o:?}; expected like \"https://*.example.com\""));
+                    }
+                    origins.push(OriginPattern::Suffix { scheme: format!("{scheme}://"), suffix: suffix.to_string() });
+                } else if rest.is_empty() || rest.contains('/') || rest.contains('*') {
+                    return Err(format!("invalid origin {o:?}; expected scheme://host[:port]"));
+                } else {
+                    origins.push(OriginPattern::Exact(o));
+                }
+            } else {
+                return Err(format!("invalid origin {o:?}; expected scheme://host[:port], a pattern like \"https://*.example.com\", or \"*\""));
+            }
+        }
+        if any && credentials {
+            return Err("allow_credentials = true cannot be combined with the \"*\" origin (browsers refuse it); list the origins".into());
+        }
+        let methods = allow_methods.clone().unwrap_or_else(|| {
+            ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].iter().map(|s| s.to_string()).collect()
+        });
+        Ok(Cors {
+            origins,
+            any,
+            methods: join(&methods, "allow_methods")?,
+            headers: allow_headers.as_ref().map(|h| join(h, "allow_headers")).transpose()?,
+            expose: expose_headers.as_ref().filter(|e| !e.is_empty()).map(|e| join(e, "expose_headers")).transpose()?,
+            credentials,
+            max_age: max_age.map(|d| HeaderValue::from(d.0.as_secs())),
+        })
+    }
+
+    fn allowed(&self, origin: &HeaderValue) -> bool {
+        if self.any {
+            return true;
+        }
+        let Ok(o) = origin.to_str() else { return false };
+        let o = o.to_ascii_lowercase();
+        self.origins.iter().any(|p| match p {
+            OriginPattern::Exact(e) => *e == o,
+            OriginPattern::Suffix { scheme, suffix } => {
+                o.strip_prefix(scheme.as_str()).is_some_and(|host| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            }
+        })
+    }
+
+    fn allow_origin_value(&self, origin: &HeaderValue) -> HeaderValue {
+        if self.any && !self.credentials {
+            HeaderValue::from_static("*")
+        } else {
+            origin.clone()
+        }
+    }
+
+    pub fn on_request(&self, req: &Request<RequestBody>, facts: &RequestFacts) -> Option<Response<ResponseBody>> {
+        let origin = facts.origin.as_ref()?;
+        let preflight = req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if !preflight {
+            return None;
+        }
+        if !self.allowed(origin) {
+            let mut r = plain_response(StatusCode::FORBIDDEN, "403 Forbidden: origin not allowed\n");
+            r.headers_mut().insert(header::VARY, HeaderValue::from_static("origin"));
+            return Some(r);
+        }
+        let mut r = Response::new(ResponseBody::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(origin));
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
+        let asked = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+        if let Some(v) = self.headers.clone().or(asked) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+        }
+        if let Some(v) = &self.max_age {
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, v.clone());
+        }
+        if self.credentials {
+            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
+        h.insert(header::VARY, HeaderValue::from_static("origin, access-control-request-method, access-control-request-headers"));
+        Some(r)
+    }
+
+    pub fn on_response(&self, resp: &mut Response<ResponseBody>, facts: &RequestFacts) {
+        let h = resp.headers_mut();
+        if !self.any || self.credentials {
+            h.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+        let Some(origin) = facts.origin.as_ref().filter(|o| self.allowed(o)) else { return };
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(origin));
+        if self.credentials {
+            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
+        if let Some(v) = &self.expose {
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Edge middleware, defined once under `[middleware.NAME]` and attached to
+//! routes by name. A route's list is its order: the request phase runs first
+//! to last and may answer early (401, 403, 413, 429, a CORS preflight); the
+//! response phase runs last to first, like layers of an onion, and an early
+//! answer from item N still passes back through items N-1 .. 0. Everything a
+//! middleware needs is compiled at config load, so the request path only
+//! reads prepared values.
+
+mod basic_auth;
+mod body_limit;
+mod client_ip;
+mod compress;
+mod cors;
+mod header_rules;
+mod ip_filter;
+mod rate_limit;
+mod security_headers;
+
+use std::net::IpAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response};
+
+use crate::app::App;
+use crate::body::{RequestBody, ResponseBody};
+use crate::config::{MiddlewareSpec, RawMiddleware};
+
+pub use rate_limit::RateLimit;
+
+/// One compiled middleware.
+#[derive(Debug)]
+pub enum Middleware {
+    RateLimit(rate_limit::RateLimit),
+    SecurityHeaders(security_headers::SecurityHeaders),
+    Compress(compress::Compress),
+    Cors(cors::Cors),
+    IpFilter(ip_filter::IpFilter),
+    BasicAuth(basic_auth::BasicAuth),
+    Headers(header_rules::HeaderRules),
+    BodyLimit(body_limit::BodyLimit),
+}
+
+/// A compiled definition plus the spec it came from (to reuse it, state
+/// and all, when a reload leaves the definition unchanged).
+#[derive(Debug)]
+pub struct Compiled {
+    pub spec: RawMiddleware,
+    pub middleware: Arc<Middleware>,
+}
+
+/// Compile one definition; errors are messages for the definition's line.
+pub fn compile(spec: &MiddlewareSpec) -> Result<Middleware, String> {
+    Ok(match &spec.kind {
+        RawMiddleware::RateLimit { average, burst, trusted_proxies, key_header } => {
+            Middleware::RateLimit(rate_limit::RateLimit::new(*average, *burst, trusted_proxies, key_header.as_deref())?)
+        }
+        k @ RawMiddleware::SecurityHeaders { .. } => {
+            Middleware::SecurityHeaders(security_headers::SecurityHeaders::new(k)?)
+        }
+        RawMiddleware::Compress { min_size, algorithms, level } => {
+            Middleware::Compress(compress::Compress::new(min_size.map(|b| b.0), algorithms.as_deref(), *level)?)
+        }
+        k @ RawMiddleware::Cors { .. } => Middleware::Cors(cors::Cors::new(k)?),
+        RawMiddleware::IpAllow { allow } => Middleware::IpFilter(ip_filter::IpFilter::allow(allow)?),
+        RawMiddleware::IpDeny { deny } => Middleware::IpFilter(ip_filter::IpFilter::deny(deny)?),
+        RawMiddleware::BasicAuth { htpasswd, realm } => {
+            Middleware::BasicAuth(basic_auth::BasicAuth::load(&spec.resolve(htpasswd), realm.as_deref())?)
+        }
+        k @ RawMiddleware::Headers { .. } => Middleware::Headers(header_rules::HeaderRules::new(k)?),
+        RawMiddleware::BodyLimit { max } => Middleware::BodyLimit(body_limit::BodyLimit::new(max.0)),
+    })
+}
+
+/// What the middleware see of the request's circumstances.
+pub struct Ctx<'a> {
+    pub app: &'a App,
+    pub route: &'a Arc<str>,
+    pub peer: IpAddr,
+    pub tls: bool,
+}
+
+/// Facts the response phase needs, taken from the request before it is sent.
+#[derive(Debug, Default)]
+pub struct RequestFacts {
+    pub method: Method,
+    pub origin: Option<HeaderValue>,
+    pub accept_encoding: Option<HeaderValue>,
+    pub range: bool,
+    pub tls: bool,
+    /// Rate-limit state for the `RateLimit-*` response headers.
+    pub rate: Option<rate_limit::RateInfo>,
+    /// Set when `body_limit` cut off a streamed body: answer 413, not 502.
+    pub body_too_large: Option<Arc<AtomicBool>>,
+}
+
+/// A route's middleware, in order.
+#[derive(Debug, Default, Clone)]
+pub struct Chain(pub Vec<Arc<Middleware>>);
+
+/// An early answer, and how many items' response phases it passes through.
+pub struct Early {
+    pub response: Response<ResponseBody>,
+    pub depth: usize,
+}
+
+impl Chain {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Run the request phase. On an early answer, returns it with the
+    /// number of items whose response phase still applies.
+    pub async fn on_request(
+        &self,
+        req: &mut Request<RequestBody>,
+        ctx: &Ctx<'_>,
+        facts: &mut RequestFacts,
+    ) -> Result<(), Early> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        facts.method = req.method().clone();
+        facts.tls = ctx.tls;
+        let h = req.headers();
+        facts.origin = h.get(http::header::ORIGIN).cloned();
+        facts.accept_encoding = h.get(http::header::ACCEPT_ENCODING).cloned();
+        facts.range = h.contains_key(http::header::RANGE);
+        for (i, m) in self.0.iter().enumerate() {
+            let answer = match m.as_ref() {
+                Middleware::RateLimit(x) => x.on_request(req, ctx, facts),
+                Middleware::Cors(x) => x.on_request(req, facts),
+                Middleware::IpFilter(x) => x.on_request(ctx.peer),
+                Middleware::BasicAuth(x) => x.on_request(req).await,
+                Middleware::Headers(x) => {
+                    x.on_request(req);
+                    None
+                }
+                Middleware::BodyLimit(x) => x.on_request(req, facts),
+                Middleware::SecurityHeaders(_) | Middleware::Compress(_) => None,
+            };
+            if let Some(response) = answer {
+                return Err(Early { response, depth: i });
+            }
+        }
+        Ok(())
+    }
+
+    /// Run the response phase of the first `depth` items, last to first.
+    pub fn on_response(&self, mut resp: Response<ResponseBody>, facts: &RequestFacts, depth: usize) -> Response<ResponseBody> {
+        for m in self.0[..depth.min(self.0.len())].iter().rev() {
+            resp = match m.as_ref() {
+                Middleware::SecurityHeaders(x) => {
+                    x.on_response(&mut resp, facts);
+                    resp
+                }
+                Middleware::Compress(x) => x.on_response(resp, facts),
+                Middleware::Cors(x) => {
+                    x.on_response(&mut resp, facts);
+                    resp
+                }
+                Middleware::Headers(x) => {
+                    x.on_response(&mut resp);
+                    resp
+                }
+                Middleware::RateLimit(x) => {
+                    x.on_response(&mut resp, facts);
+                    resp
+                }
+                Middleware::IpFilter(_) | Middleware::BasicAuth(_) | Middleware::BodyLimit(_) => resp,
+            };
+        }
+        resp
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}

@@ -1,0 +1,88 @@
+//! `security_headers`: the headers every edge should add, with defaults a
+//! user can override (a string) or remove (an empty string). HSTS is only
+//! sent over HTTPS (browsers ignore it on plain HTTP, and sending it there
+//! misleads). `Server` and `X-Powered-By` from upstreams are stripped unless
+//! `strip_server = false`.
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::Response;
+
+use super::RequestFacts;
+use crate::body::ResponseBody;
+use crate::config::RawMiddleware;
+
+static PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
+static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
+
+#[derive(Debug)]
+pub struct SecurityHeaders {
+    hsts: Option<HeaderValue>,
+    always: Vec<(HeaderName, HeaderValue)>,
+    strip_server: bool,
+}
+
+/// The configured value, or the default; `""` means "do not send".
+fn pick(name: &str, configured: &Option<String>, default: Option<&str>) -> Result<Option<HeaderValue>, String> {
+    let v = match configured.as_deref() {
+        Some("") => return Ok(None),
+        Some(v) => v,
+        None => match default {
+            Some(d) => d,
+            None => return Ok(None),
+        },
+    };
+    HeaderValue::from_str(v).map(Some).map_err(|_| format!("invalid value for {name}: {v:?}"))
+}
+
+impl SecurityHeaders {
+    pub fn new(spec: &RawMiddleware) -> Result<Self, String> {
+        let RawMiddleware::SecurityHeaders {
+            hsts,
+            content_type_options,
+            frame_options,
+            referrer_policy,
+            permissions_policy,
+            content_security_policy,
+            strip_server,
+        } = spec
+        else {
+            return Err("not a security_headers definition".into());
+        };
+        let mut always = Vec::new();
+        for (name, v) in [
+            (header::X_CONTENT_TYPE_OPTIONS, pick("content_type_options", content_type_options, Some("nosniff"))?),
+            (header::X_FRAME_OPTIONS, pick("frame_options", frame_options, Some("SAMEORIGIN"))?),
+            (header::REFERRER_POLICY, pick("referrer_policy", referrer_policy, Some("strict-origin-when-cross-origin"))?),
+            (
+                PERMISSIONS_POLICY.clone(),
+                pick("permissions_policy", permissions_policy, Some("camera=(), microphone=(), geolocation=(), interest-cohort=()"))?,
+            ),
+            (header::CONTENT_SECURITY_POLICY, pick("content_security_policy", content_security_policy, None)?),
+        ] {
+            if let Some(v) = v {
+                always.push((name, v));
+            }
+        }
+        Ok(SecurityHeaders {
+            hsts: pick("hsts", hsts, Some("max-age=31536000; includeSubDomains"))?,
+            always,
+            strip_server: strip_server.unwrap_or(true),
+        })
+    }
+
+    pub fn on_response(&self, resp: &mut Response<ResponseBody>, facts: &RequestFacts) {
+        let h = resp.headers_mut();
+        for (n, v) in &self.always {
+            h.insert(n.clone(), v.clone());
+        }
+        if facts.tls {
+            if let Some(v) = &self.hsts {
+                h.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+            }
+        }
+        if self.strip_server {
+            h.remove(header::SERVER);
+            h.remove(&X_POWERED_BY);
+        }
+    }
+}
