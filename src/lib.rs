@@ -74,8 +74,24 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             tracing::info!(listener = name, %addr, "listening");
         }
     }
+    tokio::spawn(maintenance(Arc::clone(&app), admin_stop.clone()));
     app.set_ready(true);
     Ok(Running { app, serving, admin_stop, http_addr, admin_addr })
+}
+
+/// Housekeeping that keeps memory bounded: prune rate-limit keys.
+async fn maintenance(app: Arc<App>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let snapshot = app.state.load();
+        for c in snapshot.middleware.values() {
+            c.middleware.maintain();
+        }
+    }
 }
 
 impl Running {

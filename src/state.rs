@@ -52,7 +52,8 @@ impl Snapshot {
         for (name, spec) in &config.middleware {
             // Unchanged definitions keep their state (rate-limit buckets).
             if let Some(old) = previous.and_then(|p| p.middleware.get(name)).filter(|old| old.spec == spec.kind) {
-                compiled.insert(name.clone(), Compiled { spec: old.spec.clone(), middleware: Arc::clone(&old.middleware) });
+                compiled
+                    .insert(name.clone(), Compiled { spec: old.spec.clone(), middleware: Arc::clone(&old.middleware) });
                 continue;
             }
             match middleware::compile(spec) {

@@ -37,7 +37,8 @@ impl std::fmt::Debug for BasicAuth {
 
 impl BasicAuth {
     pub fn load(path: &Path, realm: Option<&str>) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read htpasswd file {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read htpasswd file {}: {e}", path.display()))?;
         let mut users = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -100,7 +101,6 @@ impl BasicAuth {
         }
         ok
     }
-
 }
 
 fn verify(users: &HashMap<String, String>, value: &[u8]) -> bool {

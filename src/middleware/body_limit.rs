@@ -31,8 +31,13 @@ impl BodyLimit {
         BodyLimit { max }
     }
 
-    pub fn on_request(&self, req: &mut Request<RequestBody>, facts: &mut RequestFacts) -> Option<Response<ResponseBody>> {
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    pub fn on_request(
+        &self,
+        req: &mut Request<RequestBody>,
+        facts: &mut RequestFacts,
+    ) -> Option<Response<ResponseBody>> {
+        let declared =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max) {
             return Some(too_large());
         }

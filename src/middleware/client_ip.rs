@@ -15,9 +15,11 @@ pub fn parse_cidrs(list: &[String]) -> Result<Vec<IpNet>, String> {
     list.iter()
         .map(|s| {
             let s = s.trim();
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("invalid CIDR {s:?}; expected an address or network such as \"10.0.0.0/8\" or \"2001:db8::/32\""))
+            s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+                format!(
+                    "invalid CIDR {s:?}; expected an address or network such as \"10.0.0.0/8\" or \"2001:db8::/32\""
+                )
+            })
         })
         .collect()
 }
@@ -69,6 +71,9 @@ mod tests {
         let outsider: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(resolve(outsider, &h, &trusted), outsider);
         assert!(parse_cidrs(&["nope".into()]).is_err());
-        assert!(contains(&parse_cidrs(&["::ffff:0:0/96".into(), "127.0.0.1".into()]).unwrap(), "127.0.0.1".parse().unwrap()));
+        assert!(contains(
+            &parse_cidrs(&["::ffff:0:0/96".into(), "127.0.0.1".into()]).unwrap(),
+            "127.0.0.1".parse().unwrap()
+        ));
     }
 }

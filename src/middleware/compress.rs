@@ -124,7 +124,10 @@ impl Compress {
         if h.contains_key(header::CONTENT_ENCODING) || h.contains_key(header::CONTENT_RANGE) {
             return false;
         }
-        if h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("no-transform")) {
+        if h.get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("no-transform"))
+        {
             return false;
         }
         let len = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -216,7 +219,8 @@ fn frames<R>(reader: R) -> http_body_util::combinators::UnsyncBoxBody<Bytes, Box
 where
     R: tokio::io::AsyncRead + Send + 'static,
 {
-    let stream = ReaderStream::with_capacity(reader, 32 * 1024).map_ok(Frame::data).map_err(|e| Box::new(e) as BoxError);
+    let stream =
+        ReaderStream::with_capacity(reader, 32 * 1024).map_ok(Frame::data).map_err(|e| Box::new(e) as BoxError);
     StreamBody::new(stream).boxed_unsync()
 }
 

@@ -16,7 +16,10 @@ use crate::proxy::error::plain_response;
 enum OriginPattern {
     Exact(String),
     /// `https://*.example.com` -> scheme `https://`, suffix `.example.com`.
-    Suffix { scheme: String, suffix: String },
+    Suffix {
+        scheme: String,
+        suffix: String,
+    },
 }
 
 #[derive(Debug)]
@@ -37,7 +40,14 @@ fn join(list: &[String], what: &str) -> Result<HeaderValue, String> {
 
 impl Cors {
     pub fn new(spec: &RawMiddleware) -> Result<Self, String> {
-        let RawMiddleware::Cors { allow_origins, allow_methods, allow_headers, expose_headers, allow_credentials, max_age } = spec
+        let RawMiddleware::Cors {
+            allow_origins,
+            allow_methods,
+            allow_headers,
+            expose_headers,
+            allow_credentials,
+            max_age,
+        } = spec
         else {
             return Err("not a cors definition".into());
         };
@@ -91,9 +101,9 @@ impl Cors {
         let o = o.to_ascii_lowercase();
         self.origins.iter().any(|p| match p {
             OriginPattern::Exact(e) => *e == o,
-            OriginPattern::Suffix { scheme, suffix } => {
-                o.strip_prefix(scheme.as_str()).is_some_and(|host| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-            }
+            OriginPattern::Suffix { scheme, suffix } => o
+                .strip_prefix(scheme.as_str())
+                .is_some_and(|host| host.len() > suffix.len() && host.ends_with(suffix.as_str())),
         })
     }
 
@@ -107,7 +117,8 @@ impl Cors {
 
     pub fn on_request(&self, req: &Request<RequestBody>, facts: &RequestFacts) -> Option<Response<ResponseBody>> {
         let origin = facts.origin.as_ref()?;
-        let preflight = req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let preflight =
+            req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if !preflight {
             return None;
         }
@@ -131,7 +142,10 @@ impl Cors {
         if self.credentials {
             h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
         }
-        h.insert(header::VARY, HeaderValue::from_static("origin, access-control-request-method, access-control-request-headers"));
+        h.insert(
+            header::VARY,
+            HeaderValue::from_static("origin, access-control-request-method, access-control-request-headers"),
+        );
         Some(r)
     }
 

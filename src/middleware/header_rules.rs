@@ -50,8 +50,14 @@ fn names(l: &[String]) -> Result<Vec<HeaderName>, String> {
 
 impl HeaderRules {
     pub fn new(spec: &RawMiddleware) -> Result<Self, String> {
-        let RawMiddleware::Headers { request_set, request_add, request_remove, response_set, response_add, response_remove } =
-            spec
+        let RawMiddleware::Headers {
+            request_set,
+            request_add,
+            request_remove,
+            response_set,
+            response_add,
+            response_remove,
+        } = spec
         else {
             return Err("not a headers definition".into());
         };

@@ -72,6 +72,15 @@ pub fn compile(spec: &MiddlewareSpec) -> Result<Middleware, String> {
     })
 }
 
+impl Middleware {
+    /// Periodic housekeeping (forgetting idle rate-limit keys).
+    pub fn maintain(&self) {
+        if let Middleware::RateLimit(r) = self {
+            r.prune();
+        }
+    }
+}
+
 /// What the middleware see of the request's circumstances.
 pub struct Ctx<'a> {
     pub app: &'a App,
@@ -147,7 +156,12 @@ impl Chain {
     }
 
     /// Run the response phase of the first `depth` items, last to first.
-    pub fn on_response(&self, mut resp: Response<ResponseBody>, facts: &RequestFacts, depth: usize) -> Response<ResponseBody> {
+    pub fn on_response(
+        &self,
+        mut resp: Response<ResponseBody>,
+        facts: &RequestFacts,
+        depth: usize,
+    ) -> Response<ResponseBody> {
         for m in self.0[..depth.min(self.0.len())].iter().rev() {
             resp = match m.as_ref() {
                 Middleware::SecurityHeaders(x) => {

@@ -67,7 +67,8 @@ impl RateLimit {
         let key_header = key_header
             .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("invalid key_header {h:?}")))
             .transpose()?;
-        let limit_header = HeaderValue::from_str(&format!("{}", average.round().max(1.0) as u64)).map_err(|e| e.to_string())?;
+        let limit_header =
+            HeaderValue::from_str(&format!("{}", average.round().max(1.0) as u64)).map_err(|e| e.to_string())?;
         Ok(RateLimit {
             limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
             clock: DefaultClock::default(),
@@ -97,7 +98,12 @@ impl RateLimit {
         h.finish()
     }
 
-    pub fn on_request(&self, req: &Request<RequestBody>, ctx: &Ctx<'_>, facts: &mut RequestFacts) -> Option<Response<ResponseBody>> {
+    pub fn on_request(
+        &self,
+        req: &Request<RequestBody>,
+        ctx: &Ctx<'_>,
+        facts: &mut RequestFacts,
+    ) -> Option<Response<ResponseBody>> {
         let key = self.key(req, ctx);
         match self.limiter.check_key(&key) {
             Ok(state) => {
@@ -154,7 +160,9 @@ mod tests {
         fn rss_kib() -> u64 {
             std::fs::read_to_string("/proc/self/status")
                 .ok()
-                .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+                .and_then(|s| {
+                    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                })
                 .unwrap_or(0)
         }
         let rl = RateLimit::new(1000.0, Some(1), &[], None).unwrap();

@@ -52,10 +52,17 @@ impl SecurityHeaders {
         for (name, v) in [
             (header::X_CONTENT_TYPE_OPTIONS, pick("content_type_options", content_type_options, Some("nosniff"))?),
             (header::X_FRAME_OPTIONS, pick("frame_options", frame_options, Some("SAMEORIGIN"))?),
-            (header::REFERRER_POLICY, pick("referrer_policy", referrer_policy, Some("strict-origin-when-cross-origin"))?),
+            (
+                header::REFERRER_POLICY,
+                pick("referrer_policy", referrer_policy, Some("strict-origin-when-cross-origin"))?,
+            ),
             (
                 PERMISSIONS_POLICY.clone(),
-                pick("permissions_policy", permissions_policy, Some("camera=(), microphone=(), geolocation=(), interest-cohort=()"))?,
+                pick(
+                    "permissions_policy",
+                    permissions_policy,
+                    Some("camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+                )?,
             ),
             (header::CONTENT_SECURITY_POLICY, pick("content_security_policy", content_security_policy, None)?),
         ] {

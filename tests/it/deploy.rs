@@ -21,11 +21,7 @@ fn read(rel: &str) -> String {
 
 /// `rampart check --config PATH`: (exit code, stdout, stderr).
 fn check(path: &Path) -> (i32, String, String) {
-    let out = Command::new(binary())
-        .args(["check", "--config"])
-        .arg(path)
-        .output()
-        .unwrap();
+    let out = Command::new(binary()).args(["check", "--config"]).arg(path).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -35,13 +31,7 @@ fn check(path: &Path) -> (i32, String, String) {
 
 /// `rampart healthcheck --url URL`: the exit code.
 fn healthcheck(url: &str) -> i32 {
-    Command::new(binary())
-        .args(["healthcheck", "--url", url])
-        .output()
-        .unwrap()
-        .status
-        .code()
-        .unwrap_or(-1)
+    Command::new(binary()).args(["healthcheck", "--url", url]).output().unwrap().status.code().unwrap_or(-1)
 }
 
 /// The upstream server addresses the shipped config names, and the compose
@@ -87,26 +77,13 @@ fn shipped_config_names_the_compose_services() {
         assert!(config.contains(&format!("\"{server}\"")), "{server}");
         let (service, port) = server.split_once(':').unwrap();
         // A service key at two spaces of indentation under `services:`.
-        assert!(
-            compose.contains(&format!("\n  {service}:")),
-            "compose has no service {service:?}"
-        );
-        assert!(
-            compose.contains(&format!("\"--port\", \"{port}\"")),
-            "compose's {service} does not listen on {port}"
-        );
+        assert!(compose.contains(&format!("\n  {service}:")), "compose has no service {service:?}");
+        assert!(compose.contains(&format!("\"--port\", \"{port}\"")), "compose's {service} does not listen on {port}");
     }
     // Files the compose file mounts exist next to it.
-    for mounted in [
-        "./rampart.toml",
-        "./prometheus.yml",
-        "./prometheus-alerts.yml",
-    ] {
+    for mounted in ["./rampart.toml", "./prometheus.yml", "./prometheus-alerts.yml"] {
         assert!(compose.contains(&format!("- {mounted}:")), "{mounted}");
-        assert!(
-            repo_file("deploy").join(mounted).exists(),
-            "{mounted} is mounted but missing"
-        );
+        assert!(repo_file("deploy").join(mounted).exists(), "{mounted} is mounted but missing");
     }
     // The grace period covers the drain.
     assert!(config.contains("shutdown_timeout = \"30s\""));
@@ -118,10 +95,8 @@ fn shipped_config_names_the_compose_services() {
 #[test]
 fn kubernetes_configmap_config_passes_check() {
     let yaml = read("deploy/k8s/configmap.yaml");
-    let start = yaml
-        .find("  rampart.toml: |\n")
-        .expect("configmap has data.rampart.toml")
-        + "  rampart.toml: |\n".len();
+    let start =
+        yaml.find("  rampart.toml: |\n").expect("configmap has data.rampart.toml") + "  rampart.toml: |\n".len();
     let mut embedded = String::new();
     for line in yaml[start..].lines() {
         if line.is_empty() {
@@ -139,10 +114,7 @@ fn kubernetes_configmap_config_passes_check() {
     let (code, out, err) = check(&path);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}\nconfig:\n{embedded}");
     let (_, shipped, _) = check(&repo_file("deploy/rampart.toml"));
-    assert_eq!(
-        out, shipped,
-        "the ConfigMap routes differently from deploy/rampart.toml"
-    );
+    assert_eq!(out, shipped, "the ConfigMap routes differently from deploy/rampart.toml");
     // Several replicas must not each run ACME.
     assert!(!embedded.lines().any(|l| l.trim() == "[acme]"));
 }
@@ -176,37 +148,22 @@ async fn shipped_config_serves_the_reference_stack() {
     let a = get(&proxy.url("/"), "logen.example.com").await;
     assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "frontend"));
     let a = get(&proxy.url("/settings"), "admin.logen.example.com").await;
-    assert_eq!(
-        (a.status.as_u16(), a.text().as_str()),
-        (200, "admin-frontend")
-    );
+    assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "admin-frontend"));
     let a = get(&proxy.url("/"), "unknown.example.com").await;
     assert_eq!(a.status, 404);
 
     // The image's HEALTHCHECK and the Kubernetes probes.
     assert_eq!(healthcheck(&proxy.admin_url("/healthz")), 0);
-    assert_eq!(
-        get(&proxy.admin_url("/readyz"), "localhost").await.status,
-        200
-    );
+    assert_eq!(get(&proxy.admin_url("/readyz"), "localhost").await.status, 200);
     let dead = closed_port();
     assert_ne!(healthcheck(&format!("http://{dead}/healthz")), 0);
 
     // Prometheus sees the routes by their stable names.
     let metrics = get(&proxy.admin_url("/metrics"), "localhost").await.text();
-    assert!(
-        metrics.contains("rampart_http_requests_total{") && metrics.contains("route=\"site-api\""),
-        "{metrics}"
-    );
+    assert!(metrics.contains("rampart_http_requests_total{") && metrics.contains("route=\"site-api\""), "{metrics}");
 
     // The reload path the compose file and the ConfigMap sidecar use.
-    let reload = send(
-        &client(),
-        http::Request::post(proxy.admin_url("/api/reload"))
-            .body(full(""))
-            .unwrap(),
-    )
-    .await;
+    let reload = send(&client(), http::Request::post(proxy.admin_url("/api/reload")).body(full("")).unwrap()).await;
     assert_eq!(reload.status, 200, "{}", reload.text());
 
     // `docker stop` / pod termination: SIGTERM drains and exits 0.
