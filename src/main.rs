@@ -46,7 +46,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => match Config::load(&cli.config) {
-            Ok(c) => match rampart::state::Snapshot::compile(c.clone(), None) {
+            Ok(c) => match rampart::state::Snapshot::compile(c.clone(), None)
+                .and_then(|_| rampart::tls::check(&c))
+            {
                 Ok(_) => {
                     println!("{}", c.summary());
                     ExitCode::SUCCESS

@@ -1,6 +1,7 @@
 //! One integration-test binary: every test starts real servers (the
 //! `rampart` binary, upstreams, clients) on loopback ephemeral ports.
 
+mod tls_util;
 mod util;
 
 mod balancing;
@@ -8,3 +9,4 @@ mod cli;
 mod forwarding;
 mod lifecycle;
 mod routing;
+mod tls;
