@@ -78,6 +78,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             app.metrics.certificate_expiry.clone(),
         )?;
         let _ = app.tls.set(Arc::clone(&state));
+        if let Some(acme) = config.acme.clone() {
+            acme::start(acme, Arc::clone(&state), serving.shutdown.clone()).await;
+        }
         if let Some(l) = https {
             tls::listener::spawn_https(&serving, l, state);
         }

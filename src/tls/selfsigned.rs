@@ -8,7 +8,9 @@ use std::sync::Arc;
 use rcgen::{CertificateParams, CustomExtension, DistinguishedName, DnType, KeyPair};
 use rustls::sign::CertifiedKey;
 
-use super::certs::{from_pem, Loaded, Source};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use super::certs::{from_pem, provider, Loaded, Source};
 use super::TlsError;
 
 fn gen_err(e: rcgen::Error) -> TlsError {
@@ -41,11 +43,12 @@ pub fn alpn_challenge(domain: &str, key_auth_digest: &[u8]) -> Result<Arc<Certif
         .custom_extensions
         .push(CustomExtension::new_acme_identifier(key_auth_digest));
     let cert = params.self_signed(&key).map_err(gen_err)?;
-    let loaded = from_pem(
-        cert.pem().as_bytes(),
-        key.serialize_pem().as_bytes(),
-        Source::SelfSigned,
-        Path::new("<acme-challenge>"),
-    )?;
-    Ok(loaded.key)
+    // Not `CertifiedKey::from_der`: its consistency check parses the
+    // certificate with webpki, which refuses the critical acmeIdentifier.
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signing = provider().key_provider.load_private_key(key_der)?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing,
+    )))
 }
