@@ -37,7 +37,13 @@ pub enum AcmeError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("the order took longer than {0:?}")]
+    Timeout(Duration),
 }
+
+/// A hung CA (accepting connections, never answering) must not stall
+/// renewal forever: an order taking longer counts as a failure.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// After a successful order, wait at least this long before the next one
 /// for the same host, even if `renew_before` says it is already due.
@@ -143,7 +149,8 @@ impl AcmeManager {
                 tokio::time::sleep(wait).await;
             }
             tracing::info!(%domain, "ordering certificate");
-            match self.obtain(&domain).await {
+            let attempt = tokio::time::timeout(ORDER_TIMEOUT, self.obtain(&domain)).await;
+            match attempt.unwrap_or(Err(AcmeError::Timeout(ORDER_TIMEOUT))) {
                 Ok(serial) => {
                     failures = 0;
                     last_success = Some(Instant::now());
