@@ -28,6 +28,9 @@ pub struct App {
     pub health: HealthChecker,
     /// Where the config came from (`None` for the built-in demo config).
     pub config_path: Option<PathBuf>,
+    /// TLS state (certificates, ACME challenges, redirects), set once at
+    /// start when TLS is configured.
+    pub tls: std::sync::OnceLock<Arc<crate::tls::TlsState>>,
     ready: AtomicBool,
     last_reload: Mutex<ReloadStatus>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -43,6 +46,7 @@ impl App {
             request_ids: RequestIds::default(),
             health: HealthChecker::default(),
             config_path,
+            tls: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
             last_reload: Mutex::new(ReloadStatus {
                 time: Some(crate::access_log::rfc3339_now()),

@@ -20,7 +20,14 @@ use crate::{Running, StartError};
 const DEMO_CONFIG: &str = r#"
 [listen]
 http = "{HTTP}"
+https = "{HTTPS}"
 admin = "{ADMIN_LISTEN}"
+
+# No certificates on disk: HTTPS uses a self-signed certificate for
+# localhost and the demo hosts. Plain HTTP keeps serving routes.
+[tls]
+certs_dir = "{CERTS}"
+redirect_http = false
 
 [upstreams.api]
 balance = "least_conn"
@@ -72,6 +79,7 @@ upstream = "admin-frontend"
 #[derive(Debug, Clone, Copy)]
 pub struct DemoListen {
     pub http: SocketAddr,
+    pub https: SocketAddr,
     pub admin: SocketAddr,
 }
 
@@ -90,10 +98,13 @@ pub async fn start(listen: DemoListen) -> Result<Running, StartError> {
         .replace("{FRONTEND}", &addrs[1].to_string())
         .replace("{ADMIN}", &addrs[2].to_string())
         .replace("{HTTP}", &listen.http.to_string())
-        .replace("{ADMIN_LISTEN}", &listen.admin.to_string());
+        .replace("{HTTPS}", &listen.https.to_string())
+        .replace("{ADMIN_LISTEN}", &listen.admin.to_string())
+        .replace("{CERTS}", &std::env::temp_dir().join("rampart-demo-certs").display().to_string());
     let config = Config::parse(Path::new("<demo>"), &text)?;
     let running = crate::start(config, None).await?;
     let http = running.http_addr.map(|a| a.to_string()).unwrap_or_default();
+    let https = running.https_addr.map(|a| a.port()).unwrap_or_default();
     let admin = running.admin_addr.map(|a| a.to_string()).unwrap_or_default();
     println!(
         "\nRampart demo is running. Upstreams: api={} frontend={} admin-frontend={}\nTry:\n\
@@ -103,6 +114,8 @@ pub async fn start(listen: DemoListen) -> Result<Running, StartError> {
          \x20 curl -H 'Host: admin.logen.localhost' http://{http}/            # admin frontend\n\
          \x20 curl -H 'Host: admin.logen.localhost' http://{http}/admin/users # API, admin area\n\
          \x20 curl -i -H 'Host: unknown.example' http://{http}/              # no route: 404\n\
+         \x20 curl -k https://localhost:{https}/ -H 'Host: logen.localhost'  # HTTPS, self-signed cert\n\
+         \x20 curl -k --http2 --resolve logen.localhost:{https}:127.0.0.1 https://logen.localhost:{https}/api/users # HTTP/2 over TLS\n\
          \x20 curl http://{admin}/metrics                                    # Prometheus metrics\n\
          \x20 curl http://{admin}/api/status                                 # live status (JSON); the page is http://{admin}/\n\
          Press Ctrl-C to stop.\n",

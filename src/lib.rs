@@ -7,6 +7,7 @@
 #![allow(missing_debug_implementations)]
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod body;
@@ -18,6 +19,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -38,6 +40,8 @@ pub enum StartError {
     Config(#[from] ConfigErrors),
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A started proxy: listeners bound, accept loops running.
@@ -47,12 +51,14 @@ pub struct Running {
     admin_stop: CancellationToken,
     /// Addresses actually bound (useful when the config asked for port 0).
     pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
 }
 
 /// Compile the config, bind every listener and start serving.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
     let listen = config.listen.clone();
+    let tls_settings = tls::settings(&config);
     let snapshot = Snapshot::compile(config, None)?;
     let app = App::new(snapshot, config_path);
     app.health.sync(&app.state.load());
@@ -61,22 +67,40 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
 
     let http = listen.http.map(|a| server::bind("http", a)).transpose()?;
     let admin = listen.admin.map(|a| server::bind("admin", a)).transpose()?;
+    let https = listen.https.map(|a| server::bind("https", a)).transpose()?;
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+    let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(settings) = tls_settings {
+        let config = Arc::clone(&app.state.load().config);
+        let state = tls::TlsState::build(
+            settings,
+            &config,
+            https_addr.map(|a| a.port()),
+            app.metrics.certificate_expiry.clone(),
+        )?;
+        let _ = app.tls.set(Arc::clone(&state));
+        if let Some(acme) = config.acme.clone() {
+            acme::start(acme, Arc::clone(&state), serving.shutdown.clone()).await;
+        }
+        if let Some(l) = https {
+            tls::listener::spawn_https(&serving, l, state);
+        }
+    }
     if let Some(l) = http {
         serving.spawn_http(l, "http");
     }
     if let Some(l) = admin {
         tokio::spawn(admin::run(Arc::clone(&app), l, admin_stop.clone()));
     }
-    for (name, addr) in [("http", http_addr), ("admin", admin_addr)] {
+    for (name, addr) in [("http", http_addr), ("https", https_addr), ("admin", admin_addr)] {
         if let Some(addr) = addr {
             tracing::info!(listener = name, %addr, "listening");
         }
     }
     tokio::spawn(maintenance(Arc::clone(&app), admin_stop.clone()));
     app.set_ready(true);
-    Ok(Running { app, serving, admin_stop, http_addr, admin_addr })
+    Ok(Running { app, serving, admin_stop, http_addr, https_addr, admin_addr })
 }
 
 /// Housekeeping that keeps memory bounded: prune rate-limit keys.

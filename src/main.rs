@@ -29,6 +29,9 @@ enum Command {
         /// Plain-HTTP listener.
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: std::net::SocketAddr,
+        /// HTTPS listener (self-signed certificate).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        https: std::net::SocketAddr,
         /// Admin listener.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => match Config::load(&cli.config) {
-            Ok(c) => match rampart::state::Snapshot::compile(c.clone(), None) {
+            Ok(c) => match rampart::state::Snapshot::compile(c.clone(), None).and_then(|_| rampart::tls::check(&c)) {
                 Ok(_) => {
                     println!("{}", c.summary());
                     ExitCode::SUCCESS
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => report(run(cli.config)),
-        Command::Demo { http, admin } => report(demo(http, admin)),
+        Command::Demo { http, https, admin } => report(demo(http, https, admin)),
     }
 }
 
@@ -105,10 +108,10 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     })
 }
 
-fn demo(http: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Result<()> {
+fn demo(http: std::net::SocketAddr, https: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Result<()> {
     init_tracing();
     runtime(None)?.block_on(async move {
-        let running = rampart::demo::start(rampart::demo::DemoListen { http, admin })
+        let running = rampart::demo::start(rampart::demo::DemoListen { http, https, admin })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         running.run_until_signal().await.context("cannot install signal handlers")?;

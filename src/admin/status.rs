@@ -63,7 +63,7 @@ pub fn status_json(app: &App) -> Value {
         "config": app.config_path.as_ref().map(|p| p.display().to_string()),
         "routes": routes,
         "upstreams": upstreams,
-        "certificates": [],
+        "certificates": app.tls.get().map(|t| t.status_json()).unwrap_or_else(|| json!([])),
         "last_reload": app.last_reload(),
     })
 }

@@ -77,7 +77,8 @@ pub struct AcmeSettings {
     pub email: Option<String>,
     pub directory: String,
     pub challenge: AcmeChallenge,
-    pub renew_before: Duration,
+    /// `None`: 30 days, or a third of the certificate's lifetime if shorter.
+    pub renew_before: Option<Duration>,
     pub ca_cert: Option<PathBuf>,
 }
 
@@ -331,7 +332,7 @@ impl Compiler<'_> {
                 email: a.email.clone(),
                 directory,
                 challenge,
-                renew_before: a.renew_before.map(|d| d.0).unwrap_or(Duration::from_secs(30 * 86400)),
+                renew_before: a.renew_before.map(|d| d.0),
                 ca_cert: a.ca_cert.as_deref().map(|p| self.relative(p)),
             }
         });

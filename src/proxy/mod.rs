@@ -81,6 +81,12 @@ async fn proxy(
         ex.request_id = Some(id);
     }
 
+    if !conn.tls {
+        if let Some(resp) = app.tls.get().and_then(|t| crate::tls::redirect::plain_http(t, &req)) {
+            return Ok(resp);
+        }
+    }
+
     // The URI's authority wins over Host (HTTP/2 :authority, absolute-form).
     let host: HeaderValue = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadHost)?,

@@ -9,7 +9,7 @@ use crate::util::*;
 #[test]
 fn demo_prints_curl_commands_that_work() {
     let mut child = Command::new(binary())
-        .args(["demo", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["demo", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -1,8 +1,11 @@
 //! One integration-test binary: every test starts real servers (the
 //! `rampart` binary, upstreams, clients) on loopback ephemeral ports.
 
+mod pebble;
+mod tls_util;
 mod util;
 
+mod acme;
 mod balancing;
 mod cli;
 mod demo;
@@ -12,3 +15,4 @@ mod forwarding;
 mod health;
 mod lifecycle;
 mod routing;
+mod tls;

@@ -1,0 +1,199 @@
+//! ACME (RFC 8555) certificate management with instant-acme: the account
+//! (key created once and stored), one order per exact route host, the
+//! challenge answers the listeners serve, storage behind [`CertStorage`],
+//! and a cancellable renewal task per host with jitter and capped
+//! exponential backoff. A failed renewal keeps the old certificate live.
+
+pub mod challenges;
+pub mod order;
+pub mod schedule;
+pub mod storage;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use instant_acme::{Account, Key};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AcmeSettings;
+use crate::tls::certs::{self, Source};
+use crate::tls::{TlsError, TlsState};
+use storage::{CertStorage, FileStorage, StorageError, StoredCert};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error("ACME: {0}")]
+    Acme(#[from] instant_acme::Error),
+    #[error("ACME order: {0}")]
+    Order(String),
+    #[error("cannot make the CSR or key: {0}")]
+    Csr(String),
+    #[error("account key: {0}")]
+    AccountKey(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("the order took longer than {0:?}")]
+    Timeout(Duration),
+}
+
+/// A hung CA (accepting connections, never answering) must not stall
+/// renewal forever: an order taking longer counts as a failure.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// After a successful order, wait at least this long before the next one
+/// for the same host, even if `renew_before` says it is already due.
+const MIN_GAP: Duration = Duration::from_secs(600);
+
+pub struct AcmeManager {
+    settings: AcmeSettings,
+    storage: Arc<dyn CertStorage>,
+    tls: Arc<TlsState>,
+    account: tokio::sync::Mutex<Option<Account>>,
+}
+
+/// Load stored certificates for every ACME host into the live map, then
+/// start one renewal task per host; they stop when `cancel` fires.
+pub async fn start(settings: AcmeSettings, tls: Arc<TlsState>, cancel: CancellationToken) -> Arc<AcmeManager> {
+    let storage = Arc::new(FileStorage::new(&tls.settings.certs_dir, &settings.directory));
+    let manager =
+        Arc::new(AcmeManager { settings, storage, tls: Arc::clone(&tls), account: tokio::sync::Mutex::new(None) });
+    for domain in tls.acme_domains.clone() {
+        let live = tls.live.load();
+        if live.lookup(&domain).any(|c| c.info.source == Source::Static) {
+            tracing::info!(%domain, "static certificate present: no ACME order");
+            continue;
+        }
+        match manager.storage.load_cert(&domain).await {
+            Ok(Some(stored)) => match certs::from_pem(
+                stored.chain_pem.as_bytes(),
+                stored.key_pem.as_bytes(),
+                Source::Acme,
+                Path::new(&domain),
+            ) {
+                Ok(loaded) => {
+                    tracing::info!(%domain, serial = %loaded.info.serial, "loaded stored ACME certificate");
+                    tls.install(loaded);
+                }
+                Err(e) => {
+                    tracing::warn!(%domain, error = %e, "stored certificate unusable; ordering a new one")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%domain, error = %e, "cannot read stored certificate"),
+        }
+        let m = Arc::clone(&manager);
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = m.renew_loop(domain) => {}
+            }
+        });
+    }
+    manager
+}
+
+impl AcmeManager {
+    fn current(&self, domain: &str) -> Option<certs::CertInfo> {
+        self.tls.live.load().lookup(domain).find(|c| c.info.source == Source::Acme).map(|c| c.info.clone())
+    }
+
+    async fn renew_loop(&self, domain: String) {
+        let mut failures = 0u32;
+        let mut last_success: Option<Instant> = None;
+        loop {
+            let wait = if failures > 0 {
+                schedule::backoff(failures)
+            } else {
+                let due = match self.current(&domain) {
+                    None => Duration::ZERO,
+                    Some(info) => schedule::until_renewal(
+                        unix_now(),
+                        info.not_before,
+                        info.not_after,
+                        self.settings.renew_before,
+                        schedule::jitter(),
+                    ),
+                };
+                let gap = last_success.map(|t| MIN_GAP.saturating_sub(t.elapsed())).unwrap_or_default();
+                due.max(gap)
+            };
+            if !wait.is_zero() {
+                tracing::info!(%domain, in_secs = wait.as_secs(), "next certificate order scheduled");
+                tokio::time::sleep(wait).await;
+            }
+            tracing::info!(%domain, "ordering certificate");
+            let attempt = tokio::time::timeout(ORDER_TIMEOUT, self.obtain(&domain)).await;
+            match attempt.unwrap_or(Err(AcmeError::Timeout(ORDER_TIMEOUT))) {
+                Ok(serial) => {
+                    failures = 0;
+                    last_success = Some(Instant::now());
+                    tracing::info!(%domain, %serial, "certificate issued");
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    // The account may be gone (a new CA instance): make it again.
+                    *self.account.lock().await = None;
+                    let retry = schedule::backoff(failures);
+                    tracing::error!(%domain, error = %e, retry_in_secs = retry.as_secs(), "certificate order failed; keeping the current certificate");
+                }
+            }
+        }
+    }
+
+    /// Order, store and install a certificate; returns its serial.
+    async fn obtain(&self, domain: &str) -> Result<String, AcmeError> {
+        let account = self.account().await?;
+        let stored: StoredCert = order::issue(&account, domain, self.settings.challenge, &self.tls.challenges).await?;
+        let loaded =
+            certs::from_pem(stored.chain_pem.as_bytes(), stored.key_pem.as_bytes(), Source::Acme, Path::new(domain))?;
+        self.storage.store_cert(domain, &stored).await?;
+        let serial = loaded.info.serial.clone();
+        self.tls.install(loaded);
+        Ok(serial)
+    }
+
+    /// The account, from the stored key (created and stored on first use).
+    async fn account(&self) -> Result<Account, AcmeError> {
+        let mut slot = self.account.lock().await;
+        if let Some(a) = slot.as_ref() {
+            return Ok(a.clone());
+        }
+        let pem = match self.storage.load_account_key().await? {
+            Some(pem) => pem,
+            None => {
+                let key = rcgen::KeyPair::generate().map_err(|e| AcmeError::AccountKey(e.to_string()))?;
+                let pem = key.serialize_pem();
+                self.storage.store_account_key(&pem).await?;
+                tracing::info!("created ACME account key");
+                pem
+            }
+        };
+        let der =
+            PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| AcmeError::AccountKey(e.to_string()))?;
+        let key = Key::from_pkcs8_der(der.clone_key())?;
+        let builder = match &self.settings.ca_cert {
+            Some(root) => Account::builder_with_root(root)?,
+            None => Account::builder()?,
+        };
+        let (account, _) =
+            builder.create_from_key((key, PrivateKeyDer::Pkcs8(der)), self.settings.directory.clone()).await?;
+        if let Some(email) = &self.settings.email {
+            let contact = format!("mailto:{email}");
+            if let Err(e) = account.update_contacts(&[contact.as_str()]).await {
+                tracing::warn!(error = %e, "cannot set the ACME account contact");
+            }
+        }
+        *slot = Some(account.clone());
+        Ok(account)
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

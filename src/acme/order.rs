@@ -1,0 +1,90 @@
+//! One ACME order for one host: authorize with TLS-ALPN-01 or HTTP-01
+//! (publishing the answer in [`Challenges`] for the listeners), finalize
+//! with a CSR and a fresh key from rcgen, and download the chain.
+
+use std::time::Duration;
+
+use instant_acme::{Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair};
+
+use super::challenges::Challenges;
+use super::storage::StoredCert;
+use super::AcmeError;
+use crate::config::AcmeChallenge;
+use crate::tls::selfsigned;
+
+/// Removes the published answers when the order ends, however it ends.
+struct Published<'a> {
+    challenges: &'a Challenges,
+    tokens: Vec<String>,
+    alpn: Vec<String>,
+}
+
+impl Drop for Published<'_> {
+    fn drop(&mut self) {
+        for t in &self.tokens {
+            self.challenges.clear_http(t);
+        }
+        for d in &self.alpn {
+            self.challenges.clear_alpn(d);
+        }
+    }
+}
+
+/// Order, validate and download a certificate for `domain`.
+pub async fn issue(
+    account: &Account,
+    domain: &str,
+    kind: AcmeChallenge,
+    challenges: &Challenges,
+) -> Result<StoredCert, AcmeError> {
+    let ids = [Identifier::Dns(domain.to_string())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await?;
+    let mut published = Published { challenges, tokens: Vec::new(), alpn: Vec::new() };
+    let challenge_type = match kind {
+        AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        AcmeChallenge::Http01 => ChallengeType::Http01,
+    };
+    {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => return Err(AcmeError::Order(format!("authorization for {domain} is {other:?}"))),
+            }
+            let mut challenge = authz
+                .challenge(challenge_type.clone())
+                .ok_or_else(|| AcmeError::Order(format!("the CA offers no {challenge_type:?} challenge")))?;
+            let key_auth = challenge.key_authorization();
+            match kind {
+                AcmeChallenge::Http01 => {
+                    challenges.set_http(&challenge.token, key_auth.as_str());
+                    published.tokens.push(challenge.token.clone());
+                }
+                AcmeChallenge::TlsAlpn01 => {
+                    let cert = selfsigned::alpn_challenge(domain, key_auth.digest().as_ref())?;
+                    challenges.set_alpn(domain, cert);
+                    published.alpn.push(domain.to_string());
+                }
+            }
+            challenge.set_ready().await?;
+        }
+    }
+    let retry = RetryPolicy::new().timeout(Duration::from_secs(90));
+    let status = order.poll_ready(&retry).await?;
+    if status != OrderStatus::Ready {
+        let detail = order.state().error.as_ref().map(|p| p.to_string()).unwrap_or_default();
+        return Err(AcmeError::Order(format!("order for {domain} ended {status:?} {detail}")));
+    }
+    drop(published);
+
+    let key = KeyPair::generate().map_err(|e| AcmeError::Csr(e.to_string()))?;
+    let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(|e| AcmeError::Csr(e.to_string()))?;
+    params.distinguished_name = DistinguishedName::new();
+    let csr = params.serialize_request(&key).map_err(|e| AcmeError::Csr(e.to_string()))?;
+    order.finalize_csr(csr.der()).await?;
+    let chain_pem = order.poll_certificate(&retry).await?;
+    Ok(StoredCert { chain_pem, key_pem: key.serialize_pem() })
+}

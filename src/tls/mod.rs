@@ -1,0 +1,223 @@
+//! TLS termination: the rustls `ServerConfig` (TLS 1.2 and 1.3 only, ALPN
+//! `h2` + `http/1.1`, session tickets and a session cache), the live
+//! certificate map (static certs from `tls.certs_dir`, ACME-managed certs,
+//! the self-signed fallback) behind an `ArcSwap` so new certificates swap
+//! in without touching open connections, and the port-80 behaviour
+//! (ACME HTTP-01 answers, redirect to HTTPS). The HTTPS accept loop lives
+//! in [`listener`].
+
+pub mod certs;
+pub mod listener;
+pub mod redirect;
+pub mod resolver;
+pub mod selfsigned;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::acme::challenges::Challenges;
+use crate::config::{Config, ConfigError, ConfigErrors, HostPattern, TlsSettings, UnknownSni};
+use crate::metrics::DomainLabels;
+use certs::Loaded;
+use resolver::{CertMap, Resolver, ACME_TLS_ALPN};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {message}", path.display())]
+    BadCert { path: PathBuf, message: String },
+    #[error("cannot generate a certificate: {0}")]
+    Generate(String),
+    #[error("cannot build the TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Everything TLS that lives as long as the process.
+pub struct TlsState {
+    pub settings: TlsSettings,
+    /// The HTTPS listener's port, for redirects (`None`: no HTTPS listener).
+    pub https_port: Option<u16>,
+    pub live: Arc<ArcSwap<CertMap>>,
+    pub challenges: Arc<Challenges>,
+    /// Names whose certificates ACME manages (redirected even before the
+    /// first certificate arrives).
+    pub acme_domains: Vec<String>,
+    pub server_config: Arc<rustls::ServerConfig>,
+    /// The self-signed fallback, listed in the status output.
+    fallback: Arc<Loaded>,
+    expiry: Family<DomainLabels, Gauge>,
+}
+
+/// The `[tls]` settings in force: the table, or its defaults when only
+/// `listen.https` or `[acme]` asks for TLS. `None`: no TLS at all.
+pub fn settings(config: &Config) -> Option<TlsSettings> {
+    if let Some(t) = &config.tls {
+        return Some(t.clone());
+    }
+    if config.listen.https.is_none() && config.acme.is_none() {
+        return None;
+    }
+    let base = config.source.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    Some(TlsSettings { certs_dir: base.join("certs"), redirect_http: true, unknown_sni: UnknownSni::DefaultCert })
+}
+
+/// Exact hosts the routes use (candidates for ACME).
+pub fn route_hosts(config: &Config) -> Vec<String> {
+    let set: BTreeSet<String> = config
+        .routes
+        .iter()
+        .filter_map(|r| match &r.host {
+            HostPattern::Exact(h) => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    set.into_iter().collect()
+}
+
+/// For `rampart check`: load the static certificates the way `run` would.
+pub fn check(config: &Config) -> Result<(), ConfigErrors> {
+    let Some(s) = settings(config) else {
+        return Ok(());
+    };
+    let mut errors = Vec::new();
+    if let Err(e) = certs::load_dir(&s.certs_dir) {
+        errors.push(ConfigError::whole_file(&config.source, format!("[tls] {e}")));
+    }
+    if let Some(ca) = config.acme.as_ref().and_then(|a| a.ca_cert.as_ref()) {
+        if let Err(e) = std::fs::read(ca) {
+            errors.push(ConfigError::whole_file(
+                &config.source,
+                format!("[acme] cannot read ca_cert {}: {e}", ca.display()),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+impl TlsState {
+    /// Load static certificates, make the fallback and build the rustls
+    /// configuration. `https_port` is the bound HTTPS port, if any.
+    pub fn build(
+        settings: TlsSettings,
+        config: &Config,
+        https_port: Option<u16>,
+        expiry: Family<DomainLabels, Gauge>,
+    ) -> Result<Arc<TlsState>, TlsError> {
+        let mut map = CertMap::default();
+        for cert in certs::load_dir(&settings.certs_dir)? {
+            tracing::info!(names = ?cert.info.names, "loaded certificate");
+            map.insert(Arc::new(cert));
+        }
+        let mut fallback_names = vec!["localhost".to_string()];
+        for r in &config.routes {
+            match &r.host {
+                HostPattern::Exact(h) => fallback_names.push(h.clone()),
+                HostPattern::Wildcard(s) => fallback_names.push(format!("*{s}")),
+                HostPattern::Any => {}
+            }
+        }
+        fallback_names.sort();
+        fallback_names.dedup();
+        let fallback = Arc::new(selfsigned::self_signed(&fallback_names)?);
+        let mut fallback_map = CertMap::default();
+        fallback_map.insert(Arc::clone(&fallback));
+
+        let live = Arc::new(ArcSwap::from_pointee(map));
+        let challenges = Arc::new(Challenges::default());
+        let resolver = Resolver {
+            live: Arc::clone(&live),
+            challenges: Arc::clone(&challenges),
+            fallback: fallback_map,
+            fallback_key: Arc::clone(&fallback.key),
+            unknown_sni: settings.unknown_sni,
+        };
+        let server_config = server_config(Arc::new(resolver))?;
+        let acme_domains = if config.acme.is_some() { route_hosts(config) } else { Vec::new() };
+        let state = Arc::new(TlsState {
+            settings,
+            https_port,
+            live,
+            challenges,
+            acme_domains,
+            server_config,
+            fallback,
+            expiry,
+        });
+        state.refresh_expiry();
+        Ok(state)
+    }
+
+    /// Swap a new or renewed certificate into the live map.
+    pub fn install(&self, cert: Loaded) {
+        let cert = Arc::new(cert);
+        self.live.rcu(|m| {
+            let mut next = CertMap::clone(m);
+            next.replace(Arc::clone(&cert));
+            next
+        });
+        self.refresh_expiry();
+    }
+
+    /// Set `rampart_certificate_expiry_timestamp_seconds` from the live map.
+    fn refresh_expiry(&self) {
+        self.expiry.clear();
+        for c in self.live.load().all() {
+            for name in &c.info.names {
+                let g = self.expiry.get_or_create(&DomainLabels { domain: name.clone() });
+                // Several certificates for one name: report the latest.
+                if g.get() < c.info.not_after {
+                    g.set(c.info.not_after);
+                }
+            }
+        }
+    }
+
+    /// Does a real (not self-signed) certificate cover `host`, or will ACME
+    /// get one?
+    pub fn has_tls(&self, host: &str) -> bool {
+        self.live.load().covers(host) || self.acme_domains.iter().any(|d| d == host)
+    }
+
+    /// `/api/status` "certificates".
+    pub fn status_json(&self) -> serde_json::Value {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let mut out = Vec::new();
+        let live = self.live.load().all();
+        for c in live.iter().chain(std::iter::once(&self.fallback)) {
+            for name in &c.info.names {
+                out.push(serde_json::json!({
+                    "domain": name,
+                    "not_after": c.info.not_after_text,
+                    "days_left": (c.info.not_after - now) / 86_400,
+                    "source": c.info.source,
+                    "serial": c.info.serial,
+                }));
+            }
+        }
+        serde_json::Value::Array(out)
+    }
+}
+
+/// TLS 1.2 + 1.3 on aws-lc-rs, ALPN h2, http/1.1 (and acme-tls/1, which the
+/// resolver and the listener keep away from HTTP), tickets + session cache.
+fn server_config(resolver: Arc<Resolver>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(certs::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    Ok(Arc::new(cfg))
+}

@@ -1,0 +1,130 @@
+//! SNI -> certificate. [`CertMap`] indexes the served certificates by the
+//! DNS names in their SANs (exact and `*.` wildcard); [`Resolver`] is the
+//! rustls hook that answers each ClientHello from the live map, answers an
+//! `acme-tls/1` handshake with the pending challenge certificate, and falls
+//! back to the self-signed certificate or refuses, as configured.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::SignatureScheme;
+
+use super::certs::Loaded;
+use crate::acme::challenges::Challenges;
+use crate::config::UnknownSni;
+
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Certificates by name. Several certificates may cover a name (an RSA and
+/// an ECDSA one): the first whose key the client can use wins.
+#[derive(Debug, Default, Clone)]
+pub struct CertMap {
+    exact: HashMap<String, Vec<Arc<Loaded>>>,
+    /// Keyed by the parent domain: `*.example.com` is stored as `example.com`.
+    wildcard: HashMap<String, Vec<Arc<Loaded>>>,
+}
+
+impl CertMap {
+    pub fn insert(&mut self, cert: Arc<Loaded>) {
+        for name in &cert.info.names {
+            let (table, key) = match name.strip_prefix("*.") {
+                Some(parent) => (&mut self.wildcard, parent.to_string()),
+                None => (&mut self.exact, name.clone()),
+            };
+            table.entry(key).or_default().push(Arc::clone(&cert));
+        }
+    }
+
+    /// Replace every certificate covering exactly `names` (a renewal).
+    pub fn replace(&mut self, cert: Arc<Loaded>) {
+        for table in [&mut self.exact, &mut self.wildcard] {
+            for list in table.values_mut() {
+                list.retain(|c| c.info.names != cert.info.names || c.info.source != cert.info.source);
+            }
+            table.retain(|_, l| !l.is_empty());
+        }
+        // Appended: a static certificate for the same name stays preferred.
+        self.insert(cert);
+    }
+
+    /// Every certificate covering `name` (exact first, then wildcard).
+    pub fn lookup(&self, name: &str) -> impl Iterator<Item = &Arc<Loaded>> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let exact = self.exact.get(&name).into_iter().flatten();
+        let wild = name.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent)).into_iter().flatten();
+        exact.chain(wild).collect::<Vec<_>>().into_iter()
+    }
+
+    pub fn covers(&self, name: &str) -> bool {
+        self.lookup(name).next().is_some()
+    }
+
+    /// Every distinct certificate, for status output and metrics.
+    pub fn all(&self) -> Vec<Arc<Loaded>> {
+        let mut out: Vec<Arc<Loaded>> = Vec::new();
+        for c in self.exact.values().chain(self.wildcard.values()).flatten() {
+            if !out.iter().any(|o| Arc::ptr_eq(o, c)) {
+                out.push(Arc::clone(c));
+            }
+        }
+        out.sort_by(|a, b| a.info.names.cmp(&b.info.names));
+        out
+    }
+
+    fn pick(&self, name: &str, schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        let mut first = None;
+        for c in self.lookup(name) {
+            if c.key.key.choose_scheme(schemes).is_some() {
+                return Some(Arc::clone(&c.key));
+            }
+            first.get_or_insert_with(|| Arc::clone(&c.key));
+        }
+        first
+    }
+}
+
+/// The rustls certificate resolver over the live map.
+#[derive(Debug)]
+pub struct Resolver {
+    pub live: Arc<ArcSwap<CertMap>>,
+    pub challenges: Arc<Challenges>,
+    /// The self-signed certificate (for `localhost` and the route hosts),
+    /// served to route hosts without a certificate and, with
+    /// `unknown_sni = "default"`, to every other name.
+    pub fallback: CertMap,
+    pub fallback_key: Arc<CertifiedKey>,
+    pub unknown_sni: UnknownSni,
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let sni = hello.server_name().map(str::to_owned);
+        if let Some(mut alpn) = hello.alpn() {
+            if alpn.next() == Some(ACME_TLS_ALPN) && alpn.next().is_none() {
+                // TLS-ALPN-01: only the challenge certificate, never HTTP.
+                return sni.and_then(|n| self.challenges.alpn_cert(&n));
+            }
+        }
+        let Some(name) = sni else {
+            return match self.unknown_sni {
+                UnknownSni::DefaultCert => Some(Arc::clone(&self.fallback_key)),
+                UnknownSni::Reject => None,
+            };
+        };
+        if let Some(key) = self.live.load().pick(&name, hello.signature_schemes()) {
+            return Some(key);
+        }
+        if let Some(key) = self.fallback.pick(&name, hello.signature_schemes()) {
+            return Some(key);
+        }
+        if self.unknown_sni == UnknownSni::DefaultCert {
+            return Some(Arc::clone(&self.fallback_key));
+        }
+        tracing::debug!(sni = %name, "no certificate for this name: refusing the handshake");
+        None
+    }
+}

@@ -1,0 +1,196 @@
+//! ACME against a real Pebble: issuance over TLS-ALPN-01 and HTTP-01, a
+//! client trusting Pebble's root completes the handshake, a restart loads
+//! the stored certificate without a new order, forced renewal changes the
+//! serial, and a CA outage during renewal keeps the old certificate until
+//! the CA is back.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::pebble::Pebble;
+use crate::tls_util::*;
+use crate::util::*;
+
+struct Setup {
+    pebble: Pebble,
+    certs: tempfile::TempDir,
+    http: SocketAddr,
+    https: SocketAddr,
+    upstream: Upstream,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let (http, https) = (closed_port(), closed_port());
+        Setup {
+            pebble: Pebble::start(http.port(), https.port()),
+            certs: tempfile::tempdir().unwrap(),
+            http,
+            https,
+            upstream: Upstream::named("app").await,
+        }
+    }
+
+    fn config(&self, domain: &str, challenge: &str, renew_before: Option<&str>) -> String {
+        let renew = renew_before.map(|r| format!("renew_before = \"{r}\"\n")).unwrap_or_default();
+        format!(
+            r#"[listen]
+http = "{}"
+https = "{}"
+admin = "127.0.0.1:0"
+
+[tls]
+certs_dir = "{}"
+
+[acme]
+email = "ops@example.com"
+directory = "{}"
+challenge = "{challenge}"
+ca_cert = "{}"
+{renew}
+[upstreams.app]
+servers = ["{}"]
+
+[[routes]]
+host = "{domain}"
+upstream = "app"
+"#,
+            self.http,
+            self.https,
+            self.certs.path().display(),
+            self.pebble.directory(),
+            self.pebble.cert.display(),
+            self.upstream.addr,
+        )
+    }
+
+    fn start(&self, domain: &str, challenge: &str, renew_before: Option<&str>) -> Proxy {
+        Proxy::start(&self.config(domain, challenge, renew_before))
+    }
+
+    fn stored(&self, name: &str) -> std::path::PathBuf {
+        let slug = self.pebble.listen.to_string().replace(':', "_");
+        self.certs.path().join("acme").join(slug).join(name)
+    }
+}
+
+/// Poll a handshake that trusts `root` until the served certificate
+/// satisfies `want`; panics with the logs after `within`.
+async fn wait_for_cert(
+    s: &Setup,
+    p: &Proxy,
+    domain: &str,
+    root: &rustls::pki_types::CertificateDer<'static>,
+    within: Duration,
+    want: impl Fn(&Handshake) -> bool,
+) -> Handshake {
+    let deadline = Instant::now() + within;
+    loop {
+        // A fresh config each time: a resumed session shows the old chain.
+        let cfg = client_config(Some(std::slice::from_ref(root)), &[b"h2", b"http/1.1"]);
+        let last = handshake_with(cfg, s.https, domain).await;
+        match &last {
+            Ok(h) if want(h) => return last.unwrap(),
+            _ if Instant::now() > deadline => panic!(
+                "no matching certificate for {domain} ({last:?});\nproxy:\n{}\npebble:\n{}",
+                p.stderr.lock().unwrap().join("\n"),
+                s.pebble.log()
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn logged(p: &Proxy, message: &str) -> Vec<serde_json::Value> {
+    p.stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == message)
+        .collect()
+}
+
+async fn wait_logged(p: &Proxy, message: &str, within: Duration) -> serde_json::Value {
+    assert!(
+        eventually(within, || !logged(p, message).is_empty()).await,
+        "never logged {message:?}:\n{}",
+        p.stderr.lock().unwrap().join("\n")
+    );
+    logged(p, message).remove(0)
+}
+
+#[cfg(unix)]
+fn assert_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn01_issues_persists_and_renews() {
+    let s = Setup::new().await;
+    let domain = "alpn.rampart.test";
+    let root = s.pebble.root().await;
+
+    let p = s.start(domain, "tls-alpn-01", None);
+    let first = wait_for_cert(&s, &p, domain, &root, Duration::from_secs(60), |_| true).await;
+    assert_eq!(first.info.names, [domain]);
+    #[cfg(unix)]
+    {
+        assert_private(&s.stored("account.key"));
+        assert_private(&s.stored(&format!("{domain}.key")));
+        assert_private(&s.stored(&format!("{domain}.crt")));
+    }
+    let metrics = get(&p.admin_url("/metrics"), "admin").await.text();
+    assert!(metrics.contains(&format!("rampart_certificate_expiry_timestamp_seconds{{domain=\"{domain}\"}}")));
+    let account_key = std::fs::read(s.stored("account.key")).unwrap();
+    drop(p);
+
+    // Restart: the stored certificate is served at once, no new order.
+    let p = s.start(domain, "tls-alpn-01", None);
+    let again = wait_for_cert(&s, &p, domain, &root, Duration::from_secs(5), |_| true).await;
+    assert_eq!(again.info.serial, first.info.serial);
+    let next = wait_logged(&p, "next certificate order scheduled", Duration::from_secs(10)).await;
+    assert!(next["fields"]["in_secs"].as_u64().unwrap() > 86_400, "{next}");
+    assert!(logged(&p, "ordering certificate").is_empty());
+    drop(p);
+
+    // renew_before longer than the certificate's life: renewed right away.
+    let p = s.start(domain, "tls-alpn-01", Some("100000d"));
+    let renewed =
+        wait_for_cert(&s, &p, domain, &root, Duration::from_secs(60), |h| h.info.serial != first.info.serial).await;
+    assert_eq!(renewed.info.names, [domain]);
+    assert_eq!(std::fs::read(s.stored("account.key")).unwrap(), account_key);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http01_issues_and_renewal_survives_a_ca_outage() {
+    let mut s = Setup::new().await;
+    let domain = "http.rampart.test";
+    let root = s.pebble.root().await;
+
+    let p = s.start(domain, "http-01", None);
+    let first = wait_for_cert(&s, &p, domain, &root, Duration::from_secs(60), |_| true).await;
+    assert_eq!(first.info.names, [domain]);
+    // Port 80 now redirects the host to HTTPS.
+    let r = get(&format!("http://{}/x?y=1", s.http), domain).await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.headers["location"], format!("https://{domain}:{}/x?y=1", s.https.port()).as_str());
+    drop(p);
+
+    // The CA is down when renewal comes due: the old certificate stays.
+    s.pebble.stop();
+    let p = s.start(domain, "http-01", Some("100000d"));
+    wait_logged(&p, "certificate order failed; keeping the current certificate", Duration::from_secs(30)).await;
+    let during = handshake(s.https, domain).await.unwrap();
+    assert_eq!(during.info.serial, first.info.serial);
+
+    // The CA is back (a new instance, new root): the retry succeeds.
+    s.pebble.restart();
+    let new_root = s.pebble.root().await;
+    let renewed =
+        wait_for_cert(&s, &p, domain, &new_root, Duration::from_secs(60), |h| h.info.serial != first.info.serial).await;
+    assert_eq!(renewed.info.names, [domain]);
+}

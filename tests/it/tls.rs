@@ -1,0 +1,230 @@
+//! TLS termination through the real binary: SNI certificate choice, unknown
+//! names, protocol versions, ALPN/HTTP2 with curl, resumption, the port-80
+//! redirect, and certificate errors surfaced by `rampart check`.
+
+use std::process::Command;
+
+use crate::tls_util::*;
+use crate::util::*;
+
+const LISTEN_TLS: &str = "[listen]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n";
+
+fn routes(up: &Upstream, tls_table: &str) -> String {
+    format!(
+        r#"{LISTEN_TLS}
+{tls_table}
+
+[upstreams.app]
+servers = ["{}"]
+
+[[routes]]
+host = "rsa.example.test"
+upstream = "app"
+
+[[routes]]
+host = "app.example.test"
+upstream = "app"
+
+[[routes]]
+host = "nocert.example.test"
+upstream = "app"
+
+[[routes]]
+host = "*.wild.example.test"
+upstream = "app"
+"#,
+        up.addr
+    )
+}
+
+/// A temp dir with certs/: RSA for rsa.example.test, ECDSA for
+/// app.example.test and a wildcard ECDSA for *.wild.example.test.
+fn certs_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    write_cert(&certs, "rsa", &["rsa.example.test"], true);
+    write_cert(&certs, "app", &["app.example.test"], false);
+    write_cert(&certs, "wild", &["*.wild.example.test"], false);
+    dir
+}
+
+#[tokio::test]
+async fn sni_picks_the_static_certificate() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    let https = p.https.expect("https listener logged");
+
+    let rsa = handshake(https, "rsa.example.test").await.unwrap();
+    assert_eq!(rsa.info.names, ["rsa.example.test"]);
+    assert!(rsa.is_rsa(), "RSA certificate expected");
+
+    let ec = handshake(https, "app.example.test").await.unwrap();
+    assert_eq!(ec.info.names, ["app.example.test"]);
+    assert!(!ec.is_rsa(), "ECDSA certificate expected");
+
+    let wild = handshake(https, "a.wild.example.test").await.unwrap();
+    assert_eq!(wild.info.names, ["*.wild.example.test"]);
+    // A wildcard covers one label only: the deeper name gets the fallback.
+    let deeper = handshake(https, "x.a.wild.example.test").await.unwrap();
+    assert_ne!(deeper.info.names, ["*.wild.example.test"]);
+
+    // Unknown name with the default policy: the self-signed fallback.
+    let unknown = handshake(https, "unknown.example.test").await.unwrap();
+    assert!(unknown.info.names.contains(&"localhost".to_string()));
+    assert!(unknown.info.names.contains(&"nocert.example.test".to_string()));
+
+    // The request really is served over TLS.
+    let (ok, body, err) = curl(&[
+        "-k",
+        "--resolve",
+        &format!("app.example.test:{}:127.0.0.1", https.port()),
+        &format!("https://app.example.test:{}/", https.port()),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(body, "app");
+
+    // Status and metrics list the certificates.
+    let status = get(&p.admin_url("/api/status"), "admin").await.json();
+    let domains: Vec<&str> =
+        status["certificates"].as_array().unwrap().iter().filter_map(|c| c["domain"].as_str()).collect();
+    for d in ["rsa.example.test", "app.example.test", "*.wild.example.test", "localhost"] {
+        assert!(domains.contains(&d), "{d} missing from {domains:?}");
+    }
+    assert!(status["certificates"][0]["days_left"].as_i64().is_some());
+    let metrics = get(&p.admin_url("/metrics"), "admin").await.text();
+    assert!(metrics.contains("rampart_certificate_expiry_timestamp_seconds{domain=\"rsa.example.test\"}"));
+    assert!(metrics.contains("rampart_tls_handshakes_total{result=\"success\"}"));
+}
+
+#[tokio::test]
+async fn unknown_sni_can_be_rejected() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\"\nunknown_sni = \"reject\""));
+    let https = p.https.unwrap();
+    let err = handshake(https, "unknown.example.test").await.unwrap_err();
+    assert!(!err.is_empty());
+    // Known names still work, and a route host without a certificate gets
+    // the self-signed one rather than a failure.
+    assert_eq!(handshake(https, "app.example.test").await.unwrap().info.names, ["app.example.test"]);
+    assert!(handshake(https, "nocert.example.test").await.is_ok());
+    let metrics = get(&p.admin_url("/metrics"), "admin").await.text();
+    assert!(metrics.contains("rampart_tls_handshakes_total{result=\"failure\"}"));
+}
+
+#[tokio::test]
+async fn http2_over_tls_with_curl_and_alpn() {
+    let up = Upstream::echo().await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    let https = p.https.unwrap();
+    let port = https.port();
+    let resolve = format!("app.example.test:{port}:127.0.0.1");
+    let url = format!("https://app.example.test:{port}/h2?x=1");
+    let (ok, out, err) = curl(&["-k", "--http2", "--resolve", &resolve, "-w", "\n%{http_version}", &url]).await;
+    assert!(ok, "{err}");
+    let (body, version) = out.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["uri"], "/h2?x=1");
+    assert_eq!(v["headers"]["x-forwarded-proto"][0], "https");
+
+    let (ok, out, err) =
+        curl(&["-k", "--http1.1", "--resolve", &resolve, "-o", "/dev/null", "-w", "%{http_version}", &url]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "1.1");
+
+    let h = handshake(https, "app.example.test").await.unwrap();
+    assert_eq!(h.alpn.as_deref(), Some(&b"h2"[..]));
+}
+
+fn s_client(addr: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-servername", "app.example.test"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is needed for this test (scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let ok = text.contains("Cipher is ") && !text.contains("Cipher is (NONE)");
+    (ok, text)
+}
+
+#[tokio::test]
+async fn only_tls_12_and_13_are_accepted() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    let https = p.https.unwrap();
+    // SECLEVEL=0 lets this OpenSSL actually offer TLS 1.1.
+    let (ok, text) = s_client(https, &["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]);
+    assert!(!ok, "TLS 1.1 was accepted:\n{text}");
+    let (ok, text) = s_client(https, &["-tls1_2"]);
+    assert!(ok, "TLS 1.2 refused:\n{text}");
+    let (ok, text) = s_client(https, &["-tls1_3"]);
+    assert!(ok, "TLS 1.3 refused:\n{text}");
+}
+
+#[tokio::test]
+async fn sessions_resume() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    let https = p.https.unwrap();
+    let cfg = client_config(None, &[b"http/1.1"]);
+    let first = handshake_with(cfg.clone(), https, "app.example.test").await.unwrap();
+    assert!(!first.resumed);
+    let second = handshake_with(cfg, https, "app.example.test").await.unwrap();
+    assert!(second.resumed, "second handshake was not resumed");
+}
+
+#[tokio::test]
+async fn acme_tls_alpn_without_a_challenge_is_refused() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    let cfg = client_config(None, &[b"acme-tls/1"]);
+    assert!(handshake_with(cfg, p.https.unwrap(), "app.example.test").await.is_err());
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn plain_http_redirects_hosts_with_tls() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    let port = p.https.unwrap().port();
+    let a = get(&p.url("/a/b?x=1&y=%20z"), "App.Example.Test:8080").await;
+    assert_eq!(a.status, 308);
+    assert_eq!(a.headers["location"], format!("https://app.example.test:{port}/a/b?x=1&y=%20z").as_str());
+    let w = get(&p.url("/"), "a.wild.example.test").await;
+    assert_eq!(w.status, 308);
+    // A host with no certificate of its own keeps being served on port 80.
+    let n = get(&p.url("/x"), "nocert.example.test").await;
+    assert_eq!(n.status, 200);
+    assert_eq!(n.text(), "app");
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
+async fn redirect_can_be_turned_off() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\"\nredirect_http = false"));
+    let a = get(&p.url("/a?b=c"), "app.example.test").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.text(), "app");
+}
+
+#[tokio::test]
+async fn a_missing_key_is_a_config_error_naming_the_file() {
+    let up = Upstream::named("app").await;
+    let dir = certs_dir();
+    std::fs::remove_file(dir.path().join("certs/app.key")).unwrap();
+    let config = routes(&up, "[tls]\ncerts_dir = \"certs\"");
+    let path = dir.path().join("rampart.toml");
+    std::fs::write(&path, &config).unwrap();
+    let out = Command::new(binary()).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("app.key"), "{err}");
+    assert!(err.contains("rampart.toml:1:1: error:"), "{err}");
+
+    let out = Command::new(binary()).args(["run", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("app.key"));
+}
