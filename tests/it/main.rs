@@ -14,5 +14,6 @@ mod failures;
 mod forwarding;
 mod health;
 mod lifecycle;
+mod middleware;
 mod routing;
 mod tls;
