@@ -27,13 +27,44 @@ static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
+/// Where buckets live. In-process (governor) today; a shared backend
+/// (Redis, for limits that hold across instances) implements this too.
+pub trait Buckets: Send + Sync {
+    /// Take one token for `key`: `Ok(remaining)` or `Err(wait)`.
+    fn take(&self, key: u64) -> Result<u32, Duration>;
+    /// Forget keys whose bucket is full again; give memory back.
+    fn prune(&self);
+    /// Keys currently held.
+    fn len(&self) -> usize;
+}
+
 /// Keys are 64-bit hashes of the client key: fixed size whatever the key
 /// (an IPv6 address, a long API key), and no key text kept in memory.
-type Limiter = RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock, StateInformationMiddleware>;
+struct LocalBuckets {
+    limiter: RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock, StateInformationMiddleware>,
+    clock: DefaultClock,
+}
+
+impl Buckets for LocalBuckets {
+    fn take(&self, key: u64) -> Result<u32, Duration> {
+        match self.limiter.check_key(&key) {
+            Ok(state) => Ok(state.remaining_burst_capacity()),
+            Err(not_until) => Err(not_until.wait_time_from(self.clock.now())),
+        }
+    }
+
+    fn prune(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.limiter.len()
+    }
+}
 
 pub struct RateLimit {
-    limiter: Limiter,
-    clock: DefaultClock,
+    limiter: Box<dyn Buckets>,
     limit_header: HeaderValue,
     trusted: Vec<IpNet>,
     key_header: Option<HeaderName>,
@@ -70,8 +101,10 @@ impl RateLimit {
         let limit_header =
             HeaderValue::from_str(&format!("{}", average.round().max(1.0) as u64)).map_err(|e| e.to_string())?;
         Ok(RateLimit {
-            limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
-            clock: DefaultClock::default(),
+            limiter: Box::new(LocalBuckets {
+                limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+                clock: DefaultClock::default(),
+            }),
             limit_header,
             trusted: client_ip::parse_cidrs(trusted)?,
             key_header,
@@ -105,13 +138,12 @@ impl RateLimit {
         facts: &mut RequestFacts,
     ) -> Option<Response<ResponseBody>> {
         let key = self.key(req, ctx);
-        match self.limiter.check_key(&key) {
-            Ok(state) => {
-                facts.rate = Some(RateInfo { remaining: state.remaining_burst_capacity(), reset_secs: 0 });
+        match self.limiter.take(key) {
+            Ok(remaining) => {
+                facts.rate = Some(RateInfo { remaining, reset_secs: 0 });
                 None
             }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
+            Err(wait) => {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 ctx.app.metrics.ratelimit_rejected.get_or_create(&RouteLabels { route: Name(ctx.route.clone()) }).inc();
                 let mut r = plain_response(StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests\n");
@@ -138,8 +170,7 @@ impl RateLimit {
 
     /// Forget clients whose bucket is full again; give memory back.
     pub fn prune(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+        self.limiter.prune();
     }
 
     /// Number of client keys held.
@@ -168,7 +199,7 @@ mod tests {
         let rl = RateLimit::new(1000.0, Some(1), &[], None).unwrap();
         let before = rss_kib();
         for k in 0..1_000_000u64 {
-            let _ = rl.limiter.check_key(&k);
+            let _ = rl.limiter.take(k);
         }
         let full = rss_kib();
         assert_eq!(rl.keys(), 1_000_000);
