@@ -18,6 +18,7 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod upstream;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ pub struct Running {
     pub app: Arc<App>,
     serving: Serving,
     admin_stop: CancellationToken,
+    /// Stops background tasks (the config watcher) at shutdown.
+    background_stop: CancellationToken,
     /// Addresses actually bound (useful when the config asked for port 0).
     pub http_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
@@ -73,14 +76,20 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             tracing::info!(listener = name, %addr, "listening");
         }
     }
+    let background_stop = CancellationToken::new();
+    if let Some(path) = app.config_path.clone() {
+        watch::spawn(Arc::clone(&app), path, background_stop.clone());
+    }
     app.set_ready(true);
-    Ok(Running { app, serving, admin_stop, http_addr, admin_addr })
+    Ok(Running { app, serving, admin_stop, background_stop, http_addr, admin_addr })
 }
 
 impl Running {
     /// Graceful shutdown: stop accepting, drain for up to the configured
     /// `shutdown_timeout`. Returns whether every connection finished in time.
     pub async fn shutdown(self) -> bool {
+        // No reloads while draining.
+        self.background_stop.cancel();
         let timeout = self.app.state.load().config.server.shutdown_timeout;
         let drained = self.serving.drain(timeout).await;
         self.app.health.stop_all();

@@ -10,4 +10,5 @@ mod failures;
 mod forwarding;
 mod health;
 mod lifecycle;
+mod reload;
 mod routing;
