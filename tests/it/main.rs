@@ -10,5 +10,7 @@ mod failures;
 mod forwarding;
 mod health;
 mod lifecycle;
+mod metrics;
 mod reload;
 mod routing;
+mod status_page;
