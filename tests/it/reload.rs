@@ -314,3 +314,20 @@ async fn a_configmap_symlink_swap_triggers_a_reload() {
     served(&p, "/b", "b").await.expect("ConfigMap swap was not applied");
     assert_eq!(get(&p.url("/a"), "x").await.text(), "a");
 }
+
+#[tokio::test]
+async fn the_watcher_survives_the_file_going_missing() {
+    let (a, b) = (Upstream::named("a").await, Upstream::named("b").await);
+    let all = pools(&[("a", &a), ("b", &b)]);
+    let p = Proxy::start(&cfg(&format!("{all}{}", route("/a", "a"))));
+    let path = p.config_path();
+    std::fs::remove_file(&path).unwrap();
+    // Gone for good (not just mid-rename): reported as a failed reload.
+    assert!(eventually_async(APPLY_BOUND, || async { reloads(&p, "failure").await == 1 }).await);
+    let errors = status(&p).await["last_reload"]["errors"].to_string();
+    assert!(errors.contains("cannot read config file"), "{errors}");
+    assert_eq!(get(&p.url("/a"), "x").await.text(), "a", "the old config keeps serving");
+    // Back, with a change: applied.
+    write_in_place(&path, &cfg(&format!("{all}{}{}", route("/a", "a"), route("/b", "b"))));
+    served(&p, "/b", "b").await.expect("the recreated file was not applied");
+}
