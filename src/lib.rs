@@ -21,6 +21,7 @@ pub mod server;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ pub struct Running {
     pub app: Arc<App>,
     serving: Serving,
     admin_stop: CancellationToken,
+    /// Stops background tasks (the config watcher) at shutdown.
+    background_stop: CancellationToken,
     /// Addresses actually bound (useful when the config asked for port 0).
     pub http_addr: Option<SocketAddr>,
     pub https_addr: Option<SocketAddr>,
@@ -99,8 +102,12 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         }
     }
     tokio::spawn(maintenance(Arc::clone(&app), admin_stop.clone()));
+    let background_stop = CancellationToken::new();
+    if let Some(path) = app.config_path.clone() {
+        watch::spawn(Arc::clone(&app), path, background_stop.clone());
+    }
     app.set_ready(true);
-    Ok(Running { app, serving, admin_stop, http_addr, https_addr, admin_addr })
+    Ok(Running { app, serving, admin_stop, background_stop, http_addr, https_addr, admin_addr })
 }
 
 /// Housekeeping that keeps memory bounded: prune rate-limit keys.
@@ -122,6 +129,8 @@ impl Running {
     /// Graceful shutdown: stop accepting, drain for up to the configured
     /// `shutdown_timeout`. Returns whether every connection finished in time.
     pub async fn shutdown(self) -> bool {
+        // No reloads while draining.
+        self.background_stop.cancel();
         let timeout = self.app.state.load().config.server.shutdown_timeout;
         let drained = self.serving.drain(timeout).await;
         self.app.health.stop_all();

@@ -149,13 +149,60 @@ impl Metrics {
         }
     }
 
-    /// The text exposition (OpenMetrics).
+    /// The OpenMetrics text exposition (what Prometheus asks for).
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+
+    /// The classic Prometheus text format 0.0.4, for clients that do not
+    /// ask for OpenMetrics (curl, `promtool check metrics`, older scrapers).
+    pub fn encode_prometheus_text(&self) -> String {
+        openmetrics_to_prometheus_text(&self.encode())
+    }
+}
+
+/// Content type of [`Metrics::encode`].
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of [`Metrics::encode_prometheus_text`].
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Turn prometheus-client's OpenMetrics output into text format 0.0.4. The
+/// two differ, for what we expose, in two details: an OpenMetrics counter
+/// family is named without its `_total` suffix in `# HELP`/`# TYPE` (the
+/// samples carry it), and the exposition ends with `# EOF`.
+pub fn openmetrics_to_prometheus_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        om.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|rest| rest.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(om.len() + 16 * counters.len());
+    for line in om.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether an `Accept` header asks for OpenMetrics (Prometheus does).
+pub fn wants_openmetrics(accept: Option<&http::HeaderValue>) -> bool {
+    accept.and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/openmetrics-text"))
 }
 
 /// Method as a bounded label value.
@@ -171,5 +218,27 @@ pub fn method_label(m: &http::Method) -> &'static str {
         http::Method::CONNECT => "CONNECT",
         http::Method::TRACE => "TRACE",
         _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_get_their_total_suffix_in_the_classic_format() {
+        let om = "# HELP r_x Things.\n# TYPE r_x counter\nr_x_total{a=\"1\"} 2\n# HELP r_g G.\n# TYPE r_g gauge\nr_g 1\n# EOF\n";
+        let text = openmetrics_to_prometheus_text(om);
+        assert_eq!(text, "# HELP r_x_total Things.\n# TYPE r_x_total counter\nr_x_total{a=\"1\"} 2\n# HELP r_g G.\n# TYPE r_g gauge\nr_g 1\n");
+    }
+
+    #[test]
+    fn prometheus_asks_for_openmetrics() {
+        let prom = http::HeaderValue::from_static(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        );
+        assert!(wants_openmetrics(Some(&prom)));
+        assert!(!wants_openmetrics(Some(&http::HeaderValue::from_static("*/*"))));
+        assert!(!wants_openmetrics(None));
     }
 }

@@ -3,6 +3,7 @@
 //! the proxy drains, so `/readyz` can say 503 to the load balancer.
 
 mod status;
+mod traffic;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::body::ResponseBody;
+use crate::metrics;
 use crate::proxy::error::plain_response;
 
 pub use status::status_json;
@@ -57,11 +59,16 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Respon
         }
         (&Method::GET, "/metrics") => {
             status::refresh_gauges(&app);
-            let mut r = Response::new(ResponseBody::full(app.metrics.encode()));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            );
+            // Content negotiation: OpenMetrics for Prometheus, which asks
+            // for it; the classic text format for everything else (curl,
+            // promtool), which reads an OpenMetrics counter as malformed.
+            let (body, content_type) = if metrics::wants_openmetrics(req.headers().get(header::ACCEPT)) {
+                (app.metrics.encode(), metrics::OPENMETRICS_CONTENT_TYPE)
+            } else {
+                (app.metrics.encode_prometheus_text(), metrics::PROMETHEUS_TEXT_CONTENT_TYPE)
+            };
+            let mut r = Response::new(ResponseBody::full(body));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             r
         }
         (&Method::GET, "/api/status") => json(status_json(&app)),

@@ -1,5 +1,6 @@
 //! The live state as JSON (`/api/status`) and the self-contained HTML page
-//! that renders it.
+//! that renders it. Request totals come from [`super::traffic`]; the page
+//! turns successive totals into rates.
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub fn refresh_gauges(app: &App) {
 
 pub fn status_json(app: &App) -> Value {
     let snapshot = app.state.load();
+    let traffic = super::traffic::from_exposition(&app.metrics.encode());
+    let zero = super::traffic::Totals::default();
     let routes: Vec<Value> = snapshot
         .config
         .routes
@@ -38,6 +41,7 @@ pub fn status_json(app: &App) -> Value {
                 "strip_prefix": r.strip_prefix,
                 "upstream": r.upstream,
                 "middleware": r.middleware,
+                "traffic": traffic.routes.get(r.name.as_str()).unwrap_or(&zero),
             })
         })
         .collect();
@@ -54,12 +58,18 @@ pub fn status_json(app: &App) -> Value {
                     "weight": s.weight,
                     "up": s.is_up(),
                     "in_flight": s.in_flight(),
+                    "traffic": traffic.servers.get(&(p.name.to_string(), s.label.to_string())).unwrap_or(&zero),
                 })).collect::<Vec<_>>(),
             })
         })
         .collect();
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     json!({
         "ready": app.is_ready(),
+        "time_ms": now_ms,
+        // Requests that matched no route (counted under route="none").
+        "unmatched": traffic.routes.get(crate::proxy::exchange::NO_ROUTE).unwrap_or(&zero),
         "config": app.config_path.as_ref().map(|p| p.display().to_string()),
         "routes": routes,
         "upstreams": upstreams,

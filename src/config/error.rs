@@ -50,6 +50,32 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Line starts of one text, computed once, so that many offsets (one per
+/// route in a file with thousands) turn into line:col without rescanning
+/// the text from the start each time.
+#[derive(Debug, Clone)]
+pub struct LineIndex<'a> {
+    source: &'a str,
+    /// Byte offset at which each line starts; `starts[0] == 0`.
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub fn new(source: &'a str) -> Self {
+        let starts = std::iter::once(0).chain(source.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        LineIndex { source, starts }
+    }
+
+    /// Same answer as [`line_col`], in O(log lines + line length).
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.source.len());
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        let col = self.source.get(start..offset).map_or(offset - start, |s| s.chars().count()) + 1;
+        (line, col)
+    }
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
@@ -71,5 +97,17 @@ mod tests {
         assert_eq!(line_col(src, 6), (2, 1));
         assert_eq!(line_col(src, 9), (2, 4));
         assert_eq!(line_col(src, 999), (3, 1));
+    }
+
+    #[test]
+    fn the_line_index_agrees_with_line_col() {
+        for src in ["", "a = 1\nbb = 2\n", "\n\nx", "é = \"ü\"\nz", "no newline"] {
+            let index = LineIndex::new(src);
+            for offset in 0..=src.len() + 2 {
+                if src.is_char_boundary(offset.min(src.len())) {
+                    assert_eq!(index.line_col(offset), line_col(src, offset), "{src:?} at {offset}");
+                }
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use error::{line_col, ConfigError, ConfigErrors};
+pub use error::{line_col, ConfigError, ConfigErrors, LineIndex};
 pub use raw::RawMiddleware;
 pub use values::{ByteSize, UpstreamAddr};
 
@@ -225,7 +225,7 @@ impl Config {
             let msg = e.message().trim_end().to_string();
             ConfigErrors(vec![ConfigError::at(path, text, e.span(), msg)])
         })?;
-        Compiler { path, text, errors: Vec::new() }.compile(raw)
+        Compiler { path, lines: LineIndex::new(text), errors: Vec::new() }.compile(raw)
     }
 
     /// `ok: 7 routes, 3 upstreams, 5 middleware`
@@ -242,13 +242,15 @@ impl Config {
 /// Collects every problem rather than stopping at the first.
 struct Compiler<'a> {
     path: &'a Path,
-    text: &'a str,
+    /// Offsets -> line:col for the spans kept on routes and middleware.
+    lines: LineIndex<'a>,
     errors: Vec<ConfigError>,
 }
 
 impl Compiler<'_> {
     fn err(&mut self, span: Option<Range<usize>>, msg: impl Into<String>) {
-        self.errors.push(ConfigError::at(self.path, self.text, span, msg));
+        let (line, col) = span.map(|s| self.lines.line_col(s.start)).unwrap_or((1, 1));
+        self.errors.push(ConfigError { path: self.path.to_path_buf(), line, col, message: msg.into() });
     }
 
     fn int_in<T: TryFrom<i64>>(
@@ -341,7 +343,7 @@ impl Compiler<'_> {
             .middleware
             .iter()
             .map(|(name, m)| {
-                let (line, col) = line_col(self.text, m.span().start);
+                let (line, col) = self.lines.line_col(m.span().start);
                 (
                     name.clone(),
                     MiddlewareSpec {
@@ -458,7 +460,7 @@ impl Compiler<'_> {
         let mut names: HashMap<String, (usize, usize)> = HashMap::new();
         for r in raw {
             let span = r.span();
-            let (line, col) = line_col(self.text, span.start);
+            let (line, col) = self.lines.line_col(span.start);
             let r = r.get_ref();
             let host = match &r.host {
                 None => HostPattern::Any,
