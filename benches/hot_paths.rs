@@ -71,7 +71,11 @@ fn bench_router(c: &mut Criterion) {
         });
     }
     g.bench_function("normalize_path_dirty", |b| {
-        b.iter(|| black_box(normalize_path(black_box("/static//assets/./img/../css/%2e/x.css"))))
+        b.iter(|| {
+            black_box(normalize_path(black_box(
+                "/static//assets/./img/../css/%2e/x.css",
+            )))
+        })
     });
     g.finish();
 }
