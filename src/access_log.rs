@@ -1,16 +1,24 @@
 //! The JSON access log: one line per request on stdout.
 //!
-//! Request tasks format their line and hand it to a writer thread through a
-//! bounded channel, so no request ever waits on a stdout write. If stdout
-//! cannot keep up and the channel is full, lines are dropped and counted
-//! rather than slowing the proxy down.
+//! Request tasks format their line into a thread-local scratch buffer and
+//! append it to a shared batch under a short lock; a writer thread writes
+//! the batch every 50 ms, or as soon as it passes 64 KiB. So a request costs
+//! one memcpy, not a system call or a thread wake-up (nginx's
+//! `access_log ... buffer=64k flush=1s`, tighter). If stdout cannot keep up
+//! and 8 MiB are pending, lines are dropped and counted rather than slowing
+//! the proxy down or growing without bound.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::time::SystemTime;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+
+const FLUSH_AT: usize = 64 * 1024;
+const MAX_PENDING: usize = 8 * 1024 * 1024;
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 /// The fields of one line; borrowed so building it copies nothing.
 #[derive(Debug, Serialize)]
@@ -28,19 +36,34 @@ pub struct AccessRecord<'a> {
     pub route: Option<&'a str>,
 }
 
-pub struct AccessLog {
-    sender: Option<SyncSender<Vec<u8>>>,
+struct Shared {
+    batch: Mutex<Vec<u8>>,
+    wake: Condvar,
     dropped: AtomicU64,
+}
+
+pub struct AccessLog {
+    shared: Option<Arc<Shared>>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
 }
 
 impl AccessLog {
     /// A log writing to stdout from its own thread.
     pub fn stdout() -> Self {
-        let (tx, rx) = sync_channel::<Vec<u8>>(16 * 1024);
-        let spawned =
-            std::thread::Builder::new().name("access-log".into()).spawn(move || write_lines(rx, std::io::stdout()));
+        let shared = Arc::new(Shared {
+            batch: Mutex::new(Vec::with_capacity(FLUSH_AT * 2)),
+            wake: Condvar::new(),
+            dropped: AtomicU64::new(0),
+        });
+        let for_writer = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_batches(&for_writer, std::io::stdout()));
         match spawned {
-            Ok(_) => AccessLog { sender: Some(tx), dropped: AtomicU64::new(0) },
+            Ok(_) => AccessLog { shared: Some(shared) },
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the access-log thread; access logging is off");
                 AccessLog::disabled()
@@ -49,62 +72,105 @@ impl AccessLog {
     }
 
     pub fn disabled() -> Self {
-        AccessLog { sender: None, dropped: AtomicU64::new(0) }
+        AccessLog { shared: None }
     }
 
     pub fn enabled(&self) -> bool {
-        self.sender.is_some()
+        self.shared.is_some()
     }
 
     pub fn log(&self, record: &AccessRecord<'_>) {
-        let Some(tx) = &self.sender else { return };
-        let mut line = Vec::with_capacity(256);
-        if serde_json::to_writer(&mut line, record).is_err() {
-            return;
-        }
-        line.push(b'\n');
-        if let Err(TrySendError::Full(_)) = tx.try_send(line) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        let Some(shared) = &self.shared else { return };
+        SCRATCH.with(|scratch| {
+            let Ok(mut line) = scratch.try_borrow_mut() else { return };
+            line.clear();
+            if serde_json::to_writer(&mut *line, record).is_err() {
+                return;
+            }
+            line.push(b'\n');
+            let Ok(mut batch) = shared.batch.lock() else { return };
+            if batch.len() + line.len() > MAX_PENDING {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            batch.extend_from_slice(&line);
+            if batch.len() >= FLUSH_AT {
+                shared.wake.notify_one();
+            }
+        });
+    }
+
+    /// Write out whatever is pending now (used at shutdown).
+    pub fn flush(&self) {
+        let Some(shared) = &self.shared else { return };
+        let pending = match shared.batch.lock() {
+            Ok(mut b) => std::mem::take(&mut *b),
+            Err(_) => return,
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&pending);
+        let _ = out.flush();
     }
 
     /// Lines dropped because stdout was too slow.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.as_ref().map_or(0, |s| s.dropped.load(Ordering::Relaxed))
     }
 }
 
-/// Write lines as they come, flushing whenever the queue runs dry.
-fn write_lines(rx: Receiver<Vec<u8>>, out: impl Write) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    while let Ok(line) = rx.recv() {
-        if out.write_all(&line).is_err() {
-            return;
-        }
-        while let Ok(more) = rx.try_recv() {
-            if out.write_all(&more).is_err() {
-                return;
+/// Swap the batch out and write it, every `FLUSH_EVERY` or when woken.
+fn write_batches(shared: &Shared, out: impl Write) {
+    let mut out = out;
+    let mut spare: Vec<u8> = Vec::with_capacity(FLUSH_AT * 2);
+    loop {
+        {
+            let Ok(mut batch) = shared.batch.lock() else { return };
+            if batch.len() < FLUSH_AT {
+                batch = match shared.wake.wait_timeout(batch, FLUSH_EVERY) {
+                    Ok((b, _)) => b,
+                    Err(_) => return,
+                };
             }
+            std::mem::swap(&mut *batch, &mut spare);
         }
-        if out.flush().is_err() {
-            return;
+        if !spare.is_empty() {
+            // A broken stdout (closed pipe) must not take the proxy down: keep draining.
+            let _ = out.write_all(&spare);
+            let _ = out.flush();
+            spare.clear();
         }
     }
 }
 
 /// RFC 3339 UTC time with milliseconds, e.g. `2026-11-22T04:28:31.123Z`.
+/// The date part is formatted once per second per thread.
 pub fn rfc3339_now() -> String {
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
+    CACHED.with(|c| {
+        let Ok(mut c) = c.try_borrow_mut() else { return format_time(secs, now.subsec_millis()) };
+        if c.0 != secs {
+            *c = (secs, format_time(secs, 0)[..19].to_string());
+        }
+        let mut s = String::with_capacity(24);
+        s.push_str(&c.1);
+        s.push('.');
+        let ms = now.subsec_millis();
+        s.push(char::from(b'0' + (ms / 100) as u8));
+        s.push(char::from(b'0' + (ms / 10 % 10) as u8));
+        s.push(char::from(b'0' + (ms % 10) as u8));
+        s.push('Z');
+        s
+    })
+}
+
+fn format_time(secs: u64, millis: u32) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        now.subsec_millis()
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
@@ -124,6 +190,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_time_matches_a_fresh_format() {
+        let t = rfc3339_now();
+        assert_eq!(t.len(), 24);
+        assert!(t.ends_with('Z'));
+        assert_eq!(&t[10..11], "T");
+        assert_eq!(format_time(0, 7), "1970-01-01T00:00:00.007Z");
+    }
 
     #[test]
     fn dates() {

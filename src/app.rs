@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, ConfigErrors};
-use crate::metrics::{Metrics, ResultLabels};
+use crate::metrics::{Metrics, ResultLabels, RouteMetrics};
 use crate::proxy::request_id::RequestIds;
 use crate::state::{Snapshot, State};
 use crate::upstream::HealthChecker;
@@ -26,6 +26,8 @@ pub struct App {
     pub access_log: AccessLog,
     pub request_ids: RequestIds,
     pub health: HealthChecker,
+    /// Metric handles for requests that matched no route.
+    pub no_route_metrics: RouteMetrics,
     /// Where the config came from (`None` for the built-in demo config).
     pub config_path: Option<PathBuf>,
     /// TLS state (certificates, ACME challenges, redirects), set once at
@@ -45,6 +47,7 @@ impl App {
             access_log,
             request_ids: RequestIds::default(),
             health: HealthChecker::default(),
+            no_route_metrics: RouteMetrics::new(Arc::from(crate::proxy::exchange::NO_ROUTE)),
             config_path,
             tls: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),

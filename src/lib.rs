@@ -156,12 +156,12 @@ impl Running {
             }
         }
         tracing::info!("shutting down: draining in-flight requests");
+        let app = Arc::clone(&self.app);
         let drained = self.shutdown().await;
         if !drained {
             tracing::warn!("shutdown timeout reached with requests still in flight");
         }
-        // Give the access-log thread a moment to flush its last lines.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        app.access_log.flush();
         Ok(drained)
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::metrics::RouteMetrics;
 use crate::middleware::{self, Chain, Compiled};
 use crate::router::Router;
 use crate::upstream::Pool;
@@ -17,6 +18,7 @@ use crate::upstream::Pool;
 pub struct Route {
     /// Stable label for metrics and logs.
     pub name: Arc<str>,
+    pub metrics: RouteMetrics,
     pub prefix: String,
     pub strip_prefix: bool,
     pub preserve_host: bool,
@@ -75,8 +77,10 @@ impl Snapshot {
             let Some(pool) = pools.get(&spec.upstream) else {
                 continue;
             };
+            let name: Arc<str> = spec.name.as_str().into();
             let route = Arc::new(Route {
-                name: spec.name.as_str().into(),
+                metrics: RouteMetrics::new(Arc::clone(&name)),
+                name,
                 prefix: spec.prefix.clone(),
                 strip_prefix: spec.strip_prefix,
                 preserve_host: spec.preserve_host,

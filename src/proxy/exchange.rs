@@ -15,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use crate::access_log::{rfc3339_now, AccessRecord};
 use crate::app::App;
 use crate::body::{BoxError, ResponseBody};
-use crate::metrics::{method_label, Name, RequestLabels, RouteLabels};
+use crate::state::Route;
 
 /// Label for requests that matched no route.
 pub const NO_ROUTE: &str = "none";
@@ -28,24 +28,16 @@ pub struct Exchange {
     pub uri: Uri,
     pub host: Option<HeaderValue>,
     pub request_id: Option<HeaderValue>,
-    pub route: Option<Arc<str>>,
+    pub route: Option<Arc<Route>>,
     pub upstream: Option<Arc<str>>,
     pub status: u16,
 }
 
 impl Exchange {
     fn finish(&self, bytes: u64) {
-        let route = Name(self.route.clone().unwrap_or_else(|| Arc::from(NO_ROUTE)));
-        let m = &self.app.metrics;
-        m.http_requests
-            .get_or_create(&RequestLabels {
-                route: route.clone(),
-                method: method_label(&self.method),
-                code: self.status,
-            })
-            .inc();
         let elapsed = self.start.elapsed();
-        m.http_request_duration.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+        let route_metrics = self.route.as_ref().map_or(&self.app.no_route_metrics, |r| &r.metrics);
+        route_metrics.record(&self.app.metrics, &self.method, self.status, elapsed.as_secs_f64());
         if self.app.access_log.enabled() {
             let host = self.host.as_ref().and_then(|h| h.to_str().ok()).or_else(|| self.uri.host()).unwrap_or("");
             self.app.access_log.log(&AccessRecord {
@@ -59,7 +51,7 @@ impl Exchange {
                 duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
                 upstream: self.upstream.as_deref(),
                 request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
-                route: self.route.as_deref(),
+                route: self.route.as_ref().map(|r| &*r.name),
             });
         }
     }

@@ -20,7 +20,6 @@ use super::error::ProxyError;
 use super::exchange::Exchange;
 use crate::app::App;
 use crate::body::RequestBody;
-use crate::metrics::{Name, UpstreamCodeLabels};
 use crate::upstream::{InFlightGuard, Pool, Server, Transition};
 
 /// How an attempt failed.
@@ -77,7 +76,7 @@ pub async fn send(
                 .await;
         let failure = match sent {
             Ok(Ok(resp)) => {
-                count(app, pool, server, resp.status().as_u16());
+                count(app, server, resp.status().as_u16());
                 log_transition(pool, server, server.record_success(), "request succeeded");
                 return Ok((resp, guard));
             }
@@ -91,7 +90,7 @@ pub async fn send(
                 Failure::AfterSend(ProxyError::Timeout)
             }
         };
-        count(app, pool, server, 0);
+        count(app, server, 0);
         log_transition(pool, server, server.record_failure(&pool.spec.passive), "live traffic failures");
         let (error, retry_safe) = match failure {
             Failure::BeforeSend(e) => (e, true),
@@ -103,15 +102,8 @@ pub async fn send(
     }
 }
 
-fn count(app: &App, pool: &Pool, server: &Server, code: u16) {
-    app.metrics
-        .upstream_requests
-        .get_or_create(&UpstreamCodeLabels {
-            upstream: Name(Arc::clone(&pool.name)),
-            server: Name(Arc::clone(&server.label)),
-            code,
-        })
-        .inc();
+fn count(app: &App, server: &Server, code: u16) {
+    server.metrics.count(&app.metrics, code);
 }
 
 fn log_transition(pool: &Pool, server: &Server, t: Option<Transition>, reason: &str) {

@@ -64,7 +64,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
 
 /// Facts about the client side that the upstream is told.
 pub struct Forwarded<'a> {
-    pub client_ip: IpAddr,
+    /// The client address, already a header value (see [`ip_header_value`]).
+    pub client_ip: &'a HeaderValue,
     pub proto: &'static str,
     pub host: &'a str,
 }
@@ -72,7 +73,7 @@ pub struct Forwarded<'a> {
 /// Append the client to `X-Forwarded-For` and set `X-Forwarded-Proto`,
 /// `X-Forwarded-Host` and `X-Real-IP`.
 pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    let ip = ip_header_value(f.client_ip);
+    let ip = f.client_ip.clone();
     let mut prev = String::new();
     for v in headers.get_all(&X_FORWARDED_FOR) {
         let Ok(v) = v.to_str() else { continue };
@@ -101,7 +102,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     headers.insert(X_REAL_IP.clone(), ip);
 }
 
-fn ip_header_value(ip: IpAddr) -> HeaderValue {
+pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
     // An IP address only holds characters valid in a header value.
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
@@ -144,7 +145,7 @@ mod tests {
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         add_forwarded(
             &mut h,
-            &Forwarded { client_ip: "192.0.2.7".parse().unwrap(), proto: "https", host: "a.example" },
+            &Forwarded { client_ip: &ip_header_value("192.0.2.7".parse().unwrap()), proto: "https", host: "a.example" },
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 192.0.2.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");

@@ -30,15 +30,28 @@ use error::ProxyError;
 use exchange::{Exchange, TrackedBody};
 use headers::{add_forwarded, strip_hop_by_hop, Forwarded, X_REQUEST_ID};
 
-/// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+/// Facts about the client connection a request arrived on, worked out
+/// once per connection.
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The client address as a header value (`X-Real-IP`, `X-Forwarded-For`).
+    pub ip_header: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        ConnInfo { peer, tls, ip_header: headers::ip_header_value(peer.ip()) }
+    }
 }
 
 /// The hyper service function for the proxy listeners.
-pub async fn serve(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Result<Response<TrackedBody>, Infallible> {
+pub async fn serve(
+    app: Arc<App>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<TrackedBody>, Infallible> {
     let snapshot = app.state.load();
     let mut ex = Box::new(Exchange {
         app: Arc::clone(&app),
@@ -52,7 +65,7 @@ pub async fn serve(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Res
         upstream: None,
         status: 0,
     });
-    let mut resp = match proxy(&app, &snapshot, conn, req, &mut ex).await {
+    let mut resp = match proxy(&app, &snapshot, &conn, req, &mut ex).await {
         Ok(r) => r,
         Err(e) => e.response(),
     };
@@ -67,7 +80,7 @@ pub async fn serve(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Res
 async fn proxy(
     app: &App,
     snapshot: &Snapshot,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
     ex: &mut Exchange,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -103,7 +116,7 @@ async fn proxy(
     let path = normalize_path(raw_path).map_err(|_| ProxyError::BadPath)?;
     let found = snapshot.router.lookup(host_str, &path).ok_or(ProxyError::NoRoute)?;
     let route: &Arc<Route> = found.value;
-    ex.route = Some(Arc::clone(&route.name));
+    ex.route = Some(Arc::clone(route));
 
     let upstream_pq = upstream_path(&req, &path, route, found.prefix_len)?;
     let client_upgrade = rewrite_request_headers(&mut req, &host, host_str, conn);
@@ -177,14 +190,14 @@ fn rewrite_request_headers(
     req: &mut Request<Incoming>,
     host: &HeaderValue,
     host_str: &str,
-    conn: ConnInfo,
+    conn: &ConnInfo,
 ) -> Option<HeaderValue> {
     let is_h1 = req.version() <= Version::HTTP_11;
     let headers = req.headers_mut();
     let upgrade = strip_hop_by_hop(headers).filter(|_| is_h1);
     add_forwarded(
         headers,
-        &Forwarded { client_ip: conn.peer.ip(), proto: if conn.tls { "https" } else { "http" }, host: host_str },
+        &Forwarded { client_ip: &conn.ip_header, proto: if conn.tls { "https" } else { "http" }, host: host_str },
     );
     if !headers.contains_key(header::HOST) {
         headers.insert(header::HOST, host.clone());

@@ -4,10 +4,10 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::Service;
@@ -19,22 +19,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::BoxError;
 
-/// When a connection last moved bytes, and whether a request is being
-/// handled on it; together they say whether it is idle.
+/// Whether a connection has moved bytes lately, and whether a request is
+/// being handled on it; together they say whether it is idle. Reads and
+/// writes only set a flag (no clock read on the hot path); the idle timer
+/// samples and clears it a few times per timeout period.
 #[derive(Debug, Default)]
 pub struct Activity {
-    last_ms: AtomicU64,
+    moved: AtomicBool,
     requests: AtomicUsize,
-}
-
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl Activity {
     fn touch(&self) {
-        self.last_ms.store(now_ms(), Ordering::Relaxed);
+        self.moved.store(true, Ordering::Relaxed);
     }
 
     /// Mark a request as in progress until the guard drops.
@@ -43,16 +40,22 @@ impl Activity {
         RequestGuard(Arc::clone(self))
     }
 
-    /// Resolves once the connection has been idle for `limit`.
+    /// Resolves once the connection has been idle for about `limit`
+    /// (within a quarter of it).
     async fn idle_for(&self, limit: Duration) {
-        let limit_ms = limit.as_millis() as u64;
+        let tick = (limit / 4).max(Duration::from_millis(10));
+        let mut idle = Duration::ZERO;
         loop {
-            let idle = now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed));
-            if idle >= limit_ms && self.requests.load(Ordering::Relaxed) == 0 {
-                return;
+            tokio::time::sleep(tick).await;
+            let moved = self.moved.swap(false, Ordering::Relaxed);
+            if moved || self.requests.load(Ordering::Relaxed) > 0 {
+                idle = Duration::ZERO;
+            } else {
+                idle += tick;
+                if idle >= limit {
+                    return;
+                }
             }
-            let wait = limit_ms.saturating_sub(idle).max(limit_ms / 4).max(10);
-            tokio::time::sleep(Duration::from_millis(wait)).await;
         }
     }
 }

@@ -128,7 +128,7 @@ impl Serving {
 
     async fn serve_plain(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo { peer, tls: false };
+        let info = ConnInfo::new(peer, false);
         self.serve_io(stream, info).await;
     }
 
@@ -140,9 +140,11 @@ impl Serving {
         let activity = Arc::new(Activity::default());
         let app = Arc::clone(&self.app);
         let act = Arc::clone(&activity);
+        let info = Arc::new(info);
         let service = service_fn(move |req| {
             let guard = act.begin();
             let app = Arc::clone(&app);
+            let info = Arc::clone(&info);
             async move {
                 let r = proxy::serve(app, info, req).await;
                 drop(guard);

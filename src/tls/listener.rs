@@ -88,5 +88,5 @@ async fn serve_tls(
         return;
     }
     count("success");
-    serving.serve_io(tls_stream, ConnInfo { peer, tls: true }).await;
+    serving.serve_io(tls_stream, ConnInfo::new(peer, true)).await;
 }

@@ -87,7 +87,9 @@ mod tests {
         weights
             .iter()
             .enumerate()
-            .map(|(i, w)| Arc::new(Server::new(UpstreamAddr(format!("127.0.0.1:{}", 7000 + i)), *w).unwrap()))
+            .map(|(i, w)| {
+                Arc::new(Server::new(&Arc::from("test"), UpstreamAddr(format!("127.0.0.1:{}", 7000 + i)), *w).unwrap())
+            })
             .collect()
     }
 

@@ -22,6 +22,7 @@ impl Pool {
     /// Build a pool, taking over server state and the client from `previous`
     /// (the pool of the same name in the running snapshot) where they fit.
     pub fn build(spec: &UpstreamSpec, previous: Option<&Pool>) -> Result<Pool, String> {
+        let name: Arc<str> = spec.name.as_str().into();
         let servers = spec
             .servers
             .iter()
@@ -31,7 +32,7 @@ impl Pool {
                 {
                     return Ok(Arc::clone(old));
                 }
-                Server::new(s.addr.clone(), s.weight)
+                Server::new(&name, s.addr.clone(), s.weight)
                     .map(Arc::new)
                     .map_err(|e| format!("upstream {:?}: server {}: {e}", spec.name, s.addr.0))
             })
@@ -43,7 +44,7 @@ impl Pool {
             _ => client::build(client_settings),
         };
         Ok(Pool {
-            name: spec.name.as_str().into(),
+            name,
             balancer: Balancer::new(spec.balance, servers.len()),
             servers,
             spec: spec.clone(),

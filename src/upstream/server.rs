@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use http::uri::Authority;
 
 use crate::config::{PassiveHealth, UpstreamAddr};
+use crate::metrics::ServerMetrics;
 
 /// The longest passive ejection, however often a server fails.
 const MAX_EJECTION_DOUBLINGS: u32 = 5;
@@ -25,6 +26,8 @@ pub struct Server {
     pub weight: u32,
     /// The address as a metrics label.
     pub label: Arc<str>,
+    /// Counter handles for this server's exchanges.
+    pub metrics: ServerMetrics,
     /// Requests sent and whose response body has not ended yet.
     in_flight: AtomicUsize,
     /// Verdict of the active probes.
@@ -51,13 +54,14 @@ pub enum Transition {
 }
 
 impl Server {
-    pub fn new(addr: UpstreamAddr, weight: u32) -> Result<Self, http::uri::InvalidUri> {
+    pub fn new(pool: &Arc<str>, addr: UpstreamAddr, weight: u32) -> Result<Self, http::uri::InvalidUri> {
         let authority = Authority::try_from(addr.0.as_str())?;
-        let label = Arc::from(addr.0.as_str());
+        let label: Arc<str> = Arc::from(addr.0.as_str());
         Ok(Server {
             addr,
             authority,
             weight,
+            metrics: ServerMetrics::new(Arc::clone(pool), Arc::clone(&label)),
             label,
             in_flight: AtomicUsize::new(0),
             probe_healthy: AtomicBool::new(true),
@@ -158,7 +162,7 @@ mod tests {
     use super::*;
 
     fn server() -> Server {
-        Server::new(UpstreamAddr("127.0.0.1:1".into()), 1).unwrap()
+        Server::new(&Arc::from("test"), UpstreamAddr("127.0.0.1:1".into()), 1).unwrap()
     }
 
     #[test]
