@@ -1,0 +1,295 @@
+//! Validation: turn the raw file types into runtime [`Config`] types,
+//! collecting every problem (with its position) instead of stopping at the
+//! first, and checking every cross-reference.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawRoute, RawUpstream};
+use super::*;
+
+/// Collects every problem rather than stopping at the first.
+pub(super) struct Compiler<'a> {
+    path: &'a Path,
+    /// Offsets -> line:col for the spans kept on routes and middleware.
+    lines: LineIndex<'a>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Compiler<'a> {
+    pub(super) fn new(path: &'a Path, text: &'a str) -> Self {
+        Compiler { path, lines: LineIndex::new(text), errors: Vec::new() }
+    }
+
+    fn err(&mut self, span: Option<Range<usize>>, msg: impl Into<String>) {
+        let (line, col) = span.map(|s| self.lines.line_col(s.start)).unwrap_or((1, 1));
+        self.errors.push(ConfigError { path: self.path.to_path_buf(), line, col, message: msg.into() });
+    }
+
+    fn int_in<T: TryFrom<i64>>(
+        &mut self,
+        v: &Option<serde_spanned::Spanned<i64>>,
+        name: &str,
+        lo: i64,
+        hi: i64,
+        default: T,
+    ) -> T {
+        match v {
+            None => default,
+            Some(s) if (lo..=hi).contains(s.get_ref()) => T::try_from(*s.get_ref()).unwrap_or(default),
+            Some(s) => {
+                self.err(Some(s.span()), format!("{name} must be between {lo} and {hi}, got {}", s.get_ref()));
+                default
+            }
+        }
+    }
+
+    pub(super) fn compile(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
+        let listen = Listen {
+            http: Some(raw.listen.http.map(|a| a.0).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 80)))),
+            https: raw.listen.https.map(|a| a.0),
+            admin: Some(raw.listen.admin.map(|a| a.0).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)))),
+        };
+        let s = &raw.server;
+        let server = ServerSettings {
+            workers: s.workers.as_ref().map(|_| self.int_in(&s.workers, "workers", 1, 1024, 1usize)),
+            shutdown_timeout: s.shutdown_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+            client_header_timeout: s.client_header_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+            idle_timeout: s.idle_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
+            max_connections: self.int_in(&s.max_connections, "max_connections", 1, 10_000_000, 100_000usize),
+            max_header_bytes: s.max_header_bytes.map(|b| b.0 as usize).unwrap_or(64 * 1024),
+            h2_max_concurrent_streams: self.int_in(
+                &s.h2_max_concurrent_streams,
+                "h2_max_concurrent_streams",
+                1,
+                10_000,
+                256u32,
+            ),
+            request_id: s.request_id.unwrap_or(true),
+            access_log: s.access_log.unwrap_or(true),
+        };
+        if server.max_header_bytes < 8192 {
+            self.err(None, "server.max_header_bytes must be at least 8192");
+        }
+
+        let tls = raw.tls.as_ref().map(|t| {
+            let t = t.get_ref();
+            let unknown_sni = match t.unknown_sni.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+                None | Some(("default", _)) => UnknownSni::DefaultCert,
+                Some(("reject", _)) => UnknownSni::Reject,
+                Some((other, sp)) => {
+                    self.err(Some(sp), format!("unknown_sni must be \"default\" or \"reject\", got {other:?}"));
+                    UnknownSni::DefaultCert
+                }
+            };
+            TlsSettings {
+                certs_dir: self.relative(t.certs_dir.as_deref().unwrap_or("certs")),
+                redirect_http: t.redirect_http.unwrap_or(true),
+                unknown_sni,
+            }
+        });
+        let acme = raw.acme.as_ref().map(|a| {
+            let a = a.get_ref();
+            let challenge = match a.challenge.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+                None | Some(("tls-alpn-01", _)) => AcmeChallenge::TlsAlpn01,
+                Some(("http-01", _)) => AcmeChallenge::Http01,
+                Some((other, sp)) => {
+                    self.err(Some(sp), format!("challenge must be \"tls-alpn-01\" or \"http-01\", got {other:?}"));
+                    AcmeChallenge::TlsAlpn01
+                }
+            };
+            let directory = match a.directory.as_deref() {
+                None | Some("production") | Some("letsencrypt") => LETS_ENCRYPT_PRODUCTION.to_string(),
+                Some("staging") | Some("letsencrypt-staging") => LETS_ENCRYPT_STAGING.to_string(),
+                Some(url) => url.to_string(),
+            };
+            AcmeSettings {
+                email: a.email.clone(),
+                directory,
+                challenge,
+                renew_before: a.renew_before.map(|d| d.0),
+                ca_cert: a.ca_cert.as_deref().map(|p| self.relative(p)),
+            }
+        });
+        let upstreams: Vec<UpstreamSpec> = raw.upstreams.iter().map(|(name, u)| self.upstream(name, u)).collect();
+        let middleware: BTreeMap<String, MiddlewareSpec> = raw
+            .middleware
+            .iter()
+            .map(|(name, m)| {
+                let (line, col) = self.lines.line_col(m.span().start);
+                (
+                    name.clone(),
+                    MiddlewareSpec {
+                        name: name.clone(),
+                        kind: m.get_ref().clone(),
+                        line,
+                        col,
+                        base_dir: self.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                    },
+                )
+            })
+            .collect();
+        let routes = self.routes(&raw.routes, &upstreams, &middleware);
+
+        if self.errors.is_empty() {
+            Ok(Config { source: self.path.to_path_buf(), listen, server, tls, acme, upstreams, middleware, routes })
+        } else {
+            self.errors.sort_by_key(|e| (e.line, e.col));
+            Err(ConfigErrors(self.errors))
+        }
+    }
+
+    /// Paths in the file are relative to the file's directory.
+    fn relative(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    fn upstream(&mut self, name: &str, u: &serde_spanned::Spanned<RawUpstream>) -> UpstreamSpec {
+        let span = u.span();
+        let u = u.get_ref();
+        let balance = match u.balance.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
+            None | Some(("round_robin", _)) => Balance::RoundRobin,
+            Some(("least_conn", _)) => Balance::LeastConn,
+            Some((other, sp)) => {
+                self.err(Some(sp), format!("balance must be \"round_robin\" or \"least_conn\", got {other:?}"));
+                Balance::RoundRobin
+            }
+        };
+        let servers: Vec<ServerSpec> =
+            u.servers.get_ref().iter().map(|s| ServerSpec { addr: s.addr.clone(), weight: s.weight }).collect();
+        if servers.is_empty() {
+            self.err(Some(u.servers.span()), format!("upstream {name:?} has no servers"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &servers {
+            if !seen.insert(&s.addr) {
+                self.err(
+                    Some(u.servers.span()),
+                    format!("upstream {name:?} lists server {} twice; use weight instead", s.addr.0),
+                );
+            }
+        }
+        let health = u.health.as_ref().map(|h| {
+            let hs = h.span();
+            let h = h.get_ref();
+            let path = h.path.clone().unwrap_or_else(|| "/".to_string());
+            if !path.starts_with('/') {
+                self.err(Some(hs.clone()), format!("health path must start with '/', got {path:?}"));
+            }
+            let expected_status = match &h.expected_status {
+                None => (200, 399),
+                Some(r) => match r.get_ref().as_slice() {
+                    [lo, hi] if (100..=599).contains(lo) && lo <= hi && *hi <= 599 => (*lo, *hi),
+                    _ => {
+                        self.err(Some(r.span()), "expected_status must be [LOW, HIGH] with 100 <= LOW <= HIGH <= 599");
+                        (200, 399)
+                    }
+                },
+            };
+            HealthSpec {
+                path,
+                interval: h.interval.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+                timeout: h.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
+                healthy_threshold: self.int_in(&h.healthy_threshold, "healthy_threshold", 1, 100, 2u32),
+                unhealthy_threshold: self.int_in(&h.unhealthy_threshold, "unhealthy_threshold", 1, 100, 3u32),
+                host: h.host.clone(),
+                expected_status,
+            }
+        });
+        if let Some(h) = &health {
+            if h.interval.is_zero() || h.timeout.is_zero() {
+                self.err(Some(span.clone()), "health interval and timeout must be greater than zero");
+            }
+        }
+        UpstreamSpec {
+            name: name.to_string(),
+            balance,
+            servers,
+            health,
+            connect_timeout: u.connect_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+            response_timeout: u.response_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
+            retries: self.int_in(&u.retries, "retries", 0, 10, 1u32),
+            passive: PassiveHealth {
+                max_fails: self.int_in(&u.max_fails, "max_fails", 0, 1000, 3u32),
+                fail_timeout: u.fail_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+            },
+            max_idle_per_server: self.int_in(&u.max_idle_per_server, "max_idle_per_server", 0, 100_000, 256usize),
+        }
+    }
+
+    fn routes(
+        &mut self,
+        raw: &[serde_spanned::Spanned<RawRoute>],
+        upstreams: &[UpstreamSpec],
+        middleware: &BTreeMap<String, MiddlewareSpec>,
+    ) -> Vec<RouteSpec> {
+        let mut out = Vec::with_capacity(raw.len());
+        let mut seen: HashMap<(HostPattern, String), (usize, usize)> = HashMap::new();
+        let mut names: HashMap<String, (usize, usize)> = HashMap::new();
+        for r in raw {
+            let span = r.span();
+            let (line, col) = self.lines.line_col(span.start);
+            let r = r.get_ref();
+            let host = match &r.host {
+                None => HostPattern::Any,
+                Some(h) => HostPattern::parse(h.get_ref()).unwrap_or_else(|e| {
+                    self.err(Some(h.span()), e);
+                    HostPattern::Any
+                }),
+            };
+            let prefix = match &r.path {
+                None => String::new(),
+                Some(p) => {
+                    let v = p.get_ref();
+                    if !v.starts_with('/') || v.contains(['?', '#', ' ']) || v.contains("//") {
+                        self.err(
+                            Some(p.span()),
+                            format!("invalid path {v:?}; expected a prefix such as \"/\" or \"/api/\""),
+                        );
+                    }
+                    v.trim_end_matches('/').to_string()
+                }
+            };
+            let display_path = if prefix.is_empty() { "/".to_string() } else { format!("{prefix}/") };
+            let name = r.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| format!("{host}{display_path}"));
+            if let Some((l, c)) = seen.insert((host.clone(), prefix.clone()), (line, col)) {
+                self.err(
+                    Some(span.clone()),
+                    format!("duplicate route: host {host} and path {display_path} are already routed at line {l}, column {c}"),
+                );
+            } else if let Some((l, c)) = names.insert(name.clone(), (line, col)) {
+                let sp = r.name.as_ref().map(|n| n.span()).unwrap_or(span.clone());
+                self.err(Some(sp), format!("route name {name:?} is already used by the route at line {l}, column {c}"));
+            }
+            let upstream = r.upstream.get_ref();
+            if !upstreams.iter().any(|u| &u.name == upstream) {
+                self.err(Some(r.upstream.span()), format!("route names unknown upstream {upstream:?}"));
+            }
+            for m in &r.middleware {
+                if !middleware.contains_key(m.get_ref()) {
+                    self.err(Some(m.span()), format!("route names unknown middleware {:?}", m.get_ref()));
+                }
+            }
+            out.push(RouteSpec {
+                name,
+                host,
+                prefix,
+                strip_prefix: r.strip_prefix,
+                upstream: upstream.clone(),
+                middleware: r.middleware.iter().map(|m| m.get_ref().clone()).collect(),
+                preserve_host: r.preserve_host.unwrap_or(true),
+                line,
+                col,
+            });
+        }
+        out
+    }
+}
