@@ -135,7 +135,14 @@ fn bench_headers(c: &mut Criterion) {
         b.iter(|| {
             let mut h = template.clone();
             strip_hop_by_hop(&mut h);
-            add_forwarded(&mut h, &Forwarded { client_ip: &client_ip, proto: "https", host: "app.example.com" });
+            add_forwarded(
+                &mut h,
+                &Forwarded {
+                    client_ip: &client_ip,
+                    proto: "https",
+                    host_header: &http::HeaderValue::from_static("app.example.com"),
+                },
+            );
             h
         })
     });

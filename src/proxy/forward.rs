@@ -44,16 +44,20 @@ pub async fn send(
     // Keep a copy of the head only when a second attempt is possible.
     let spare = (max_attempts > 1).then(|| clone_head(&parts));
     let mut body = Some(body);
-    let mut tried: Vec<usize> = Vec::with_capacity(max_attempts);
+    // At most 11 attempts (retries <= 10): a stack array, no allocation.
+    let mut tried_buf = [0usize; 11];
+    let mut attempts = 0usize;
     loop {
-        let Some(idx) = pool.pick(&tried) else {
+        let tried = &tried_buf[..attempts];
+        let Some(idx) = pool.pick(tried) else {
             return Err(if tried.is_empty() { ProxyError::NoServer } else { ProxyError::Connect });
         };
-        tried.push(idx);
+        tried_buf[attempts.min(tried_buf.len() - 1)] = idx;
+        attempts += 1;
         let server = &pool.servers[idx];
         ex.upstream = Some(Arc::clone(&server.label));
         let mut head = match &spare {
-            Some(p) if tried.len() > 1 => clone_head(p),
+            Some(p) if attempts > 1 => clone_head(p),
             _ => std::mem::replace(&mut parts, Request::new(()).into_parts().0),
         };
         head.uri = Uri::builder()
@@ -96,7 +100,7 @@ pub async fn send(
             Failure::BeforeSend(e) => (e, true),
             Failure::AfterSend(e) => (e, idempotent && e != ProxyError::Timeout),
         };
-        if !(retry_safe && bodiless && tried.len() < max_attempts) {
+        if !(retry_safe && bodiless && attempts < max_attempts.min(tried_buf.len())) {
             return Err(error);
         }
     }

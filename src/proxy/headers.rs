@@ -64,10 +64,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
 
 /// Facts about the client side that the upstream is told.
 pub struct Forwarded<'a> {
+    /// The request's host as received (becomes `X-Forwarded-Host`).
+    pub host_header: &'a HeaderValue,
     /// The client address, already a header value (see [`ip_header_value`]).
     pub client_ip: &'a HeaderValue,
     pub proto: &'static str,
-    pub host: &'a str,
 }
 
 /// Append the client to `X-Forwarded-For` and set `X-Forwarded-Proto`,
@@ -96,9 +97,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     headers.remove(&X_FORWARDED_FOR);
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
-    if let Ok(h) = HeaderValue::from_str(f.host) {
-        headers.insert(X_FORWARDED_HOST.clone(), h);
-    }
+    headers.insert(X_FORWARDED_HOST.clone(), f.host_header.clone());
     headers.insert(X_REAL_IP.clone(), ip);
 }
 
@@ -145,7 +144,11 @@ mod tests {
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         add_forwarded(
             &mut h,
-            &Forwarded { client_ip: &ip_header_value("192.0.2.7".parse().unwrap()), proto: "https", host: "a.example" },
+            &Forwarded {
+                host_header: &HeaderValue::from_static("a.example"),
+                client_ip: &ip_header_value("192.0.2.7".parse().unwrap()),
+                proto: "https",
+            },
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 192.0.2.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");

@@ -119,7 +119,7 @@ async fn proxy(
     ex.route = Some(Arc::clone(route));
 
     let upstream_pq = upstream_path(&req, &path, route, found.prefix_len)?;
-    let client_upgrade = rewrite_request_headers(&mut req, &host, host_str, conn);
+    let client_upgrade = rewrite_request_headers(&mut req, &host, conn);
     let mut req = req.map(RequestBody::from);
     let on_client_upgrade = client_upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
@@ -186,18 +186,13 @@ fn upstream_path(
 
 /// Strip hop-by-hop headers, add the forwarding ones, and keep `Host`.
 /// Returns the requested upgrade protocol, if any.
-fn rewrite_request_headers(
-    req: &mut Request<Incoming>,
-    host: &HeaderValue,
-    host_str: &str,
-    conn: &ConnInfo,
-) -> Option<HeaderValue> {
+fn rewrite_request_headers(req: &mut Request<Incoming>, host: &HeaderValue, conn: &ConnInfo) -> Option<HeaderValue> {
     let is_h1 = req.version() <= Version::HTTP_11;
     let headers = req.headers_mut();
     let upgrade = strip_hop_by_hop(headers).filter(|_| is_h1);
     add_forwarded(
         headers,
-        &Forwarded { client_ip: &conn.ip_header, proto: if conn.tls { "https" } else { "http" }, host: host_str },
+        &Forwarded { host_header: host, client_ip: &conn.ip_header, proto: if conn.tls { "https" } else { "http" } },
     );
     if !headers.contains_key(header::HOST) {
         headers.insert(header::HOST, host.clone());
