@@ -286,28 +286,7 @@ async fn cors_in_a_real_browser() {
     let allowed = Upstream::serve_on(allowed_l, serve_page.clone());
     let denied = Upstream::serve_on(denied_l, serve_page);
     let read = |url: String| async move {
-        let dir = tempfile::tempdir().unwrap();
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new("chromium")
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--virtual-time-budget=10000",
-                    "--dump-dom",
-                ])
-                .arg(format!("--user-data-dir={}", dir.path().display()))
-                .arg(url)
-                .output()
-        })
-        .await
-        .unwrap()
-        .expect("chromium is needed for this test (scripts/test installs it)");
+        let out = tokio::task::spawn_blocking(move || chromium(&url, &["--dump-dom"])).await.unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let dom = read(format!("http://{}/", allowed.addr)).await;

@@ -2,36 +2,9 @@
 //! live `/api/status` data, with a screenshot kept for people to look at.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::util::*;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn chromium(url: &str, extra: &[&str]) -> std::process::Output {
-    if !Path::new(CHROMIUM).exists() {
-        panic!("{CHROMIUM} is needed for this test; install it with `apt-get install chromium` (the test script does)");
-    }
-    let profile = tempfile::tempdir().unwrap();
-    Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(url)
-        .output()
-        .unwrap()
-}
 
 fn artifacts() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
