@@ -96,6 +96,13 @@ impl App {
                     "[listen] addresses changed; listeners are not re-bound on reload, restart to apply",
                 )]));
             }
+            let restart_only = restart_only_changes(&current.config, &config);
+            if !restart_only.is_empty() {
+                tracing::warn!(
+                    sections = %restart_only.join(", "),
+                    "these settings are read at start only; the running values stay until a restart"
+                );
+            }
             Snapshot::compile(config, Some(&current))
         });
         let mut status = ReloadStatus { time: Some(crate::access_log::rfc3339_now()), ok: true, errors: vec![] };
@@ -123,4 +130,29 @@ impl App {
         }
         ret
     }
+}
+
+/// Sections a reload accepts but that only take effect on restart: the
+/// runtime, listeners' connection settings, certificates and ACME.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let (a, b) = (&old.server, &new.server);
+    if a.workers != b.workers
+        || a.shutdown_timeout != b.shutdown_timeout
+        || a.client_header_timeout != b.client_header_timeout
+        || a.idle_timeout != b.idle_timeout
+        || a.max_connections != b.max_connections
+        || a.max_header_bytes != b.max_header_bytes
+        || a.h2_max_concurrent_streams != b.h2_max_concurrent_streams
+        || a.access_log != b.access_log
+    {
+        changed.push("[server]");
+    }
+    if old.tls != new.tls {
+        changed.push("[tls]");
+    }
+    if old.acme != new.acme {
+        changed.push("[acme]");
+    }
+    changed
 }

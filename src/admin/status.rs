@@ -52,7 +52,7 @@ pub fn status_json(app: &App) -> Value {
         .map(|p| {
             json!({
                 "name": &*p.name,
-                "balance": format!("{:?}", p.spec.balance),
+                "balance": match p.spec.balance { crate::config::Balance::RoundRobin => "round_robin", crate::config::Balance::LeastConn => "least_conn" },
                 "servers": p.servers.iter().map(|s| json!({
                     "addr": s.addr.0,
                     "weight": s.weight,
