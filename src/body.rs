@@ -93,7 +93,18 @@ impl ResponseBody {
     }
 
     pub fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
+        if body.is_end_stream() {
+            // No body to stream (HEAD, 204, 304, empty): done already.
+            guard.release();
+            return ResponseBody::Upstream { body, guard: None };
+        }
         ResponseBody::Upstream { body, guard: Some(guard) }
+    }
+}
+
+fn release(guard: &mut Option<InFlightGuard>) {
+    if let Some(g) = guard.take() {
+        g.release();
     }
 }
 
@@ -103,12 +114,18 @@ impl Body for ResponseBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ResponseBodyProj::Upstream { body, guard } => {
-                let polled = body.poll_frame(cx);
-                if let Poll::Ready(None | Some(Err(_))) = &polled {
-                    // The exchange is over: free the server's slot now rather
-                    // than when the connection gets around to dropping us.
-                    guard.take();
+            ResponseBodyProj::Upstream { mut body, guard } => {
+                let polled = body.as_mut().poll_frame(cx);
+                // The exchange is over: free the server's slot now rather
+                // than when the connection gets around to dropping us, and
+                // hand a cleanly finished upstream connection back. hyper
+                // stops polling once `is_end_stream` says so, hence the check
+                // after a data frame.
+                match &polled {
+                    Poll::Ready(None) => release(guard),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => release(guard),
+                    Poll::Ready(Some(Err(_))) => drop(guard.take()),
+                    _ => {}
                 }
                 polled.map_err(Into::into)
             }

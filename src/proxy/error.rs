@@ -21,8 +21,6 @@ pub enum ProxyError {
     Broken,
     #[error("upstream did not answer in time")]
     Timeout,
-    #[error("invalid upstream request")]
-    BadUpstreamRequest,
     #[error("request body over the limit")]
     BodyTooLarge,
 }
@@ -33,7 +31,7 @@ impl ProxyError {
             ProxyError::BadHost | ProxyError::BadPath => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect | ProxyError::Broken | ProxyError::BadUpstreamRequest => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect | ProxyError::Broken => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }

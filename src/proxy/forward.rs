@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
@@ -20,7 +20,7 @@ use super::error::ProxyError;
 use super::exchange::Exchange;
 use crate::app::App;
 use crate::body::RequestBody;
-use crate::upstream::{InFlightGuard, Pool, Server, Transition};
+use crate::upstream::{InFlightGuard, Pool, SendError, Server, Transition};
 
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,12 +60,8 @@ pub async fn send(
             Some(p) if attempts > 1 => clone_head(p),
             _ => std::mem::replace(&mut parts, Request::new(()).into_parts().0),
         };
-        head.uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(server.authority.clone())
-            .path_and_query(path.clone())
-            .build()
-            .map_err(|_| ProxyError::BadUpstreamRequest)?;
+        // Origin-form: the connection is to the server itself.
+        head.uri = Uri::from(path.clone());
         if !head.headers.contains_key(header::HOST) {
             // preserve_host = false: name the server.
             if let Ok(v) = HeaderValue::from_str(server.authority.as_str()) {
@@ -74,12 +70,15 @@ pub async fn send(
         }
         let idempotent = is_idempotent(&head.method);
         let attempt_body = body.take().unwrap_or_else(RequestBody::empty);
-        let guard = server.start_request();
-        let sent =
-            tokio::time::timeout(pool.response_timeout(), pool.client.request(Request::from_parts(head, attempt_body)))
-                .await;
+        let mut guard = server.start_request();
+        let sent = tokio::time::timeout(
+            pool.response_timeout(),
+            pool.client.request(server, Request::from_parts(head, attempt_body)),
+        )
+        .await;
         let failure = match sent {
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, conn))) => {
+                guard.attach(conn);
                 count(app, server, resp.status().as_u16());
                 log_transition(pool, server, server.record_success(), "request succeeded");
                 return Ok((resp, guard));
@@ -135,23 +134,13 @@ fn clone_head(p: &Parts) -> Parts {
     r.into_parts().0
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> Failure {
-    if e.is_connect() {
-        let timed_out = io_kind(e) == Some(std::io::ErrorKind::TimedOut) || error_chain(e).contains("timed out");
-        return Failure::BeforeSend(if timed_out { ProxyError::Timeout } else { ProxyError::Connect });
+fn classify(e: &SendError) -> Failure {
+    match e {
+        SendError::ConnectTimeout => Failure::BeforeSend(ProxyError::Timeout),
+        SendError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => Failure::BeforeSend(ProxyError::Timeout),
+        SendError::Connect(_) => Failure::BeforeSend(ProxyError::Connect),
+        SendError::Request(_) => Failure::AfterSend(ProxyError::Broken),
     }
-    Failure::AfterSend(ProxyError::Broken)
-}
-
-fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        cur = err.source();
-    }
-    None
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -12,7 +12,7 @@ mod pool;
 mod server;
 
 pub use balancer::Balancer;
-pub use client::{ClientSettings, UpstreamClient};
+pub use client::{ClientSettings, IdleConns, SendError, UpstreamClient, UpstreamConn};
 pub use health::HealthChecker;
 pub use pool::Pool;
 pub use server::{InFlightGuard, Server, Transition};

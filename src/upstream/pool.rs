@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::balancer::Balancer;
-use super::client::{self, ClientSettings, UpstreamClient};
+use super::client::{ClientSettings, UpstreamClient};
 use super::server::Server;
 use crate::config::UpstreamSpec;
 
@@ -41,7 +41,7 @@ impl Pool {
             ClientSettings { connect_timeout: spec.connect_timeout, max_idle_per_server: spec.max_idle_per_server };
         let client = match previous {
             Some(p) if p.client_settings == client_settings => p.client.clone(),
-            _ => client::build(client_settings),
+            _ => UpstreamClient::new(client_settings),
         };
         Ok(Pool {
             name,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 
+use super::client::{IdleConns, UpstreamConn};
 use crate::config::{PassiveHealth, UpstreamAddr};
 use crate::metrics::ServerMetrics;
 
@@ -38,6 +39,8 @@ pub struct Server {
     ejections: AtomicU32,
     /// Out of rotation until this many ms after the process clock's epoch.
     ejected_until_ms: AtomicU64,
+    /// Keep-alive connections waiting for the next request.
+    pub idle: IdleConns,
 }
 
 fn now_ms() -> u64 {
@@ -68,6 +71,7 @@ impl Server {
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
+            idle: IdleConns::default(),
         })
     }
 
@@ -136,18 +140,38 @@ impl Server {
     /// proxy arranges to happen when the response body ends or is dropped).
     pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard { server: Arc::clone(self) }
+        InFlightGuard { server: Arc::clone(self), conn: None }
     }
 }
 
+/// One exchange with a server: its in-flight slot and the connection it
+/// holds. Dropping the guard retires the connection (hyper closes it once
+/// it is done with it); [`release`] hands a cleanly finished one back for
+/// reuse.
+///
+/// [`release`]: InFlightGuard::release
 #[derive(Debug)]
 pub struct InFlightGuard {
     server: Arc<Server>,
+    conn: Option<UpstreamConn>,
 }
 
 impl InFlightGuard {
     pub fn server(&self) -> &Arc<Server> {
         &self.server
+    }
+
+    /// The connection the exchange runs on.
+    pub fn attach(&mut self, conn: UpstreamConn) {
+        self.conn = Some(conn);
+    }
+
+    /// The response body ended cleanly: the connection may serve the next
+    /// request.
+    pub fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.release(&self.server);
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod health;
 mod lifecycle;
 mod metrics;
 mod middleware;
+mod pooling;
 mod reload;
 mod routing;
 mod status_page;

@@ -1,0 +1,102 @@
+//! Upstream keep-alive: connections are reused whatever the body framing,
+//! and one the upstream closed while idle is replaced without an error.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::util::*;
+
+fn route(addr: std::net::SocketAddr) -> String {
+    format!("[upstreams.app]\nservers = [\"{addr}\"]\n[[routes]]\nupstream = \"app\"\n")
+}
+
+/// Read one bodiless request head; returns its request line.
+async fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    text.lines().next().map(str::to_string)
+}
+
+fn answer(request_line: &str) -> &'static [u8] {
+    let head = request_line.starts_with("HEAD ");
+    match request_line.split(' ').nth(1).unwrap_or("/") {
+        "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "/none" => b"HTTP/1.1 204 No Content\r\n\r\n",
+        _ if head => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    }
+}
+
+/// A raw upstream counting its connections; each serves at most
+/// `per_conn` requests, then is closed without notice.
+async fn upstream(per_conn: usize) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                for _ in 0..per_conn {
+                    let Some(line) = read_head(&mut s).await else { return };
+                    if s.write_all(answer(&line)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn one_upstream_connection_serves_every_kind_of_body() {
+    let (addr, accepted) = upstream(usize::MAX).await;
+    let p = Proxy::start(&route(addr));
+    let c = client();
+    for _ in 0..3 {
+        for (method, path, status, body) in [
+            ("GET", "/len", 200, "hello"),
+            ("GET", "/chunked", 200, "hello"),
+            ("GET", "/none", 204, ""),
+            ("HEAD", "/len", 200, ""),
+        ] {
+            let req =
+                http::Request::builder().method(method).uri(p.url(path)).header("host", "x").body(full("")).unwrap();
+            let a = send(&c, req).await;
+            assert_eq!((a.status.as_u16(), a.text().as_str()), (status, body), "{method} {path}");
+        }
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn connections_the_upstream_closed_while_idle_are_replaced() {
+    let (addr, accepted) = upstream(1).await;
+    let p = Proxy::start(&route(addr));
+    let c = client();
+    for i in 0..6 {
+        // Back to back (the close may not have been seen yet) and spaced.
+        if i % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let a = send(&c, http::Request::get(p.url("/len")).header("host", "x").body(full("")).unwrap()).await;
+        assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "hello"), "request {i}");
+        // A body is safe to resend too when nothing was written.
+        let req = http::Request::post(p.url("/len")).header("host", "x").body(full("")).unwrap();
+        assert_eq!(send(&c, req).await.status, 200, "post {i}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 12);
+}
