@@ -25,7 +25,6 @@ impl Totals {
         match code.as_bytes().first() {
             Some(b'4') => self.errors_4xx += n,
             Some(b'5') => self.errors_5xx += n,
-            _ if code == "0" => self.errors_5xx += n,
             _ => {}
         }
     }
@@ -109,7 +108,7 @@ mod tests {
 rampart_http_requests_total{route="a\"b",method="GET",code="200"} 3
 rampart_http_requests_total{route="a\"b",method="POST",code="503"} 1
 rampart_http_requests_total{route="none",method="GET",code="404"} 2
-rampart_upstream_requests_total{upstream="app",server="127.0.0.1:1",code="0"} 4
+rampart_upstream_requests_total{upstream="app",server="127.0.0.1:1",code="502"} 4
 rampart_http_request_duration_seconds_count{route="a\"b"} 4
 # EOF"#;
         let t = from_exposition(text);

@@ -93,12 +93,14 @@ pub async fn send(
                 Failure::AfterSend(ProxyError::Timeout)
             }
         };
-        count(app, server, 0);
         log_transition(pool, server, server.record_failure(&pool.spec.passive), "live traffic failures");
         let (error, retry_safe) = match failure {
             Failure::BeforeSend(e) => (e, true),
             Failure::AfterSend(e) => (e, idempotent && e != ProxyError::Timeout),
         };
+        // No upstream status: count the attempt under the status the proxy
+        // would answer for it (502 connect/reset, 504 timeout), as Traefik does.
+        count(app, server, error.status().as_u16());
         if !(retry_safe && bodiless && attempts < max_attempts.min(tried_buf.len())) {
             return Err(error);
         }
