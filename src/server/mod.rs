@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,7 +20,7 @@ use crate::app::App;
 use crate::config::ServerSettings;
 use crate::metrics::ListenerLabels;
 use crate::proxy::{self, ConnInfo};
-use conn::Activity;
+use conn::{Activity, Builders, Protocol};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -47,23 +48,39 @@ pub fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, Ser
     make().map_err(|source| ServerError::Bind { listener, addr, source })
 }
 
-/// The hyper connection builder for client-facing listeners.
-pub fn http_builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(s.client_header_timeout)
-        .max_buf_size(s.max_header_bytes)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(s.h2_max_concurrent_streams)
-        .max_header_list_size(s.max_header_bytes as u32)
-        .max_pending_accept_reset_streams(Some(64))
-        .max_local_error_reset_streams(Some(1024))
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
+/// The same HTTP/1 settings on hyper's builder and on hyper-util's wrapper.
+macro_rules! http1_settings {
+    ($b:expr, $s:expr) => {
+        $b.timer(TokioTimer::new())
+            .header_read_timeout($s.client_header_timeout)
+            .max_buf_size($s.max_header_bytes)
+            .keep_alive(true)
+    };
+}
+
+/// The same HTTP/2 settings on hyper's builder and on hyper-util's wrapper.
+macro_rules! http2_settings {
+    ($b:expr, $s:expr) => {
+        $b.timer(TokioTimer::new())
+            .max_concurrent_streams($s.h2_max_concurrent_streams)
+            .max_header_list_size($s.max_header_bytes as u32)
+            .max_pending_accept_reset_streams(Some(64))
+            .max_local_error_reset_streams(Some(1024))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+    };
+}
+
+/// The hyper connection builders for client-facing listeners.
+pub fn http_builders(s: &ServerSettings) -> Builders {
+    let mut http1 = http1::Builder::new();
+    http1_settings!(http1, s);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2_settings!(http2, s);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    http1_settings!(auto.http1(), s);
+    http2_settings!(auto.http2(), s);
+    Builders { http1, http2, auto }
 }
 
 /// What the accept loops share.
@@ -73,8 +90,9 @@ pub struct Serving {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub permits: Arc<Semaphore>,
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub builders: Arc<Builders>,
     pub idle_timeout: Duration,
+    pub header_timeout: Duration,
 }
 
 impl Serving {
@@ -85,8 +103,9 @@ impl Serving {
             shutdown,
             tracker: TaskTracker::new(),
             permits: Arc::new(Semaphore::new(settings.max_connections)),
-            builder: Arc::new(http_builder(&settings)),
+            builders: Arc::new(http_builders(&settings)),
             idle_timeout: settings.idle_timeout,
+            header_timeout: settings.client_header_timeout,
         }
     }
 
@@ -128,12 +147,29 @@ impl Serving {
 
     async fn serve_plain(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo::new(peer, false);
-        self.serve_io(stream, info).await;
+        // Nothing of hyper's exists until the client sends something; one
+        // that sends nothing in time is cut off like a slow header.
+        let sniffed = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            r = tokio::time::timeout(self.header_timeout, conn::sniff(&stream)) => r,
+        };
+        let protocol = match sniffed {
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection failed before a request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no request before the header timeout");
+                return;
+            }
+        };
+        self.serve_io(stream, protocol, ConnInfo::new(peer, false)).await;
     }
 
     /// Serve the proxy over any accepted stream (plain TCP, or TLS).
-    pub async fn serve_io<I>(&self, io: I, info: ConnInfo)
+    pub async fn serve_io<I>(&self, io: I, protocol: Protocol, info: ConnInfo)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -151,7 +187,7 @@ impl Serving {
                 r
             }
         });
-        conn::serve(io, activity, &self.builder, service, self.shutdown.clone(), self.idle_timeout).await;
+        conn::serve(io, protocol, activity, &self.builders, service, self.shutdown.clone(), self.idle_timeout).await;
     }
 
     /// Stop accepting, let connections finish what they are doing, and wait
