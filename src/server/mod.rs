@@ -3,12 +3,17 @@
 
 pub mod conn;
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
+use hyper::service::Service;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::app::App;
 use crate::config::ServerSettings;
 use crate::metrics::ListenerLabels;
+use crate::proxy::exchange::TrackedBody;
 use crate::proxy::{self, ConnInfo};
 use conn::{Activity, Builders, Protocol};
 
@@ -81,6 +87,36 @@ pub fn http_builders(s: &ServerSettings) -> Builders {
     http1_settings!(auto.http1(), s);
     http2_settings!(auto.http2(), s);
     Builders { http1, http2, auto }
+}
+
+/// The future of one request, boxed: hyper's HTTP/1 connection keeps a slot
+/// of the service future's size for its whole life, idle or not; boxed, the
+/// slot is one pointer and the future exists only while a request does.
+type RequestFuture = Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
+
+/// The hyper service of one client connection.
+#[derive(Clone)]
+struct ProxyService {
+    app: Arc<App>,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+}
+
+impl Service<Request<Incoming>> for ProxyService {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = RequestFuture;
+
+    fn call(&self, req: Request<Incoming>) -> RequestFuture {
+        let guard = self.activity.begin();
+        let app = Arc::clone(&self.app);
+        let info = Arc::clone(&self.info);
+        Box::pin(async move {
+            let r = proxy::serve(app, info, req).await;
+            drop(guard);
+            r
+        })
+    }
 }
 
 /// What the accept loops share.
@@ -174,19 +210,8 @@ impl Serving {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Arc::new(Activity::default());
-        let app = Arc::clone(&self.app);
-        let act = Arc::clone(&activity);
-        let info = Arc::new(info);
-        let service = service_fn(move |req| {
-            let guard = act.begin();
-            let app = Arc::clone(&app);
-            let info = Arc::clone(&info);
-            async move {
-                let r = proxy::serve(app, info, req).await;
-                drop(guard);
-                r
-            }
-        });
+        let service =
+            ProxyService { app: Arc::clone(&self.app), info: Arc::new(info), activity: Arc::clone(&activity) };
         conn::serve(io, protocol, activity, &self.builders, service, self.shutdown.clone(), self.idle_timeout).await;
     }
 
