@@ -1,7 +1,18 @@
-//! Serving one accepted connection: hyper-util's auto builder (HTTP/1.1, or
-//! HTTP/2 by prior knowledge / ALPN), with graceful shutdown on drain and an
-//! idle timeout that hyper does not provide on its own.
-
+//! Serving one accepted connection: HTTP/1.1 or HTTP/2 (by prior knowledge
+//! or ALPN), with graceful shutdown on drain and an idle timeout that hyper
+//! does not provide on its own.
+//!
+//! Memory per idle connection is what this module is careful about. The
+//! protocol is decided *before* hyper gets the connection: from ALPN for TLS,
+//! and for plain TCP by peeking (not reading) the first bytes for the HTTP/2
+//! preface. So a connection that has sent nothing costs only its socket and a
+//! small task, and hyper's HTTP/1 connection reads straight from the socket.
+//! (hyper-util's auto builder reads up to 24 bytes itself and replays them;
+//! hyper's first read then returns only those, and its read buffer doubles to
+//! 16 KiB, kept for the life of the connection.) The hyper connection is boxed
+//! with only the chosen protocol's state; the auto builder remains for the
+//! rare cases the version is still unknown (TLS without ALPN, a partial
+//! preface).
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,12 +20,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::future::Future;
+
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::BoxError;
@@ -133,12 +148,116 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
     }
 }
 
+/// The HTTP/2 connection preface a prior-knowledge client starts with.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Which protocol to serve a connection with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+    /// Not known yet: let hyper-util's auto builder read the first bytes.
+    Detect,
+}
+
+impl Protocol {
+    /// From the ALPN protocol a TLS handshake negotiated.
+    pub fn from_alpn(alpn: Option<&[u8]>) -> Self {
+        match alpn {
+            Some(b"h2") => Protocol::Http2,
+            Some(b"http/1.1") => Protocol::Http1,
+            _ => Protocol::Detect,
+        }
+    }
+
+    /// From the first bytes a client sent (at least one).
+    fn from_prefix(prefix: &[u8]) -> Self {
+        let n = prefix.len().min(H2_PREFACE.len());
+        if prefix[..n] != H2_PREFACE[..n] {
+            Protocol::Http1
+        } else if n == H2_PREFACE.len() {
+            Protocol::Http2
+        } else {
+            Protocol::Detect
+        }
+    }
+}
+
+/// Wait until the client sends something and tell the protocol from it
+/// without consuming it. `None` when the client closed without sending.
+pub async fn sniff(stream: &TcpStream) -> io::Result<Option<Protocol>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let n = stream.peek(&mut buf).await?;
+    Ok((n > 0).then(|| Protocol::from_prefix(&buf[..n])))
+}
+
+/// The hyper connection builders for client-facing connections, one per
+/// protocol, configured alike.
+pub struct Builders {
+    pub http1: http1::Builder,
+    pub http2: http2::Builder<TokioExecutor>,
+    pub auto: auto::Builder<TokioExecutor>,
+}
+
+/// What [`drive`] needs from a hyper connection future.
+trait HttpConn: Future<Output = Result<(), Self::Error>> {
+    type Error: std::fmt::Display;
+    fn shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> HttpConn for http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Error = hyper::Error;
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> HttpConn for http2::Connection<I, S, TokioExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    type Error = hyper::Error;
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> HttpConn for auto::UpgradeableConnection<'_, I, S, TokioExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    type Error = BoxError;
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
 /// Serve one connection until the client leaves, it idles out, or the
 /// process drains (then in-flight requests finish and the connection closes).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<I, S, B>(
     io: I,
+    protocol: Protocol,
     activity: Arc<Activity>,
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Builders,
     service: S,
     shutdown: CancellationToken,
     idle_timeout: Duration,
@@ -152,8 +271,29 @@ pub async fn serve<I, S, B>(
     B::Error: Into<BoxError>,
 {
     let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity)));
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
+    // Boxed: the task stays small, and holds only the chosen protocol's state.
+    match protocol {
+        Protocol::Http1 => {
+            let conn = Box::pin(builders.http1.serve_connection(io, service).with_upgrades());
+            drive(conn, &activity, &shutdown, idle_timeout).await;
+        }
+        Protocol::Http2 => {
+            let conn = Box::pin(builders.http2.serve_connection(io, service));
+            drive(conn, &activity, &shutdown, idle_timeout).await;
+        }
+        Protocol::Detect => {
+            let conn = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
+            drive(conn, &activity, &shutdown, idle_timeout).await;
+        }
+    }
+}
+
+async fn drive<C: HttpConn>(
+    mut conn: Pin<Box<C>>,
+    activity: &Activity,
+    shutdown: &CancellationToken,
+    idle_timeout: Duration,
+) {
     let mut closing = false;
     loop {
         tokio::select! {
@@ -164,13 +304,35 @@ pub async fn serve<I, S, B>(
                 return;
             }
             _ = shutdown.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
+                conn.as_mut().shutdown();
                 closing = true;
             }
             _ = activity.idle_for(idle_timeout), if !closing => {
-                conn.as_mut().graceful_shutdown();
+                conn.as_mut().shutdown();
                 closing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_from_the_first_bytes() {
+        assert_eq!(Protocol::from_prefix(b"GET / HTTP/1.1\r\n"), Protocol::Http1);
+        assert_eq!(Protocol::from_prefix(b"P"), Protocol::Detect);
+        assert_eq!(Protocol::from_prefix(b"PRI * HTTP/2.0\r\n"), Protocol::Detect);
+        assert_eq!(Protocol::from_prefix(b"PRI * HTTP/1.1\r\n"), Protocol::Http1);
+        assert_eq!(Protocol::from_prefix(H2_PREFACE), Protocol::Http2);
+        assert_eq!(Protocol::from_prefix(b"POST / HTTP/1.1\r\n"), Protocol::Http1);
+    }
+
+    #[test]
+    fn protocol_from_alpn() {
+        assert_eq!(Protocol::from_alpn(Some(b"h2")), Protocol::Http2);
+        assert_eq!(Protocol::from_alpn(Some(b"http/1.1")), Protocol::Http1);
+        assert_eq!(Protocol::from_alpn(None), Protocol::Detect);
     }
 }

@@ -3,11 +3,17 @@
 
 pub mod conn;
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::Service;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -18,8 +24,9 @@ use tokio_util::task::TaskTracker;
 use crate::app::App;
 use crate::config::ServerSettings;
 use crate::metrics::ListenerLabels;
+use crate::proxy::exchange::TrackedBody;
 use crate::proxy::{self, ConnInfo};
-use conn::Activity;
+use conn::{Activity, Builders, Protocol};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -47,23 +54,69 @@ pub fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, Ser
     make().map_err(|source| ServerError::Bind { listener, addr, source })
 }
 
-/// The hyper connection builder for client-facing listeners.
-pub fn http_builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(s.client_header_timeout)
-        .max_buf_size(s.max_header_bytes)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(s.h2_max_concurrent_streams)
-        .max_header_list_size(s.max_header_bytes as u32)
-        .max_pending_accept_reset_streams(Some(64))
-        .max_local_error_reset_streams(Some(1024))
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
+/// The same HTTP/1 settings on hyper's builder and on hyper-util's wrapper.
+macro_rules! http1_settings {
+    ($b:expr, $s:expr) => {
+        $b.timer(TokioTimer::new())
+            .header_read_timeout($s.client_header_timeout)
+            .max_buf_size($s.max_header_bytes)
+            .keep_alive(true)
+    };
+}
+
+/// The same HTTP/2 settings on hyper's builder and on hyper-util's wrapper.
+macro_rules! http2_settings {
+    ($b:expr, $s:expr) => {
+        $b.timer(TokioTimer::new())
+            .max_concurrent_streams($s.h2_max_concurrent_streams)
+            .max_header_list_size($s.max_header_bytes as u32)
+            .max_pending_accept_reset_streams(Some(64))
+            .max_local_error_reset_streams(Some(1024))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+    };
+}
+
+/// The hyper connection builders for client-facing listeners.
+pub fn http_builders(s: &ServerSettings) -> Builders {
+    let mut http1 = http1::Builder::new();
+    http1_settings!(http1, s);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2_settings!(http2, s);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    http1_settings!(auto.http1(), s);
+    http2_settings!(auto.http2(), s);
+    Builders { http1, http2, auto }
+}
+
+/// The future of one request, boxed: hyper's HTTP/1 connection keeps a slot
+/// of the service future's size for its whole life, idle or not; boxed, the
+/// slot is one pointer and the future exists only while a request does.
+type RequestFuture = Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
+
+/// The hyper service of one client connection.
+#[derive(Clone)]
+struct ProxyService {
+    app: Arc<App>,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+}
+
+impl Service<Request<Incoming>> for ProxyService {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = RequestFuture;
+
+    fn call(&self, req: Request<Incoming>) -> RequestFuture {
+        let guard = self.activity.begin();
+        let app = Arc::clone(&self.app);
+        let info = Arc::clone(&self.info);
+        Box::pin(async move {
+            let r = proxy::serve(app, info, req).await;
+            drop(guard);
+            r
+        })
+    }
 }
 
 /// What the accept loops share.
@@ -73,8 +126,9 @@ pub struct Serving {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub permits: Arc<Semaphore>,
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub builders: Arc<Builders>,
     pub idle_timeout: Duration,
+    pub header_timeout: Duration,
 }
 
 impl Serving {
@@ -85,8 +139,9 @@ impl Serving {
             shutdown,
             tracker: TaskTracker::new(),
             permits: Arc::new(Semaphore::new(settings.max_connections)),
-            builder: Arc::new(http_builder(&settings)),
+            builders: Arc::new(http_builders(&settings)),
             idle_timeout: settings.idle_timeout,
+            header_timeout: settings.client_header_timeout,
         }
     }
 
@@ -128,30 +183,36 @@ impl Serving {
 
     async fn serve_plain(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo::new(peer, false);
-        self.serve_io(stream, info).await;
+        // Nothing of hyper's exists until the client sends something; one
+        // that sends nothing in time is cut off like a slow header.
+        let sniffed = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            r = tokio::time::timeout(self.header_timeout, conn::sniff(&stream)) => r,
+        };
+        let protocol = match sniffed {
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection failed before a request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no request before the header timeout");
+                return;
+            }
+        };
+        self.serve_io(stream, protocol, ConnInfo::new(peer, false)).await;
     }
 
     /// Serve the proxy over any accepted stream (plain TCP, or TLS).
-    pub async fn serve_io<I>(&self, io: I, info: ConnInfo)
+    pub async fn serve_io<I>(&self, io: I, protocol: Protocol, info: ConnInfo)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Arc::new(Activity::default());
-        let app = Arc::clone(&self.app);
-        let act = Arc::clone(&activity);
-        let info = Arc::new(info);
-        let service = service_fn(move |req| {
-            let guard = act.begin();
-            let app = Arc::clone(&app);
-            let info = Arc::clone(&info);
-            async move {
-                let r = proxy::serve(app, info, req).await;
-                drop(guard);
-                r
-            }
-        });
-        conn::serve(io, activity, &self.builder, service, self.shutdown.clone(), self.idle_timeout).await;
+        let service =
+            ProxyService { app: Arc::clone(&self.app), info: Arc::new(info), activity: Arc::clone(&activity) };
+        conn::serve(io, protocol, activity, &self.builders, service, self.shutdown.clone(), self.idle_timeout).await;
     }
 
     /// Stop accepting, let connections finish what they are doing, and wait

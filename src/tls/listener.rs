@@ -14,6 +14,7 @@ use super::resolver::ACME_TLS_ALPN;
 use super::TlsState;
 use crate::metrics::{ListenerLabels, ResultLabels};
 use crate::proxy::ConnInfo;
+use crate::server::conn::Protocol;
 use crate::server::Serving;
 
 /// Accept TLS connections on `listener` and serve the proxy on them.
@@ -88,5 +89,6 @@ async fn serve_tls(
         return;
     }
     count("success");
-    serving.serve_io(tls_stream, ConnInfo::new(peer, true)).await;
+    let protocol = Protocol::from_alpn(tls_stream.get_ref().1.alpn_protocol());
+    serving.serve_io(tls_stream, protocol, ConnInfo::new(peer, true)).await;
 }

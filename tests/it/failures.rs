@@ -142,6 +142,20 @@ async fn slowloris_clients_are_cut_off() {
 }
 
 #[tokio::test]
+async fn clients_that_send_nothing_are_cut_off() {
+    let up = Upstream::named("x").await;
+    let p = Proxy::start(&format!(
+        "[server]\nclient_header_timeout = \"500ms\"\nidle_timeout = \"60s\"\n{}",
+        route(&format!("\"{}\"", up.addr), "")
+    ));
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "silent connection stayed open: {closed:?}");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
     let up = Upstream::named("x").await;
     let p = Proxy::start(&format!("[server]\nidle_timeout = \"500ms\"\n{}", route(&format!("\"{}\"", up.addr), "")));

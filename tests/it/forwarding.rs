@@ -188,3 +188,33 @@ async fn malformed_requests_get_a_clear_4xx() {
     }
     assert_eq!(up.hits(), 0, "nothing malformed reached the upstream");
 }
+
+/// The protocol is told from the first bytes without consuming them; when
+/// they arrive in pieces that leave it open, detection still gets it right.
+#[tokio::test]
+async fn protocol_detection_copes_with_split_first_bytes() {
+    let up = Upstream::named("x").await;
+    let p = Proxy::start(&one_route(&up));
+    // "P" could be the HTTP/2 preface or a POST.
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"OST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+
+    // The HTTP/2 preface in two pieces, then an empty SETTINGS frame: the
+    // answer is the server's SETTINGS frame (type 4), not an HTTP/1 error.
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!(head[3], 4, "not an HTTP/2 SETTINGS frame: {head:?}");
+
+    // And in one piece, h2c by prior knowledge.
+    let a = h2c_get(p.http, &format!("http://x:{}/", p.http.port())).await;
+    assert_eq!(a.status, 200);
+}
