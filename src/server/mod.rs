@@ -147,38 +147,51 @@ impl Serving {
 
     /// Accept plain-HTTP connections and serve the proxy on them.
     pub fn spawn_http(&self, listener: TcpListener, name: &'static str) {
-        let this = self.clone();
-        self.tracker.spawn(async move { this.accept_loop(listener, name).await });
+        self.spawn_accept_loop(
+            listener,
+            name,
+            |this, stream, peer| async move { this.serve_plain(stream, peer).await },
+        );
     }
 
-    async fn accept_loop(self, listener: TcpListener, name: &'static str) {
-        let gauge = self.app.metrics.connections_active.get_or_create(&ListenerLabels { listener: name }).clone();
-        loop {
-            let permit = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                p = Arc::clone(&self.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            };
-            let (stream, peer) = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(listener = name, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let this = self.clone();
-            let gauge = gauge.clone();
-            self.tracker.spawn(async move {
-                gauge.inc();
-                this.serve_plain(stream, peer).await;
-                gauge.dec();
-                drop(permit);
-            });
-        }
+    /// Accept connections until shutdown, within the shared connection
+    /// limit, counting them in `rampart_connections_active{listener}`, and
+    /// hand each one to `serve` on its own task.
+    pub fn spawn_accept_loop<F, Fut>(&self, listener: TcpListener, name: &'static str, serve: F)
+    where
+        F: Fn(Serving, TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let this = self.clone();
+        self.tracker.spawn(async move {
+            let gauge = this.app.metrics.connections_active.get_or_create(&ListenerLabels { listener: name }).clone();
+            loop {
+                let permit = tokio::select! {
+                    _ = this.shutdown.cancelled() => return,
+                    p = Arc::clone(&this.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                };
+                let (stream, peer) = tokio::select! {
+                    _ = this.shutdown.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(listener = name, error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let gauge = gauge.clone();
+                let conn = serve(this.clone(), stream, peer);
+                this.tracker.spawn(async move {
+                    gauge.inc();
+                    conn.await;
+                    gauge.dec();
+                    drop(permit);
+                });
+            }
+        });
     }
 
     async fn serve_plain(&self, stream: TcpStream, peer: SocketAddr) {

@@ -12,47 +12,19 @@ use tokio_rustls::TlsAcceptor;
 
 use super::resolver::ACME_TLS_ALPN;
 use super::TlsState;
-use crate::metrics::{ListenerLabels, ResultLabels};
+use crate::metrics::ResultLabels;
 use crate::proxy::ConnInfo;
 use crate::server::conn::Protocol;
 use crate::server::Serving;
 
 /// Accept TLS connections on `listener` and serve the proxy on them.
 pub fn spawn_https(serving: &Serving, listener: TcpListener, tls: Arc<TlsState>) {
-    let this = serving.clone();
-    serving.tracker.spawn(async move { accept_loop(this, listener, tls).await });
-}
-
-async fn accept_loop(serving: Serving, listener: TcpListener, tls: Arc<TlsState>) {
     let acceptor = TlsAcceptor::from(Arc::clone(&tls.server_config));
     let handshake_timeout = serving.app.state.load().config.server.client_header_timeout;
-    let gauge = serving.app.metrics.connections_active.get_or_create(&ListenerLabels { listener: "https" }).clone();
-    loop {
-        let permit = tokio::select! {
-            _ = serving.shutdown.cancelled() => return,
-            p = Arc::clone(&serving.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = serving.shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(listener = "https", error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let this = serving.clone();
-        let gauge = gauge.clone();
+    serving.spawn_accept_loop(listener, "https", move |this, stream, peer| {
         let acceptor = acceptor.clone();
-        serving.tracker.spawn(async move {
-            gauge.inc();
-            serve_tls(&this, &acceptor, stream, peer, handshake_timeout).await;
-            gauge.dec();
-            drop(permit);
-        });
-    }
+        async move { serve_tls(&this, &acceptor, stream, peer, handshake_timeout).await }
+    });
 }
 
 async fn serve_tls(
