@@ -44,15 +44,21 @@ upstream = "any"
     )
 }
 
-#[tokio::test]
-async fn host_and_path_choose_the_route() {
-    let (api, front, wild, any) = (
+/// The proxy on the routing table above, and the upstreams it needs alive.
+async fn start() -> (Proxy, [Upstream; 4]) {
+    let ups = [
         Upstream::echo().await,
         Upstream::named("front").await,
         Upstream::named("wild").await,
         Upstream::named("any").await,
-    );
-    let p = Proxy::start(&config(&api, &front, &wild, &any));
+    ];
+    let p = Proxy::start(&config(&ups[0], &ups[1], &ups[2], &ups[3]));
+    (p, ups)
+}
+
+#[tokio::test]
+async fn host_and_path_choose_the_route() {
+    let (p, _upstreams) = start().await;
 
     // exact host beats wildcard beats any; case and port are ignored
     assert_eq!(get(&p.url("/x"), "logen.example.com").await.text(), "front");
@@ -70,13 +76,7 @@ async fn host_and_path_choose_the_route() {
 
 #[tokio::test]
 async fn strip_prefix_behaves_like_nginx_proxy_pass_with_slash() {
-    let (api, front, wild, any) = (
-        Upstream::echo().await,
-        Upstream::named("front").await,
-        Upstream::named("wild").await,
-        Upstream::named("any").await,
-    );
-    let p = Proxy::start(&config(&api, &front, &wild, &any));
+    let (p, _upstreams) = start().await;
     let uri = |a: Answer| a.json()["uri"].as_str().unwrap().to_string();
     assert_eq!(uri(get(&p.url("/api/users?page=2&q=a%20b"), "logen.example.com").await), "/users?page=2&q=a%20b");
     assert_eq!(uri(get(&p.url("/api"), "logen.example.com").await), "/");
@@ -90,13 +90,7 @@ async fn strip_prefix_behaves_like_nginx_proxy_pass_with_slash() {
 
 #[tokio::test]
 async fn http2_prior_knowledge_routes_by_authority() {
-    let (api, front, wild, any) = (
-        Upstream::echo().await,
-        Upstream::named("front").await,
-        Upstream::named("wild").await,
-        Upstream::named("any").await,
-    );
-    let p = Proxy::start(&config(&api, &front, &wild, &any));
+    let (p, _upstreams) = start().await;
     let a = h2c_get(p.http, &format!("http://logen.example.com:{}/api/h2?x=1", p.http.port())).await;
     assert_eq!(a.status, 200);
     let v = a.json();
