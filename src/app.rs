@@ -33,6 +33,8 @@ pub struct App {
     /// TLS state (certificates, ACME challenges, redirects), set once at
     /// start when TLS is configured.
     pub tls: std::sync::OnceLock<Arc<crate::tls::TlsState>>,
+    /// The ACME manager, when `[acme]` is configured (reloads hand it new hosts).
+    pub acme: std::sync::OnceLock<Arc<crate::acme::AcmeManager>>,
     ready: AtomicBool,
     last_reload: Mutex<ReloadStatus>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -50,6 +52,7 @@ impl App {
             no_route_metrics: RouteMetrics::new(Arc::from(crate::proxy::exchange::NO_ROUTE)),
             config_path,
             tls: std::sync::OnceLock::new(),
+            acme: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
             last_reload: Mutex::new(ReloadStatus {
                 time: Some(crate::access_log::rfc3339_now()),
@@ -110,7 +113,15 @@ impl App {
             Ok(next) => {
                 let routes = next.routes.len();
                 self.state.swap(next);
-                self.health.sync(&self.state.load());
+                let snapshot = self.state.load();
+                self.health.sync(&snapshot);
+                if let Some(acme) = self.acme.get() {
+                    // Route hosts new to this config get certificates now.
+                    for host in crate::tls::route_hosts(&snapshot.config) {
+                        let acme = Arc::clone(acme);
+                        tokio::spawn(async move { acme.manage(host).await });
+                    }
+                }
                 self.metrics.config_reloads.get_or_create(&ResultLabels { result: "success" }).inc();
                 tracing::info!(routes, "config reloaded");
                 Ok(())

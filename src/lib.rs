@@ -84,7 +84,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         )?;
         let _ = app.tls.set(Arc::clone(&state));
         if let Some(acme) = config.acme.clone() {
-            acme::start(acme, Arc::clone(&state), serving.shutdown.clone()).await;
+            let manager = acme::start(acme, Arc::clone(&state), serving.shutdown.clone()).await;
+            let _ = app.acme.set(manager);
         }
         if let Some(l) = https {
             tls::listener::spawn_https(&serving, l, state);

@@ -54,21 +54,52 @@ pub struct AcmeManager {
     storage: Arc<dyn CertStorage>,
     tls: Arc<TlsState>,
     account: tokio::sync::Mutex<Option<Account>>,
+    /// Hosts with a renewal task (or a static certificate) already.
+    managed: std::sync::Mutex<std::collections::HashSet<String>>,
+    cancel: CancellationToken,
 }
 
 /// Load stored certificates for every ACME host into the live map, then
 /// start one renewal task per host; they stop when `cancel` fires.
 pub async fn start(settings: AcmeSettings, tls: Arc<TlsState>, cancel: CancellationToken) -> Arc<AcmeManager> {
     let storage = Arc::new(FileStorage::new(&tls.settings.certs_dir, &settings.directory));
-    let manager =
-        Arc::new(AcmeManager { settings, storage, tls: Arc::clone(&tls), account: tokio::sync::Mutex::new(None) });
-    for domain in tls.acme_domains.clone() {
+    let manager = Arc::new(AcmeManager {
+        settings,
+        storage,
+        tls: Arc::clone(&tls),
+        account: tokio::sync::Mutex::new(None),
+        managed: std::sync::Mutex::new(std::collections::HashSet::new()),
+        cancel,
+    });
+    for domain in tls.acme_domains.load().iter() {
+        manager.manage(domain.clone()).await;
+    }
+    manager
+}
+
+impl AcmeManager {
+    /// Start managing `domain` (no-op if it already is): serve its stored
+    /// certificate if there is one, then keep it issued and renewed. Called
+    /// at start for every route host, and after a reload for new ones.
+    pub async fn manage(self: &Arc<Self>, domain: String) {
+        let newly_managed = self.managed.lock().map(|mut m| m.insert(domain.clone())).unwrap_or(false);
+        if !newly_managed {
+            return;
+        }
+        self.tls.acme_domains.rcu(|list| {
+            let mut list = Vec::clone(list);
+            if !list.contains(&domain) {
+                list.push(domain.clone());
+            }
+            list
+        });
+        let tls = &self.tls;
         let live = tls.live.load();
         if live.lookup(&domain).any(|c| c.info.source == Source::Static) {
             tracing::info!(%domain, "static certificate present: no ACME order");
-            continue;
+            return;
         }
-        match manager.storage.load_cert(&domain).await {
+        match self.storage.load_cert(&domain).await {
             Ok(Some(stored)) => match certs::from_pem(
                 stored.chain_pem.as_bytes(),
                 stored.key_pem.as_bytes(),
@@ -86,8 +117,8 @@ pub async fn start(settings: AcmeSettings, tls: Arc<TlsState>, cancel: Cancellat
             Ok(None) => {}
             Err(e) => tracing::warn!(%domain, error = %e, "cannot read stored certificate"),
         }
-        let m = Arc::clone(&manager);
-        let cancel = cancel.clone();
+        let m = Arc::clone(self);
+        let cancel = self.cancel.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
@@ -95,10 +126,7 @@ pub async fn start(settings: AcmeSettings, tls: Arc<TlsState>, cancel: Cancellat
             }
         });
     }
-    manager
-}
 
-impl AcmeManager {
     fn current(&self, domain: &str) -> Option<certs::CertInfo> {
         self.tls.live.load().lookup(domain).find(|c| c.info.source == Source::Acme).map(|c| c.info.clone())
     }

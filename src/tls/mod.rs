@@ -46,8 +46,8 @@ pub struct TlsState {
     pub live: Arc<ArcSwap<CertMap>>,
     pub challenges: Arc<Challenges>,
     /// Names whose certificates ACME manages (redirected even before the
-    /// first certificate arrives).
-    pub acme_domains: Vec<String>,
+    /// first certificate arrives); grows when a reload adds route hosts.
+    pub acme_domains: ArcSwap<Vec<String>>,
     pub server_config: Arc<rustls::ServerConfig>,
     /// The self-signed fallback, listed in the status output.
     fallback: Arc<Loaded>,
@@ -148,7 +148,7 @@ impl TlsState {
             https_port,
             live,
             challenges,
-            acme_domains,
+            acme_domains: ArcSwap::from_pointee(acme_domains),
             server_config,
             fallback,
             expiry,
@@ -185,7 +185,7 @@ impl TlsState {
     /// Does a real (not self-signed) certificate cover `host`, or will ACME
     /// get one?
     pub fn has_tls(&self, host: &str) -> bool {
-        self.live.load().covers(host) || self.acme_domains.iter().any(|d| d == host)
+        self.live.load().covers(host) || self.acme_domains.load().iter().any(|d| d == host)
     }
 
     /// `/api/status` "certificates".

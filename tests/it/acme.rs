@@ -2,7 +2,7 @@
 //! client trusting Pebble's root completes the handshake, a restart loads
 //! the stored certificate without a new order, forced renewal changes the
 //! serial, and a CA outage during renewal keeps the old certificate until
-//! the CA is back.
+//! the CA is back; a host added by a reload gets its certificate too.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -193,4 +193,23 @@ async fn http01_issues_and_renewal_survives_a_ca_outage() {
     let renewed =
         wait_for_cert(&s, &p, domain, &new_root, Duration::from_secs(60), |h| h.info.serial != first.info.serial).await;
     assert_eq!(renewed.info.names, [domain]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_added_by_reload_gets_its_certificate() {
+    let s = Setup::new().await;
+    let (first, added) = ("first.rampart.test", "added.rampart.test");
+    let root = s.pebble.root().await;
+    let p = s.start(first, "tls-alpn-01", None);
+    wait_for_cert(&s, &p, first, &root, Duration::from_secs(60), |_| true).await;
+
+    // Add a route for a new host and reload: ACME orders its certificate
+    // without a restart.
+    let config =
+        format!("{}\n[[routes]]\nhost = \"{added}\"\nupstream = \"app\"\n", s.config(first, "tls-alpn-01", None));
+    std::fs::write(p.config_path(), config).unwrap();
+    let r = send(&client(), http::Request::post(p.admin_url("/api/reload")).body(full("")).unwrap()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cert = wait_for_cert(&s, &p, added, &root, Duration::from_secs(60), |_| true).await;
+    assert_eq!(cert.info.names, [added]);
 }
