@@ -29,6 +29,18 @@ impl<'a> Compiler<'a> {
         self.errors.push(ConfigError { path: self.path.to_path_buf(), line, col, message: msg.into() });
     }
 
+    /// One of a fixed set of words; absent means the first. An unknown word
+    /// is reported at its position and the first is used meanwhile.
+    fn keyword<T: Copy>(&mut self, v: &Option<serde_spanned::Spanned<String>>, name: &str, options: &[(&str, T)]) -> T {
+        let Some(v) = v else { return options[0].1 };
+        if let Some((_, t)) = options.iter().find(|(word, _)| *word == v.get_ref().as_str()) {
+            return *t;
+        }
+        let words: Vec<String> = options.iter().map(|(w, _)| format!("{w:?}")).collect();
+        self.err(Some(v.span()), format!("{name} must be {}, got {:?}", words.join(" or "), v.get_ref()));
+        options[0].1
+    }
+
     fn int_in<T: TryFrom<i64>>(
         &mut self,
         v: &Option<serde_spanned::Spanned<i64>>,
@@ -77,14 +89,11 @@ impl<'a> Compiler<'a> {
 
         let tls = raw.tls.as_ref().map(|t| {
             let t = t.get_ref();
-            let unknown_sni = match t.unknown_sni.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
-                None | Some(("default", _)) => UnknownSni::DefaultCert,
-                Some(("reject", _)) => UnknownSni::Reject,
-                Some((other, sp)) => {
-                    self.err(Some(sp), format!("unknown_sni must be \"default\" or \"reject\", got {other:?}"));
-                    UnknownSni::DefaultCert
-                }
-            };
+            let unknown_sni = self.keyword(
+                &t.unknown_sni,
+                "unknown_sni",
+                &[("default", UnknownSni::DefaultCert), ("reject", UnknownSni::Reject)],
+            );
             TlsSettings {
                 certs_dir: self.relative(t.certs_dir.as_deref().unwrap_or("certs")),
                 redirect_http: t.redirect_http.unwrap_or(true),
@@ -93,14 +102,11 @@ impl<'a> Compiler<'a> {
         });
         let acme = raw.acme.as_ref().map(|a| {
             let a = a.get_ref();
-            let challenge = match a.challenge.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
-                None | Some(("tls-alpn-01", _)) => AcmeChallenge::TlsAlpn01,
-                Some(("http-01", _)) => AcmeChallenge::Http01,
-                Some((other, sp)) => {
-                    self.err(Some(sp), format!("challenge must be \"tls-alpn-01\" or \"http-01\", got {other:?}"));
-                    AcmeChallenge::TlsAlpn01
-                }
-            };
+            let challenge = self.keyword(
+                &a.challenge,
+                "challenge",
+                &[("tls-alpn-01", AcmeChallenge::TlsAlpn01), ("http-01", AcmeChallenge::Http01)],
+            );
             let directory = match a.directory.as_deref() {
                 None | Some("production") | Some("letsencrypt") => LETS_ENCRYPT_PRODUCTION.to_string(),
                 Some("staging") | Some("letsencrypt-staging") => LETS_ENCRYPT_STAGING.to_string(),
@@ -155,14 +161,11 @@ impl<'a> Compiler<'a> {
     fn upstream(&mut self, name: &str, u: &serde_spanned::Spanned<RawUpstream>) -> UpstreamSpec {
         let span = u.span();
         let u = u.get_ref();
-        let balance = match u.balance.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
-            None | Some(("round_robin", _)) => Balance::RoundRobin,
-            Some(("least_conn", _)) => Balance::LeastConn,
-            Some((other, sp)) => {
-                self.err(Some(sp), format!("balance must be \"round_robin\" or \"least_conn\", got {other:?}"));
-                Balance::RoundRobin
-            }
-        };
+        let balance = self.keyword(
+            &u.balance,
+            "balance",
+            &[("round_robin", Balance::RoundRobin), ("least_conn", Balance::LeastConn)],
+        );
         let servers: Vec<ServerSpec> =
             u.servers.get_ref().iter().map(|s| ServerSpec { addr: s.addr.clone(), weight: s.weight }).collect();
         if servers.is_empty() {

@@ -139,23 +139,7 @@ async fn a_gibibyte_streams_both_ways_in_flat_memory() {
 
 #[tokio::test]
 async fn websocket_messages_pass_through() {
-    // An echo WebSocket upstream built on tokio-tungstenite.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-                    return;
-                };
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() || m.is_binary() {
-                        let _ = ws.send(m).await;
-                    }
-                }
-            });
-        }
-    });
+    let ws_addr = ws_echo_upstream().await;
     let p = Proxy::start(&format!(
         "[upstreams.ws]\nservers = [\"{ws_addr}\"]\n[[routes]]\nhost = \"*\"\npath = \"/ws\"\nupstream = \"ws\"\n"
     ));

@@ -221,20 +221,7 @@ async fn echo(ws: &mut Ws, text: &str) {
 
 #[tokio::test]
 async fn an_open_websocket_on_an_untouched_route_survives_a_reload() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() || m.is_binary() {
-                        let _ = ws.send(m).await;
-                    }
-                }
-            });
-        }
-    });
+    let ws_addr = ws_echo_upstream().await;
     let b = Upstream::named("b").await;
     let ws_pool = format!("[upstreams.ws]\nservers = [\"{ws_addr}\"]\n");
     let p = Proxy::start(&cfg(&format!("{ws_pool}{}", route("/ws", "ws"))));

@@ -422,3 +422,23 @@ pub fn chromium(url: &str, extra: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// A WebSocket echo upstream (tokio-tungstenite) on an ephemeral port.
+pub async fn ws_echo_upstream() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() || m.is_binary() {
+                        let _ = ws.send(m).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
