@@ -10,7 +10,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
-use crate::upstream::InFlightGuard;
+use crate::upstream::{InFlightGuard, UpstreamBody};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -72,9 +72,9 @@ pin_project! {
     /// A response body on its way to the client.
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
-        /// Streamed from an upstream; the guard keeps the server's in-flight
-        /// count up until the body ends or the client goes away.
-        Upstream { #[pin] body: Incoming, guard: Option<InFlightGuard> },
+        /// Streamed from an upstream; it holds the server's in-flight slot
+        /// until the body ends or the client goes away.
+        Upstream { #[pin] body: UpstreamBody },
         /// A short body made by the proxy itself (errors, redirects, admin).
         Full { data: Option<Bytes> },
         /// A transformed body (compression and the like).
@@ -92,19 +92,9 @@ impl ResponseBody {
         ResponseBody::Full { data: None }
     }
 
-    pub fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
-        if body.is_end_stream() {
-            // No body to stream (HEAD, 204, 304, empty): done already.
-            guard.release();
-            return ResponseBody::Upstream { body, guard: None };
-        }
-        ResponseBody::Upstream { body, guard: Some(guard) }
-    }
-}
-
-fn release(guard: &mut Option<InFlightGuard>) {
-    if let Some(g) = guard.take() {
-        g.release();
+    pub fn upstream(mut body: UpstreamBody, guard: InFlightGuard) -> Self {
+        body.attach(guard);
+        ResponseBody::Upstream { body }
     }
 }
 
@@ -114,21 +104,7 @@ impl Body for ResponseBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ResponseBodyProj::Upstream { mut body, guard } => {
-                let polled = body.as_mut().poll_frame(cx);
-                // The exchange is over: free the server's slot now rather
-                // than when the connection gets around to dropping us, and
-                // hand a cleanly finished upstream connection back. hyper
-                // stops polling once `is_end_stream` says so, hence the check
-                // after a data frame.
-                match &polled {
-                    Poll::Ready(None) => release(guard),
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => release(guard),
-                    Poll::Ready(Some(Err(_))) => drop(guard.take()),
-                    _ => {}
-                }
-                polled.map_err(Into::into)
-            }
+            ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
             ResponseBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ResponseBodyProj::Boxed { body } => body.poll_frame(cx),
         }
@@ -136,7 +112,7 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
+            ResponseBody::Upstream { body } => body.is_end_stream(),
             ResponseBody::Full { data } => data.is_none(),
             ResponseBody::Boxed { body } => body.is_end_stream(),
         }
@@ -144,7 +120,7 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ResponseBody::Upstream { body, .. } => body.size_hint(),
+            ResponseBody::Upstream { body } => body.size_hint(),
             ResponseBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ResponseBody::Boxed { body } => body.size_hint(),
         }

@@ -14,13 +14,12 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri};
-use hyper::body::Incoming;
 
 use super::error::ProxyError;
 use super::exchange::Exchange;
 use crate::app::App;
 use crate::body::RequestBody;
-use crate::upstream::{InFlightGuard, Pool, SendError, Server, Transition};
+use crate::upstream::{InFlightGuard, Pool, SendError, Server, Transition, UpstreamBody};
 
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +37,7 @@ pub async fn send(
     body: RequestBody,
     path: PathAndQuery,
     ex: &mut Exchange,
-) -> Result<(Response<Incoming>, InFlightGuard), ProxyError> {
+) -> Result<(Response<UpstreamBody>, InFlightGuard), ProxyError> {
     let bodiless = http_body::Body::is_end_stream(&body);
     let max_attempts = if bodiless { 1 + pool.spec.retries as usize } else { 1 }.min(pool.servers.len());
     // Keep a copy of the head only when a second attempt is possible.
@@ -70,18 +69,23 @@ pub async fn send(
         }
         let idempotent = is_idempotent(&head.method);
         let attempt_body = body.take().unwrap_or_else(RequestBody::empty);
-        let mut guard = server.start_request();
+        let guard = server.start_request();
         let sent = tokio::time::timeout(
             pool.response_timeout(),
             pool.client.request(server, Request::from_parts(head, attempt_body)),
         )
         .await;
         let failure = match sent {
-            Ok(Ok((resp, conn))) => {
-                guard.attach(conn);
+            Ok(Ok(resp)) => {
                 count(app, server, resp.status().as_u16());
                 log_transition(pool, server, server.record_success(), "request succeeded");
                 return Ok((resp, guard));
+            }
+            Ok(Err(SendError::ClientBody(e))) => {
+                // The client's body failed (it left, or hit a limit): not
+                // the server's fault, and nothing to retry.
+                tracing::debug!(upstream = %pool.name, error = %e, "client request body failed");
+                return Err(ProxyError::Broken);
             }
             Ok(Err(e)) => {
                 let failure = classify(&e);
@@ -141,7 +145,7 @@ fn classify(e: &SendError) -> Failure {
         SendError::ConnectTimeout => Failure::BeforeSend(ProxyError::Timeout),
         SendError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => Failure::BeforeSend(ProxyError::Timeout),
         SendError::Connect(_) => Failure::BeforeSend(ProxyError::Connect),
-        SendError::Request(_) => Failure::AfterSend(ProxyError::Broken),
+        SendError::Io(_) | SendError::Protocol(_) | SendError::ClientBody(_) => Failure::AfterSend(ProxyError::Broken),
     }
 }
 

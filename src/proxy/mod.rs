@@ -145,8 +145,8 @@ async fn proxy(
                 }
             } else {
                 strip_hop_by_hop(resp.headers_mut());
-                let (parts, incoming) = resp.into_parts();
-                Response::from_parts(parts, ResponseBody::upstream(incoming, guard))
+                let (parts, body) = resp.into_parts();
+                Response::from_parts(parts, ResponseBody::upstream(body, guard))
             }
         }
         Err(_) if facts.body_too_large.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) => {

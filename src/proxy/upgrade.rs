@@ -6,35 +6,40 @@ use http::header::{self, HeaderValue};
 use http::Response;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use crate::body::ResponseBody;
-use crate::upstream::InFlightGuard;
+use crate::upstream::{InFlightGuard, UpstreamBody};
 
 /// Answer the client's upgrade with the upstream's 101 and join the two
 /// upgraded connections in a background task.
 pub fn splice(
-    mut upstream_resp: Response<hyper::body::Incoming>,
+    upstream_resp: Response<UpstreamBody>,
     client_side: OnUpgrade,
     proto: HeaderValue,
     guard: InFlightGuard,
 ) -> Response<ResponseBody> {
-    let upstream_side = hyper::upgrade::on(&mut upstream_resp);
-    let (mut parts, _) = upstream_resp.into_parts();
+    let (mut parts, body) = upstream_resp.into_parts();
+    let Some((mut upstream, early_bytes, _)) = body.into_upgraded() else {
+        return crate::proxy::error::ProxyError::Broken.response();
+    };
     crate::proxy::headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(header::UPGRADE, proto);
     tokio::spawn(async move {
         // The server stays "busy" for least_conn while the tunnel is open.
         let _guard = guard;
-        let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
-            Ok(pair) => pair,
+        let mut client = match client_side.await {
+            Ok(c) => TokioIo::new(c),
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
+        // What the upstream sent right behind its 101 (already read).
+        if !early_bytes.is_empty() && client.write_all(&early_bytes).await.is_err() {
+            return;
+        }
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             tracing::debug!(error = %e, "upgraded connection ended with an error");
         }

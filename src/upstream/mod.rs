@@ -7,12 +7,13 @@
 
 mod balancer;
 mod client;
+mod h1;
 mod health;
 mod pool;
 mod server;
 
 pub use balancer::Balancer;
-pub use client::{ClientSettings, IdleConns, SendError, UpstreamClient, UpstreamConn};
+pub use client::{ClientSettings, Conn, IdleConns, SendError, UpstreamBody, UpstreamClient};
 pub use health::HealthChecker;
 pub use pool::Pool;
 pub use server::{InFlightGuard, Server, Transition};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 
-use super::client::{IdleConns, UpstreamConn};
+use super::client::{Conn, IdleConns};
 use crate::config::{PassiveHealth, UpstreamAddr};
 use crate::metrics::ServerMetrics;
 
@@ -140,20 +140,18 @@ impl Server {
     /// proxy arranges to happen when the response body ends or is dropped).
     pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard { server: Arc::clone(self), conn: None }
+        InFlightGuard { server: Arc::clone(self) }
     }
 }
 
-/// One exchange with a server: its in-flight slot and the connection it
-/// holds. Dropping the guard retires the connection (hyper closes it once
-/// it is done with it); [`release`] hands a cleanly finished one back for
-/// reuse.
+/// One exchange with a server: its in-flight slot, freed on drop;
+/// [`release`] also hands the exchange's cleanly finished connection back
+/// for reuse.
 ///
 /// [`release`]: InFlightGuard::release
 #[derive(Debug)]
 pub struct InFlightGuard {
     server: Arc<Server>,
-    conn: Option<UpstreamConn>,
 }
 
 impl InFlightGuard {
@@ -161,17 +159,9 @@ impl InFlightGuard {
         &self.server
     }
 
-    /// The connection the exchange runs on.
-    pub fn attach(&mut self, conn: UpstreamConn) {
-        self.conn = Some(conn);
-    }
-
-    /// The response body ended cleanly: the connection may serve the next
-    /// request.
-    pub fn release(mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.release(&self.server);
-        }
+    /// The exchange ended cleanly: park its connection for the next one.
+    pub fn release(self, conn: Conn) {
+        self.server.idle.push(&self.server, conn);
     }
 }
 

@@ -1,0 +1,485 @@
+//! HTTP/1.1 towards upstream servers, as bytes: writing a request head,
+//! parsing a response head, and cutting a response body out of the read
+//! buffer by its framing (Content-Length, chunked, until close). Pure
+//! functions over buffers, tested here; the sockets live in `client`.
+//!
+//! Parsing is httparse's (the parser hyper uses). Header values are slices
+//! of the frozen head, so a response head costs one `HeaderMap` and no copy
+//! of its bytes.
+
+use std::fmt;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// The longest response head accepted (nginx's default buffers give 4-8 KiB).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most response headers accepted.
+const MAX_HEADERS: usize = 128;
+/// The longest chunk-size line (size plus extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+/// The most trailer bytes accepted (they are read and dropped).
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// How a request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body. `content_length_zero` says whether to say so explicitly.
+    Empty {
+        content_length_zero: bool,
+    },
+    Length(u64),
+    Chunked,
+}
+
+/// How a response body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body (HEAD, 1xx, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Everything until the server closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: ResponseFraming,
+    /// The server allows another request on this connection afterwards.
+    pub keep_alive: bool,
+}
+
+/// The upstream broke HTTP/1.1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    Head(httparse::Error),
+    HeadTooLarge,
+    BadStatus(u16),
+    BadContentLength,
+    BadChunk,
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::Head(e) => write!(f, "invalid response head: {e}"),
+            ProtocolError::HeadTooLarge => write!(f, "response head larger than {MAX_HEAD} bytes"),
+            ProtocolError::BadStatus(s) => write!(f, "invalid status code {s}"),
+            ProtocolError::BadContentLength => f.write_str("invalid or conflicting Content-Length"),
+            ProtocolError::BadChunk => f.write_str("invalid chunked encoding"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Write `METHOD path HTTP/1.1`, the headers, and the body framing into
+/// `out`. `headers` must already be free of hop-by-hop headers (but may
+/// carry `Connection: upgrade` + `Upgrade`); any `Content-Length` or
+/// `Transfer-Encoding` in it is replaced by `framing`.
+pub fn encode_request_head(
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::Empty { content_length_zero: false } => {}
+        RequestFraming::Empty { content_length_zero: true } => out.extend_from_slice(b"content-length: 0\r\n"),
+        RequestFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The size line that starts a chunk of `len` bytes.
+pub fn chunk_header(len: usize) -> Bytes {
+    Bytes::from(format!("{len:x}\r\n"))
+}
+
+/// Parse a response head from the front of `buf`. `Ok(None)`: not all of
+/// it has arrived yet. On success the head's bytes are removed from `buf`;
+/// what follows (body, or the next protocol after a 101) stays.
+pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<ResponseHead>, ProtocolError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(ProtocolError::HeadTooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::HeadTooLarge),
+        Err(e) => return Err(ProtocolError::Head(e)),
+    };
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| ProtocolError::BadStatus(code))?;
+    let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+
+    // Where each header sits in the head, so the values can be slices of
+    // the frozen head instead of copies.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let n = parsed.headers.len();
+    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let name_at = h.name.as_ptr() as usize - base;
+        let value_at = h.value.as_ptr() as usize - base;
+        *span = (name_at, h.name.len(), value_at, h.value.len());
+    }
+    let head = buf.split_to(head_len).freeze();
+
+    let mut headers = HeaderMap::with_capacity(n);
+    let mut content_length: Option<u64> = None;
+    let mut bad_length = false;
+    let mut chunked = false;
+    let mut has_transfer_encoding = false;
+    let mut close = version == Version::HTTP_10;
+    for &(name_at, name_len, value_at, value_len) in &spans[..n] {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+            .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
+        if name == header::CONTENT_LENGTH {
+            match (parse_length(value.as_bytes()), content_length) {
+                (Some(v), None) => content_length = Some(v),
+                (Some(v), Some(prev)) if v == prev => {}
+                _ => bad_length = true,
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            has_transfer_encoding = true;
+            // Only the last coding decides; "gzip, chunked" is still chunked.
+            chunked = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+
+    let bodiless = *request_method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        ResponseFraming::Empty
+    } else if has_transfer_encoding {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 6.3); such a
+        // message may be an attempt at smuggling, so never reuse after it.
+        if content_length.is_some() || bad_length {
+            close = true;
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        if chunked {
+            ResponseFraming::Chunked
+        } else {
+            ResponseFraming::UntilClose
+        }
+    } else if bad_length {
+        return Err(ProtocolError::BadContentLength);
+    } else if let Some(n) = content_length {
+        ResponseFraming::Length(n)
+    } else {
+        ResponseFraming::UntilClose
+    };
+    let keep_alive = !close && framing != ResponseFraming::UntilClose && status != StatusCode::SWITCHING_PROTOCOLS;
+    Ok(Some(ResponseHead { status, version, headers, framing, keep_alive }))
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// What the chunked decoder found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Data(Bytes),
+    /// The buffer ends mid-way: read more.
+    NeedMore,
+    /// The last chunk and the trailers are consumed.
+    Done,
+}
+
+/// Decodes `Transfer-Encoding: chunked` from a read buffer, handing out
+/// chunk data as slices of it (no copy).
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    trailer_bytes: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+impl ChunkedDecoder {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
+        loop {
+            match self.state {
+                ChunkState::Size => {
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else { return Ok(Decoded::NeedMore) };
+                    let size = parse_chunk_size(&line)?;
+                    self.state = if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
+                }
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let n = left.min(buf.len() as u64) as usize;
+                    let data = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    self.state = if left == 0 { ChunkState::DataEnd } else { ChunkState::Data(left) };
+                    return Ok(Decoded::Data(data));
+                }
+                ChunkState::DataEnd => match &buf[..] {
+                    [b'\r', b'\n', ..] => {
+                        buf.advance(2);
+                        self.state = ChunkState::Size;
+                    }
+                    [b'\n', ..] => {
+                        buf.advance(1);
+                        self.state = ChunkState::Size;
+                    }
+                    [] | [b'\r'] => return Ok(Decoded::NeedMore),
+                    _ => return Err(ProtocolError::BadChunk),
+                },
+                ChunkState::Trailers => {
+                    let Some(line) = take_line(buf, MAX_TRAILERS)? else { return Ok(Decoded::NeedMore) };
+                    self.trailer_bytes += line.len();
+                    if self.trailer_bytes > MAX_TRAILERS {
+                        return Err(ProtocolError::BadChunk);
+                    }
+                    if line.is_empty() {
+                        self.state = ChunkState::Done;
+                    }
+                }
+                ChunkState::Done => return Ok(Decoded::Done),
+            }
+        }
+    }
+}
+
+/// Remove one line (without its CRLF or LF) from the front of `buf`.
+fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, ProtocolError> {
+    let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+        return if buf.len() > max { Err(ProtocolError::BadChunk) } else { Ok(None) };
+    };
+    if lf > max {
+        return Err(ProtocolError::BadChunk);
+    }
+    let mut line = buf.split_to(lf + 1);
+    line.truncate(lf);
+    if line.last() == Some(&b'\r') {
+        line.truncate(lf - 1);
+    }
+    Ok(Some(line))
+}
+
+fn parse_chunk_size(line: &[u8]) -> Result<u64, ProtocolError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(ProtocolError::BadChunk);
+    }
+    // After the size: nothing, or whitespace / extensions (";name=value").
+    match line.get(digits) {
+        None | Some(b';' | b' ' | b'\t') => {}
+        Some(_) => return Err(ProtocolError::BadChunk),
+    }
+    let mut size = 0u64;
+    for &d in &line[..digits] {
+        let v = (d as char).to_digit(16).unwrap_or(0) as u64;
+        size = (size << 4) | v;
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str, method: Method) -> Result<Option<ResponseHead>, ProtocolError> {
+        parse_response_head(&mut BytesMut::from(raw), &method)
+    }
+
+    #[test]
+    fn request_head_carries_headers_and_the_framing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        let mut out = Vec::new();
+        encode_request_head(&Method::POST, "/p?q=1", &h, RequestFraming::Length(12), &mut out);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 12\r\n\r\n"
+        );
+        encode_request_head(&Method::GET, "/", &HeaderMap::new(), RequestFraming::Chunked, &mut out);
+        assert_eq!(out, b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
+        encode_request_head(
+            &Method::POST,
+            "/",
+            &HeaderMap::new(),
+            RequestFraming::Empty { content_length_zero: true },
+            &mut out,
+        );
+        assert_eq!(out, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+        let mut n = Vec::new();
+        push_decimal(&mut n, 0);
+        push_decimal(&mut n, u64::MAX);
+        assert_eq!(n, b"018446744073709551615");
+    }
+
+    #[test]
+    fn response_heads_and_their_framing() {
+        let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello", Method::GET).unwrap().unwrap();
+        assert_eq!((h.status, h.framing, h.keep_alive), (StatusCode::OK, ResponseFraming::Length(5), true));
+        assert_eq!(h.headers["x-a"], "b");
+
+        let h = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Method::GET).unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (ResponseFraming::Chunked, true));
+        let h = parse("HTTP/1.1 200 OK\r\n\r\n", Method::GET).unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (ResponseFraming::UntilClose, false));
+        let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD).unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (ResponseFraming::Empty, true));
+        let h = parse("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", Method::GET).unwrap().unwrap();
+        assert_eq!(h.framing, ResponseFraming::Empty);
+        let h = parse("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", Method::GET).unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (ResponseFraming::Empty, false));
+    }
+
+    #[test]
+    fn connection_reuse_follows_version_and_connection_header() {
+        let h = parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", Method::GET).unwrap();
+        assert!(!h.unwrap().keep_alive);
+        let h = parse("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", Method::GET).unwrap();
+        assert!(!h.unwrap().keep_alive);
+        let h = parse("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", Method::GET).unwrap();
+        assert!(h.unwrap().keep_alive);
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused_or_never_reused() {
+        let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET);
+        let h = h.unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (ResponseFraming::Chunked, false));
+        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+        for bad in ["5, 6", "-1", "", "1e3", "99999999999999999999"] {
+            let raw = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n");
+            assert_eq!(parse(&raw, Method::GET).unwrap_err(), ProtocolError::BadContentLength, "{bad}");
+        }
+        let same = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", Method::GET);
+        assert_eq!(same.unwrap().unwrap().framing, ResponseFraming::Length(5));
+    }
+
+    #[test]
+    fn partial_heads_wait_and_garbage_or_huge_heads_fail() {
+        assert!(parse("HTTP/1.1 200 OK\r\nContent-Le", Method::GET).unwrap().is_none());
+        assert!(matches!(parse("garbage\r\n\r\n", Method::GET), Err(ProtocolError::Head(_))));
+        assert_eq!(parse("HTTP/1.1 099 Odd\r\n\r\n", Method::GET).unwrap_err(), ProtocolError::BadStatus(99));
+        let huge = format!("HTTP/1.1 200 OK\r\nX-Big: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(parse(&huge, Method::GET).unwrap_err(), ProtocolError::HeadTooLarge);
+    }
+
+    #[test]
+    fn the_body_after_the_head_stays_in_the_buffer() {
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloNEXT");
+        parse_response_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(&buf[..], b"helloNEXT");
+    }
+
+    fn decode_all(input: &[&str]) -> Result<(String, bool), ProtocolError> {
+        let mut d = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut out = String::new();
+        for piece in input {
+            buf.extend_from_slice(piece.as_bytes());
+            loop {
+                match d.decode(&mut buf)? {
+                    Decoded::Data(b) => out.push_str(std::str::from_utf8(&b).unwrap()),
+                    Decoded::NeedMore => break,
+                    Decoded::Done => return Ok((out, buf.is_empty())),
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_however_they_are_split() {
+        let whole = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+        assert_eq!(decode_all(&[whole]).unwrap(), ("hello world".into(), true));
+        // Every split point, one byte at a time.
+        let bytes: Vec<String> = whole.chars().map(|c| c.to_string()).collect();
+        let pieces: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        assert_eq!(decode_all(&pieces).unwrap(), ("hello world".into(), true));
+        // Bare LF line ends are tolerated; upper-case hex works.
+        assert_eq!(decode_all(&["A\nabcdefghij\n0\n\n"]).unwrap(), ("abcdefghij".into(), true));
+        // Not finished yet.
+        assert_eq!(decode_all(&["5\r\nhel"]).unwrap(), ("hel".into(), false));
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        for bad in ["x\r\n", "5\r\nhelloXX", "11111111111111111\r\n", "5z\r\n"] {
+            assert_eq!(decode_all(&[bad]).unwrap_err(), ProtocolError::BadChunk, "{bad:?}");
+        }
+        let long_line = format!("5;{}", "e".repeat(MAX_CHUNK_LINE + 1));
+        assert_eq!(decode_all(&[&long_line]).unwrap_err(), ProtocolError::BadChunk);
+    }
+}
