@@ -45,8 +45,6 @@ use crate::body::{BoxError, RequestBody};
 /// Idle connections are dropped after one to two of these.
 const IDLE_SWEEP: Duration = Duration::from_secs(60);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
-/// Free space below which the read buffer grows before a read.
-const MIN_READ_SPACE: usize = 2 * 1024;
 /// Read buffer growth: enough for a typical head plus a small body in one
 /// read; large bodies read up to [`MAX_READ`] at a time.
 const READ_CHUNK: usize = 8 * 1024;
@@ -138,9 +136,11 @@ impl Conn {
         }
     }
 
+    /// Read what has arrived, with room for `want` more bytes (clamped).
     fn poll_read_more(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        if self.read_buf.capacity() - self.read_buf.len() < MIN_READ_SPACE {
-            self.read_buf.reserve(want.clamp(READ_CHUNK, MAX_READ));
+        let want = want.clamp(READ_CHUNK, MAX_READ);
+        if self.read_buf.capacity() - self.read_buf.len() < want {
+            self.read_buf.reserve(want);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
     }

@@ -8,15 +8,17 @@
 //! of its bytes.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-/// The longest response head accepted (nginx's default buffers give 4-8 KiB).
-pub const MAX_HEAD: usize = 64 * 1024;
-/// The most response headers accepted.
-const MAX_HEADERS: usize = 128;
+/// The longest response head accepted (nginx's default buffers give 4-8 KiB;
+/// below 64 KiB so header offsets fit in a u16).
+pub const MAX_HEAD: usize = 64 * 1024 - 1;
+/// The most response headers accepted (hyper's default too).
+const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line (size plus extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 /// The most trailer bytes accepted (they are read and dropped).
@@ -140,10 +142,12 @@ pub fn chunk_header(len: usize) -> Bytes {
 /// it has arrived yet. On success the head's bytes are removed from `buf`;
 /// what follows (body, or the next protocol after a 101) stays.
 pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<ResponseHead>, ProtocolError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let head_len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
+    // Uninitialised slots: zeroing 100 of them would cost more than parsing.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+        Ok(httparse::Status::Complete(_)) => return Err(ProtocolError::HeadTooLarge),
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(ProtocolError::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::HeadTooLarge),
@@ -156,12 +160,13 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     // Where each header sits in the head, so the values can be slices of
     // the frozen head instead of copies.
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    // the frozen head instead of copies. u16 offsets: a head is < 64 KiB.
+    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
     let n = parsed.headers.len();
     for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
         let name_at = h.name.as_ptr() as usize - base;
         let value_at = h.value.as_ptr() as usize - base;
-        *span = (name_at, h.name.len(), value_at, h.value.len());
+        *span = (name_at as u16, h.name.len() as u16, value_at as u16, h.value.len() as u16);
     }
     let head = buf.split_to(head_len).freeze();
 
@@ -172,6 +177,8 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     let mut has_transfer_encoding = false;
     let mut close = version == Version::HTTP_10;
     for &(name_at, name_len, value_at, value_len) in &spans[..n] {
+        let (name_at, name_len, value_at, value_len) =
+            (name_at as usize, name_len as usize, value_at as usize, value_len as usize);
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
             .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
@@ -433,6 +440,9 @@ mod tests {
         assert!(matches!(parse("garbage\r\n\r\n", Method::GET), Err(ProtocolError::Head(_))));
         assert_eq!(parse("HTTP/1.1 099 Odd\r\n\r\n", Method::GET).unwrap_err(), ProtocolError::BadStatus(99));
         let huge = format!("HTTP/1.1 200 OK\r\nX-Big: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(parse(&huge, Method::GET).unwrap_err(), ProtocolError::HeadTooLarge);
+        // Complete but too large (it arrived in one read).
+        let huge = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(MAX_HEAD));
         assert_eq!(parse(&huge, Method::GET).unwrap_err(), ProtocolError::HeadTooLarge);
     }
 
