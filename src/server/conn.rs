@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use std::future::Future;
 
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
@@ -192,11 +193,70 @@ pub async fn sniff(stream: &TcpStream) -> io::Result<Option<Protocol>> {
 }
 
 /// The hyper connection builders for client-facing connections, one per
-/// protocol, configured alike.
+/// protocol, configured alike. HTTP/2 gets a builder per connection, made
+/// by `http2`, because each connection runs its streams on its own
+/// [`StreamExecutor`].
 pub struct Builders {
     pub http1: http1::Builder,
-    pub http2: http2::Builder<TokioExecutor>,
+    pub http2: Box<dyn Fn(StreamExecutor) -> http2::Builder<StreamExecutor> + Send + Sync>,
     pub auto: auto::Builder<TokioExecutor>,
+}
+
+type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs the streams of one HTTP/2 connection inside the connection's own
+/// task instead of a task each (hyper's default with `TokioExecutor`).
+///
+/// Why: with hundreds of concurrent streams, a task per stream overflows
+/// the worker's local run queue and tasks wait in the global one; the
+/// latency tail grew to 60-110 ms at 512 streams on one core while the
+/// median was 10 ms. Polled by the connection, the streams that are ready
+/// run together and their answers leave in one flush, and a connection's
+/// work is never queued behind another's thousand tasks.
+#[derive(Clone, Default)]
+pub struct StreamExecutor {
+    shared: Arc<StreamQueue>,
+}
+
+#[derive(Default)]
+struct StreamQueue {
+    spawned: std::sync::Mutex<Vec<StreamFuture>>,
+    waker: AtomicWaker,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        if let Ok(mut spawned) = self.shared.spawned.lock() {
+            spawned.push(Box::pin(fut));
+        }
+        self.shared.waker.wake();
+    }
+}
+
+/// The streams a [`StreamExecutor`] was given, polled by the connection.
+struct Streams {
+    executor: StreamExecutor,
+    running: futures_util::stream::FuturesUnordered<StreamFuture>,
+}
+
+impl Streams {
+    /// Poll every stream that is ready; never finishes.
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        use futures_util::StreamExt;
+        self.executor.shared.waker.register(cx.waker());
+        loop {
+            if let Ok(mut spawned) = self.executor.shared.spawned.lock() {
+                self.running.extend(spawned.drain(..));
+            }
+            match self.running.poll_next_unpin(cx) {
+                Poll::Ready(Some(())) => continue,
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// What [`drive`] needs from a hyper connection future.
@@ -219,14 +279,14 @@ where
     }
 }
 
-impl<I, S, B> HttpConn for http2::Connection<I, S, TokioExecutor>
+impl<I, S, B> HttpConn for http2::Connection<I, S, StreamExecutor>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
     S: hyper::service::HttpService<Incoming, ResBody = B>,
     S::Error: Into<BoxError>,
     B: http_body::Body + 'static,
     B::Error: Into<BoxError>,
-    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+    StreamExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
 {
     type Error = hyper::Error;
     fn shutdown(self: Pin<&mut Self>) {
@@ -275,29 +335,54 @@ pub async fn serve<I, S, B>(
     match protocol {
         Protocol::Http1 => {
             let conn = Box::pin(builders.http1.serve_connection(io, service).with_upgrades());
-            drive(conn, &activity, &shutdown, idle_timeout).await;
+            drive(conn, None, &activity, &shutdown, idle_timeout).await;
         }
         Protocol::Http2 => {
-            let conn = Box::pin(builders.http2.serve_connection(io, service));
-            drive(conn, &activity, &shutdown, idle_timeout).await;
+            let executor = StreamExecutor::default();
+            let conn = Box::pin((builders.http2)(executor.clone()).serve_connection(io, service));
+            let streams = Streams { executor, running: Default::default() };
+            drive(conn, Some(streams), &activity, &shutdown, idle_timeout).await;
         }
         Protocol::Detect => {
             let conn = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
-            drive(conn, &activity, &shutdown, idle_timeout).await;
+            drive(conn, None, &activity, &shutdown, idle_timeout).await;
         }
     }
 }
 
 async fn drive<C: HttpConn>(
     mut conn: Pin<Box<C>>,
+    mut streams: Option<Streams>,
     activity: &Activity,
     shutdown: &CancellationToken,
     idle_timeout: Duration,
 ) {
+    let conn_wake = Arc::new(ConnWake { woken: AtomicBool::new(true), task: AtomicWaker::new() });
+    let conn_waker = futures_util::task::waker(Arc::clone(&conn_wake));
     let mut closing = false;
     loop {
+        let running = std::future::poll_fn(|cx| {
+            conn_wake.task.register(cx.waker());
+            loop {
+                // Only when the connection asked: an HTTP/2 connection's
+                // poll is not free, and most wake-ups are for streams.
+                if conn_wake.woken.swap(false, Ordering::AcqRel) {
+                    if let Poll::Ready(res) = conn.as_mut().poll(&mut Context::from_waker(&conn_waker)) {
+                        return Poll::Ready(res);
+                    }
+                }
+                if let Some(s) = streams.as_mut() {
+                    let _ = s.poll_run(cx);
+                }
+                // Streams that answered woke the connection to send: do it
+                // now, in the same pass, for all of them at once.
+                if !conn_wake.woken.load(Ordering::Acquire) {
+                    return Poll::Pending;
+                }
+            }
+        });
         tokio::select! {
-            res = conn.as_mut() => {
+            res = running => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
@@ -305,13 +390,36 @@ async fn drive<C: HttpConn>(
             }
             _ = shutdown.cancelled(), if !closing => {
                 conn.as_mut().shutdown();
+                conn_wake.wake_by_ref_now();
                 closing = true;
             }
             _ = activity.idle_for(idle_timeout), if !closing => {
                 conn.as_mut().shutdown();
+                conn_wake.wake_by_ref_now();
                 closing = true;
             }
         }
+    }
+}
+
+/// The connection's own waker: records that the connection (not one of its
+/// streams) has something to do, and wakes the task.
+struct ConnWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl ConnWake {
+    /// A graceful shutdown was requested: the connection must be polled.
+    fn wake_by_ref_now(&self) {
+        self.woken.store(true, Ordering::Release);
+    }
+}
+
+impl futures_util::task::ArcWake for ConnWake {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.woken.store(true, Ordering::Release);
+        arc_self.task.wake();
     }
 }
 

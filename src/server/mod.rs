@@ -81,8 +81,12 @@ macro_rules! http2_settings {
 pub fn http_builders(s: &ServerSettings) -> Builders {
     let mut http1 = http1::Builder::new();
     http1_settings!(http1, s);
-    let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2_settings!(http2, s);
+    let h2_settings = s.clone();
+    let http2 = Box::new(move |executor| {
+        let mut http2 = http2::Builder::new(executor);
+        http2_settings!(http2, h2_settings);
+        http2
+    });
     let mut auto = auto::Builder::new(TokioExecutor::new());
     http1_settings!(auto.http1(), s);
     http2_settings!(auto.http2(), s);

@@ -36,3 +36,79 @@ async fn readyz_and_healthz() {
         std::process::Command::new(binary()).args(["healthcheck", "--url", &p.admin_url("/healthz")]).output().unwrap();
     assert!(out.status.success());
 }
+
+/// An HTTP/2 connection to `addr` whose sender can be cloned per stream.
+async fn h2c_connection(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<BoxBody> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// An upstream that answers after `delay` with the request's path and the
+/// size of its body.
+async fn slow_echo(delay: Duration) -> Upstream {
+    Upstream::start(move |req: http::Request<hyper::body::Incoming>| async move {
+        let path = req.uri().path().to_string();
+        let n = http_body_util::BodyExt::collect(req.into_body()).await.map(|b| b.to_bytes().len()).unwrap_or(0);
+        tokio::time::sleep(delay).await;
+        Response::new(full(format!("{path} {n}")))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn hundreds_of_concurrent_http2_streams_on_one_connection_all_complete() {
+    let up = slow_echo(Duration::from_millis(200)).await;
+    let p = Proxy::start(&format!("[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n", up.addr));
+    let sender = h2c_connection(p.http).await;
+    let mut streams = tokio::task::JoinSet::new();
+    for i in 0..300usize {
+        let mut sender = sender.clone();
+        let uri = format!("http://x:{}/s{i}", p.http.port());
+        streams.spawn(async move {
+            // Every third stream uploads a body, streamed through the proxy.
+            let body = if i % 3 == 0 { full(vec![b'x'; 10_000 + i]) } else { full("") };
+            let method = if i % 3 == 0 { "POST" } else { "GET" };
+            let req = http::Request::builder().method(method).uri(uri).body(body).unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            let status = resp.status();
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+            (i, status, String::from_utf8_lossy(&body).into_owned())
+        });
+    }
+    let mut done = 0;
+    while let Some(r) = streams.join_next().await {
+        let (i, status, body) = r.unwrap();
+        let expected_len = if i % 3 == 0 { 10_000 + i } else { 0 };
+        assert_eq!((status.as_u16(), body), (200, format!("/s{i} {expected_len}")));
+        done += 1;
+    }
+    assert_eq!(done, 300);
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_http2_streams() {
+    let up = slow_echo(Duration::from_millis(1500)).await;
+    let mut p =
+        Proxy::start(&format!("[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n", up.addr));
+    let mut sender = h2c_connection(p.http).await;
+    let uri = format!("http://x:{}/slow", p.http.port());
+    let slow = tokio::spawn(async move {
+        let resp = sender.send_request(http::Request::get(uri).body(full("")).unwrap()).await.unwrap();
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+        (status, body)
+    });
+    assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    p.signal("TERM");
+    let (status, body) = slow.await.unwrap();
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"/slow 0"[..]));
+    let code = tokio::task::spawn_blocking(move || p.wait_exit(Duration::from_secs(20))).await.unwrap();
+    assert_eq!(code, Some(0));
+}
