@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use std::future::Future;
 
+use bytes::Bytes;
+
 use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -42,12 +44,41 @@ use crate::body::BoxError;
 #[derive(Debug, Default)]
 pub struct Activity {
     moved: AtomicBool,
+    /// The same, for the parking watcher (each watcher clears its own).
+    moved_since_park_check: AtomicBool,
     requests: AtomicUsize,
+    /// The last write to the client could not complete: hyper still holds
+    /// bytes to send.
+    write_blocked: AtomicBool,
+    /// Bytes arrived since the last response ended (a request may be
+    /// half-read).
+    read_since_response: AtomicBool,
 }
 
 impl Activity {
     fn touch(&self) {
         self.moved.store(true, Ordering::Relaxed);
+        self.moved_since_park_check.store(true, Ordering::Relaxed);
+    }
+
+    /// Nothing is in progress on the connection: no request being read or
+    /// answered, nothing left to send.
+    fn at_rest(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) == 0
+            && !self.write_blocked.load(Ordering::Relaxed)
+            && !self.read_since_response.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the connection has been at rest, moving no bytes, for
+    /// between `quiet` and twice that.
+    async fn at_rest_for(&self, quiet: Duration) {
+        loop {
+            tokio::time::sleep(quiet).await;
+            let moved = self.moved_since_park_check.swap(false, Ordering::Relaxed);
+            if !moved && self.at_rest() {
+                return;
+            }
+        }
     }
 
     /// Mark a request as in progress until the guard drops.
@@ -81,35 +112,60 @@ pub struct RequestGuard(Arc<Activity>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.touch();
+        self.0.read_since_response.store(false, Ordering::Relaxed);
         self.0.requests.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 pin_project_lite::pin_project! {
-    /// An IO stream that records activity on every successful read or write.
+    /// An IO stream that records activity on every successful read or
+    /// write, and first hands out `prefix` (bytes already read from `inner`).
     pub struct ActivityIo<I> {
         #[pin]
         inner: I,
         activity: Arc<Activity>,
+        prefix: Bytes,
     }
 }
 
 impl<I> ActivityIo<I> {
-    pub fn new(inner: I, activity: Arc<Activity>) -> Self {
+    pub fn new(inner: I, activity: Arc<Activity>, prefix: Bytes) -> Self {
         activity.touch();
-        ActivityIo { inner, activity }
+        if !prefix.is_empty() {
+            activity.read_since_response.store(true, Ordering::Relaxed);
+        }
+        ActivityIo { inner, activity, prefix }
+    }
+
+    fn into_parts(self) -> (I, Bytes) {
+        (self.inner, self.prefix)
     }
 }
 
 impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = this.inner.poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.touch();
+            this.activity.read_since_response.store(true, Ordering::Relaxed);
         }
         r
+    }
+}
+
+impl Activity {
+    fn wrote<T>(&self, r: &Poll<io::Result<T>>) {
+        let blocked = r.is_pending();
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Relaxed);
+        }
     }
 }
 
@@ -117,6 +173,7 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.project();
         let r = this.inner.poll_write(cx, buf);
+        this.activity.wrote(&r);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
         }
@@ -130,6 +187,7 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let r = this.inner.poll_write_vectored(cx, bufs);
+        this.activity.wrote(&r);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
         }
@@ -141,7 +199,10 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let r = this.inner.poll_flush(cx);
+        this.activity.wrote(&r);
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -322,7 +383,7 @@ pub async fn serve<I, S, B>(
     shutdown: CancellationToken,
     idle_timeout: Duration,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -330,33 +391,118 @@ pub async fn serve<I, S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity)));
     // Boxed: the task stays small, and holds only the chosen protocol's state.
     match protocol {
-        Protocol::Http1 => {
-            let conn = Box::pin(builders.http1.serve_connection(io, service).with_upgrades());
-            drive(conn, None, &activity, &shutdown, idle_timeout).await;
-        }
+        Protocol::Http1 => serve_http1(io, activity, builders, service, shutdown, idle_timeout).await,
         Protocol::Http2 => {
+            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity), Bytes::new()));
             let executor = StreamExecutor::default();
             let conn = Box::pin((builders.http2)(executor.clone()).serve_connection(io, service));
             let streams = Streams { executor, running: Default::default() };
-            drive(conn, Some(streams), &activity, &shutdown, idle_timeout).await;
+            Box::pin(drive(conn, Some(streams), &activity, &shutdown, idle_timeout, false)).await;
         }
         Protocol::Detect => {
+            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity), Bytes::new()));
             let conn = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
-            drive(conn, None, &activity, &shutdown, idle_timeout).await;
+            Box::pin(drive(conn, None, &activity, &shutdown, idle_timeout, false)).await;
         }
     }
 }
 
+/// How long an HTTP/1.1 connection stays quiet, between requests, before
+/// hyper's state and buffers are dropped and only the socket is kept.
+pub const PARK_AFTER: Duration = Duration::from_millis(50);
+
+/// A client stream that can wait for the client's next bytes without
+/// reading them, so an idle connection can be parked without hyper.
+pub trait Parkable {
+    /// Whether parking is supported for this stream.
+    const PARKS: bool;
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl Parkable for TcpStream {
+    const PARKS: bool = true;
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+/// Not parked yet: TLS keeps its own buffers and state, and readiness of
+/// the socket does not say whether rustls holds plaintext.
+impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
+    const PARKS: bool = false;
+    fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Serve HTTP/1.1, parking the connection whenever it rests between
+/// requests: hyper's connection (its 8 KiB read and write buffers, the
+/// cached header map, the dispatcher) is dropped and only the socket and
+/// this task wait for the next request. The next bytes bring up a fresh
+/// hyper connection. Busy connections never park.
+async fn serve_http1<I, S, B>(
+    mut io: I,
+    activity: Arc<Activity>,
+    builders: &Builders,
+    service: S,
+    shutdown: CancellationToken,
+    idle_timeout: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let mut prefix = Bytes::new();
+    loop {
+        let wrapped = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity), prefix));
+        let conn = Box::pin(builders.http1.serve_connection(wrapped, service.clone()).with_upgrades());
+        // Boxed, like every state that is not parking: the task itself then
+        // only holds what a parked connection needs.
+        let driven = Box::pin(drive(conn, None, &activity, &shutdown, idle_timeout, I::PARKS)).await;
+        let Some(conn) = driven else { return };
+        // Everything of hyper's is dropped here, at the end of this block,
+        // including an empty read buffer that still owns its allocation.
+        (io, prefix) = {
+            let Some(parts) = Pin::into_inner(conn).into_parts() else { return };
+            let (inner, unread_prefix) = parts.io.into_inner().into_parts();
+            // Bytes already read but not parsed go to the next connection.
+            let prefix = match (parts.read_buf.is_empty(), unread_prefix.is_empty()) {
+                (true, true) => Bytes::new(),
+                (true, false) => unread_prefix,
+                (false, true) => parts.read_buf,
+                (false, false) => [parts.read_buf, unread_prefix].concat().into(),
+            };
+            (inner, prefix)
+        };
+        if prefix.is_empty() {
+            let next_request = tokio::select! {
+                r = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => r.is_ok(),
+                _ = shutdown.cancelled() => false,
+                _ = activity.idle_for(idle_timeout) => false,
+            };
+            if !next_request {
+                return;
+            }
+        }
+    }
+}
+
+/// Drive a connection until it ends (`None`) or, with `park`, until it has
+/// been at rest for [`PARK_AFTER`] (`Some`, handed back to be parked).
 async fn drive<C: HttpConn>(
     mut conn: Pin<Box<C>>,
     mut streams: Option<Streams>,
     activity: &Activity,
     shutdown: &CancellationToken,
     idle_timeout: Duration,
-) {
+    park: bool,
+) -> Option<Pin<Box<C>>> {
     let conn_wake = Arc::new(ConnWake { woken: AtomicBool::new(true), task: AtomicWaker::new() });
     let conn_waker = futures_util::task::waker(Arc::clone(&conn_wake));
     let mut closing = false;
@@ -386,8 +532,9 @@ async fn drive<C: HttpConn>(
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
-                return;
+                return None;
             }
+            _ = activity.at_rest_for(PARK_AFTER), if park && !closing => return Some(conn),
             _ = shutdown.cancelled(), if !closing => {
                 conn.as_mut().shutdown();
                 conn_wake.wake_by_ref_now();

@@ -96,7 +96,35 @@ pub fn http_builders(s: &ServerSettings) -> Builders {
 /// The future of one request, boxed: hyper's HTTP/1 connection keeps a slot
 /// of the service future's size for its whole life, idle or not; boxed, the
 /// slot is one pointer and the future exists only while a request does.
-type RequestFuture = Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
+type RequestFuture = Pin<Box<dyn Future<Output = Result<Response<ConnBody>, Infallible>> + Send>>;
+
+/// A response body that keeps its request counted as in progress on the
+/// connection until hyper is done with it (and drops it), so a connection
+/// is never parked in the middle of an answer.
+pub struct ConnBody {
+    inner: TrackedBody,
+    _in_progress: conn::RequestGuard,
+}
+
+impl http_body::Body for ConnBody {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// The hyper service of one client connection.
 #[derive(Clone)]
@@ -107,7 +135,7 @@ struct ProxyService {
 }
 
 impl Service<Request<Incoming>> for ProxyService {
-    type Response = Response<TrackedBody>;
+    type Response = Response<ConnBody>;
     type Error = Infallible;
     type Future = RequestFuture;
 
@@ -116,9 +144,11 @@ impl Service<Request<Incoming>> for ProxyService {
         let app = Arc::clone(&self.app);
         let info = Arc::clone(&self.info);
         Box::pin(async move {
-            let r = proxy::serve(app, info, req).await;
-            drop(guard);
-            r
+            let resp = match proxy::serve(app, info, req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            Ok(resp.map(|inner| ConnBody { inner, _in_progress: guard }))
         })
     }
 }
@@ -204,7 +234,7 @@ impl Serving {
         // that sends nothing in time is cut off like a slow header.
         let sniffed = tokio::select! {
             _ = self.shutdown.cancelled() => return,
-            r = tokio::time::timeout(self.header_timeout, conn::sniff(&stream)) => r,
+            r = Box::pin(tokio::time::timeout(self.header_timeout, conn::sniff(&stream))) => r,
         };
         let protocol = match sniffed {
             Ok(Ok(Some(p))) => p,
@@ -224,7 +254,7 @@ impl Serving {
     /// Serve the proxy over any accepted stream (plain TCP, or TLS).
     pub async fn serve_io<I>(&self, io: I, protocol: Protocol, info: ConnInfo)
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + conn::Parkable + Unpin + Send + 'static,
     {
         let activity = Arc::new(Activity::default());
         let service =

@@ -13,6 +13,7 @@ mod deploy;
 mod failures;
 mod forwarding;
 mod health;
+mod keepalive;
 mod lifecycle;
 mod metrics;
 mod middleware;

@@ -1,0 +1,145 @@
+//! Client keep-alive: a connection that rests between requests is parked
+//! (hyper's state dropped, only the socket kept) and brought back by its
+//! next bytes. Nothing a client can observe may change because of it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::util::*;
+
+/// Longer than the proxy waits before parking a resting connection.
+const REST: Duration = Duration::from_millis(300);
+
+fn config(upstream: std::net::SocketAddr, server: &str) -> String {
+    format!("[server]\n{server}\n[upstreams.app]\nservers = [\"{upstream}\"]\n[[routes]]\nupstream = \"app\"\n")
+}
+
+/// Read one response with a Content-Length body; returns (status line, body).
+async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec<u8>) {
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            while pending.len() < end + 4 + len {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed mid-body");
+                pending.extend_from_slice(&buf[..n]);
+            }
+            let body = pending[end + 4..end + 4 + len].to_vec();
+            pending.drain(..end + 4 + len);
+            return (head.lines().next().unwrap_or_default().to_string(), body);
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("no answer").unwrap();
+        assert!(n > 0, "connection closed; got {:?}", String::from_utf8_lossy(pending));
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// An upstream answering with the method, path and body length it got.
+async fn echo() -> Upstream {
+    Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let line = format!("{} {}", req.method(), req.uri().path());
+        let n = http_body_util::BodyExt::collect(req.into_body()).await.map(|b| b.to_bytes().len()).unwrap_or(0);
+        Response::new(full(format!("{line} {n}")))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_connection_serves_requests_after_resting_and_pipelining_survives_it() {
+    let up = echo().await;
+    let p = Proxy::start(&config(up.addr, ""));
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let mut pending = Vec::new();
+    for round in 0..3 {
+        s.write_all(format!("GET /r{round} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        let (status, body) = read_response(&mut s, &mut pending).await;
+        assert_eq!((status.as_str(), &body[..]), ("HTTP/1.1 200 OK", format!("GET /r{round} 0").as_bytes()));
+        tokio::time::sleep(REST).await;
+        // A body after a rest, and two pipelined requests in one write.
+        s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").await.unwrap();
+        let (_, body) = read_response(&mut s, &mut pending).await;
+        assert_eq!(&body[..], b"POST /up 5");
+        tokio::time::sleep(REST).await;
+        s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        assert_eq!(read_response(&mut s, &mut pending).await.1, b"GET /a 0");
+        assert_eq!(read_response(&mut s, &mut pending).await.1, b"GET /b 0");
+        tokio::time::sleep(REST).await;
+    }
+    // A request head split by a rest arrives whole.
+    s.write_all(b"GET /split HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(REST).await;
+    s.write_all(b"st: x\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut s, &mut pending).await.1, b"GET /split 0");
+}
+
+#[tokio::test]
+async fn answers_that_pause_or_a_client_that_reads_slowly_are_never_cut() {
+    // Upstream: a head at once, then the body in two halves with a pause
+    // longer than the parking delay; and a large body for a slow reader.
+    let up = Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/big" {
+            return Response::new(full(vec![b'z'; 8 << 20]));
+        }
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(2);
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"first half, ")))).await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"second half")))).await;
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
+        Response::new(http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream)))
+    })
+    .await;
+    let p = Proxy::start(&config(up.addr, ""));
+    let a = get(&p.url("/pause"), "x").await;
+    assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "first half, second half"));
+
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut head_seen = false;
+    while got < 8 << 20 {
+        // Read a little, then rest: the proxy's writes block meanwhile.
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("stalled").unwrap();
+        assert!(n > 0, "closed after {got} body bytes");
+        let mut chunk = &buf[..n];
+        if !head_seen {
+            let end = chunk.windows(4).position(|w| w == b"\r\n\r\n").expect("head in the first read") + 4;
+            chunk = &chunk[end..];
+            head_seen = true;
+        }
+        assert!(chunk.iter().all(|&b| b == b'z'));
+        got += chunk.len();
+    }
+    assert_eq!(got, 8 << 20);
+}
+
+#[tokio::test]
+async fn a_resting_connection_lives_for_the_idle_timeout_not_the_header_timeout() {
+    let up = echo().await;
+    let p = Proxy::start(&config(up.addr, "client_header_timeout = \"300ms\"\nidle_timeout = \"1500ms\""));
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let mut pending = Vec::new();
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    read_response(&mut s, &mut pending).await;
+    // Well past the header timeout, within the idle timeout.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.write_all(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut s, &mut pending).await.1, b"GET /2 0");
+    // Then the idle timeout closes it.
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "idle connection stayed open: {closed:?}");
+}
