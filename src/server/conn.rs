@@ -4,15 +4,16 @@
 //!
 //! Memory per idle connection is what this module is careful about. The
 //! protocol is decided *before* hyper gets the connection: from ALPN for TLS,
-//! and for plain TCP by peeking (not reading) the first bytes for the HTTP/2
-//! preface. So a connection that has sent nothing costs only its socket and a
-//! small task, and hyper's HTTP/1 connection reads straight from the socket.
-//! (hyper-util's auto builder reads up to 24 bytes itself and replays them;
-//! hyper's first read then returns only those, and its read buffer doubles to
-//! 16 KiB, kept for the life of the connection.) The hyper connection is boxed
-//! with only the chosen protocol's state; the auto builder remains for the
-//! rare cases the version is still unknown (TLS without ALPN, a partial
-//! preface).
+//! and for plain TCP from the first bytes the client sends (read once, up to
+//! 4 KiB, then handed to hyper first; hyper-util's auto builder would read 24
+//! bytes and replay them, after which hyper's read buffer doubles to 16 KiB).
+//! So a connection that has sent nothing costs only its socket and a small
+//! task. A plain HTTP/1.1 connection resting between requests is parked: the
+//! hyper connection is dropped and only the socket waits (see
+//! [`PARK_AFTER`]). HTTP/2 streams run inside their connection's task
+//! ([`StreamExecutor`]). The hyper connection is boxed with only the chosen
+//! protocol's state; the auto builder remains for the rare cases the version
+//! is still unknown (TLS without ALPN, a partial preface).
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -70,12 +71,12 @@ impl Activity {
     }
 
     /// Resolves once the connection has been at rest, moving no bytes, for
-    /// between `quiet` and twice that.
+    /// `quiet` (at most twice that after its last activity).
     async fn at_rest_for(&self, quiet: Duration) {
         loop {
+            self.moved_since_park_check.store(false, Ordering::Relaxed);
             tokio::time::sleep(quiet).await;
-            let moved = self.moved_since_park_check.swap(false, Ordering::Relaxed);
-            if !moved && self.at_rest() {
+            if !self.moved_since_park_check.load(Ordering::Relaxed) && self.at_rest() {
                 return;
             }
         }
@@ -148,6 +149,10 @@ impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix.split_to(n));
+            if this.prefix.is_empty() {
+                // An empty slice still owns the buffer it was cut from.
+                *this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -245,12 +250,25 @@ impl Protocol {
     }
 }
 
-/// Wait until the client sends something and tell the protocol from it
-/// without consuming it. `None` when the client closed without sending.
-pub async fn sniff(stream: &TcpStream) -> io::Result<Option<Protocol>> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    let n = stream.peek(&mut buf).await?;
-    Ok((n > 0).then(|| Protocol::from_prefix(&buf[..n])))
+/// How much the first read of a plain connection takes: a typical request
+/// head, so hyper usually finds the whole first request in it.
+const FIRST_READ: usize = 4096;
+
+/// Wait until the client sends something, read it, and tell the protocol
+/// from it. The bytes read are handed to the protocol's server first
+/// (reading instead of peeking saves a syscall per connection). `None`
+/// when the client closed without sending.
+pub async fn sniff(stream: &TcpStream) -> io::Result<Option<(Protocol, Bytes)>> {
+    let mut buf = bytes::BytesMut::with_capacity(FIRST_READ);
+    loop {
+        stream.readable().await?;
+        match stream.try_read_buf(&mut buf) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some((Protocol::from_prefix(&buf), buf.freeze()))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The hyper connection builders for client-facing connections, one per
@@ -377,6 +395,7 @@ where
 pub async fn serve<I, S, B>(
     io: I,
     protocol: Protocol,
+    first_bytes: Bytes,
     activity: Arc<Activity>,
     builders: &Builders,
     service: S,
@@ -393,16 +412,16 @@ pub async fn serve<I, S, B>(
 {
     // Boxed: the task stays small, and holds only the chosen protocol's state.
     match protocol {
-        Protocol::Http1 => serve_http1(io, activity, builders, service, shutdown, idle_timeout).await,
+        Protocol::Http1 => serve_http1(io, first_bytes, activity, builders, service, shutdown, idle_timeout).await,
         Protocol::Http2 => {
-            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity), Bytes::new()));
+            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity), first_bytes));
             let executor = StreamExecutor::default();
             let conn = Box::pin((builders.http2)(executor.clone()).serve_connection(io, service));
             let streams = Streams { executor, running: Default::default() };
             Box::pin(drive(conn, Some(streams), &activity, &shutdown, idle_timeout, false)).await;
         }
         Protocol::Detect => {
-            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity), Bytes::new()));
+            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity), first_bytes));
             let conn = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
             Box::pin(drive(conn, None, &activity, &shutdown, idle_timeout, false)).await;
         }
@@ -411,7 +430,7 @@ pub async fn serve<I, S, B>(
 
 /// How long an HTTP/1.1 connection stays quiet, between requests, before
 /// hyper's state and buffers are dropped and only the socket is kept.
-pub const PARK_AFTER: Duration = Duration::from_millis(50);
+pub const PARK_AFTER: Duration = Duration::from_millis(25);
 
 /// A client stream that can wait for the client's next bytes without
 /// reading them, so an idle connection can be parked without hyper.
@@ -444,6 +463,7 @@ impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
 /// hyper connection. Busy connections never park.
 async fn serve_http1<I, S, B>(
     mut io: I,
+    first_bytes: Bytes,
     activity: Arc<Activity>,
     builders: &Builders,
     service: S,
@@ -458,7 +478,7 @@ async fn serve_http1<I, S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let mut prefix = Bytes::new();
+    let mut prefix = first_bytes;
     loop {
         let wrapped = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity), prefix));
         let conn = Box::pin(builders.http1.serve_connection(wrapped, service.clone()).with_upgrades());

@@ -236,7 +236,7 @@ impl Serving {
             _ = self.shutdown.cancelled() => return,
             r = Box::pin(tokio::time::timeout(self.header_timeout, conn::sniff(&stream))) => r,
         };
-        let protocol = match sniffed {
+        let (protocol, first_bytes) = match sniffed {
             Ok(Ok(Some(p))) => p,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
@@ -248,18 +248,28 @@ impl Serving {
                 return;
             }
         };
-        self.serve_io(stream, protocol, ConnInfo::new(peer, false)).await;
+        self.serve_io(stream, protocol, first_bytes, ConnInfo::new(peer, false)).await;
     }
 
     /// Serve the proxy over any accepted stream (plain TCP, or TLS).
-    pub async fn serve_io<I>(&self, io: I, protocol: Protocol, info: ConnInfo)
+    pub async fn serve_io<I>(&self, io: I, protocol: Protocol, first_bytes: bytes::Bytes, info: ConnInfo)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + conn::Parkable + Unpin + Send + 'static,
     {
         let activity = Arc::new(Activity::default());
         let service =
             ProxyService { app: Arc::clone(&self.app), info: Arc::new(info), activity: Arc::clone(&activity) };
-        conn::serve(io, protocol, activity, &self.builders, service, self.shutdown.clone(), self.idle_timeout).await;
+        conn::serve(
+            io,
+            protocol,
+            first_bytes,
+            activity,
+            &self.builders,
+            service,
+            self.shutdown.clone(),
+            self.idle_timeout,
+        )
+        .await;
     }
 
     /// Stop accepting, let connections finish what they are doing, and wait

@@ -62,5 +62,5 @@ async fn serve_tls(
     }
     count("success");
     let protocol = Protocol::from_alpn(tls_stream.get_ref().1.alpn_protocol());
-    serving.serve_io(tls_stream, protocol, ConnInfo::new(peer, true)).await;
+    serving.serve_io(tls_stream, protocol, bytes::Bytes::new(), ConnInfo::new(peer, true)).await;
 }
