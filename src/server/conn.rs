@@ -8,7 +8,7 @@
 //! 4 KiB, then handed to hyper first; hyper-util's auto builder would read 24
 //! bytes and replay them, after which hyper's read buffer doubles to 16 KiB).
 //! So a connection that has sent nothing costs only its socket and a small
-//! task. A plain HTTP/1.1 connection resting between requests is parked: the
+//! task. An HTTP/1.1 connection resting between requests is parked: the
 //! hyper connection is dropped and only the socket waits (see
 //! [`PARK_AFTER`]). HTTP/2 streams run inside their connection's task
 //! ([`StreamExecutor`]). The hyper connection is boxed with only the chosen
@@ -447,12 +447,15 @@ impl Parkable for TcpStream {
     }
 }
 
-/// Not parked yet: TLS keeps its own buffers and state, and readiness of
-/// the socket does not say whether rustls holds plaintext.
+/// A TLS connection waits on its socket too. Parking needs hyper's last read
+/// to have come back empty since the last answer, and tokio-rustls only
+/// says so once rustls holds no plaintext (an incomplete record waits for
+/// more bytes from the socket, which is what readiness reports); bytes hyper
+/// did get are replayed. rustls' own state stays with the socket.
 impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
-    const PARKS: bool = false;
-    fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    const PARKS: bool = true;
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
     }
 }
 

@@ -19,7 +19,7 @@ fn config(upstream: std::net::SocketAddr, server: &str) -> String {
 }
 
 /// Read one response with a Content-Length body; returns (status line, body).
-async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec<u8>) {
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S, pending: &mut Vec<u8>) -> (String, Vec<u8>) {
     let mut buf = [0u8; 8192];
     loop {
         if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -142,4 +142,32 @@ async fn a_resting_connection_lives_for_the_idle_timeout_not_the_header_timeout(
     let mut buf = [0u8; 64];
     let closed = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "idle connection stayed open: {closed:?}");
+}
+
+#[tokio::test]
+async fn a_tls_connection_is_parked_and_resumed_the_same_way() {
+    let up = echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    crate::tls_util::write_cert(&dir.path().join("certs"), "localhost", &["localhost"], false);
+    let p = Proxy::start_in(
+        dir,
+        &format!(
+            "[listen]\nhttps = \"127.0.0.1:0\"\n[server]\nclient_header_timeout = \"300ms\"\n[tls]\ncerts_dir = \"certs\"\nredirect_http = false\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+            up.addr
+        ),
+    );
+    let https = p.https.expect("https listener");
+    let connector = tokio_rustls::TlsConnector::from(crate::tls_util::client_config(None, &[b"http/1.1"]));
+    let tcp = TcpStream::connect(https).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = connector.connect(name, tcp).await.unwrap();
+    let mut pending = Vec::new();
+    for round in 0..3 {
+        s.write_all(format!("GET /t{round} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+        let (status, body) = read_response(&mut s, &mut pending).await;
+        assert_eq!((status.as_str(), &body[..]), ("HTTP/1.1 200 OK", format!("GET /t{round} 0").as_bytes()));
+        // Longer than both the parking delay and client_header_timeout.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
 }
