@@ -93,11 +93,6 @@ pub fn http_builders(s: &ServerSettings) -> Builders {
     Builders { http1, http2, auto }
 }
 
-/// The future of one request, boxed: hyper's HTTP/1 connection keeps a slot
-/// of the service future's size for its whole life, idle or not; boxed, the
-/// slot is one pointer and the future exists only while a request does.
-type RequestFuture = Pin<Box<dyn Future<Output = Result<Response<ConnBody>, Infallible>> + Send>>;
-
 /// A response body that keeps its request counted as in progress on the
 /// connection until hyper is done with it (and drops it), so a connection
 /// is never parked in the middle of an answer.
@@ -126,31 +121,34 @@ impl http_body::Body for ConnBody {
     }
 }
 
-/// The hyper service of one client connection.
-#[derive(Clone)]
-struct ProxyService {
+/// The hyper service of one client connection. The request future is not
+/// boxed: hyper keeps one slot for it per connection (HTTP/1) or per stream
+/// (HTTP/2), and a resting connection is parked without hyper, so the slot
+/// costs nothing while idle and saves an allocation per request.
+fn proxy_service(
     app: Arc<App>,
     info: Arc<ConnInfo>,
     activity: Arc<Activity>,
-}
-
-impl Service<Request<Incoming>> for ProxyService {
-    type Response = Response<ConnBody>;
-    type Error = Infallible;
-    type Future = RequestFuture;
-
-    fn call(&self, req: Request<Incoming>) -> RequestFuture {
-        let guard = self.activity.begin();
-        let app = Arc::clone(&self.app);
-        let info = Arc::clone(&self.info);
-        Box::pin(async move {
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<ConnBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ConnBody>, Infallible>> + Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let guard = activity.begin();
+        let app = Arc::clone(&app);
+        let info = Arc::clone(&info);
+        async move {
             let resp = match proxy::serve(app, info, req).await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             };
             Ok(resp.map(|inner| ConnBody { inner, _in_progress: guard }))
-        })
-    }
+        }
+    })
 }
 
 /// What the accept loops share.
@@ -257,8 +255,7 @@ impl Serving {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + conn::Parkable + Unpin + Send + 'static,
     {
         let activity = Arc::new(Activity::default());
-        let service =
-            ProxyService { app: Arc::clone(&self.app), info: Arc::new(info), activity: Arc::clone(&activity) };
+        let service = proxy_service(Arc::clone(&self.app), Arc::new(info), Arc::clone(&activity));
         conn::serve(
             io,
             protocol,
