@@ -389,6 +389,36 @@ where
     }
 }
 
+/// A client connection's stream, as the serving functions need it.
+pub trait ClientIo: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static {}
+impl<I: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static> ClientIo for I {}
+
+/// The service a connection is served with: hyper's bounds, named once.
+pub trait ConnService<B>:
+    Service<Request<Incoming>, Response = Response<B>, Future: Send + 'static, Error: Into<BoxError>>
+    + Clone
+    + Send
+    + 'static
+{
+}
+impl<S, B> ConnService<B> for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+}
+
+/// A response body hyper can send from any thread.
+pub trait SendBody: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+impl<B> SendBody for B
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+}
+
 /// Serve one connection until the client leaves, it idles out, or the
 /// process drains (then in-flight requests finish and the connection closes).
 #[allow(clippy::too_many_arguments)]
@@ -402,13 +432,9 @@ pub async fn serve<I, S, B>(
     shutdown: CancellationToken,
     idle_timeout: Duration,
 ) where
-    I: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    I: ClientIo,
+    S: ConnService<B>,
+    B: SendBody,
 {
     // Boxed: the task stays small, and holds only the chosen protocol's state.
     match protocol {
@@ -473,13 +499,9 @@ async fn serve_http1<I, S, B>(
     shutdown: CancellationToken,
     idle_timeout: Duration,
 ) where
-    I: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    I: ClientIo,
+    S: ConnService<B>,
+    B: SendBody,
 {
     let mut prefix = first_bytes;
     loop {
