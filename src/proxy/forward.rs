@@ -13,13 +13,13 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, Uri};
+use http::{Request, Response, Uri};
 
 use super::error::ProxyError;
 use super::exchange::Exchange;
 use crate::app::App;
 use crate::body::RequestBody;
-use crate::upstream::{InFlightGuard, Pool, SendError, Server, Transition, UpstreamBody};
+use crate::upstream::{is_idempotent, InFlightGuard, Pool, SendError, Server, Transition, UpstreamBody};
 
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,10 +125,6 @@ fn log_transition(pool: &Pool, server: &Server, t: Option<Transition>, reason: &
         }
         None => {}
     }
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 fn clone_head(p: &Parts) -> Parts {

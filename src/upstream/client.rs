@@ -220,7 +220,9 @@ impl SendError {
     }
 }
 
-fn is_idempotent(m: &Method) -> bool {
+/// Methods a server must treat as safe to repeat (RFC 9110 9.2.2): the
+/// ones retried after a failure that may have reached the server.
+pub fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 

@@ -13,7 +13,7 @@ mod pool;
 mod server;
 
 pub use balancer::Balancer;
-pub use client::{ClientSettings, Conn, IdleConns, SendError, UpstreamBody, UpstreamClient};
+pub use client::{is_idempotent, ClientSettings, Conn, IdleConns, SendError, UpstreamBody, UpstreamClient};
 pub use health::HealthChecker;
 pub use pool::Pool;
 pub use server::{InFlightGuard, Server, Transition};
