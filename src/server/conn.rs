@@ -16,7 +16,7 @@
 //! is still unknown (TLS without ALPN, a partial preface).
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,188 +32,13 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::activity::{Activity, ActivityIo};
+use super::streams::{StreamExecutor, Streams};
 use crate::body::BoxError;
-
-/// Whether a connection has moved bytes lately, and whether a request is
-/// being handled on it; together they say whether it is idle. Reads and
-/// writes only set a flag (no clock read on the hot path); the idle timer
-/// samples and clears it a few times per timeout period.
-#[derive(Debug, Default)]
-pub struct Activity {
-    moved: AtomicBool,
-    /// The same, for the parking watcher (each watcher clears its own).
-    moved_since_park_check: AtomicBool,
-    requests: AtomicUsize,
-    /// The last write to the client could not complete: hyper still holds
-    /// bytes to send.
-    write_blocked: AtomicBool,
-    /// Bytes arrived since the last response ended (a request may be
-    /// half-read).
-    read_since_response: AtomicBool,
-}
-
-impl Activity {
-    fn touch(&self) {
-        self.moved.store(true, Ordering::Relaxed);
-        self.moved_since_park_check.store(true, Ordering::Relaxed);
-    }
-
-    /// Nothing is in progress on the connection: no request being read or
-    /// answered, nothing left to send.
-    fn at_rest(&self) -> bool {
-        self.requests.load(Ordering::Relaxed) == 0
-            && !self.write_blocked.load(Ordering::Relaxed)
-            && !self.read_since_response.load(Ordering::Relaxed)
-    }
-
-    /// Resolves once the connection has been at rest, moving no bytes, for
-    /// `quiet` (at most twice that after its last activity).
-    async fn at_rest_for(&self, quiet: Duration) {
-        loop {
-            self.moved_since_park_check.store(false, Ordering::Relaxed);
-            tokio::time::sleep(quiet).await;
-            if !self.moved_since_park_check.load(Ordering::Relaxed) && self.at_rest() {
-                return;
-            }
-        }
-    }
-
-    /// Mark a request as in progress until the guard drops.
-    pub fn begin(self: &Arc<Self>) -> RequestGuard {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        RequestGuard(Arc::clone(self))
-    }
-
-    /// Resolves once the connection has been idle for about `limit`
-    /// (within a quarter of it).
-    async fn idle_for(&self, limit: Duration) {
-        let tick = (limit / 4).max(Duration::from_millis(10));
-        let mut idle = Duration::ZERO;
-        loop {
-            tokio::time::sleep(tick).await;
-            let moved = self.moved.swap(false, Ordering::Relaxed);
-            if moved || self.requests.load(Ordering::Relaxed) > 0 {
-                idle = Duration::ZERO;
-            } else {
-                idle += tick;
-                if idle >= limit {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-pub struct RequestGuard(Arc<Activity>);
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.read_since_response.store(false, Ordering::Relaxed);
-        self.0.requests.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// An IO stream that records activity on every successful read or
-    /// write, and first hands out `prefix` (bytes already read from `inner`).
-    pub struct ActivityIo<I> {
-        #[pin]
-        inner: I,
-        activity: Arc<Activity>,
-        prefix: Bytes,
-    }
-}
-
-impl<I> ActivityIo<I> {
-    pub fn new(inner: I, activity: Arc<Activity>, prefix: Bytes) -> Self {
-        activity.touch();
-        if !prefix.is_empty() {
-            activity.read_since_response.store(true, Ordering::Relaxed);
-        }
-        ActivityIo { inner, activity, prefix }
-    }
-
-    fn into_parts(self) -> (I, Bytes) {
-        (self.inner, self.prefix)
-    }
-}
-
-impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            if this.prefix.is_empty() {
-                // An empty slice still owns the buffer it was cut from.
-                *this.prefix = Bytes::new();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let r = this.inner.poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.touch();
-            this.activity.read_since_response.store(true, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl Activity {
-    fn wrote<T>(&self, r: &Poll<io::Result<T>>) {
-        let blocked = r.is_pending();
-        if self.write_blocked.load(Ordering::Relaxed) != blocked {
-            self.write_blocked.store(blocked, Ordering::Relaxed);
-        }
-    }
-}
-
-impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let r = this.inner.poll_write(cx, buf);
-        this.activity.wrote(&r);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let r = this.inner.poll_write_vectored(cx, bufs);
-        this.activity.wrote(&r);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let r = this.inner.poll_flush(cx);
-        this.activity.wrote(&r);
-        r
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
-}
 
 /// The HTTP/2 connection preface a prior-knowledge client starts with.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -279,63 +104,6 @@ pub struct Builders {
     pub http1: http1::Builder,
     pub http2: Box<dyn Fn(StreamExecutor) -> http2::Builder<StreamExecutor> + Send + Sync>,
     pub auto: auto::Builder<TokioExecutor>,
-}
-
-type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Runs the streams of one HTTP/2 connection inside the connection's own
-/// task instead of a task each (hyper's default with `TokioExecutor`).
-///
-/// Why: with hundreds of concurrent streams, a task per stream overflows
-/// the worker's local run queue and tasks wait in the global one; the
-/// latency tail grew to 60-110 ms at 512 streams on one core while the
-/// median was 10 ms. Polled by the connection, the streams that are ready
-/// run together and their answers leave in one flush, and a connection's
-/// work is never queued behind another's thousand tasks.
-#[derive(Clone, Default)]
-pub struct StreamExecutor {
-    shared: Arc<StreamQueue>,
-}
-
-#[derive(Default)]
-struct StreamQueue {
-    spawned: std::sync::Mutex<Vec<StreamFuture>>,
-    waker: AtomicWaker,
-}
-
-impl<F> hyper::rt::Executor<F> for StreamExecutor
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        if let Ok(mut spawned) = self.shared.spawned.lock() {
-            spawned.push(Box::pin(fut));
-        }
-        self.shared.waker.wake();
-    }
-}
-
-/// The streams a [`StreamExecutor`] was given, polled by the connection.
-struct Streams {
-    executor: StreamExecutor,
-    running: futures_util::stream::FuturesUnordered<StreamFuture>,
-}
-
-impl Streams {
-    /// Poll every stream that is ready; never finishes.
-    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        use futures_util::StreamExt;
-        self.executor.shared.waker.register(cx.waker());
-        loop {
-            if let Ok(mut spawned) = self.executor.shared.spawned.lock() {
-                self.running.extend(spawned.drain(..));
-            }
-            match self.running.poll_next_unpin(cx) {
-                Poll::Ready(Some(())) => continue,
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
 }
 
 /// What [`drive`] needs from a hyper connection future.
@@ -419,37 +187,37 @@ where
 {
 }
 
+/// What serving one connection needs besides its stream and its service.
+pub struct ConnCtx<'a> {
+    pub activity: Arc<Activity>,
+    pub builders: &'a Builders,
+    /// Cancelled when the process drains.
+    pub shutdown: CancellationToken,
+    pub idle_timeout: Duration,
+}
+
 /// Serve one connection until the client leaves, it idles out, or the
 /// process drains (then in-flight requests finish and the connection closes).
-#[allow(clippy::too_many_arguments)]
-pub async fn serve<I, S, B>(
-    io: I,
-    protocol: Protocol,
-    first_bytes: Bytes,
-    activity: Arc<Activity>,
-    builders: &Builders,
-    service: S,
-    shutdown: CancellationToken,
-    idle_timeout: Duration,
-) where
+pub async fn serve<I, S, B>(io: I, protocol: Protocol, first_bytes: Bytes, service: S, ctx: ConnCtx<'_>)
+where
     I: ClientIo,
     S: ConnService<B>,
     B: SendBody,
 {
     // Boxed: the task stays small, and holds only the chosen protocol's state.
     match protocol {
-        Protocol::Http1 => serve_http1(io, first_bytes, activity, builders, service, shutdown, idle_timeout).await,
+        Protocol::Http1 => serve_http1(io, first_bytes, service, &ctx).await,
         Protocol::Http2 => {
-            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity), first_bytes));
+            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&ctx.activity), first_bytes));
             let executor = StreamExecutor::default();
-            let conn = Box::pin((builders.http2)(executor.clone()).serve_connection(io, service));
-            let streams = Streams { executor, running: Default::default() };
-            Box::pin(drive(conn, Some(streams), &activity, &shutdown, idle_timeout, false)).await;
+            let conn = Box::pin((ctx.builders.http2)(executor.clone()).serve_connection(io, service));
+            let streams = Streams::new(executor);
+            Box::pin(drive(conn, Some(streams), &ctx, false)).await;
         }
         Protocol::Detect => {
-            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity), first_bytes));
-            let conn = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
-            Box::pin(drive(conn, None, &activity, &shutdown, idle_timeout, false)).await;
+            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&ctx.activity), first_bytes));
+            let conn = Box::pin(ctx.builders.auto.serve_connection_with_upgrades(io, service));
+            Box::pin(drive(conn, None, &ctx, false)).await;
         }
     }
 }
@@ -490,26 +258,19 @@ impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
 /// cached header map, the dispatcher) is dropped and only the socket and
 /// this task wait for the next request. The next bytes bring up a fresh
 /// hyper connection. Busy connections never park.
-async fn serve_http1<I, S, B>(
-    mut io: I,
-    first_bytes: Bytes,
-    activity: Arc<Activity>,
-    builders: &Builders,
-    service: S,
-    shutdown: CancellationToken,
-    idle_timeout: Duration,
-) where
+async fn serve_http1<I, S, B>(mut io: I, first_bytes: Bytes, service: S, ctx: &ConnCtx<'_>)
+where
     I: ClientIo,
     S: ConnService<B>,
     B: SendBody,
 {
     let mut prefix = first_bytes;
     loop {
-        let wrapped = TokioIo::new(ActivityIo::new(io, Arc::clone(&activity), prefix));
-        let conn = Box::pin(builders.http1.serve_connection(wrapped, service.clone()).with_upgrades());
+        let wrapped = TokioIo::new(ActivityIo::new(io, Arc::clone(&ctx.activity), prefix));
+        let conn = Box::pin(ctx.builders.http1.serve_connection(wrapped, service.clone()).with_upgrades());
         // Boxed, like every state that is not parking: the task itself then
         // only holds what a parked connection needs.
-        let driven = Box::pin(drive(conn, None, &activity, &shutdown, idle_timeout, I::PARKS)).await;
+        let driven = Box::pin(drive(conn, None, ctx, I::PARKS)).await;
         let Some(conn) = driven else { return };
         // Everything of hyper's is dropped here, at the end of this block,
         // including an empty read buffer that still owns its allocation.
@@ -528,8 +289,8 @@ async fn serve_http1<I, S, B>(
         if prefix.is_empty() {
             let next_request = tokio::select! {
                 r = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => r.is_ok(),
-                _ = shutdown.cancelled() => false,
-                _ = activity.idle_for(idle_timeout) => false,
+                _ = ctx.shutdown.cancelled() => false,
+                _ = ctx.activity.idle_for(ctx.idle_timeout) => false,
             };
             if !next_request {
                 return;
@@ -543,9 +304,7 @@ async fn serve_http1<I, S, B>(
 async fn drive<C: HttpConn>(
     mut conn: Pin<Box<C>>,
     mut streams: Option<Streams>,
-    activity: &Activity,
-    shutdown: &CancellationToken,
-    idle_timeout: Duration,
+    ctx: &ConnCtx<'_>,
     park: bool,
 ) -> Option<Pin<Box<C>>> {
     let conn_wake = Arc::new(ConnWake { woken: AtomicBool::new(true), task: AtomicWaker::new() });
@@ -579,13 +338,13 @@ async fn drive<C: HttpConn>(
                 }
                 return None;
             }
-            _ = activity.at_rest_for(PARK_AFTER), if park && !closing => return Some(conn),
-            _ = shutdown.cancelled(), if !closing => {
+            _ = ctx.activity.at_rest_for(PARK_AFTER), if park && !closing => return Some(conn),
+            _ = ctx.shutdown.cancelled(), if !closing => {
                 conn.as_mut().shutdown();
                 conn_wake.wake_by_ref_now();
                 closing = true;
             }
-            _ = activity.idle_for(idle_timeout), if !closing => {
+            _ = ctx.activity.idle_for(ctx.idle_timeout), if !closing => {
                 conn.as_mut().shutdown();
                 conn_wake.wake_by_ref_now();
                 closing = true;

@@ -1,7 +1,9 @@
 //! Listeners: binding, the accept loops with a connection limit, the hyper
 //! connection builder shared by all connections, and the graceful drain.
 
+mod activity;
 pub mod conn;
+mod streams;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,7 +28,8 @@ use crate::config::ServerSettings;
 use crate::metrics::ListenerLabels;
 use crate::proxy::exchange::TrackedBody;
 use crate::proxy::{self, ConnInfo};
-use conn::{Activity, Builders, Protocol};
+use activity::{Activity, RequestGuard};
+use conn::{Builders, Protocol};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -98,7 +101,7 @@ pub fn http_builders(s: &ServerSettings) -> Builders {
 /// is never parked in the middle of an answer.
 pub struct ConnBody {
     inner: TrackedBody,
-    _in_progress: conn::RequestGuard,
+    _in_progress: RequestGuard,
 }
 
 impl http_body::Body for ConnBody {
@@ -256,17 +259,13 @@ impl Serving {
     {
         let activity = Arc::new(Activity::default());
         let service = proxy_service(Arc::clone(&self.app), Arc::new(info), Arc::clone(&activity));
-        conn::serve(
-            io,
-            protocol,
-            first_bytes,
+        let ctx = conn::ConnCtx {
             activity,
-            &self.builders,
-            service,
-            self.shutdown.clone(),
-            self.idle_timeout,
-        )
-        .await;
+            builders: &self.builders,
+            shutdown: self.shutdown.clone(),
+            idle_timeout: self.idle_timeout,
+        };
+        conn::serve(io, protocol, first_bytes, service, ctx).await;
     }
 
     /// Stop accepting, let connections finish what they are doing, and wait

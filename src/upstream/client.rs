@@ -6,10 +6,10 @@
 //! reused buffer, the response is read into a buffer the body frames are
 //! sliced from, and everything runs inside the task that serves the client
 //! — no connection task, no channel, no wake-up hop per request. That cut
-//! user-space CPU per small request by a third (see `benches/README.md`).
+//! proxy CPU per small request by about 8% (see `benches/README.md`).
 //!
-//! Each [`Server`] keeps a stack of idle connections (LIFO: the warmest is
-//! reused first, the coldest age out). A request pops one that is still
+//! Each [`Server`] keeps a stack of idle connections ([`super::idle`]). A
+//! request pops one that is still
 //! open or dials a new one; the connection travels inside the response
 //! body ([`UpstreamBody`]) and goes back on the stack only when both the
 //! request and the response ended cleanly and the server allows reuse.
@@ -18,17 +18,11 @@
 //! request is written (the keep-alive race). Like Go's transport and nginx,
 //! such a request is sent again on a fresh connection only if it is safe to
 //! replay: no body, idempotent method, and no response byte seen.
-//!
-//! Idle expiry costs nothing per request: a sweep every [`IDLE_SWEEP`] drops
-//! the connections that stayed below the stack's low-water mark for the
-//! whole period, so a connection idles between one and two periods.
 
 use std::fmt;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
@@ -42,8 +36,6 @@ use super::h1::{self, ChunkedDecoder, Decoded, ProtocolError, RequestFraming, Re
 use super::server::{InFlightGuard, Server};
 use crate::body::{BoxError, RequestBody};
 
-/// Idle connections are dropped after one to two of these.
-const IDLE_SWEEP: Duration = Duration::from_secs(60);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Read buffer growth: enough for a typical head plus a small body in one
 /// read; large bodies read up to [`MAX_READ`] at a time.
@@ -109,22 +101,22 @@ impl std::error::Error for SendError {
 /// request to the next).
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    pub(super) stream: TcpStream,
     read_buf: BytesMut,
     head_buf: Vec<u8>,
     /// The owning client's `max_idle_per_server`, for parking it.
-    max_idle: usize,
+    pub(super) max_idle: usize,
 }
 
 impl Conn {
-    fn new(stream: TcpStream) -> Self {
+    pub(super) fn new(stream: TcpStream) -> Self {
         Conn { stream, read_buf: BytesMut::new(), head_buf: Vec::new(), max_idle: 0 }
     }
 
     /// Whether a parked connection is still usable: the server has not
     /// closed it or sent anything unasked. Costs a syscall only when the
     /// reactor saw the socket become readable.
-    fn still_open(&mut self) -> bool {
+    pub(super) fn still_open(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         match self.stream.poll_read_ready(&mut cx) {
             Poll::Pending => true,
@@ -533,150 +525,12 @@ impl Body for UpstreamBody {
     }
 }
 
-/// A server's idle connections.
-#[derive(Debug, Default)]
-pub struct IdleConns {
-    stack: Mutex<Stack>,
-    sweeping: AtomicBool,
-}
-
-#[derive(Debug, Default)]
-struct Stack {
-    conns: Vec<Conn>,
-    /// The fewest connections held since the last sweep: the ones below
-    /// it were not used for a whole period.
-    low: usize,
-}
-
-impl IdleConns {
-    /// The most recently parked connection still open.
-    fn checkout(&self) -> Option<Conn> {
-        loop {
-            let mut conn = {
-                let mut stack = self.stack.lock().ok()?;
-                let conn = stack.conns.pop()?;
-                stack.low = stack.low.min(stack.conns.len());
-                conn
-            };
-            if conn.still_open() {
-                return Some(conn);
-            }
-        }
-    }
-
-    /// Park a connection that finished an exchange cleanly.
-    pub fn push(&self, server: &Arc<Server>, conn: Conn) {
-        if conn.max_idle == 0 {
-            return;
-        }
-        let Ok(mut stack) = self.stack.lock() else { return };
-        if stack.conns.len() < conn.max_idle {
-            stack.conns.push(conn);
-        }
-        drop(stack);
-        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(sweep_until_gone(Arc::downgrade(server)));
-            }
-        }
-    }
-
-    /// Drop the connections unused since the last sweep.
-    fn sweep(&self) {
-        let stale: Vec<Conn> = {
-            let Ok(mut stack) = self.stack.lock() else { return };
-            let n = stack.low.min(stack.conns.len());
-            let stale = stack.conns.drain(..n).collect();
-            stack.low = stack.conns.len();
-            stale
-        };
-        if !stale.is_empty() {
-            tracing::debug!(closed = stale.len(), "idle upstream connections expired");
-        }
-    }
-
-    /// Idle connections held (for tests and the status page).
-    pub fn len(&self) -> usize {
-        self.stack.lock().map_or(0, |s| s.conns.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Expire a server's idle connections until the server is dropped (by a
-/// reload that removed it), which closes whatever it still holds.
-async fn sweep_until_gone(server: Weak<Server>) {
-    let mut tick = tokio::time::interval(IDLE_SWEEP);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(server) = server.upgrade() else { return };
-        server.idle.sweep();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::UpstreamAddr;
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A connection over loopback and the server's end of it.
-    async fn conn_pair(max_idle: usize) -> (Conn, TcpStream) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (peer, _) = l.accept().await.unwrap();
-        let mut conn = Conn::new(client);
-        conn.max_idle = max_idle;
-        (conn, peer)
-    }
-
-    fn server() -> Arc<Server> {
-        Arc::new(Server::new(&Arc::from("p"), UpstreamAddr("127.0.0.1:1".into()), 1).unwrap())
-    }
-
-    #[tokio::test]
-    async fn lifo_reuse_cap_and_sweep_of_connections_idle_a_whole_period() {
-        let server = server();
-        let idle = &server.idle;
-        let mut peers = Vec::new();
-        for _ in 0..3 {
-            let (conn, peer) = conn_pair(2).await;
-            peers.push(peer);
-            idle.push(&server, conn);
-        }
-        assert_eq!(idle.len(), 2, "capped at max_idle");
-        idle.sweep(); // First period: nothing known to be unused yet.
-        assert_eq!(idle.len(), 2);
-        let top = idle.checkout().unwrap();
-        idle.push(&server, top);
-        idle.sweep(); // The bottom one stayed unused for the whole period.
-        assert_eq!(idle.len(), 1);
-        idle.sweep(); // So did the other one since.
-        assert!(idle.is_empty());
-        assert!(idle.checkout().is_none());
-    }
-
-    #[tokio::test]
-    async fn connections_closed_or_talking_while_idle_are_skipped() {
-        let server = server();
-        let (open, _open_peer) = conn_pair(4).await;
-        let open_port = open.stream.local_addr().unwrap().port();
-        let (closed, closed_peer) = conn_pair(4).await;
-        let (chatty, mut chatty_peer) = conn_pair(4).await;
-        server.idle.push(&server, open);
-        server.idle.push(&server, closed);
-        server.idle.push(&server, chatty);
-        drop(closed_peer);
-        chatty_peer.write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n").await.unwrap();
-        // Let the reactor see both.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let got = server.idle.checkout().unwrap();
-        assert_eq!(got.stream.local_addr().unwrap().port(), open_port);
-        assert!(server.idle.is_empty());
-    }
 
     #[tokio::test]
     async fn a_request_with_a_streamed_body_goes_out_chunked_and_the_connection_is_reused() {

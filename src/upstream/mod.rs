@@ -9,11 +9,13 @@ mod balancer;
 mod client;
 mod h1;
 mod health;
+mod idle;
 mod pool;
 mod server;
 
 pub use balancer::Balancer;
-pub use client::{is_idempotent, ClientSettings, Conn, IdleConns, SendError, UpstreamBody, UpstreamClient};
+pub use client::{is_idempotent, ClientSettings, Conn, SendError, UpstreamBody, UpstreamClient};
 pub use health::HealthChecker;
+pub use idle::IdleConns;
 pub use pool::Pool;
 pub use server::{InFlightGuard, Server, Transition};

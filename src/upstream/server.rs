@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 
-use super::client::{Conn, IdleConns};
+use super::client::Conn;
+use super::idle::IdleConns;
 use crate::config::{PassiveHealth, UpstreamAddr};
 use crate::metrics::ServerMetrics;
 
