@@ -221,12 +221,14 @@ pub fn is_idempotent(m: &Method) -> bool {
 /// How to frame the request body: the exact size when known (from the
 /// body or the client's Content-Length), chunked otherwise.
 fn request_framing(parts: &http::request::Parts, body: &RequestBody) -> RequestFraming {
-    let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = || parts.headers.get(http::header::CONTENT_LENGTH);
     if body.is_end_stream() {
         let expects_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
-        return RequestFraming::Empty { content_length_zero: expects_body || declared.is_some() };
+        return RequestFraming::Empty { content_length_zero: expects_body || declared().is_some() };
     }
-    match body.size_hint().exact().or(declared) {
+    // The header is only consulted when the body cannot say its size.
+    let declared_len = || declared().and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match body.size_hint().exact().or_else(declared_len) {
         Some(n) => RequestFraming::Length(n),
         None => RequestFraming::Chunked,
     }
