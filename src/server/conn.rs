@@ -10,7 +10,8 @@
 //! So a connection that has sent nothing costs only its socket and a small
 //! task. An HTTP/1.1 connection resting between requests is parked: the
 //! hyper connection is dropped and only the socket waits (see
-//! [`PARK_AFTER`]). HTTP/2 streams run inside their connection's task
+//! [`PARK_AFTER`]), in the parking lot (`lot.rs`) for plain TCP, in its own
+//! task for TLS. HTTP/2 streams run inside their connection's task
 //! ([`StreamExecutor`]). The hyper connection is boxed with only the chosen
 //! protocol's state; the auto builder remains for the rare cases the version
 //! is still unknown (TLS without ALPN, a partial preface).
@@ -194,11 +195,15 @@ pub struct ConnCtx<'a> {
     /// Cancelled when the process drains.
     pub shutdown: CancellationToken,
     pub idle_timeout: Duration,
+    /// Whether a parking lot takes resting connections that can leave their task.
+    pub lot: bool,
 }
 
 /// Serve one connection until the client leaves, it idles out, or the
 /// process drains (then in-flight requests finish and the connection closes).
-pub async fn serve<I, S, B>(io: I, protocol: Protocol, first_bytes: Bytes, service: S, ctx: ConnCtx<'_>)
+/// Returns the stream instead when it rests between requests and can leave
+/// its task for the parking lot.
+pub async fn serve<I, S, B>(io: I, protocol: Protocol, first_bytes: Bytes, service: S, ctx: ConnCtx<'_>) -> Option<I>
 where
     I: ClientIo,
     S: ConnService<B>,
@@ -213,11 +218,13 @@ where
             let conn = Box::pin((ctx.builders.http2)(executor.clone()).serve_connection(io, service));
             let streams = Streams::new(executor);
             Box::pin(drive(conn, Some(streams), &ctx, false)).await;
+            None
         }
         Protocol::Detect => {
             let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&ctx.activity), first_bytes));
             let conn = Box::pin(ctx.builders.auto.serve_connection_with_upgrades(io, service));
             Box::pin(drive(conn, None, &ctx, false)).await;
+            None
         }
     }
 }
@@ -231,11 +238,14 @@ pub const PARK_AFTER: Duration = Duration::from_millis(25);
 pub trait Parkable {
     /// Whether parking is supported for this stream.
     const PARKS: bool;
+    /// Whether it can rest outside its task, in the parking lot.
+    const LEAVES_TASK: bool;
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl Parkable for TcpStream {
     const PARKS: bool = true;
+    const LEAVES_TASK: bool = true;
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
@@ -248,6 +258,7 @@ impl Parkable for TcpStream {
 /// did get are replayed. rustls' own state stays with the socket.
 impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
     const PARKS: bool = true;
+    const LEAVES_TASK: bool = false;
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_ref().0.poll_read_ready(cx)
     }
@@ -256,9 +267,10 @@ impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
 /// Serve HTTP/1.1, parking the connection whenever it rests between
 /// requests: hyper's connection (its 8 KiB read and write buffers, the
 /// cached header map, the dispatcher) is dropped and only the socket and
-/// this task wait for the next request. The next bytes bring up a fresh
-/// hyper connection. Busy connections never park.
-async fn serve_http1<I, S, B>(mut io: I, first_bytes: Bytes, service: S, ctx: &ConnCtx<'_>)
+/// this task wait for the next request, or the stream is returned to go to
+/// the parking lot. The next bytes bring up a fresh hyper connection. Busy
+/// connections never park.
+async fn serve_http1<I, S, B>(mut io: I, first_bytes: Bytes, service: S, ctx: &ConnCtx<'_>) -> Option<I>
 where
     I: ClientIo,
     S: ConnService<B>,
@@ -271,11 +283,11 @@ where
         // Boxed, like every state that is not parking: the task itself then
         // only holds what a parked connection needs.
         let driven = Box::pin(drive(conn, None, ctx, I::PARKS)).await;
-        let Some(conn) = driven else { return };
+        let conn = driven?;
         // Everything of hyper's is dropped here, at the end of this block,
         // including an empty read buffer that still owns its allocation.
         (io, prefix) = {
-            let Some(parts) = Pin::into_inner(conn).into_parts() else { return };
+            let parts = Pin::into_inner(conn).into_parts()?;
             let (inner, unread_prefix) = parts.io.into_inner().into_parts();
             // Bytes already read but not parsed go to the next connection.
             let prefix = match (parts.read_buf.is_empty(), unread_prefix.is_empty()) {
@@ -287,13 +299,16 @@ where
             (inner, prefix)
         };
         if prefix.is_empty() {
+            if I::LEAVES_TASK && ctx.lot {
+                return Some(io);
+            }
             let next_request = tokio::select! {
                 r = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => r.is_ok(),
                 _ = ctx.shutdown.cancelled() => false,
                 _ = ctx.activity.idle_for(ctx.idle_timeout) => false,
             };
             if !next_request {
-                return;
+                return None;
             }
         }
     }

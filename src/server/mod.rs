@@ -3,6 +3,7 @@
 
 mod activity;
 pub mod conn;
+mod lot;
 mod streams;
 
 use std::convert::Infallible;
@@ -18,8 +19,9 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,6 +32,7 @@ use crate::proxy::exchange::TrackedBody;
 use crate::proxy::{self, ConnInfo};
 use activity::{Activity, RequestGuard};
 use conn::{Builders, Protocol};
+use lot::ParkingLot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -164,12 +167,37 @@ pub struct Serving {
     pub builders: Arc<Builders>,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
+    /// Where resting plain connections wait; `None` if it could not start
+    /// (they then rest in their tasks).
+    lot: Option<Arc<ParkingLot>>,
+}
+
+/// A connection's place under the connection limit and in
+/// `rampart_connections_active`; both are given back when it drops. It
+/// travels with the connection, into the parking lot and out again.
+pub struct ConnSlot {
+    _permit: OwnedSemaphorePermit,
+    gauge: Gauge,
+}
+
+impl ConnSlot {
+    fn new(permit: OwnedSemaphorePermit, gauge: Gauge) -> Self {
+        gauge.inc();
+        ConnSlot { _permit: permit, gauge }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 impl Serving {
+    /// Must be called within the runtime: it starts the parking lot.
     pub fn new(app: Arc<App>, shutdown: CancellationToken) -> Self {
         let settings = app.state.load().config.server.clone();
-        Serving {
+        let mut serving = Serving {
             app,
             shutdown,
             tracker: TaskTracker::new(),
@@ -177,16 +205,31 @@ impl Serving {
             builders: Arc::new(http_builders(&settings)),
             idle_timeout: settings.idle_timeout,
             header_timeout: settings.client_header_timeout,
+            lot: None,
+        };
+        match ParkingLot::new() {
+            Ok((lot, poller)) => {
+                let resuming = serving.clone();
+                let resume: lot::Resume = Box::new(move |stream, peer, slot| {
+                    let this = resuming.clone();
+                    resuming.tracker.spawn(async move { this.resume_plain(stream, peer, slot).await });
+                });
+                let run = Arc::clone(&lot).run(poller, serving.idle_timeout, serving.shutdown.clone(), resume);
+                serving.tracker.spawn(run);
+                serving.lot = Some(lot);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the parking lot cannot start; resting connections stay in their tasks")
+            }
         }
+        serving
     }
 
     /// Accept plain-HTTP connections and serve the proxy on them.
     pub fn spawn_http(&self, listener: TcpListener, name: &'static str) {
-        self.spawn_accept_loop(
-            listener,
-            name,
-            |this, stream, peer| async move { this.serve_plain(stream, peer).await },
-        );
+        self.spawn_accept_loop(listener, name, |this, stream, peer, slot| async move {
+            this.serve_plain(stream, peer, slot).await
+        });
     }
 
     /// Accept connections until shutdown, within the shared connection
@@ -194,7 +237,7 @@ impl Serving {
     /// hand each one to `serve` on its own task.
     pub fn spawn_accept_loop<F, Fut>(&self, listener: TcpListener, name: &'static str, serve: F)
     where
-        F: Fn(Serving, TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
+        F: Fn(Serving, TcpStream, SocketAddr, ConnSlot) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let this = self.clone();
@@ -217,19 +260,13 @@ impl Serving {
                         }
                     },
                 };
-                let gauge = gauge.clone();
-                let conn = serve(this.clone(), stream, peer);
-                this.tracker.spawn(async move {
-                    gauge.inc();
-                    conn.await;
-                    gauge.dec();
-                    drop(permit);
-                });
+                let slot = ConnSlot::new(permit, gauge.clone());
+                this.tracker.spawn(serve(this.clone(), stream, peer, slot));
             }
         });
     }
 
-    async fn serve_plain(&self, stream: TcpStream, peer: SocketAddr) {
+    async fn serve_plain(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
         let _ = stream.set_nodelay(true);
         // Nothing of hyper's exists until the client sends something; one
         // that sends nothing in time is cut off like a slow header.
@@ -249,23 +286,45 @@ impl Serving {
                 return;
             }
         };
-        self.serve_io(stream, protocol, first_bytes, ConnInfo::new(peer, false)).await;
+        let info = Arc::new(ConnInfo::new(peer, false));
+        if let Some(resting) = self.serve_io(stream, protocol, first_bytes, info).await {
+            self.park(resting, peer, slot);
+        }
     }
 
-    /// Serve the proxy over any accepted stream (plain TCP, or TLS).
-    pub async fn serve_io<I>(&self, io: I, protocol: Protocol, first_bytes: bytes::Bytes, info: ConnInfo)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + conn::Parkable + Unpin + Send + 'static,
-    {
+    /// Serve a plain HTTP/1.1 connection again after it left the parking lot.
+    async fn resume_plain(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
+        let info = Arc::new(ConnInfo::new(peer, false));
+        if let Some(resting) = self.serve_io(stream, Protocol::Http1, bytes::Bytes::new(), info).await {
+            self.park(resting, peer, slot);
+        }
+    }
+
+    fn park(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
+        if let Some(lot) = &self.lot {
+            lot.park(stream, peer, slot);
+        }
+    }
+
+    /// Serve the proxy over any accepted stream (plain TCP, or TLS). Returns
+    /// the stream when it rests and should go to the parking lot.
+    pub async fn serve_io<I: conn::ClientIo>(
+        &self,
+        io: I,
+        protocol: Protocol,
+        first_bytes: bytes::Bytes,
+        info: Arc<ConnInfo>,
+    ) -> Option<I> {
         let activity = Arc::new(Activity::default());
-        let service = proxy_service(Arc::clone(&self.app), Arc::new(info), Arc::clone(&activity));
+        let service = proxy_service(Arc::clone(&self.app), info, Arc::clone(&activity));
         let ctx = conn::ConnCtx {
             activity,
             builders: &self.builders,
             shutdown: self.shutdown.clone(),
             idle_timeout: self.idle_timeout,
+            lot: self.lot.is_some(),
         };
-        conn::serve(io, protocol, first_bytes, service, ctx).await;
+        conn::serve(io, protocol, first_bytes, service, ctx).await
     }
 
     /// Stop accepting, let connections finish what they are doing, and wait

@@ -21,9 +21,12 @@ use crate::server::Serving;
 pub fn spawn_https(serving: &Serving, listener: TcpListener, tls: Arc<TlsState>) {
     let acceptor = TlsAcceptor::from(Arc::clone(&tls.server_config));
     let handshake_timeout = serving.app.state.load().config.server.client_header_timeout;
-    serving.spawn_accept_loop(listener, "https", move |this, stream, peer| {
+    serving.spawn_accept_loop(listener, "https", move |this, stream, peer, slot| {
         let acceptor = acceptor.clone();
-        async move { serve_tls(&this, &acceptor, stream, peer, handshake_timeout).await }
+        async move {
+            serve_tls(&this, &acceptor, stream, peer, handshake_timeout).await;
+            drop(slot);
+        }
     });
 }
 
@@ -62,5 +65,6 @@ async fn serve_tls(
     }
     count("success");
     let protocol = Protocol::from_alpn(tls_stream.get_ref().1.alpn_protocol());
-    serving.serve_io(tls_stream, protocol, bytes::Bytes::new(), ConnInfo::new(peer, true)).await;
+    // TLS connections rest in their task (`Parkable::LEAVES_TASK` is false).
+    let _ = serving.serve_io(tls_stream, protocol, bytes::Bytes::new(), Arc::new(ConnInfo::new(peer, true))).await;
 }

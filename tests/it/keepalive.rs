@@ -171,3 +171,56 @@ async fn a_tls_connection_is_parked_and_resumed_the_same_way() {
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
 }
+
+/// `rampart_connections_active{listener="http"}` from the admin endpoint.
+async fn active_http_connections(p: &Proxy) -> Option<f64> {
+    let text = get(&p.admin_url("/metrics"), "admin").await.text();
+    let series = r#"rampart_connections_active{listener="http"} "#;
+    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn many_resting_connections_are_served_counted_and_closed_on_drain() {
+    // Resting plain connections leave their tasks for the parking lot; they
+    // must still count as open, come back for their next request (and for
+    // their client closing), and be closed by a drain.
+    const N: usize = 200;
+    let up = echo().await;
+    let mut p = Proxy::start(&config(up.addr, ""));
+    let mut conns = Vec::new();
+    for i in 0..N {
+        let mut s = TcpStream::connect(p.http).await.unwrap();
+        let mut pending = Vec::new();
+        s.write_all(format!("GET /a{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        assert_eq!(read_response(&mut s, &mut pending).await.1, format!("GET /a{i} 0").as_bytes());
+        conns.push((s, pending));
+    }
+    tokio::time::sleep(REST).await;
+    assert_eq!(active_http_connections(&p).await, Some(N as f64));
+    // Every one answers its own next request, sent all at once.
+    for (i, (s, _)) in conns.iter_mut().enumerate() {
+        s.write_all(format!("GET /b{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    }
+    for (i, (s, pending)) in conns.iter_mut().enumerate() {
+        assert_eq!(read_response(s, pending).await.1, format!("GET /b{i} 0").as_bytes());
+    }
+    tokio::time::sleep(REST).await;
+    // Clients that leave while parked are noticed.
+    conns.truncate(N / 2);
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            active_http_connections(&p).await == Some((N / 2) as f64)
+        })
+        .await,
+        "gauge: {:?}",
+        active_http_connections(&p).await
+    );
+    // A drain closes the parked ones and does not wait for them.
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    for (s, _) in conns.iter_mut() {
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a parked connection stayed open: {closed:?}");
+    }
+}

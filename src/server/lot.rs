@@ -1,0 +1,188 @@
+//! The parking lot: plain HTTP/1.1 connections resting between requests,
+//! held without a task and without a tokio registration until their client
+//! sends again.
+//!
+//! A resting connection parked inside its own task still costs the task
+//! (its future is sized for the busiest state, about 2.5 KiB) and tokio's
+//! per-socket readiness record (256 bytes). Here it costs one slab entry:
+//! the socket, the client's address and its [`ConnSlot`], and nothing on
+//! the heap of its own (a small allocation left behind by each connection
+//! would pin the allocator's pages that its busy phase used). The sockets are
+//! watched by a private `mio` poller whose own descriptor is registered with
+//! tokio, so one task serves the whole lot; a socket that turns readable
+//! (a request, or the client closing) is handed back to tokio and served on
+//! a new task. Parking and resuming each cost two `epoll_ctl` calls, paid
+//! only by connections that rested for [`super::conn::PARK_AFTER`].
+//! TLS connections stay parked in their task: their session state lives in
+//! the stream.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Token};
+use slab::Slab;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::PARK_AFTER;
+use super::ConnSlot;
+
+/// How many readiness events one poll of the lot takes.
+const EVENTS_PER_POLL: usize = 256;
+
+/// Resting connections, by slab key (which is also their poller token).
+pub struct ParkingLot {
+    registry: mio::Registry,
+    parked: Mutex<Slab<Parked>>,
+    /// Set when the lot stops: connections parked later are closed.
+    closed: AtomicBool,
+}
+
+/// One resting connection.
+struct Parked {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    slot: ConnSlot,
+    since: Instant,
+}
+
+/// The lot's poller, owned by the task that runs the lot.
+pub struct LotPoller(mio::Poll);
+
+/// What the lot calls with a connection whose client sent something.
+pub type Resume = Box<dyn Fn(TcpStream, SocketAddr, ConnSlot) + Send + Sync>;
+
+impl ParkingLot {
+    pub fn new() -> io::Result<(Arc<Self>, LotPoller)> {
+        let poll = mio::Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let lot = ParkingLot { registry, parked: Mutex::new(Slab::new()), closed: AtomicBool::new(false) };
+        Ok((Arc::new(lot), LotPoller(poll)))
+    }
+
+    /// Park a resting connection until its client sends again or it idles
+    /// out. If it cannot be parked it is closed, which is what an idle
+    /// connection may expect.
+    pub fn park(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot park a connection; closing it");
+                return;
+            }
+        };
+        let Ok(mut parked) = self.parked.lock() else { return };
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let entry = parked.vacant_entry();
+        let fd = stream.as_raw_fd();
+        // Registered under the lock: an event for this token always finds
+        // this connection (or, after it left, a later one, which is then
+        // woken for nothing and parks again).
+        if let Err(e) = self.registry.register(&mut SourceFd(&fd), Token(entry.key()), mio::Interest::READABLE) {
+            tracing::debug!(error = %e, "cannot park a connection; closing it");
+            return;
+        }
+        entry.insert(Parked { stream, peer, slot, since: Instant::now() });
+    }
+
+    /// Take a connection out of the lot.
+    fn take(&self, key: usize) -> Option<Parked> {
+        let parked = self.parked.lock().ok()?.try_remove(key)?;
+        // The socket stays open (it goes back to tokio), so its
+        // registration here must go explicitly.
+        let _ = self.registry.deregister(&mut SourceFd(&parked.stream.as_raw_fd()));
+        Some(parked)
+    }
+
+    /// Close the connections parked for longer than `limit` allows (they
+    /// rested [`PARK_AFTER`] before parking).
+    fn close_idle(&self, limit: Duration) {
+        let Ok(mut parked) = self.parked.lock() else { return };
+        let rested = limit.saturating_sub(PARK_AFTER);
+        // Dropping a socket closes it, which also removes it from the poller.
+        parked.retain(|_, p| p.since.elapsed() < rested);
+    }
+
+    /// Run the lot until `shutdown`: hand connections whose client sent
+    /// something to `resume`, close the ones idle for `idle_timeout`. On
+    /// shutdown every parked connection is closed (they are idle).
+    pub async fn run(
+        self: Arc<Self>,
+        poller: LotPoller,
+        idle_timeout: Duration,
+        shutdown: CancellationToken,
+        resume: Resume,
+    ) {
+        // SAFETY: the descriptor is the poller's own epoll descriptor, which
+        // `mio::Poll` owns, keeps open and returns unchanged from `as_raw_fd`
+        // for as long as it lives; the `AsyncFd` owns the poller.
+        #[allow(unsafe_code)]
+        let registered = unsafe { AsyncFd::register_with_interest(poller.0, tokio::io::Interest::READABLE) };
+        match registered {
+            Ok(poller) => self.serve(poller, idle_timeout, &shutdown, &resume).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "the parking lot cannot start; resting connections stay in their tasks")
+            }
+        }
+        self.closed.store(true, Ordering::Release);
+        if let Ok(mut parked) = self.parked.lock() {
+            parked.clear();
+        }
+    }
+
+    async fn serve(
+        &self,
+        mut poller: AsyncFd<mio::Poll>,
+        idle_timeout: Duration,
+        shutdown: &CancellationToken,
+        resume: &Resume,
+    ) {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        let mut sweep =
+            tokio::time::interval((idle_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(5)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = sweep.tick() => self.close_idle(idle_timeout),
+                ready = poller.readable_mut() => {
+                    let Ok(mut guard) = ready else { return };
+                    loop {
+                        if let Err(e) = guard.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
+                            if e.kind() == io::ErrorKind::Interrupted {
+                                continue;
+                            }
+                            tracing::warn!(error = %e, "the parking lot cannot poll");
+                            return;
+                        }
+                        let mut count = 0;
+                        for event in events.iter() {
+                            count += 1;
+                            let Some(parked) = self.take(event.token().0) else { continue };
+                            match TcpStream::from_std(parked.stream) {
+                                Ok(stream) => resume(stream, parked.peer, parked.slot),
+                                Err(e) => tracing::debug!(error = %e, "cannot resume a parked connection"),
+                            }
+                        }
+                        if count < EVENTS_PER_POLL {
+                            // Drained: an event after this point wakes the
+                            // task again (tokio keeps readiness that arrives
+                            // after the guard was taken).
+                            guard.clear_ready();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
