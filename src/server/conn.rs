@@ -38,6 +38,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::activity::{Activity, ActivityIo};
+use super::coalesce::CoalescingIo;
 use super::streams::{StreamExecutor, Streams};
 use crate::body::BoxError;
 
@@ -213,7 +214,8 @@ where
     match protocol {
         Protocol::Http1 => serve_http1(io, first_bytes, service, &ctx).await,
         Protocol::Http2 => {
-            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&ctx.activity), first_bytes));
+            let io = ActivityIo::new(io, Arc::clone(&ctx.activity), first_bytes);
+            let io = TokioIo::new(CoalescingIo::new(io));
             let executor = StreamExecutor::default();
             let conn = Box::pin((ctx.builders.http2)(executor.clone()).serve_connection(io, service));
             let streams = Streams::new(executor);

@@ -2,6 +2,7 @@
 //! connection builder shared by all connections, and the graceful drain.
 
 mod activity;
+mod coalesce;
 pub mod conn;
 mod lot;
 mod streams;
