@@ -54,6 +54,9 @@ pub fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, Ser
             socket.set_only_v6(false).ok();
         }
         socket.set_nonblocking(true)?;
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux, the
+        // BSDs): one setsockopt per listener instead of one per connection.
+        socket.set_nodelay(true)?;
         socket.bind(&addr.into())?;
         socket.listen(4096)?;
         TcpListener::from_std(socket.into())
@@ -267,13 +270,12 @@ impl Serving {
         });
     }
 
-    async fn serve_plain(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
-        let _ = stream.set_nodelay(true);
+    async fn serve_plain(&self, mut stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
         // Nothing of hyper's exists until the client sends something; one
         // that sends nothing in time is cut off like a slow header.
         let sniffed = tokio::select! {
             _ = self.shutdown.cancelled() => return,
-            r = Box::pin(tokio::time::timeout(self.header_timeout, conn::sniff(&stream))) => r,
+            r = Box::pin(tokio::time::timeout(self.header_timeout, conn::sniff(&mut stream))) => r,
         };
         let (protocol, first_bytes) = match sniffed {
             Ok(Ok(Some(p))) => p,
@@ -335,5 +337,19 @@ impl Serving {
         self.shutdown.cancel();
         self.tracker.close();
         tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let listener = bind("test", "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap(), "answers would wait for Nagle's algorithm");
     }
 }

@@ -37,7 +37,6 @@ async fn serve_tls(
     peer: SocketAddr,
     handshake_timeout: Duration,
 ) {
-    let _ = stream.set_nodelay(true);
     let count = |result: &'static str| {
         serving.app.metrics.tls_handshakes.get_or_create(&ResultLabels { result }).inc();
     };
