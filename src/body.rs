@@ -88,6 +88,16 @@ impl ResponseBody {
         ResponseBody::Full { data: (!data.is_empty()).then_some(data) }
     }
 
+    /// Whether all of the body is in memory (nothing is still to come from
+    /// an upstream or a transformation).
+    pub fn in_memory_to_end(&self) -> bool {
+        match self {
+            ResponseBody::Upstream { body } => body.in_memory_to_end(),
+            ResponseBody::Full { .. } => true,
+            ResponseBody::Boxed { .. } => false,
+        }
+    }
+
     pub fn empty() -> Self {
         ResponseBody::Full { data: None }
     }

@@ -69,6 +69,11 @@ impl TrackedBody {
         TrackedBody { inner, exchange: Some(exchange), bytes: 0 }
     }
 
+    /// See [`ResponseBody::in_memory_to_end`].
+    pub fn in_memory_to_end(&self) -> bool {
+        self.inner.in_memory_to_end()
+    }
+
     /// A body with no exchange attached (admin answers).
     pub fn untracked(inner: ResponseBody) -> Self {
         TrackedBody { inner, exchange: None, bytes: 0 }

@@ -62,6 +62,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade
 }
 
+/// Whether the client said this request is its connection's last: HTTP/1.1
+/// with `Connection: close`, or HTTP/1.0 without `keep-alive`. (HTTP/2
+/// requests never are.)
+pub fn last_on_connection(version: http::Version, headers: &HeaderMap) -> bool {
+    let has = |wanted: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(wanted))))
+    };
+    match version {
+        http::Version::HTTP_11 => has("close"),
+        http::Version::HTTP_10 | http::Version::HTTP_09 => !has("keep-alive"),
+        _ => false,
+    }
+}
+
 /// Facts about the client side that the upstream is told.
 pub struct Forwarded<'a> {
     /// The request's host as received (becomes `X-Forwarded-Host`).
@@ -127,6 +144,23 @@ mod tests {
         assert_eq!(strip_hop_by_hop(&mut h), None);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn tells_a_connection_s_last_request() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(v));
+            h
+        };
+        let none = HeaderMap::new();
+        assert!(last_on_connection(http::Version::HTTP_11, &with("Close")));
+        assert!(last_on_connection(http::Version::HTTP_11, &with("te, close")));
+        assert!(!last_on_connection(http::Version::HTTP_11, &none));
+        assert!(!last_on_connection(http::Version::HTTP_11, &with("keep-alive")));
+        assert!(last_on_connection(http::Version::HTTP_10, &none));
+        assert!(!last_on_connection(http::Version::HTTP_10, &with("Keep-Alive")));
+        assert!(!last_on_connection(http::Version::HTTP_2, &with("close")));
     }
 
     #[test]

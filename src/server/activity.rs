@@ -13,6 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::conn::Parkable;
+
 /// Whether a connection has moved bytes lately, and whether a request is
 /// being handled on it; together they say whether it is idle. Reads and
 /// writes only set a flag (no clock read on the hot path); the idle timer
@@ -29,6 +31,9 @@ pub struct Activity {
     /// Bytes arrived since the last response ended (a request may be
     /// half-read).
     read_since_response: AtomicBool,
+    /// The answer about to be written is the connection's last and is all
+    /// in memory: cork the socket before writing it.
+    cork: AtomicBool,
 }
 
 impl Activity {
@@ -57,6 +62,15 @@ impl Activity {
         }
     }
 
+    /// The next answer closes the connection and will be written at once:
+    /// hold its last partial segment so the FIN leaves with it (one packet
+    /// less per connection, for the client too). The socket is shut down
+    /// right after, which sends everything; TCP_CORK's own 200 ms ceiling
+    /// bounds any other case.
+    pub fn cork_next_write(&self) {
+        self.cork.store(true, Ordering::Relaxed);
+    }
+
     /// Mark a request as in progress until the guard drops.
     pub fn begin(self: &Arc<Self>) -> RequestGuard {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -83,7 +97,22 @@ impl Activity {
     }
 }
 
+impl Activity {
+    fn cork_if_asked<I: Parkable>(&self, io: &I) {
+        // A plain load first: the hot path pays no read-modify-write.
+        if self.cork.load(Ordering::Relaxed) && self.cork.swap(false, Ordering::Relaxed) {
+            io.cork();
+        }
+    }
+}
+
 pub struct RequestGuard(Arc<Activity>);
+
+impl RequestGuard {
+    pub fn activity(&self) -> &Activity {
+        &self.0
+    }
+}
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
@@ -149,9 +178,10 @@ impl Activity {
     }
 }
 
-impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
+impl<I: AsyncWrite + Parkable> AsyncWrite for ActivityIo<I> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.project();
+        this.activity.cork_if_asked(&*this.inner);
         let r = this.inner.poll_write(cx, buf);
         this.activity.wrote(&r);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
@@ -166,6 +196,7 @@ impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
+        this.activity.cork_if_asked(&*this.inner);
         let r = this.inner.poll_write_vectored(cx, bufs);
         this.activity.wrote(&r);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {

@@ -241,6 +241,18 @@ pub trait Parkable {
     /// Whether it can rest outside its task, in the parking lot.
     const LEAVES_TASK: bool;
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Set TCP_CORK on the socket (see [`Activity::cork_next_write`]).
+    fn cork(&self);
+}
+
+/// TCP_CORK where the platform has it (Linux); elsewhere nothing.
+fn cork_socket(stream: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let _ = socket2::SockRef::from(stream).set_cork(true);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = stream;
 }
 
 impl Parkable for TcpStream {
@@ -248,6 +260,9 @@ impl Parkable for TcpStream {
     const LEAVES_TASK: bool = true;
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
+    }
+    fn cork(&self) {
+        cork_socket(self);
     }
 }
 
@@ -261,6 +276,9 @@ impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
     const LEAVES_TASK: bool = false;
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_ref().0.poll_read_ready(cx)
+    }
+    fn cork(&self) {
+        cork_socket(self.get_ref().0);
     }
 }
 

@@ -151,11 +151,15 @@ fn proxy_service(
         let guard = activity.begin();
         let app = Arc::clone(&app);
         let info = Arc::clone(&info);
+        let last = proxy::headers::last_on_connection(req.version(), req.headers());
         async move {
             let resp = match proxy::serve(app, info, req).await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             };
+            if last && resp.body().in_memory_to_end() {
+                guard.activity().cork_next_write();
+            }
             Ok(resp.map(|inner| ConnBody { inner, _in_progress: guard }))
         }
     })

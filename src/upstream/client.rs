@@ -457,6 +457,19 @@ impl UpstreamBody {
         }
     }
 
+    /// Whether the rest of the body has already been read from the server,
+    /// so all of it can be written out at once.
+    pub fn in_memory_to_end(&self) -> bool {
+        match self.wire.as_deref() {
+            None => true,
+            Some(wire) => match wire.state {
+                BodyState::Done => true,
+                BodyState::Length(n) => wire.conn.read_buf.len() as u64 >= n,
+                BodyState::Chunked(_) | BodyState::UntilClose => false,
+            },
+        }
+    }
+
     /// The connection after a `101 Switching Protocols`, with any bytes of
     /// the new protocol already read, and the in-flight slot.
     pub fn into_upgraded(mut self) -> Option<(TcpStream, BytesMut, Option<InFlightGuard>)> {

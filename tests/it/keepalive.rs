@@ -224,3 +224,63 @@ async fn many_resting_connections_are_served_counted_and_closed_on_drain() {
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a parked connection stayed open: {closed:?}");
     }
 }
+
+/// Everything a connection sends until it closes.
+async fn read_to_close(s: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("connection not closed")
+        .unwrap();
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+#[tokio::test]
+async fn last_requests_get_their_whole_answer_then_the_close() {
+    // The last answer on a connection is corked so the FIN leaves with it;
+    // whole in-memory answers and streamed ones alike must arrive complete.
+    let up = Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/stream" {
+            let (tx, rx) = tokio::sync::mpsc::channel::<
+                Result<http_body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+            >(2);
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"first, ")))).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"then the rest")))).await;
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
+            return Response::new(http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream)));
+        }
+        Response::new(full(format!("{} {:?}", req.uri().path(), req.version())))
+    })
+    .await;
+    let p = Proxy::start(&config(up.addr, ""));
+
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let got = read_to_close(&mut s).await;
+    assert!(got.starts_with("HTTP/1.1 200") && got.to_ascii_lowercase().contains("connection: close"), "{got}");
+    assert!(got.ends_with("/a HTTP/1.1"), "{got}");
+
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /b HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
+    let got = read_to_close(&mut s).await;
+    assert!(got.starts_with("HTTP/1.0 200") && got.ends_with("/b HTTP/1.1"), "{got}");
+
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let got = read_to_close(&mut s).await;
+    assert!(got.contains("first, ") && got.contains("then the rest"), "{got}");
+
+    // HTTP/1.0 asking for keep-alive keeps its connection.
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let mut pending = Vec::new();
+    for path in ["/c", "/d"] {
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (status, body) = read_response(&mut s, &mut pending).await;
+        assert_eq!((status.as_str(), &body[..]), ("HTTP/1.0 200 OK", format!("{path} HTTP/1.1").as_bytes()));
+    }
+}
