@@ -217,6 +217,8 @@ impl Serving {
         };
         match ParkingLot::new() {
             Ok((lot, poller)) => {
+                serving.lot = Some(Arc::clone(&lot));
+                // After the lot is set: resumed connections park there again.
                 let resuming = serving.clone();
                 let resume: lot::Resume = Box::new(move |stream, peer, slot| {
                     let this = resuming.clone();
@@ -224,7 +226,6 @@ impl Serving {
                 });
                 let run = Arc::clone(&lot).run(poller, serving.idle_timeout, serving.shutdown.clone(), resume);
                 serving.tracker.spawn(run);
-                serving.lot = Some(lot);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the parking lot cannot start; resting connections stay in their tasks")

@@ -179,6 +179,21 @@ async fn active_http_connections(p: &Proxy) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// How many descriptors each epoll instance of process `pid` watches
+/// (Linux `/proc/PID/fdinfo`): tokio's own, and the parking lot's.
+fn epoll_watch_counts(pid: u32) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let is_epoll = std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().contains("eventpoll"));
+        if is_epoll {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy()))
+                .unwrap_or_default();
+            counts.push(info.lines().filter(|l| l.starts_with("tfd:")).count());
+        }
+    }
+    counts
+}
+
 #[tokio::test]
 async fn many_resting_connections_are_served_counted_and_closed_on_drain() {
     // Resting plain connections leave their tasks for the parking lot; they
@@ -197,6 +212,9 @@ async fn many_resting_connections_are_served_counted_and_closed_on_drain() {
     }
     tokio::time::sleep(REST).await;
     assert_eq!(active_http_connections(&p).await, Some(N as f64));
+    // Parked outside tokio: one epoll instance watches exactly them.
+    let counts = epoll_watch_counts(p.child.id());
+    assert!(counts.contains(&N), "epoll instances watch {counts:?} descriptors");
     // Every one answers its own next request, sent all at once.
     for (i, (s, _)) in conns.iter_mut().enumerate() {
         s.write_all(format!("GET /b{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
@@ -205,6 +223,9 @@ async fn many_resting_connections_are_served_counted_and_closed_on_drain() {
         assert_eq!(read_response(s, pending).await.1, format!("GET /b{i} 0").as_bytes());
     }
     tokio::time::sleep(REST).await;
+    // And back in the lot after resting again.
+    let counts = epoll_watch_counts(p.child.id());
+    assert!(counts.contains(&N), "after a second rest, epoll instances watch {counts:?}");
     // Clients that leave while parked are noticed.
     conns.truncate(N / 2);
     assert!(
