@@ -10,8 +10,8 @@
 //! So a connection that has sent nothing costs only its socket and a small
 //! task. An HTTP/1.1 connection resting between requests is parked: the
 //! hyper connection is dropped and only the socket waits (see
-//! [`PARK_AFTER`]), in the parking lot (`lot.rs`) for plain TCP, in its own
-//! task for TLS. HTTP/2 streams run inside their connection's task
+//! [`PARK_AFTER`]), in the parking lot (`lot.rs`), TLS session included.
+//! HTTP/2 streams run inside their connection's task
 //! ([`StreamExecutor`]). The hyper connection is boxed with only the chosen
 //! protocol's state; the auto builder remains for the rare cases the version
 //! is still unknown (TLS without ALPN, a partial preface).
@@ -270,15 +270,21 @@ impl Parkable for TcpStream {
 /// to have come back empty since the last answer, and tokio-rustls only
 /// says so once rustls holds no plaintext (an incomplete record waits for
 /// more bytes from the socket, which is what readiness reports); bytes hyper
-/// did get are replayed. rustls' own state stays with the socket.
-impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
+/// did get are replayed. rustls' own state stays with the socket, in the
+/// parking lot too: only the socket under it leaves tokio.
+impl Parkable for super::lot::TlsClient {
     const PARKS: bool = true;
-    const LEAVES_TASK: bool = false;
+    const LEAVES_TASK: bool = true;
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_ref().0.poll_read_ready(cx)
+        match self.get_ref().0.live() {
+            Some(socket) => socket.poll_read_ready(cx),
+            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
     }
     fn cork(&self) {
-        cork_socket(self.get_ref().0);
+        if let Some(socket) = self.get_ref().0.live() {
+            cork_socket(socket);
+        }
     }
 }
 

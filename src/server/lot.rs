@@ -13,20 +13,23 @@
 //! (a request, or the client closing) is handed back to tokio and served on
 //! a new task. Parking and resuming each cost two `epoll_ctl` calls, paid
 //! only by connections that rested for [`super::conn::PARK_AFTER`].
-//! TLS connections stay parked in their task: their session state lives in
-//! the stream.
+//! A TLS connection parks with its session: its stream sits on a
+//! [`ClientSocket`] whose socket can leave tokio and come back in place.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Token};
 use slab::Slab;
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -45,9 +48,123 @@ pub struct ParkingLot {
     closed: AtomicBool,
 }
 
+/// A TLS client connection's stream.
+pub type TlsClient = tokio_rustls::server::TlsStream<ClientSocket>;
+
+/// A resting connection's stream, out of tokio.
+pub enum Resting {
+    Plain(std::net::TcpStream),
+    /// The session, with its socket detached.
+    Tls(Box<TlsClient>),
+}
+
+/// A connection leaving the lot, its socket back in tokio.
+pub enum Resumed {
+    Plain(TcpStream),
+    Tls(Box<TlsClient>),
+}
+
+impl Resting {
+    fn raw_fd(&self) -> Option<RawFd> {
+        match self {
+            Resting::Plain(s) => Some(s.as_raw_fd()),
+            Resting::Tls(tls) => match &tls.get_ref().0 {
+                ClientSocket::Detached(s) => Some(s.as_raw_fd()),
+                _ => None,
+            },
+        }
+    }
+
+    fn resume(self) -> io::Result<Resumed> {
+        match self {
+            Resting::Plain(s) => Ok(Resumed::Plain(TcpStream::from_std(s)?)),
+            Resting::Tls(mut tls) => {
+                tls.get_mut().0.attach()?;
+                Ok(Resumed::Tls(tls))
+            }
+        }
+    }
+}
+
+/// The socket under a TLS session: in tokio while the connection is busy,
+/// detached (a plain descriptor) while it waits in the lot. The session,
+/// which wraps it, never moves.
+#[derive(Debug)]
+pub enum ClientSocket {
+    Live(TcpStream),
+    Detached(std::net::TcpStream),
+    /// Detaching or attaching failed; the connection is over.
+    Gone,
+}
+
+impl ClientSocket {
+    /// The socket, while it is in tokio.
+    pub fn live(&self) -> Option<&TcpStream> {
+        match self {
+            ClientSocket::Live(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Take the socket out of tokio.
+    pub fn detach(&mut self) -> io::Result<()> {
+        if let ClientSocket::Live(s) = std::mem::replace(self, ClientSocket::Gone) {
+            *self = ClientSocket::Detached(s.into_std()?);
+        }
+        Ok(())
+    }
+
+    /// Give the socket back to tokio (within the runtime).
+    fn attach(&mut self) -> io::Result<()> {
+        if let ClientSocket::Detached(s) = std::mem::replace(self, ClientSocket::Gone) {
+            *self = ClientSocket::Live(TcpStream::from_std(s)?);
+        }
+        Ok(())
+    }
+
+    fn live_mut(self: Pin<&mut Self>) -> io::Result<Pin<&mut TcpStream>> {
+        match self.get_mut() {
+            ClientSocket::Live(s) => Ok(Pin::new(s)),
+            _ => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl AsyncRead for ClientSocket {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.live_mut()?.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientSocket {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.live_mut()?.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.live_mut()?.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.live_mut()?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.live_mut()?.poll_shutdown(cx)
+    }
+}
+
 /// One resting connection.
 struct Parked {
-    stream: std::net::TcpStream,
+    stream: Resting,
     peer: SocketAddr,
     slot: ConnSlot,
     since: Instant,
@@ -57,7 +174,7 @@ struct Parked {
 pub struct LotPoller(mio::Poll);
 
 /// What the lot calls with a connection whose client sent something.
-pub type Resume = Box<dyn Fn(TcpStream, SocketAddr, ConnSlot) + Send + Sync>;
+pub type Resume = Box<dyn Fn(Resumed, SocketAddr, ConnSlot) + Send + Sync>;
 
 impl ParkingLot {
     pub fn new() -> io::Result<(Arc<Self>, LotPoller)> {
@@ -70,20 +187,13 @@ impl ParkingLot {
     /// Park a resting connection until its client sends again or it idles
     /// out. If it cannot be parked it is closed, which is what an idle
     /// connection may expect.
-    pub fn park(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot park a connection; closing it");
-                return;
-            }
-        };
+    pub fn park(&self, stream: Resting, peer: SocketAddr, slot: ConnSlot) {
+        let Some(fd) = stream.raw_fd() else { return };
         let Ok(mut parked) = self.parked.lock() else { return };
         if self.closed.load(Ordering::Acquire) {
             return;
         }
         let entry = parked.vacant_entry();
-        let fd = stream.as_raw_fd();
         // Registered under the lock: an event for this token always finds
         // this connection (or, after it left, a later one, which is then
         // woken for nothing and parks again).
@@ -99,7 +209,9 @@ impl ParkingLot {
         let parked = self.parked.lock().ok()?.try_remove(key)?;
         // The socket stays open (it goes back to tokio), so its
         // registration here must go explicitly.
-        let _ = self.registry.deregister(&mut SourceFd(&parked.stream.as_raw_fd()));
+        if let Some(fd) = parked.stream.raw_fd() {
+            let _ = self.registry.deregister(&mut SourceFd(&fd));
+        }
         Some(parked)
     }
 
@@ -168,7 +280,7 @@ impl ParkingLot {
                         for event in events.iter() {
                             count += 1;
                             let Some(parked) = self.take(event.token().0) else { continue };
-                            match TcpStream::from_std(parked.stream) {
+                            match parked.stream.resume() {
                                 Ok(stream) => resume(stream, parked.peer, parked.slot),
                                 Err(e) => tracing::debug!(error = %e, "cannot resume a parked connection"),
                             }

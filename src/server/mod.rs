@@ -4,7 +4,7 @@
 mod activity;
 mod coalesce;
 pub mod conn;
-mod lot;
+pub mod lot;
 mod streams;
 
 use std::convert::Infallible;
@@ -33,7 +33,7 @@ use crate::proxy::exchange::TrackedBody;
 use crate::proxy::{self, ConnInfo};
 use activity::{Activity, RequestGuard};
 use conn::{Builders, Protocol};
-use lot::ParkingLot;
+use lot::{ParkingLot, Resting, Resumed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -222,7 +222,14 @@ impl Serving {
                 let resuming = serving.clone();
                 let resume: lot::Resume = Box::new(move |stream, peer, slot| {
                     let this = resuming.clone();
-                    resuming.tracker.spawn(async move { this.resume_plain(stream, peer, slot).await });
+                    match stream {
+                        Resumed::Plain(stream) => {
+                            resuming.tracker.spawn(async move { this.resume_plain(stream, peer, slot).await })
+                        }
+                        Resumed::Tls(tls) => {
+                            resuming.tracker.spawn(async move { this.resume_tls(*tls, peer, slot).await })
+                        }
+                    };
                 });
                 let run = Arc::clone(&lot).run(poller, serving.idle_timeout, serving.shutdown.clone(), resume);
                 serving.tracker.spawn(run);
@@ -309,8 +316,30 @@ impl Serving {
     }
 
     fn park(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
-        if let Some(lot) = &self.lot {
-            lot.park(stream, peer, slot);
+        let Some(lot) = &self.lot else { return };
+        match stream.into_std() {
+            Ok(stream) => lot.park(Resting::Plain(stream), peer, slot),
+            Err(e) => tracing::debug!(error = %e, "cannot park a connection; closing it"),
+        }
+    }
+
+    /// Serve a TLS connection over its session, parking it whenever it rests.
+    pub async fn serve_tls_session(&self, tls: lot::TlsClient, protocol: Protocol, peer: SocketAddr, slot: ConnSlot) {
+        let info = Arc::new(ConnInfo::new(peer, true));
+        if let Some(resting) = self.serve_io(tls, protocol, bytes::Bytes::new(), info).await {
+            self.park_tls(resting, peer, slot);
+        }
+    }
+
+    async fn resume_tls(&self, tls: lot::TlsClient, peer: SocketAddr, slot: ConnSlot) {
+        self.serve_tls_session(tls, Protocol::Http1, peer, slot).await;
+    }
+
+    fn park_tls(&self, mut tls: lot::TlsClient, peer: SocketAddr, slot: ConnSlot) {
+        let Some(lot) = &self.lot else { return };
+        match tls.get_mut().0.detach() {
+            Ok(()) => lot.park(Resting::Tls(Box::new(tls)), peer, slot),
+            Err(e) => tracing::debug!(error = %e, "cannot park a connection; closing it"),
         }
     }
 

@@ -13,9 +13,9 @@ use tokio_rustls::TlsAcceptor;
 use super::resolver::ACME_TLS_ALPN;
 use super::TlsState;
 use crate::metrics::ResultLabels;
-use crate::proxy::ConnInfo;
 use crate::server::conn::Protocol;
-use crate::server::Serving;
+use crate::server::lot::ClientSocket;
+use crate::server::{ConnSlot, Serving};
 
 /// Accept TLS connections on `listener` and serve the proxy on them.
 pub fn spawn_https(serving: &Serving, listener: TcpListener, tls: Arc<TlsState>) {
@@ -23,10 +23,7 @@ pub fn spawn_https(serving: &Serving, listener: TcpListener, tls: Arc<TlsState>)
     let handshake_timeout = serving.app.state.load().config.server.client_header_timeout;
     serving.spawn_accept_loop(listener, "https", move |this, stream, peer, slot| {
         let acceptor = acceptor.clone();
-        async move {
-            serve_tls(&this, &acceptor, stream, peer, handshake_timeout).await;
-            drop(slot);
-        }
+        async move { serve_tls(&this, &acceptor, stream, peer, slot, handshake_timeout).await }
     });
 }
 
@@ -35,6 +32,7 @@ async fn serve_tls(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
+    slot: ConnSlot,
     handshake_timeout: Duration,
 ) {
     let count = |result: &'static str| {
@@ -42,7 +40,8 @@ async fn serve_tls(
     };
     let accepted = tokio::select! {
         _ = serving.shutdown.cancelled() => return,
-        r = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => r,
+        // Boxed: the handshake's state is large and would size the task.
+        r = Box::pin(tokio::time::timeout(handshake_timeout, acceptor.accept(ClientSocket::Live(stream)))) => r,
     };
     let tls_stream = match accepted {
         Ok(Ok(s)) => s,
@@ -64,6 +63,5 @@ async fn serve_tls(
     }
     count("success");
     let protocol = Protocol::from_alpn(tls_stream.get_ref().1.alpn_protocol());
-    // TLS connections rest in their task (`Parkable::LEAVES_TASK` is false).
-    let _ = serving.serve_io(tls_stream, protocol, bytes::Bytes::new(), Arc::new(ConnInfo::new(peer, true))).await;
+    serving.serve_tls_session(tls_stream, protocol, peer, slot).await;
 }

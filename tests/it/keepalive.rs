@@ -169,6 +169,9 @@ async fn a_tls_connection_is_parked_and_resumed_the_same_way() {
         assert_eq!((status.as_str(), &body[..]), ("HTTP/1.1 200 OK", format!("GET /t{round} 0").as_bytes()));
         // Longer than both the parking delay and client_header_timeout.
         tokio::time::sleep(Duration::from_millis(600)).await;
+        // Parked in the lot with its session: the lot's epoll watches it alone.
+        let counts = epoll_watch_counts(p.child.id());
+        assert!(counts.contains(&1), "epoll instances watch {counts:?} descriptors");
     }
 }
 
