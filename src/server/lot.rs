@@ -1,20 +1,22 @@
-//! The parking lot: plain HTTP/1.1 connections resting between requests,
-//! held without a task and without a tokio registration until their client
-//! sends again.
+//! The parking lot: HTTP/1.1 connections resting between requests, plain
+//! and TLS, held without a task and without a tokio registration until
+//! their client sends again.
 //!
 //! A resting connection parked inside its own task still costs the task
 //! (its future is sized for the busiest state, about 2.5 KiB) and tokio's
-//! per-socket readiness record (256 bytes). Here it costs one slab entry:
-//! the socket, the client's address and its [`ConnSlot`], and nothing on
-//! the heap of its own (a small allocation left behind by each connection
-//! would pin the allocator's pages that its busy phase used). The sockets are
+//! per-socket readiness record (256 bytes). Here a plain connection costs
+//! one slab entry: the socket, the client's address and its [`ConnSlot`],
+//! and nothing on the heap of its own (a small allocation left behind by
+//! each connection would pin the allocator's pages that its busy phase
+//! used); a TLS one adds its boxed session. The sockets are
 //! watched by a private `mio` poller whose own descriptor is registered with
 //! tokio, so one task serves the whole lot; a socket that turns readable
 //! (a request, or the client closing) is handed back to tokio and served on
 //! a new task. Parking and resuming each cost two `epoll_ctl` calls, paid
 //! only by connections that rested for [`super::conn::PARK_AFTER`].
 //! A TLS connection parks with its session: its stream sits on a
-//! [`ClientSocket`] whose socket can leave tokio and come back in place.
+//! [`ClientSocket`] whose socket can leave tokio and come back in place,
+//! so the session itself never has to be taken apart.
 
 use std::io;
 use std::net::SocketAddr;
