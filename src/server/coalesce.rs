@@ -19,6 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Past this many buffered bytes, writes go out before more are taken.
 const LIMIT: usize = 64 * 1024;
 
+/// A buffer larger than this is given back once it has been sent.
+const KEEP: usize = 16 * 1024;
+
 pin_project_lite::pin_project! {
     /// A stream whose writes are buffered until flushed.
     pub struct CoalescingIo<I> {
@@ -52,7 +55,12 @@ impl<I: AsyncWrite> CoalescingIo<I> {
             }
             *this.sent += n;
         }
-        this.buf.clear();
+        // A burst's buffer is not kept for the connection's whole life.
+        if this.buf.capacity() > KEEP {
+            *this.buf = Vec::new();
+        } else {
+            this.buf.clear();
+        }
         *this.sent = 0;
         Poll::Ready(Ok(()))
     }
@@ -193,5 +201,17 @@ mod tests {
         let sizes: Vec<usize> = io.inner.0.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![LIMIT - 10, 20, LIMIT, 4]);
         assert!(io.inner.0[1].iter().all(|&b| b == 2) && io.inner.0[2].iter().all(|&b| b == 3));
+    }
+
+    #[tokio::test]
+    async fn a_burst_s_buffer_is_given_back_once_sent() {
+        let mut io = CoalescingIo::new(Wire::default());
+        io.write_all(&[7u8; 40 * 1024]).await.unwrap();
+        assert!(io.buf.capacity() >= 40 * 1024);
+        io.shutdown().await.unwrap();
+        assert_eq!(io.buf.capacity(), 0, "an idle connection keeps no burst buffer");
+        io.write_all(b"small").await.unwrap();
+        io.shutdown().await.unwrap();
+        assert!(io.buf.capacity() > 0, "small buffers are reused");
     }
 }

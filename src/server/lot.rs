@@ -206,6 +206,12 @@ impl ParkingLot {
         entry.insert(Parked { stream, peer, slot, since: Instant::now() });
     }
 
+    /// Whether the lot takes connections (it stops on shutdown, or if its
+    /// poller fails; connections then rest in their tasks).
+    pub fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
     /// Take a connection out of the lot.
     fn take(&self, key: usize) -> Option<Parked> {
         let parked = self.parked.lock().ok()?.try_remove(key)?;
@@ -220,10 +226,16 @@ impl ParkingLot {
     /// Close the connections parked for longer than `limit` allows (they
     /// rested [`PARK_AFTER`] before parking).
     fn close_idle(&self, limit: Duration) {
-        let Ok(mut parked) = self.parked.lock() else { return };
         let rested = limit.saturating_sub(PARK_AFTER);
-        // Dropping a socket closes it, which also removes it from the poller.
-        parked.retain(|_, p| p.since.elapsed() < rested);
+        let expired: Vec<Parked> = {
+            let Ok(mut parked) = self.parked.lock() else { return };
+            let keys: Vec<usize> =
+                parked.iter().filter(|(_, p)| p.since.elapsed() >= rested).map(|(key, _)| key).collect();
+            keys.into_iter().filter_map(|key| parked.try_remove(key)).collect()
+        };
+        // Closed outside the lock, which parking threads wait on. Closing a
+        // socket also removes it from the poller.
+        drop(expired);
     }
 
     /// Run the lot until `shutdown`: hand connections whose client sent
@@ -248,9 +260,9 @@ impl ParkingLot {
             }
         }
         self.closed.store(true, Ordering::Release);
-        if let Ok(mut parked) = self.parked.lock() {
-            parked.clear();
-        }
+        // Closed outside the lock, like the idle ones.
+        let all = self.parked.lock().map(|mut parked| std::mem::take(&mut *parked));
+        drop(all);
     }
 
     async fn serve(
@@ -269,13 +281,19 @@ impl ParkingLot {
                 _ = shutdown.cancelled() => return,
                 _ = sweep.tick() => self.close_idle(idle_timeout),
                 ready = poller.readable_mut() => {
-                    let Ok(mut guard) = ready else { return };
+                    let mut guard = match ready {
+                        Ok(guard) => guard,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the parking lot stopped; resting connections stay in their tasks");
+                            return;
+                        }
+                    };
                     loop {
                         if let Err(e) = guard.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
                             if e.kind() == io::ErrorKind::Interrupted {
                                 continue;
                             }
-                            tracing::warn!(error = %e, "the parking lot cannot poll");
+                            tracing::warn!(error = %e, "the parking lot stopped; resting connections stay in their tasks");
                             return;
                         }
                         let mut count = 0;

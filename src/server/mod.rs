@@ -359,7 +359,7 @@ impl Serving {
             builders: &self.builders,
             shutdown: self.shutdown.clone(),
             idle_timeout: self.idle_timeout,
-            lot: self.lot.is_some(),
+            lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
         };
         conn::serve(io, protocol, first_bytes, service, ctx).await
     }
