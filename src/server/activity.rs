@@ -178,16 +178,27 @@ impl Activity {
     }
 }
 
-impl<I: AsyncWrite + Parkable> AsyncWrite for ActivityIo<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+impl<I: AsyncWrite + Parkable> ActivityIo<I> {
+    /// A write to the client, with the bookkeeping around it: the cork an
+    /// answer asked for, whether the write blocked, whether bytes moved.
+    fn write_with(
+        self: Pin<&mut Self>,
+        write: impl FnOnce(Pin<&mut I>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         this.activity.cork_if_asked(&*this.inner);
-        let r = this.inner.poll_write(cx, buf);
+        let r = write(this.inner);
         this.activity.wrote(&r);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
         }
         r
+    }
+}
+
+impl<I: AsyncWrite + Parkable> AsyncWrite for ActivityIo<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.write_with(|io| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -195,14 +206,7 @@ impl<I: AsyncWrite + Parkable> AsyncWrite for ActivityIo<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        this.activity.cork_if_asked(&*this.inner);
-        let r = this.inner.poll_write_vectored(cx, bufs);
-        this.activity.wrote(&r);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        r
+        self.write_with(|io| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -5,6 +5,7 @@ mod activity;
 mod coalesce;
 pub mod conn;
 pub mod lot;
+mod parkable;
 mod streams;
 
 use std::convert::Infallible;

@@ -43,6 +43,19 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S, pending: &mut
     }
 }
 
+/// A streamed body: `first`, a pause, then `second`.
+fn paused_body(first: &'static [u8], pause: Duration, second: &'static [u8]) -> BoxBody {
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(2);
+    tokio::spawn(async move {
+        let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(first)))).await;
+        tokio::time::sleep(pause).await;
+        let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(second)))).await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
+    http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream))
+}
+
 /// An upstream answering with the method, path and body length it got.
 async fn echo() -> Upstream {
     Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
@@ -89,15 +102,7 @@ async fn answers_that_pause_or_a_client_that_reads_slowly_are_never_cut() {
         if req.uri().path() == "/big" {
             return Response::new(full(vec![b'z'; 8 << 20]));
         }
-        let (tx, rx) =
-            tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(2);
-        tokio::spawn(async move {
-            let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"first half, ")))).await;
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"second half")))).await;
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
-        Response::new(http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream)))
+        Response::new(paused_body(b"first half, ", Duration::from_millis(400), b"second half"))
     })
     .await;
     let p = Proxy::start(&config(up.addr, ""));
@@ -265,16 +270,7 @@ async fn last_requests_get_their_whole_answer_then_the_close() {
     // whole in-memory answers and streamed ones alike must arrive complete.
     let up = Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
         if req.uri().path() == "/stream" {
-            let (tx, rx) = tokio::sync::mpsc::channel::<
-                Result<http_body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
-            >(2);
-            tokio::spawn(async move {
-                let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"first, ")))).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let _ = tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"then the rest")))).await;
-            });
-            let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
-            return Response::new(http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream)));
+            return Response::new(paused_body(b"first, ", Duration::from_millis(100), b"then the rest"));
         }
         Response::new(full(format!("{} {:?}", req.uri().path(), req.version())))
     })
