@@ -247,6 +247,9 @@ where
     B: SendBody,
 {
     let mut prefix = first_bytes;
+    // When resting in this task, the idle clock runs from the last request,
+    // not from the last bytes (see `Activity::take_served`).
+    let mut idle_deadline = tokio::time::Instant::now() + ctx.idle_timeout;
     loop {
         let wrapped = TokioIo::new(ActivityIo::new(io, Arc::clone(&ctx.activity), prefix));
         let conn = Box::pin(ctx.builders.http1.serve_connection(wrapped, service.clone()).with_upgrades());
@@ -272,10 +275,13 @@ where
             if I::LEAVES_TASK && ctx.lot {
                 return Some(io);
             }
+            if ctx.activity.take_served() {
+                idle_deadline = tokio::time::Instant::now() + ctx.idle_timeout;
+            }
             let next_request = tokio::select! {
                 r = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => r.is_ok(),
                 _ = ctx.shutdown.cancelled() => false,
-                _ = ctx.activity.idle_for(ctx.idle_timeout) => false,
+                _ = tokio::time::sleep_until(idle_deadline) => false,
             };
             if !next_request {
                 return None;

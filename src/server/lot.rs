@@ -169,14 +169,17 @@ struct Parked {
     stream: Resting,
     peer: SocketAddr,
     slot: ConnSlot,
-    since: Instant,
+    /// When its idle time started: its last request, give or take
+    /// [`PARK_AFTER`]. Kept across visits that served no request.
+    idle_since: Instant,
 }
 
 /// The lot's poller, owned by the task that runs the lot.
 pub struct LotPoller(mio::Poll);
 
-/// What the lot calls with a connection whose client sent something.
-pub type Resume = Box<dyn Fn(Resumed, SocketAddr, ConnSlot) + Send + Sync>;
+/// What the lot calls with a connection whose client sent something: its
+/// stream, client address, slot and idle start, for parking it again.
+pub type Resume = Box<dyn Fn(Resumed, SocketAddr, ConnSlot, Instant) + Send + Sync>;
 
 impl ParkingLot {
     pub fn new() -> io::Result<(Arc<Self>, LotPoller)> {
@@ -187,9 +190,9 @@ impl ParkingLot {
     }
 
     /// Park a resting connection until its client sends again or it idles
-    /// out. If it cannot be parked it is closed, which is what an idle
-    /// connection may expect.
-    pub fn park(&self, stream: Resting, peer: SocketAddr, slot: ConnSlot) {
+    /// out, counting from `idle_since`. If it cannot be parked it is
+    /// closed, which is what an idle connection may expect.
+    pub fn park(&self, stream: Resting, peer: SocketAddr, slot: ConnSlot, idle_since: Instant) {
         let Some(fd) = stream.raw_fd() else { return };
         let Ok(mut parked) = self.parked.lock() else { return };
         if self.closed.load(Ordering::Acquire) {
@@ -203,7 +206,7 @@ impl ParkingLot {
             tracing::debug!(error = %e, "cannot park a connection; closing it");
             return;
         }
-        entry.insert(Parked { stream, peer, slot, since: Instant::now() });
+        entry.insert(Parked { stream, peer, slot, idle_since });
     }
 
     /// Whether the lot takes connections (it stops on shutdown, or if its
@@ -230,7 +233,7 @@ impl ParkingLot {
         let expired: Vec<Parked> = {
             let Ok(mut parked) = self.parked.lock() else { return };
             let keys: Vec<usize> =
-                parked.iter().filter(|(_, p)| p.since.elapsed() >= rested).map(|(key, _)| key).collect();
+                parked.iter().filter(|(_, p)| p.idle_since.elapsed() >= rested).map(|(key, _)| key).collect();
             keys.into_iter().filter_map(|key| parked.try_remove(key)).collect()
         };
         // Closed outside the lock, which parking threads wait on. Closing a
@@ -301,7 +304,7 @@ impl ParkingLot {
                             count += 1;
                             let Some(parked) = self.take(event.token().0) else { continue };
                             match parked.stream.resume() {
-                                Ok(stream) => resume(stream, parked.peer, parked.slot),
+                                Ok(stream) => resume(stream, parked.peer, parked.slot, parked.idle_since),
                                 Err(e) => tracing::debug!(error = %e, "cannot resume a parked connection"),
                             }
                         }

@@ -24,6 +24,7 @@ use hyper_util::server::conn::auto;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -166,6 +167,18 @@ fn proxy_service(
     })
 }
 
+/// When a connection leaving the parking lot started to idle, as it parks
+/// again: now if it served a request, else when it first parked. Bytes that
+/// brought no request (a TLS client trickling a record) do not restart the
+/// idle clock.
+fn idle_start(served: bool, idle_since: Instant) -> Instant {
+    if served {
+        Instant::now()
+    } else {
+        idle_since
+    }
+}
+
 /// What the accept loops share.
 #[derive(Clone)]
 pub struct Serving {
@@ -221,15 +234,15 @@ impl Serving {
                 serving.lot = Some(Arc::clone(&lot));
                 // After the lot is set: resumed connections park there again.
                 let resuming = serving.clone();
-                let resume: lot::Resume = Box::new(move |stream, peer, slot| {
+                let resume: lot::Resume = Box::new(move |stream, peer, slot, idle_since| {
                     let this = resuming.clone();
                     match stream {
-                        Resumed::Plain(stream) => {
-                            resuming.tracker.spawn(async move { this.resume_plain(stream, peer, slot).await })
-                        }
-                        Resumed::Tls(tls) => {
-                            resuming.tracker.spawn(async move { this.resume_tls(*tls, peer, slot).await })
-                        }
+                        Resumed::Plain(stream) => resuming
+                            .tracker
+                            .spawn(async move { this.resume_plain(stream, peer, slot, idle_since).await }),
+                        Resumed::Tls(tls) => resuming.tracker.spawn(async move {
+                            this.serve_tls_resting(*tls, Protocol::Http1, peer, slot, idle_since).await
+                        }),
                     };
                 });
                 let run = Arc::clone(&lot).run(poller, serving.idle_timeout, serving.shutdown.clone(), resume);
@@ -303,66 +316,73 @@ impl Serving {
             }
         };
         let info = Arc::new(ConnInfo::new(peer, false));
-        if let Some(resting) = self.serve_io(stream, protocol, first_bytes, info).await {
-            self.park(resting, peer, slot);
+        if let Some((resting, _)) = self.serve_io(stream, protocol, first_bytes, info).await {
+            self.park(resting, peer, slot, Instant::now());
         }
     }
 
     /// Serve a plain HTTP/1.1 connection again after it left the parking lot.
-    async fn resume_plain(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
+    async fn resume_plain(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot, idle_since: Instant) {
         let info = Arc::new(ConnInfo::new(peer, false));
-        if let Some(resting) = self.serve_io(stream, Protocol::Http1, bytes::Bytes::new(), info).await {
-            self.park(resting, peer, slot);
+        if let Some((resting, served)) = self.serve_io(stream, Protocol::Http1, bytes::Bytes::new(), info).await {
+            self.park(resting, peer, slot, idle_start(served, idle_since));
         }
     }
 
-    fn park(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
+    fn park(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot, idle_since: Instant) {
         let Some(lot) = &self.lot else { return };
         match stream.into_std() {
-            Ok(stream) => lot.park(Resting::Plain(stream), peer, slot),
+            Ok(stream) => lot.park(Resting::Plain(stream), peer, slot, idle_since),
             Err(e) => tracing::debug!(error = %e, "cannot park a connection; closing it"),
         }
     }
 
     /// Serve a TLS connection over its session, parking it whenever it rests.
     pub async fn serve_tls_session(&self, tls: lot::TlsClient, protocol: Protocol, peer: SocketAddr, slot: ConnSlot) {
+        self.serve_tls_resting(tls, protocol, peer, slot, Instant::now()).await;
+    }
+
+    /// The same, for a connection idle since `idle_since` (it comes back
+    /// from the parking lot).
+    async fn serve_tls_resting(
+        &self,
+        mut tls: lot::TlsClient,
+        protocol: Protocol,
+        peer: SocketAddr,
+        slot: ConnSlot,
+        idle_since: Instant,
+    ) {
         let info = Arc::new(ConnInfo::new(peer, true));
-        if let Some(resting) = self.serve_io(tls, protocol, bytes::Bytes::new(), info).await {
-            self.park_tls(resting, peer, slot);
-        }
-    }
-
-    async fn resume_tls(&self, tls: lot::TlsClient, peer: SocketAddr, slot: ConnSlot) {
-        self.serve_tls_session(tls, Protocol::Http1, peer, slot).await;
-    }
-
-    fn park_tls(&self, mut tls: lot::TlsClient, peer: SocketAddr, slot: ConnSlot) {
+        let Some((resting, served)) = self.serve_io(tls, protocol, bytes::Bytes::new(), info).await else { return };
+        tls = resting;
         let Some(lot) = &self.lot else { return };
         match tls.get_mut().0.detach() {
-            Ok(()) => lot.park(Resting::Tls(Box::new(tls)), peer, slot),
+            Ok(()) => lot.park(Resting::Tls(Box::new(tls)), peer, slot, idle_start(served, idle_since)),
             Err(e) => tracing::debug!(error = %e, "cannot park a connection; closing it"),
         }
     }
 
     /// Serve the proxy over any accepted stream (plain TCP, or TLS). Returns
-    /// the stream when it rests and should go to the parking lot.
+    /// the stream when it rests and should go to the parking lot, with
+    /// whether it served a request this time.
     pub async fn serve_io<I: conn::ClientIo>(
         &self,
         io: I,
         protocol: Protocol,
         first_bytes: bytes::Bytes,
         info: Arc<ConnInfo>,
-    ) -> Option<I> {
+    ) -> Option<(I, bool)> {
         let activity = Arc::new(Activity::default());
         let service = proxy_service(Arc::clone(&self.app), info, Arc::clone(&activity));
         let ctx = conn::ConnCtx {
-            activity,
+            activity: Arc::clone(&activity),
             builders: &self.builders,
             shutdown: self.shutdown.clone(),
             idle_timeout: self.idle_timeout,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
         };
-        conn::serve(io, protocol, first_bytes, service, ctx).await
+        let resting = conn::serve(io, protocol, first_bytes, service, ctx).await?;
+        Some((resting, activity.take_served()))
     }
 
     /// Stop accepting, let connections finish what they are doing, and wait

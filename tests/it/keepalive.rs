@@ -158,7 +158,7 @@ async fn a_tls_connection_is_parked_and_resumed_the_same_way() {
     let p = Proxy::start_in(
         dir,
         &format!(
-            "[listen]\nhttps = \"127.0.0.1:0\"\n[server]\nclient_header_timeout = \"300ms\"\n[tls]\ncerts_dir = \"certs\"\nredirect_http = false\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+            "{LISTEN}https = \"127.0.0.1:0\"\n[server]\nclient_header_timeout = \"300ms\"\n[tls]\ncerts_dir = \"certs\"\nredirect_http = false\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
             up.addr
         ),
     );
@@ -178,6 +178,53 @@ async fn a_tls_connection_is_parked_and_resumed_the_same_way() {
         let counts = epoll_watch_counts(p.child.id());
         assert!(counts.contains(&1), "epoll instances watch {counts:?} descriptors");
     }
+}
+
+#[tokio::test]
+async fn a_tls_client_trickling_a_record_does_not_outlive_the_idle_timeout() {
+    // Bytes that never complete a TLS record wake a parked connection but
+    // bring no request: they must not restart its idle clock.
+    let up = echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    crate::tls_util::write_cert(&dir.path().join("certs"), "localhost", &["localhost"], false);
+    let p = Proxy::start_in(
+        dir,
+        &format!(
+            "{LISTEN}https = \"127.0.0.1:0\"\n[server]\nidle_timeout = \"1500ms\"\n[tls]\ncerts_dir = \"certs\"\nredirect_http = false\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+            up.addr
+        ),
+    );
+    let https = p.https.expect("https listener");
+    let connector = tokio_rustls::TlsConnector::from(crate::tls_util::client_config(None, &[b"http/1.1"]));
+    let tcp = TcpStream::connect(https).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = connector.connect(name, tcp).await.unwrap();
+    let mut pending = Vec::new();
+    s.write_all(b"GET /once HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut s, &mut pending).await.1, b"GET /once 0");
+    // Under the session: an application-data record header announcing 16 KiB,
+    // then its payload one byte every 300 ms, for up to six idle timeouts.
+    let tcp = s.get_mut().0;
+    let header = [0x17u8, 0x03, 0x03, 0x40, 0x00];
+    let mut closed = false;
+    let mut buf = [0u8; 256];
+    for i in 0..30 {
+        let byte = header.get(i).copied().unwrap_or(0x42);
+        if tcp.write_all(&[byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            // A close_notify alert, or nothing yet.
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    assert!(closed, "a connection kept alive by a trickled record outlived six idle timeouts");
 }
 
 /// `rampart_connections_active{listener="http"}` from the admin endpoint.
