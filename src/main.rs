@@ -90,11 +90,20 @@ fn init_tracing() {
     tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
+/// The async runtime: `workers` threads, or one per core. One worker runs
+/// tokio's current-thread scheduler on the main thread: no work-stealing
+/// queues, no cross-thread wake-ups, and no idle main thread beside it
+/// (figures in benches/README.md).
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n);
-    }
+    let mut b = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().build().context("cannot start the async runtime")
 }
 

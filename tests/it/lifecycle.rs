@@ -112,3 +112,73 @@ async fn sigterm_drains_in_flight_http2_streams() {
     let code = tokio::task::spawn_blocking(move || p.wait_exit(Duration::from_secs(20))).await.unwrap();
     assert_eq!(code, Some(0));
 }
+
+/// CPU time (clock ticks, user + system) of each thread of process `pid`,
+/// by thread id (Linux `/proc/PID/task/TID/stat`).
+fn thread_cpu_ticks(pid: u32) -> Vec<(u32, u64)> {
+    let mut ticks = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        // After the parenthesised name (which may hold spaces): state is field 3,
+        // utime and stime are fields 14 and 15.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let t = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks.push((tid, t(14) + t(15)));
+    }
+    ticks
+}
+
+#[tokio::test]
+async fn one_worker_serves_everything_on_the_main_thread_and_drains() {
+    // `workers = 1` runs the current-thread scheduler on the main thread:
+    // the proxying happens there, and everything (HTTP/1.1, HTTP/2 streams,
+    // the parking lot, the drain) works on that one thread.
+    let up = slow_echo(Duration::from_millis(1)).await;
+    let mut p = Proxy::start(&format!(
+        "[server]\nworkers = 1\naccess_log = false\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+        up.addr
+    ));
+    let pid = p.child.id();
+    let before = thread_cpu_ticks(pid);
+    let sender = h2c_connection(p.http).await;
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..2000usize {
+        let mut sender = sender.clone();
+        let uri = format!("http://x:{}/h2/{i}", p.http.port());
+        requests.spawn(async move {
+            let resp = sender.send_request(http::Request::get(uri).body(full("")).unwrap()).await.unwrap();
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+            (format!("/h2/{i} 0"), String::from_utf8_lossy(&body).into_owned())
+        });
+        if i < 50 {
+            let url = p.url(&format!("/h1/{i}"));
+            requests.spawn(async move { (format!("/h1/{i} 0"), get(&url, "x").await.text()) });
+        }
+    }
+    let mut done = 0;
+    while let Some(r) = requests.join_next().await {
+        let (expected, got) = r.unwrap();
+        assert_eq!(got, expected);
+        done += 1;
+    }
+    assert_eq!(done, 2050);
+    let after = thread_cpu_ticks(pid);
+    let spent = |tid: Option<u32>| -> u64 {
+        after
+            .iter()
+            .filter(|(t, _)| tid.is_none_or(|id| id == *t))
+            .map(|(t, v)| v - before.iter().find(|(b, _)| b == t).map_or(0, |(_, v)| *v))
+            .sum()
+    };
+    let (main, all) = (spent(Some(pid)), spent(None));
+    assert!(all > 0 && main * 2 > all, "the main thread did {main} of {all} ticks of work");
+    let url = p.url("/last");
+    let last = tokio::spawn(async move { get(&url, "x").await.text() });
+    assert!(eventually(Duration::from_secs(10), || up.hits() == 2051).await);
+    p.signal("TERM");
+    assert_eq!(last.await.unwrap(), "/last 0");
+    let code = tokio::task::spawn_blocking(move || p.wait_exit(Duration::from_secs(20))).await.unwrap();
+    assert_eq!(code, Some(0));
+}
