@@ -25,6 +25,9 @@ pub struct Activity {
     /// The same, for the parking watcher (each watcher clears its own).
     moved_since_park_check: AtomicBool,
     requests: AtomicUsize,
+    /// Requests begun on the connection, ever (wrapping): tells one request
+    /// head being read from the next.
+    begun: AtomicUsize,
     /// The last write to the client could not complete: hyper still holds
     /// bytes to send.
     write_blocked: AtomicBool,
@@ -55,15 +58,37 @@ impl Activity {
             && !self.read_since_response.load(Ordering::Relaxed)
     }
 
-    /// Resolves once the connection has been at rest, moving no bytes, for
-    /// `quiet` (at most twice that after its last activity).
-    pub(super) async fn at_rest_for(&self, quiet: Duration) {
+    /// Watch a busy HTTP/1.1 connection, sampling it every `tick`. With
+    /// `park`, resolves with [`Watched::Rested`] once it has been at rest,
+    /// moving no bytes, for a tick (at most two after its last activity).
+    /// Resolves with [`Watched::HeaderTimeout`] once a request head has been
+    /// arriving for `header_timeout` (at most two ticks more) without
+    /// completing, however its bytes trickle in. Sampling a few flags here
+    /// replaces a timer armed and cleared for every request.
+    pub(super) async fn watch(&self, tick: Duration, park: bool, header_timeout: Duration) -> Watched {
+        let ticks_allowed = header_timeout.as_nanos().div_ceil(tick.as_nanos().max(1));
+        // The head being read: requests begun before it, and ticks it has
+        // been seen.
+        let mut head: Option<(usize, u128)> = None;
         loop {
             self.moved_since_park_check.store(false, Ordering::Relaxed);
-            tokio::time::sleep(quiet).await;
-            if !self.moved_since_park_check.load(Ordering::Relaxed) && self.at_rest() {
-                return;
+            tokio::time::sleep(tick).await;
+            if park && !self.moved_since_park_check.load(Ordering::Relaxed) && self.at_rest() {
+                return Watched::Rested;
             }
+            let reading_head =
+                self.requests.load(Ordering::Relaxed) == 0 && self.read_since_response.load(Ordering::Relaxed);
+            let begun = self.begun.load(Ordering::Relaxed);
+            head = match head {
+                Some((before, seen)) if reading_head && before == begun => {
+                    if seen >= ticks_allowed {
+                        return Watched::HeaderTimeout;
+                    }
+                    Some((before, seen + 1))
+                }
+                _ if reading_head => Some((begun, 1)),
+                _ => None,
+            };
         }
     }
 
@@ -79,6 +104,7 @@ impl Activity {
     /// Mark a request as in progress until the guard drops.
     pub fn begin(self: &Arc<Self>) -> RequestGuard {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.begun.fetch_add(1, Ordering::Relaxed);
         self.served.store(true, Ordering::Relaxed);
         RequestGuard(Arc::clone(self))
     }
@@ -115,6 +141,15 @@ impl Activity {
             io.cork();
         }
     }
+}
+
+/// Why [`Activity::watch`] resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    /// At rest: the connection can be parked.
+    Rested,
+    /// A request head took longer than `client_header_timeout`.
+    HeaderTimeout,
 }
 
 pub struct RequestGuard(Arc<Activity>);
@@ -233,5 +268,87 @@ impl<I: AsyncWrite + Parkable> AsyncWrite for ActivityIo<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    const TICK: Duration = Duration::from_millis(25);
+    const HEADER_TIMEOUT: Duration = Duration::from_millis(500);
+
+    /// What `ActivityIo` records when bytes of a request arrive.
+    fn bytes_arrive(activity: &Arc<Activity>) {
+        activity.touch();
+        activity.read_since_response.store(true, Ordering::Relaxed);
+    }
+
+    /// Run `watch` while `client` acts every 10 ms; returns what it
+    /// resolved with and when, or `None` if it did not within `limit`.
+    async fn watch_while(
+        activity: &Arc<Activity>,
+        park: bool,
+        limit: Duration,
+        mut client: impl FnMut(&Arc<Activity>),
+    ) -> Option<(Watched, Duration)> {
+        let start = Instant::now();
+        let watcher = activity.watch(TICK, park, HEADER_TIMEOUT);
+        tokio::pin!(watcher);
+        while start.elapsed() < limit {
+            tokio::select! {
+                w = &mut watcher => return Some((w, start.elapsed())),
+                _ = tokio::time::sleep(Duration::from_millis(10)) => client(activity),
+            }
+        }
+        None
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_trickling_in_is_cut_off_after_the_header_timeout_not_before() {
+        let activity = Arc::new(Activity::default());
+        let (watched, after) = watch_while(&activity, true, Duration::from_secs(10), bytes_arrive).await.unwrap();
+        assert_eq!(watched, Watched::HeaderTimeout);
+        assert!(after >= HEADER_TIMEOUT && after <= HEADER_TIMEOUT + 3 * TICK, "cut off after {after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_that_keep_completing_are_never_cut_off() {
+        let activity = Arc::new(Activity::default());
+        let mut n = 0;
+        let busy = watch_while(&activity, false, Duration::from_secs(5), |a| {
+            // A head arrives, the request runs, its answer ends: every 30 ms.
+            match n % 3 {
+                0 => bytes_arrive(a),
+                1 => std::mem::forget(a.begin()),
+                _ => {
+                    a.requests.fetch_sub(1, Ordering::Relaxed);
+                    a.read_since_response.store(false, Ordering::Relaxed);
+                }
+            }
+            n += 1;
+        })
+        .await;
+        assert_eq!(busy, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_request_body_is_not_a_slow_head() {
+        // Once the head is complete, the request is in progress: its body
+        // may take as long as the idle timeout allows.
+        let activity = Arc::new(Activity::default());
+        let _request = activity.begin();
+        assert_eq!(watch_while(&activity, true, Duration::from_secs(5), bytes_arrive).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_rests_and_is_not_a_slow_head() {
+        let activity = Arc::new(Activity::default());
+        let (watched, after) = watch_while(&activity, true, Duration::from_secs(10), |_| {}).await.unwrap();
+        assert_eq!(watched, Watched::Rested);
+        assert!(after <= 2 * TICK, "rested after {after:?}");
+        // Without parking, a quiet connection is left to the idle timeout.
+        assert_eq!(watch_while(&activity, false, Duration::from_secs(5), |_| {}).await, None);
     }
 }

@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::activity::{Activity, ActivityIo};
+use super::activity::{Activity, ActivityIo, Watched};
 use super::coalesce::CoalescingIo;
 pub use super::parkable::Parkable;
 use super::streams::{StreamExecutor, Streams};
@@ -195,6 +195,8 @@ pub struct ConnCtx<'a> {
     /// Cancelled when the process drains.
     pub shutdown: CancellationToken,
     pub idle_timeout: Duration,
+    /// How long an HTTP/1.1 request head may take to arrive.
+    pub header_timeout: Duration,
     /// Whether a parking lot takes resting connections that can leave their task.
     pub lot: bool,
 }
@@ -218,13 +220,14 @@ where
             let executor = StreamExecutor::default();
             let conn = Box::pin((ctx.builders.http2)(executor.clone()).serve_connection(io, service));
             let streams = Streams::new(executor);
-            Box::pin(drive(conn, Some(streams), &ctx, false)).await;
+            Box::pin(drive(conn, Some(streams), &ctx, None)).await;
             None
         }
         Protocol::Detect => {
             let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&ctx.activity), first_bytes));
+            // hyper-util's builder keeps hyper's own header timer.
             let conn = Box::pin(ctx.builders.auto.serve_connection_with_upgrades(io, service));
-            Box::pin(drive(conn, None, &ctx, false)).await;
+            Box::pin(drive(conn, None, &ctx, None)).await;
             None
         }
     }
@@ -255,7 +258,7 @@ where
         let conn = Box::pin(ctx.builders.http1.serve_connection(wrapped, service.clone()).with_upgrades());
         // Boxed, like every state that is not parking: the task itself then
         // only holds what a parked connection needs.
-        let driven = Box::pin(drive(conn, None, ctx, I::PARKS)).await;
+        let driven = Box::pin(drive(conn, None, ctx, Some(Http1Watch { park: I::PARKS }))).await;
         let conn = driven?;
         // Everything of hyper's is dropped here, at the end of this block,
         // including an empty read buffer that still owns its allocation.
@@ -290,14 +293,24 @@ where
     }
 }
 
-/// Drive a connection until it ends (`None`) or, with `park`, until it has
-/// been at rest for [`PARK_AFTER`] (`Some`, handed back to be parked).
+/// How [`drive`] watches an HTTP/1.1 connection served by our own builder:
+/// it enforces `client_header_timeout` (the builder has no header timer),
+/// and with `park` hands the connection back once it rests.
+#[derive(Clone, Copy)]
+struct Http1Watch {
+    park: bool,
+}
+
+/// Drive a connection until it ends (`None`) or, with an [`Http1Watch`]
+/// that parks, until it has been at rest for [`PARK_AFTER`] (`Some`, handed
+/// back to be parked).
 async fn drive<C: HttpConn>(
     mut conn: Pin<Box<C>>,
     mut streams: Option<Streams>,
     ctx: &ConnCtx<'_>,
-    park: bool,
+    http1: Option<Http1Watch>,
 ) -> Option<Pin<Box<C>>> {
+    let park = http1.is_some_and(|w| w.park);
     let conn_wake = Arc::new(ConnWake { woken: AtomicBool::new(true), task: AtomicWaker::new() });
     let conn_waker = futures_util::task::waker(Arc::clone(&conn_wake));
     let mut closing = false;
@@ -329,7 +342,16 @@ async fn drive<C: HttpConn>(
                 }
                 return None;
             }
-            _ = ctx.activity.at_rest_for(PARK_AFTER), if park && !closing => return Some(conn),
+            watched = ctx.activity.watch(PARK_AFTER, park, ctx.header_timeout), if http1.is_some() && !closing => {
+                match watched {
+                    Watched::Rested => return Some(conn),
+                    Watched::HeaderTimeout => {
+                        // As hyper's own header timer does: close, no answer.
+                        tracing::debug!("no complete request head within client_header_timeout; closing");
+                        return None;
+                    }
+                }
+            }
             _ = ctx.shutdown.cancelled(), if !closing => {
                 conn.as_mut().shutdown();
                 conn_wake.wake_by_ref_now();

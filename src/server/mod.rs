@@ -93,6 +93,10 @@ macro_rules! http2_settings {
 pub fn http_builders(s: &ServerSettings) -> Builders {
     let mut http1 = http1::Builder::new();
     http1_settings!(http1, s);
+    // No per-request header timer: the connection's watcher samples it (see
+    // `Activity::watch`). hyper-util's builder, for the rare connections of
+    // unknown protocol, keeps hyper's.
+    http1.header_read_timeout(None);
     let h2_settings = s.clone();
     let http2 = Box::new(move |executor| {
         let mut http2 = http2::Builder::new(executor);
@@ -379,6 +383,7 @@ impl Serving {
             builders: &self.builders,
             shutdown: self.shutdown.clone(),
             idle_timeout: self.idle_timeout,
+            header_timeout: self.header_timeout,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
         };
         let resting = conn::serve(io, protocol, first_bytes, service, ctx).await?;
