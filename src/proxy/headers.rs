@@ -10,39 +10,55 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, never forwarded (RFC 9110 7.6.1),
-/// plus `Proxy-*` ones that are ours to consume.
-fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == KEEP_ALIVE
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == PROXY_CONNECTION
-}
+/// plus `Proxy-*` ones that are ours to consume (any other `proxy-` name
+/// too, see [`strip_hop_by_hop`]). `Connection` comes first.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+];
 
 /// Remove hop-by-hop headers, including every header named in `Connection`.
 /// Returns the `Upgrade` value when the message asked for a protocol
 /// upgrade, so the caller can forward it deliberately.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    // One pass over the names first: most messages carry none of these but
+    // `Connection`, so each removal below is one that is needed.
+    let mut present = 0u16;
+    let mut other_proxy_names = false;
+    for name in headers.keys() {
+        match HOP_BY_HOP.iter().position(|h| h == name) {
+            Some(i) => present |= 1 << i,
+            None => other_proxy_names |= name.as_str().starts_with("proxy-"),
+        }
+    }
+    if present == 0 && !other_proxy_names {
+        return None;
+    }
     let mut upgrade_requested = false;
-    // Names listed in Connection are usually few; collect before removing.
+    // Names listed in Connection beyond its usual tokens; rare, and a Vec
+    // allocates only when one is pushed.
     let mut named: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        let Ok(s) = value.to_str() else { continue };
-        for token in s.split(',') {
-            let token = token.trim();
-            if token.eq_ignore_ascii_case("upgrade") {
-                upgrade_requested = true;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
+    if present & 1 != 0 {
+        for value in headers.get_all(header::CONNECTION) {
+            let Ok(s) = value.to_str() else { continue };
+            for token in s.split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("upgrade") {
+                    upgrade_requested = true;
+                } else if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                    // Not a header of its own, or a fixed hop-by-hop one.
+                } else if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
             }
         }
     }
@@ -50,11 +66,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     for name in named {
         headers.remove(name);
     }
-    // Fast path: most messages carry none of these, so check before removing.
-    let has_any = headers.keys().any(|k| is_fixed_hop_by_hop(k) || k.as_str().starts_with("proxy-"));
-    if has_any {
-        let doomed: Vec<HeaderName> =
-            headers.keys().filter(|k| is_fixed_hop_by_hop(k) || k.as_str().starts_with("proxy-")).cloned().collect();
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    if other_proxy_names {
+        let doomed: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
         for name in doomed {
             headers.remove(name);
         }
@@ -110,8 +128,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
         prev.push_str(ip.to_str().unwrap_or_default());
         HeaderValue::from_str(&prev).unwrap_or_else(|_| ip.clone())
     };
-    // Several X-Forwarded-For lines are one list; we just wrote the joined form.
-    headers.remove(&X_FORWARDED_FOR);
+    // Several X-Forwarded-For lines are one list; `insert` replaces them all
+    // with the joined form.
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
     headers.insert(X_FORWARDED_HOST.clone(), f.host_header.clone());
@@ -147,6 +165,33 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_of_hop_by_hop_header_is_found_on_its_own() {
+        let strip = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in pairs {
+                h.append(*name, HeaderValue::from_static(value));
+            }
+            let upgrade = strip_hop_by_hop(&mut h);
+            let mut left: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+            left.sort();
+            (upgrade, left)
+        };
+        // A Proxy-* header that is on no list, with nothing else to strip.
+        assert_eq!(strip(&[("proxy-x", "1"), ("accept", "*/*")]), (None, vec!["accept".to_string()]));
+        // A header named in Connection, and Connection's own tokens.
+        assert_eq!(
+            strip(&[("connection", "close, X-Trace"), ("x-trace", "1"), ("close", "kept")]),
+            (None, vec!["close".to_string()])
+        );
+        // Every fixed one, alone.
+        for name in ["te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-connection"] {
+            assert_eq!(strip(&[(name, "x"), ("accept", "*/*")]), (None, vec!["accept".to_string()]), "{name}");
+        }
+        // Nothing to strip.
+        assert_eq!(strip(&[("accept", "*/*")]), (None, vec!["accept".to_string()]));
+    }
+
+    #[test]
     fn tells_a_connection_s_last_request() {
         let with = |v: &'static str| {
             let mut h = HeaderMap::new();
@@ -176,6 +221,7 @@ mod tests {
     fn appends_forwarded_for() {
         let mut h = HeaderMap::new();
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2, 10.0.0.3"));
         add_forwarded(
             &mut h,
             &Forwarded {
@@ -184,7 +230,8 @@ mod tests {
                 proto: "https",
             },
         );
-        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "a.example");
         assert_eq!(h[&X_REAL_IP], "192.0.2.7");

@@ -199,13 +199,24 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
+            let mut only_persistence = true;
             for token in value.as_bytes().split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    close = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    if version == Version::HTTP_10 {
+                        close = false;
+                    }
+                } else {
+                    only_persistence = false;
                 }
+            }
+            // Said all it had to say to this connection: the proxy would
+            // strip it anyway (most upstreams send `Connection: keep-alive`
+            // on every answer). One naming headers or an upgrade stays.
+            if only_persistence {
+                continue;
             }
         }
         headers.append(name, value);
@@ -419,6 +430,18 @@ mod tests {
         assert!(!h.unwrap().keep_alive);
         let h = parse("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", Method::GET).unwrap();
         assert!(h.unwrap().keep_alive);
+    }
+
+    #[test]
+    fn a_connection_header_about_persistence_alone_is_consumed() {
+        let h = parse("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", Method::GET);
+        assert!(!h.unwrap().unwrap().headers.contains_key(header::CONNECTION));
+        // Ones naming other headers, or an upgrade, are left for the proxy.
+        for kept in ["close, X-Trace", "Upgrade"] {
+            let raw = format!("HTTP/1.1 200 OK\r\nConnection: {kept}\r\nContent-Length: 0\r\n\r\n");
+            let h = parse(&raw, Method::GET).unwrap().unwrap();
+            assert_eq!(h.headers[header::CONNECTION], kept);
+        }
     }
 
     #[test]
