@@ -161,7 +161,10 @@ impl UpstreamClient {
             let reused = parked.is_some();
             let mut conn = match parked.take() {
                 Some(conn) => conn,
-                None => self.connect(server).await?,
+                // Boxed: connecting is the rare path, and its state (the
+                // connect future and its timer) would otherwise grow this
+                // future, which is moved several times per request.
+                None => Box::pin(self.connect(server)).await?,
             };
             conn.max_idle = self.settings.max_idle_per_server;
             h1::encode_request_head(&parts.method, path, &parts.headers, framing, &mut conn.head_buf);
