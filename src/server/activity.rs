@@ -58,30 +58,52 @@ impl Activity {
             && !self.read_since_response.load(Ordering::Relaxed)
     }
 
-    /// Watch a busy HTTP/1.1 connection, sampling it every `tick`. With
+    /// Watch a busy HTTP/1.1 connection at every tick of `ticker`. With
     /// `park`, resolves with [`Watched::Rested`] once it has been at rest,
-    /// moving no bytes, for a tick (at most two after its last activity).
-    /// Resolves with [`Watched::HeaderTimeout`] once a request head has been
-    /// arriving for `header_timeout` (at most two ticks more) without
-    /// completing, however its bytes trickle in. Sampling a few flags here
-    /// replaces a timer armed and cleared for every request.
-    pub(super) async fn watch(&self, tick: Duration, park: bool, header_timeout: Duration) -> Watched {
-        let ticks_allowed = header_timeout.as_nanos().div_ceil(tick.as_nanos().max(1));
+    /// moving no bytes, for a whole tick (at most three after its last
+    /// activity). Resolves with [`Watched::HeaderTimeout`] once a request
+    /// head has been arriving for `header_timeout` (at most two ticks more)
+    /// without completing, however its bytes trickle in; and with
+    /// [`Watched::Idle`] once nothing has moved, and no request been in
+    /// progress, for `idle_timeout` (as [`Activity::idle_for`]). Sampling a
+    /// few flags at a shared tick replaces timers armed and cleared for
+    /// every connection and every request.
+    pub(super) async fn watch(
+        &self,
+        ticker: &Ticker,
+        park: bool,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Watched {
+        let _watching = ticker.watching();
+        let ticks = |d: Duration| d.as_nanos().div_ceil(ticker.period.as_nanos().max(1));
+        let (head_ticks, idle_ticks) = (ticks(header_timeout), ticks(idle_timeout));
         // The head being read: requests begun before it, and ticks it has
         // been seen.
         let mut head: Option<(usize, u128)> = None;
+        let mut quiet_ticks = 0u128;
+        // The first tick may come at once: rest is measured from it.
+        ticker.tick().await;
         loop {
             self.moved_since_park_check.store(false, Ordering::Relaxed);
-            tokio::time::sleep(tick).await;
+            ticker.tick().await;
             if park && !self.moved_since_park_check.load(Ordering::Relaxed) && self.at_rest() {
                 return Watched::Rested;
             }
-            let reading_head =
-                self.requests.load(Ordering::Relaxed) == 0 && self.read_since_response.load(Ordering::Relaxed);
+            let requests = self.requests.load(Ordering::Relaxed);
+            if self.moved.swap(false, Ordering::Relaxed) || requests > 0 {
+                quiet_ticks = 0;
+            } else {
+                quiet_ticks += 1;
+                if quiet_ticks >= idle_ticks {
+                    return Watched::Idle;
+                }
+            }
+            let reading_head = requests == 0 && self.read_since_response.load(Ordering::Relaxed);
             let begun = self.begun.load(Ordering::Relaxed);
             head = match head {
                 Some((before, seen)) if reading_head && before == begun => {
-                    if seen >= ticks_allowed {
+                    if seen >= head_ticks {
                         return Watched::HeaderTimeout;
                     }
                     Some((before, seen + 1))
@@ -150,6 +172,71 @@ pub enum Watched {
     Rested,
     /// A request head took longer than `client_header_timeout`.
     HeaderTimeout,
+    /// Nothing happened for `idle_timeout`.
+    Idle,
+}
+
+/// One clock for every connection watcher: a task ticks every `period`
+/// while anyone watches. A timer per connection cost a timer-wheel insert
+/// and removal each, and, being the earliest timer more often than not on
+/// a loaded single thread, an eventfd write to re-arm the driver (about one
+/// per three short connections).
+pub struct Ticker {
+    period: Duration,
+    tick: tokio::sync::Notify,
+    watchers: AtomicUsize,
+    first_watcher: tokio::sync::Notify,
+}
+
+impl Ticker {
+    pub fn new(period: Duration) -> Arc<Self> {
+        Arc::new(Ticker {
+            period,
+            tick: tokio::sync::Notify::new(),
+            watchers: AtomicUsize::new(0),
+            first_watcher: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Tick until `shutdown`; asleep while nobody watches.
+    pub async fn run(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut interval = tokio::time::interval(self.period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            while self.watchers.load(Ordering::Acquire) == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.first_watcher.notified() => {}
+                }
+                interval.reset();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => self.tick.notify_waiters(),
+            }
+        }
+    }
+
+    /// Resolves at the next tick.
+    async fn tick(&self) {
+        self.tick.notified().await;
+    }
+
+    /// Counts a watcher until the guard drops, waking the ticker for the first.
+    fn watching(&self) -> Watching<'_> {
+        if self.watchers.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.first_watcher.notify_one();
+        }
+        Watching(self)
+    }
+}
+
+struct Watching<'a>(&'a Ticker);
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 pub struct RequestGuard(Arc<Activity>);
@@ -278,6 +365,7 @@ mod tests {
 
     const TICK: Duration = Duration::from_millis(25);
     const HEADER_TIMEOUT: Duration = Duration::from_millis(500);
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
     /// What `ActivityIo` records when bytes of a request arrive.
     fn bytes_arrive(activity: &Arc<Activity>) {
@@ -293,8 +381,12 @@ mod tests {
         limit: Duration,
         mut client: impl FnMut(&Arc<Activity>),
     ) -> Option<(Watched, Duration)> {
+        let ticker = Ticker::new(TICK);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let _stop_ticker = stop.clone().drop_guard();
+        tokio::spawn(Arc::clone(&ticker).run(stop));
         let start = Instant::now();
-        let watcher = activity.watch(TICK, park, HEADER_TIMEOUT);
+        let watcher = activity.watch(&ticker, park, HEADER_TIMEOUT, IDLE_TIMEOUT);
         tokio::pin!(watcher);
         while start.elapsed() < limit {
             tokio::select! {
@@ -347,8 +439,27 @@ mod tests {
         let activity = Arc::new(Activity::default());
         let (watched, after) = watch_while(&activity, true, Duration::from_secs(10), |_| {}).await.unwrap();
         assert_eq!(watched, Watched::Rested);
-        assert!(after <= 2 * TICK, "rested after {after:?}");
+        assert!(after >= TICK && after <= 2 * TICK, "rested after {after:?}");
         // Without parking, a quiet connection is left to the idle timeout.
-        assert_eq!(watch_while(&activity, false, Duration::from_secs(5), |_| {}).await, None);
+        let (watched, after) = watch_while(&activity, false, Duration::from_secs(10), |_| {}).await.unwrap();
+        assert_eq!(watched, Watched::Idle);
+        assert!(after >= IDLE_TIMEOUT && after <= IDLE_TIMEOUT + 2 * TICK, "idle after {after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ticker_sleeps_while_nobody_watches() {
+        let ticker = Ticker::new(TICK);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let run = tokio::spawn(Arc::clone(&ticker).run(stop.clone()));
+        tokio::time::sleep(TICK * 4).await;
+        // Nobody watched: no tick was due, so a tick still takes a period.
+        let start = Instant::now();
+        {
+            let _watching = ticker.watching();
+            ticker.tick().await;
+        }
+        assert!(start.elapsed() >= TICK, "ticked after {:?}", start.elapsed());
+        stop.cancel();
+        run.await.unwrap();
     }
 }

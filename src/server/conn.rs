@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::activity::{Activity, ActivityIo, Watched};
+use super::activity::{Activity, ActivityIo, Ticker, Watched};
 use super::coalesce::CoalescingIo;
 pub use super::parkable::Parkable;
 use super::streams::{StreamExecutor, Streams};
@@ -197,6 +197,8 @@ pub struct ConnCtx<'a> {
     pub idle_timeout: Duration,
     /// How long an HTTP/1.1 request head may take to arrive.
     pub header_timeout: Duration,
+    /// The clock HTTP/1.1 connections are watched by.
+    pub ticker: &'a Ticker,
     /// Whether a parking lot takes resting connections that can leave their task.
     pub lot: bool,
 }
@@ -342,13 +344,19 @@ async fn drive<C: HttpConn>(
                 }
                 return None;
             }
-            watched = ctx.activity.watch(PARK_AFTER, park, ctx.header_timeout), if http1.is_some() && !closing => {
+            watched = ctx.activity.watch(ctx.ticker, park, ctx.header_timeout, ctx.idle_timeout),
+                if http1.is_some() && !closing => {
                 match watched {
                     Watched::Rested => return Some(conn),
                     Watched::HeaderTimeout => {
                         // As hyper's own header timer does: close, no answer.
                         tracing::debug!("no complete request head within client_header_timeout; closing");
                         return None;
+                    }
+                    Watched::Idle => {
+                        conn.as_mut().shutdown();
+                        conn_wake.wake_by_ref_now();
+                        closing = true;
                     }
                 }
             }
@@ -357,7 +365,7 @@ async fn drive<C: HttpConn>(
                 conn_wake.wake_by_ref_now();
                 closing = true;
             }
-            _ = ctx.activity.idle_for(ctx.idle_timeout), if !closing => {
+            _ = ctx.activity.idle_for(ctx.idle_timeout), if http1.is_none() && !closing => {
                 conn.as_mut().shutdown();
                 conn_wake.wake_by_ref_now();
                 closing = true;

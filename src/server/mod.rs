@@ -33,7 +33,7 @@ use crate::config::ServerSettings;
 use crate::metrics::ListenerLabels;
 use crate::proxy::exchange::TrackedBody;
 use crate::proxy::{self, ConnInfo};
-use activity::{Activity, RequestGuard};
+use activity::{Activity, RequestGuard, Ticker};
 use conn::{Builders, Protocol};
 use lot::{ParkingLot, Resting, Resumed};
 
@@ -193,6 +193,8 @@ pub struct Serving {
     pub builders: Arc<Builders>,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
+    /// The clock busy HTTP/1.1 connections are watched by.
+    ticker: Arc<Ticker>,
     /// Where resting plain connections wait; `None` if it could not start
     /// (they then rest in their tasks).
     lot: Option<Arc<ParkingLot>>,
@@ -231,8 +233,10 @@ impl Serving {
             builders: Arc::new(http_builders(&settings)),
             idle_timeout: settings.idle_timeout,
             header_timeout: settings.client_header_timeout,
+            ticker: Ticker::new(conn::PARK_AFTER),
             lot: None,
         };
+        serving.tracker.spawn(Arc::clone(&serving.ticker).run(serving.shutdown.clone()));
         match ParkingLot::new() {
             Ok((lot, poller)) => {
                 serving.lot = Some(Arc::clone(&lot));
@@ -384,6 +388,7 @@ impl Serving {
             shutdown: self.shutdown.clone(),
             idle_timeout: self.idle_timeout,
             header_timeout: self.header_timeout,
+            ticker: &self.ticker,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
         };
         let resting = conn::serve(io, protocol, first_bytes, service, ctx).await?;
