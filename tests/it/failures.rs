@@ -152,22 +152,8 @@ async fn slowloris_clients_trickling_header_lines_are_cut_off() {
     ));
     let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-    let mut buf = [0u8; 256];
-    let mut closed = false;
     // Up to 20 s, ten header lines a second.
-    for _ in 0..200 {
-        if s.write_all(b"X-Slow: 1\r\n").await.is_err() {
-            closed = true;
-            break;
-        }
-        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(_)) | Err(_) => {}
-        }
-    }
+    let closed = trickle_until_closed(&mut s, Duration::from_millis(100), 200, |_| b"X-Slow: 1\r\n".to_vec()).await;
     assert!(closed, "a head trickling in for 20 s was never cut off");
     assert_eq!(up.hits(), 0);
 }

@@ -149,16 +149,17 @@ async fn a_resting_connection_lives_for_the_idle_timeout_not_the_header_timeout(
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "idle connection stayed open: {closed:?}");
 }
 
-#[tokio::test]
-async fn a_tls_connection_is_parked_and_resumed_the_same_way() {
-    let up = echo().await;
+/// A proxy with an HTTPS listener (a self-signed `localhost` certificate,
+/// `server` settings) in front of `up`, and a TLS client connected to it
+/// that offers HTTP/1.1 only.
+async fn tls_proxy_and_client(up: &Upstream, server: &str) -> (Proxy, tokio_rustls::client::TlsStream<TcpStream>) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("certs")).unwrap();
     crate::tls_util::write_cert(&dir.path().join("certs"), "localhost", &["localhost"], false);
     let p = Proxy::start_in(
         dir,
         &format!(
-            "{LISTEN}https = \"127.0.0.1:0\"\n[server]\nclient_header_timeout = \"300ms\"\n[tls]\ncerts_dir = \"certs\"\nredirect_http = false\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+            "{LISTEN}https = \"127.0.0.1:0\"\n[server]\n{server}\n[tls]\ncerts_dir = \"certs\"\nredirect_http = false\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
             up.addr
         ),
     );
@@ -166,7 +167,14 @@ async fn a_tls_connection_is_parked_and_resumed_the_same_way() {
     let connector = tokio_rustls::TlsConnector::from(crate::tls_util::client_config(None, &[b"http/1.1"]));
     let tcp = TcpStream::connect(https).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut s = connector.connect(name, tcp).await.unwrap();
+    let s = connector.connect(name, tcp).await.unwrap();
+    (p, s)
+}
+
+#[tokio::test]
+async fn a_tls_connection_is_parked_and_resumed_the_same_way() {
+    let up = echo().await;
+    let (p, mut s) = tls_proxy_and_client(&up, "client_header_timeout = \"300ms\"").await;
     let mut pending = Vec::new();
     for round in 0..3 {
         s.write_all(format!("GET /t{round} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
@@ -185,45 +193,15 @@ async fn a_tls_client_trickling_a_record_does_not_outlive_the_idle_timeout() {
     // Bytes that never complete a TLS record wake a parked connection but
     // bring no request: they must not restart its idle clock.
     let up = echo().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("certs")).unwrap();
-    crate::tls_util::write_cert(&dir.path().join("certs"), "localhost", &["localhost"], false);
-    let p = Proxy::start_in(
-        dir,
-        &format!(
-            "{LISTEN}https = \"127.0.0.1:0\"\n[server]\nidle_timeout = \"1500ms\"\n[tls]\ncerts_dir = \"certs\"\nredirect_http = false\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
-            up.addr
-        ),
-    );
-    let https = p.https.expect("https listener");
-    let connector = tokio_rustls::TlsConnector::from(crate::tls_util::client_config(None, &[b"http/1.1"]));
-    let tcp = TcpStream::connect(https).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut s = connector.connect(name, tcp).await.unwrap();
+    let (_p, mut s) = tls_proxy_and_client(&up, "idle_timeout = \"1500ms\"").await;
     let mut pending = Vec::new();
     s.write_all(b"GET /once HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     assert_eq!(read_response(&mut s, &mut pending).await.1, b"GET /once 0");
     // Under the session: an application-data record header announcing 16 KiB,
     // then its payload one byte every 300 ms, for up to six idle timeouts.
-    let tcp = s.get_mut().0;
     let header = [0x17u8, 0x03, 0x03, 0x40, 0x00];
-    let mut closed = false;
-    let mut buf = [0u8; 256];
-    for i in 0..30 {
-        let byte = header.get(i).copied().unwrap_or(0x42);
-        if tcp.write_all(&[byte]).await.is_err() {
-            closed = true;
-            break;
-        }
-        match tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed = true;
-                break;
-            }
-            // A close_notify alert, or nothing yet.
-            Ok(Ok(_)) | Err(_) => {}
-        }
-    }
+    let piece = |i: usize| vec![header.get(i).copied().unwrap_or(0x42)];
+    let closed = trickle_until_closed(s.get_mut().0, Duration::from_millis(300), 30, piece).await;
     assert!(closed, "a connection kept alive by a trickled record outlived six idle timeouts");
 }
 

@@ -442,3 +442,26 @@ pub async fn ws_echo_upstream() -> SocketAddr {
     });
     addr
 }
+
+/// Send `piece(i)` for i = 0, 1, … with `every` between them, at most
+/// `times` times, until the peer closes. Returns whether it did (answers it
+/// sends meanwhile, such as a TLS alert, are read and ignored).
+pub async fn trickle_until_closed(
+    s: &mut tokio::net::TcpStream,
+    every: Duration,
+    times: usize,
+    piece: impl Fn(usize) -> Vec<u8>,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 256];
+    for i in 0..times {
+        if s.write_all(&piece(i)).await.is_err() {
+            return true;
+        }
+        match tokio::time::timeout(every, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    false
+}
