@@ -71,9 +71,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
                 let token = token.trim();
                 if token.eq_ignore_ascii_case("upgrade") {
                     upgrade_requested = true;
-                } else if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
-                    // Not a header of its own, or a fixed hop-by-hop one.
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    // A fixed hop-by-hop name: removed below.
                 } else if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    // `close` too: a header of that name goes, as RFC 9110
+                    // 7.6.1 asks of every name listed.
                     named.push(name);
                 }
             }
@@ -207,10 +209,10 @@ mod tests {
         };
         // A Proxy-* header that is on no list, with nothing else to strip.
         assert_eq!(strip(&[("proxy-x", "1"), ("accept", "*/*")]), (None, vec!["accept".to_string()]));
-        // A header named in Connection, and Connection's own tokens.
+        // Headers named in Connection, `close` included.
         assert_eq!(
-            strip(&[("connection", "close, X-Trace"), ("x-trace", "1"), ("close", "kept")]),
-            (None, vec!["close".to_string()])
+            strip(&[("connection", "close, X-Trace"), ("x-trace", "1"), ("close", "1"), ("accept", "*/*")]),
+            (None, vec!["accept".to_string()])
         );
         // Every fixed one, alone.
         for name in ["te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-connection"] {

@@ -58,12 +58,19 @@ impl Activity {
             && !self.read_since_response.load(Ordering::Relaxed)
     }
 
+    /// Bytes of a request have arrived and the request has not begun: a
+    /// request head is in progress (hyper holds part of it).
+    pub(super) fn reading_head(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) == 0 && self.read_since_response.load(Ordering::Relaxed)
+    }
+
     /// Watch a busy HTTP/1.1 connection at every tick of `ticker`. With
     /// `park`, resolves with [`Watched::Rested`] once it has been at rest,
     /// moving no bytes, for a whole tick (at most three after its last
     /// activity). Resolves with [`Watched::HeaderTimeout`] once a request
-    /// head has been arriving for `header_timeout` (at most two ticks more)
-    /// without completing, however its bytes trickle in; and with
+    /// head has been arriving for about `header_timeout` (ticks are sampled
+    /// when the task runs, so within a tick early or two late) without
+    /// completing, however its bytes trickle in; and with
     /// [`Watched::Idle`] once nothing has moved, and no request been in
     /// progress, for `idle_timeout` (as [`Activity::idle_for`]). Sampling a
     /// few flags at a shared tick replaces timers armed and cleared for
@@ -99,7 +106,7 @@ impl Activity {
                     return Watched::Idle;
                 }
             }
-            let reading_head = requests == 0 && self.read_since_response.load(Ordering::Relaxed);
+            let reading_head = self.reading_head();
             let begun = self.begun.load(Ordering::Relaxed);
             head = match head {
                 Some((before, seen)) if reading_head && before == begun => {

@@ -197,6 +197,9 @@ pub struct ConnCtx<'a> {
     pub idle_timeout: Duration,
     /// How long an HTTP/1.1 request head may take to arrive.
     pub header_timeout: Duration,
+    /// When an HTTP/1.1 connection resting in its task is closed if it
+    /// serves no request meanwhile.
+    pub rest_deadline: tokio::time::Instant,
     /// The clock HTTP/1.1 connections are watched by.
     pub ticker: &'a Ticker,
     /// Whether a parking lot takes resting connections that can leave their task.
@@ -254,7 +257,7 @@ where
     let mut prefix = first_bytes;
     // When resting in this task, the idle clock runs from the last request,
     // not from the last bytes (see `Activity::take_served`).
-    let mut idle_deadline = tokio::time::Instant::now() + ctx.idle_timeout;
+    let mut idle_deadline = ctx.rest_deadline;
     loop {
         let wrapped = TokioIo::new(ActivityIo::new(io, Arc::clone(&ctx.activity), prefix));
         let conn = Box::pin(ctx.builders.http1.serve_connection(wrapped, service.clone()).with_upgrades());
@@ -316,6 +319,8 @@ async fn drive<C: HttpConn>(
     let conn_wake = Arc::new(ConnWake { woken: AtomicBool::new(true), task: AtomicWaker::new() });
     let conn_waker = futures_util::task::waker(Arc::clone(&conn_wake));
     let mut closing = false;
+    // Set on drain when a request head is in progress.
+    let mut head_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         let running = std::future::poll_fn(|cx| {
             conn_wake.task.register(cx.waker());
@@ -353,6 +358,9 @@ async fn drive<C: HttpConn>(
                         tracing::debug!("no complete request head within client_header_timeout; closing");
                         return None;
                     }
+                    // hyper's graceful shutdown waits for a head it holds
+                    // part of, and no timer would end that wait: close.
+                    Watched::Idle if ctx.activity.reading_head() => return None,
                     Watched::Idle => {
                         conn.as_mut().shutdown();
                         conn_wake.wake_by_ref_now();
@@ -361,9 +369,23 @@ async fn drive<C: HttpConn>(
                 }
             }
             _ = ctx.shutdown.cancelled(), if !closing => {
+                if http1.is_some() && ctx.activity.reading_head() {
+                    // The same on drain, where the shared tick has stopped:
+                    // the head gets client_header_timeout from now to finish.
+                    head_deadline = Some(Box::pin(tokio::time::sleep(ctx.header_timeout)));
+                }
                 conn.as_mut().shutdown();
                 conn_wake.wake_by_ref_now();
                 closing = true;
+            }
+            _ = async {
+                match head_deadline.as_mut() {
+                    Some(deadline) => deadline.await,
+                    None => std::future::pending().await,
+                }
+            }, if head_deadline.is_some() => {
+                tracing::debug!("no complete request head within client_header_timeout while draining; closing");
+                return None;
             }
             _ = ctx.activity.idle_for(ctx.idle_timeout), if http1.is_none() && !closing => {
                 conn.as_mut().shutdown();

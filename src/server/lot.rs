@@ -36,7 +36,6 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::PARK_AFTER;
 use super::ConnSlot;
 
 /// How many readiness events one poll of the lot takes.
@@ -169,16 +168,17 @@ struct Parked {
     stream: Resting,
     peer: SocketAddr,
     slot: ConnSlot,
-    /// When its idle time started: its last request, give or take
-    /// [`PARK_AFTER`]. Kept across visits that served no request.
-    idle_since: Instant,
+    /// When it is closed if its client sends nothing: `idle_timeout` after
+    /// its last request, or `client_header_timeout` after it was accepted
+    /// if it never sent one. Kept across visits that served no request.
+    expires: Instant,
 }
 
 /// The lot's poller, owned by the task that runs the lot.
 pub struct LotPoller(mio::Poll);
 
 /// What the lot calls with a connection whose client sent something: its
-/// stream, client address, slot and idle start, for parking it again.
+/// stream, client address, slot and expiry, for parking it again.
 pub type Resume = Box<dyn Fn(Resumed, SocketAddr, ConnSlot, Instant) + Send + Sync>;
 
 impl ParkingLot {
@@ -190,9 +190,9 @@ impl ParkingLot {
     }
 
     /// Park a resting connection until its client sends again or it idles
-    /// out, counting from `idle_since`. If it cannot be parked it is
-    /// closed, which is what an idle connection may expect.
-    pub fn park(&self, stream: Resting, peer: SocketAddr, slot: ConnSlot, idle_since: Instant) {
+    /// out at `expires`. If it cannot be parked it is closed, which is what
+    /// an idle connection may expect.
+    pub fn park(&self, stream: Resting, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
         let Some(fd) = stream.raw_fd() else { return };
         let Ok(mut parked) = self.parked.lock() else { return };
         if self.closed.load(Ordering::Acquire) {
@@ -206,7 +206,7 @@ impl ParkingLot {
             tracing::debug!(error = %e, "cannot park a connection; closing it");
             return;
         }
-        entry.insert(Parked { stream, peer, slot, idle_since });
+        entry.insert(Parked { stream, peer, slot, expires });
     }
 
     /// Whether the lot takes connections (it stops on shutdown, or if its
@@ -226,14 +226,12 @@ impl ParkingLot {
         Some(parked)
     }
 
-    /// Close the connections parked for longer than `limit` allows (they
-    /// rested [`PARK_AFTER`] before parking).
-    fn close_idle(&self, limit: Duration) {
-        let rested = limit.saturating_sub(PARK_AFTER);
+    /// Close the connections whose time is up.
+    fn close_expired(&self) {
+        let now = Instant::now();
         let expired: Vec<Parked> = {
             let Ok(mut parked) = self.parked.lock() else { return };
-            let keys: Vec<usize> =
-                parked.iter().filter(|(_, p)| p.idle_since.elapsed() >= rested).map(|(key, _)| key).collect();
+            let keys: Vec<usize> = parked.iter().filter(|(_, p)| p.expires <= now).map(|(key, _)| key).collect();
             keys.into_iter().filter_map(|key| parked.try_remove(key)).collect()
         };
         // Closed outside the lock, which parking threads wait on. Closing a
@@ -242,22 +240,16 @@ impl ParkingLot {
     }
 
     /// Run the lot until `shutdown`: hand connections whose client sent
-    /// something to `resume`, close the ones idle for `idle_timeout`. On
-    /// shutdown every parked connection is closed (they are idle).
-    pub async fn run(
-        self: Arc<Self>,
-        poller: LotPoller,
-        idle_timeout: Duration,
-        shutdown: CancellationToken,
-        resume: Resume,
-    ) {
+    /// something to `resume`, close expired ones (looked for every `sweep`).
+    /// On shutdown every parked connection is closed (they are idle).
+    pub async fn run(self: Arc<Self>, poller: LotPoller, sweep: Duration, shutdown: CancellationToken, resume: Resume) {
         // SAFETY: the descriptor is the poller's own epoll descriptor, which
         // `mio::Poll` owns, keeps open and returns unchanged from `as_raw_fd`
         // for as long as it lives; the `AsyncFd` owns the poller.
         #[allow(unsafe_code)]
         let registered = unsafe { AsyncFd::register_with_interest(poller.0, tokio::io::Interest::READABLE) };
         match registered {
-            Ok(poller) => self.serve(poller, idle_timeout, &shutdown, &resume).await,
+            Ok(poller) => self.serve(poller, sweep, &shutdown, &resume).await,
             Err(e) => {
                 tracing::warn!(error = %e, "the parking lot cannot start; resting connections stay in their tasks")
             }
@@ -271,18 +263,17 @@ impl ParkingLot {
     async fn serve(
         &self,
         mut poller: AsyncFd<mio::Poll>,
-        idle_timeout: Duration,
+        sweep_every: Duration,
         shutdown: &CancellationToken,
         resume: &Resume,
     ) {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
-        let mut sweep =
-            tokio::time::interval((idle_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(5)));
+        let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = sweep.tick() => self.close_idle(idle_timeout),
+                _ = sweep.tick() => self.close_expired(),
                 ready = poller.readable_mut() => {
                     let mut guard = match ready {
                         Ok(guard) => guard,
@@ -304,7 +295,7 @@ impl ParkingLot {
                             count += 1;
                             let Some(parked) = self.take(event.token().0) else { continue };
                             match parked.stream.resume() {
-                                Ok(stream) => resume(stream, parked.peer, parked.slot, parked.idle_since),
+                                Ok(stream) => resume(stream, parked.peer, parked.slot, parked.expires),
                                 Err(e) => tracing::debug!(error = %e, "cannot resume a parked connection"),
                             }
                         }

@@ -171,18 +171,6 @@ fn proxy_service(
     })
 }
 
-/// When a connection leaving the parking lot started to idle, as it parks
-/// again: now if it served a request, else when it first parked. Bytes that
-/// brought no request (a TLS client trickling a record) do not restart the
-/// idle clock.
-fn idle_start(served: bool, idle_since: Instant) -> Instant {
-    if served {
-        Instant::now()
-    } else {
-        idle_since
-    }
-}
-
 /// What the accept loops share.
 #[derive(Clone)]
 pub struct Serving {
@@ -242,18 +230,20 @@ impl Serving {
                 serving.lot = Some(Arc::clone(&lot));
                 // After the lot is set: resumed connections park there again.
                 let resuming = serving.clone();
-                let resume: lot::Resume = Box::new(move |stream, peer, slot, idle_since| {
+                let resume: lot::Resume = Box::new(move |stream, peer, slot, expires| {
                     let this = resuming.clone();
                     match stream {
-                        Resumed::Plain(stream) => resuming
-                            .tracker
-                            .spawn(async move { this.resume_plain(stream, peer, slot, idle_since).await }),
+                        Resumed::Plain(stream) => {
+                            resuming.tracker.spawn(async move { this.resume_plain(stream, peer, slot, expires).await })
+                        }
                         Resumed::Tls(tls) => resuming.tracker.spawn(async move {
-                            this.serve_tls_resting(*tls, Protocol::Http1, peer, slot, idle_since).await
+                            this.serve_tls_resting(*tls, Protocol::Http1, peer, slot, expires).await
                         }),
                     };
                 });
-                let run = Arc::clone(&lot).run(poller, serving.idle_timeout, serving.shutdown.clone(), resume);
+                let sweep = (serving.idle_timeout.min(serving.header_timeout) / 8)
+                    .clamp(Duration::from_millis(10), Duration::from_secs(5));
+                let run = Arc::clone(&lot).run(poller, sweep, serving.shutdown.clone(), resume);
                 serving.tracker.spawn(run);
             }
             Err(e) => {
@@ -305,6 +295,7 @@ impl Serving {
     }
 
     async fn serve_plain(&self, mut stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
+        let first_request_by = Instant::now() + self.header_timeout;
         // Nothing of hyper's exists until the client sends something; one
         // that sends nothing in time is cut off like a slow header.
         let sniffed = tokio::select! {
@@ -324,61 +315,80 @@ impl Serving {
             }
         };
         let info = Arc::new(ConnInfo::new(peer, false));
-        if let Some((resting, _)) = self.serve_io(stream, protocol, first_bytes, info).await {
-            self.park(resting, peer, slot, Instant::now());
+        if let Some((resting, served)) = self.serve_io(stream, protocol, first_bytes, info, first_request_by).await {
+            self.park(resting, peer, slot, self.rest_until(served, first_request_by));
         }
     }
 
     /// Serve a plain HTTP/1.1 connection again after it left the parking lot.
-    async fn resume_plain(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot, idle_since: Instant) {
+    async fn resume_plain(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
         let info = Arc::new(ConnInfo::new(peer, false));
-        if let Some((resting, served)) = self.serve_io(stream, Protocol::Http1, bytes::Bytes::new(), info).await {
-            self.park(resting, peer, slot, idle_start(served, idle_since));
+        let served = self.serve_io(stream, Protocol::Http1, bytes::Bytes::new(), info, expires).await;
+        if let Some((resting, served)) = served {
+            self.park(resting, peer, slot, self.rest_until(served, expires));
         }
     }
 
-    fn park(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot, idle_since: Instant) {
+    fn park(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
         let Some(lot) = &self.lot else { return };
         match stream.into_std() {
-            Ok(stream) => lot.park(Resting::Plain(stream), peer, slot, idle_since),
+            Ok(stream) => lot.park(Resting::Plain(stream), peer, slot, expires),
             Err(e) => tracing::debug!(error = %e, "cannot park a connection; closing it"),
         }
     }
 
-    /// Serve a TLS connection over its session, parking it whenever it rests.
+    /// Serve a TLS connection over its session, parking it whenever it
+    /// rests. Its first request is due within `client_header_timeout`.
     pub async fn serve_tls_session(&self, tls: lot::TlsClient, protocol: Protocol, peer: SocketAddr, slot: ConnSlot) {
-        self.serve_tls_resting(tls, protocol, peer, slot, Instant::now()).await;
+        let first_request_by = Instant::now() + self.header_timeout;
+        self.serve_tls_resting(tls, protocol, peer, slot, first_request_by).await;
     }
 
-    /// The same, for a connection idle since `idle_since` (it comes back
-    /// from the parking lot).
+    /// The same, for a connection that must send a request by `expires`
+    /// (it may come back from the parking lot).
     async fn serve_tls_resting(
         &self,
         mut tls: lot::TlsClient,
         protocol: Protocol,
         peer: SocketAddr,
         slot: ConnSlot,
-        idle_since: Instant,
+        expires: Instant,
     ) {
         let info = Arc::new(ConnInfo::new(peer, true));
-        let Some((resting, served)) = self.serve_io(tls, protocol, bytes::Bytes::new(), info).await else { return };
+        let served = self.serve_io(tls, protocol, bytes::Bytes::new(), info, expires).await;
+        let Some((resting, served)) = served else { return };
         tls = resting;
         let Some(lot) = &self.lot else { return };
         match tls.get_mut().0.detach() {
-            Ok(()) => lot.park(Resting::Tls(Box::new(tls)), peer, slot, idle_start(served, idle_since)),
+            Ok(()) => lot.park(Resting::Tls(Box::new(tls)), peer, slot, self.rest_until(served, expires)),
             Err(e) => tracing::debug!(error = %e, "cannot park a connection; closing it"),
+        }
+    }
+
+    /// Until when a connection parking now may wait for its next request:
+    /// `idle_timeout` (counted from the end of its last request, which was
+    /// [`conn::PARK_AFTER`] ago) if it served one on this visit, else the
+    /// deadline it already had. Bytes that brought no request (a TLS client
+    /// trickling a record) do not buy time.
+    fn rest_until(&self, served: bool, expires: Instant) -> Instant {
+        if served {
+            Instant::now() + self.idle_timeout.saturating_sub(conn::PARK_AFTER)
+        } else {
+            expires
         }
     }
 
     /// Serve the proxy over any accepted stream (plain TCP, or TLS). Returns
     /// the stream when it rests and should go to the parking lot, with
-    /// whether it served a request this time.
+    /// whether it served a request this time. Resting in its task instead,
+    /// it is closed at `expires` unless it serves a request.
     pub async fn serve_io<I: conn::ClientIo>(
         &self,
         io: I,
         protocol: Protocol,
         first_bytes: bytes::Bytes,
         info: Arc<ConnInfo>,
+        expires: Instant,
     ) -> Option<(I, bool)> {
         let activity = Arc::new(Activity::default());
         let service = proxy_service(Arc::clone(&self.app), info, Arc::clone(&activity));
@@ -388,6 +398,7 @@ impl Serving {
             shutdown: self.shutdown.clone(),
             idle_timeout: self.idle_timeout,
             header_timeout: self.header_timeout,
+            rest_deadline: expires,
             ticker: &self.ticker,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
         };

@@ -184,3 +184,20 @@ async fn idle_keep_alive_connections_are_closed() {
     let closed = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "idle connection stayed open: {closed:?}");
 }
+
+#[tokio::test]
+async fn a_half_sent_head_is_closed_by_an_idle_timeout_shorter_than_the_header_timeout() {
+    // The idle timeout comes first here; the connection must still close
+    // (hyper's graceful shutdown alone would wait for the rest of the head).
+    let up = Upstream::named("x").await;
+    let p = Proxy::start(&format!(
+        "[server]\nclient_header_timeout = \"60s\"\nidle_timeout = \"500ms\"\n{}",
+        route(&format!("\"{}\"", up.addr), "")
+    ));
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "half-sent head kept its connection: {closed:?}");
+    assert_eq!(up.hits(), 0);
+}

@@ -205,6 +205,17 @@ async fn a_tls_client_trickling_a_record_does_not_outlive_the_idle_timeout() {
     assert!(closed, "a connection kept alive by a trickled record outlived six idle timeouts");
 }
 
+#[tokio::test]
+async fn a_tls_client_that_never_sends_a_request_gets_the_header_timeout_not_the_idle_one() {
+    // Plain connections get this from the first read; a TLS connection goes
+    // to the parking lot right after its handshake and must too.
+    let up = echo().await;
+    let (_p, mut s) = tls_proxy_and_client(&up, "client_header_timeout = \"1s\"\nidle_timeout = \"60s\"").await;
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a silent TLS connection stayed open: {closed:?}");
+}
+
 /// `rampart_connections_active{listener="http"}` from the admin endpoint.
 async fn active_http_connections(p: &Proxy) -> Option<f64> {
     let text = get(&p.admin_url("/metrics"), "admin").await.text();

@@ -182,3 +182,21 @@ async fn one_worker_serves_everything_on_the_main_thread_and_drains() {
     let code = tokio::task::spawn_blocking(move || p.wait_exit(Duration::from_secs(20))).await.unwrap();
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test]
+async fn a_drain_waits_for_a_half_sent_head_no_longer_than_the_header_timeout() {
+    let up = Upstream::named("x").await;
+    let mut p = Proxy::start(&format!(
+        "[server]\nclient_header_timeout = \"1s\"\nshutdown_timeout = \"60s\"\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+        up.addr
+    ));
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Let the proxy read it: the head is then in progress.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.signal("TERM");
+    // Well before shutdown_timeout: the head had client_header_timeout.
+    let code = tokio::task::spawn_blocking(move || p.wait_exit(Duration::from_secs(20))).await.unwrap();
+    assert_eq!(code, Some(0));
+    drop(s);
+}
