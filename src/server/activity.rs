@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::conn::Parkable;
+use super::ticker::Ticker;
 
 /// Whether a connection has moved bytes lately, and whether a request is
 /// being handled on it; together they say whether it is idle. Reads and
@@ -83,7 +84,7 @@ impl Activity {
         idle_timeout: Duration,
     ) -> Watched {
         let _watching = ticker.watching();
-        let ticks = |d: Duration| d.as_nanos().div_ceil(ticker.period.as_nanos().max(1));
+        let ticks = |d: Duration| d.as_nanos().div_ceil(ticker.period().as_nanos().max(1));
         let (head_ticks, idle_ticks) = (ticks(header_timeout), ticks(idle_timeout));
         // The head being read: requests begun before it, and ticks it has
         // been seen.
@@ -181,69 +182,6 @@ pub enum Watched {
     HeaderTimeout,
     /// Nothing happened for `idle_timeout`.
     Idle,
-}
-
-/// One clock for every connection watcher: a task ticks every `period`
-/// while anyone watches. A timer per connection cost a timer-wheel insert
-/// and removal each, and, being the earliest timer more often than not on
-/// a loaded single thread, an eventfd write to re-arm the driver (about one
-/// per three short connections).
-pub struct Ticker {
-    period: Duration,
-    tick: tokio::sync::Notify,
-    watchers: AtomicUsize,
-    first_watcher: tokio::sync::Notify,
-}
-
-impl Ticker {
-    pub fn new(period: Duration) -> Arc<Self> {
-        Arc::new(Ticker {
-            period,
-            tick: tokio::sync::Notify::new(),
-            watchers: AtomicUsize::new(0),
-            first_watcher: tokio::sync::Notify::new(),
-        })
-    }
-
-    /// Tick until `shutdown`; asleep while nobody watches.
-    pub async fn run(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        let mut interval = tokio::time::interval(self.period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            while self.watchers.load(Ordering::Acquire) == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = self.first_watcher.notified() => {}
-                }
-                interval.reset();
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = interval.tick() => self.tick.notify_waiters(),
-            }
-        }
-    }
-
-    /// Resolves at the next tick.
-    async fn tick(&self) {
-        self.tick.notified().await;
-    }
-
-    /// Counts a watcher until the guard drops, waking the ticker for the first.
-    fn watching(&self) -> Watching<'_> {
-        if self.watchers.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.first_watcher.notify_one();
-        }
-        Watching(self)
-    }
-}
-
-struct Watching<'a>(&'a Ticker);
-
-impl Drop for Watching<'_> {
-    fn drop(&mut self) {
-        self.0.watchers.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 pub struct RequestGuard(Arc<Activity>);
@@ -451,22 +389,5 @@ mod tests {
         let (watched, after) = watch_while(&activity, false, Duration::from_secs(10), |_| {}).await.unwrap();
         assert_eq!(watched, Watched::Idle);
         assert!(after >= IDLE_TIMEOUT && after <= IDLE_TIMEOUT + 2 * TICK, "idle after {after:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_ticker_sleeps_while_nobody_watches() {
-        let ticker = Ticker::new(TICK);
-        let stop = tokio_util::sync::CancellationToken::new();
-        let run = tokio::spawn(Arc::clone(&ticker).run(stop.clone()));
-        tokio::time::sleep(TICK * 4).await;
-        // Nobody watched: no tick was due, so a tick still takes a period.
-        let start = Instant::now();
-        {
-            let _watching = ticker.watching();
-            ticker.tick().await;
-        }
-        assert!(start.elapsed() >= TICK, "ticked after {:?}", start.elapsed());
-        stop.cancel();
-        run.await.unwrap();
     }
 }

@@ -37,10 +37,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::activity::{Activity, ActivityIo, Ticker, Watched};
+use super::activity::{Activity, ActivityIo, Watched};
 use super::coalesce::CoalescingIo;
 pub use super::parkable::Parkable;
 use super::streams::{StreamExecutor, Streams};
+use super::ticker::Ticker;
 use crate::body::BoxError;
 
 /// The HTTP/2 connection preface a prior-knowledge client starts with.

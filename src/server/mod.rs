@@ -7,6 +7,7 @@ pub mod conn;
 pub mod lot;
 mod parkable;
 mod streams;
+mod ticker;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -33,9 +34,10 @@ use crate::config::ServerSettings;
 use crate::metrics::ListenerLabels;
 use crate::proxy::exchange::TrackedBody;
 use crate::proxy::{self, ConnInfo};
-use activity::{Activity, RequestGuard, Ticker};
+use activity::{Activity, RequestGuard};
 use conn::{Builders, Protocol};
 use lot::{ParkingLot, Resting, Resumed};
+use ticker::Ticker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
