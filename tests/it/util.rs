@@ -465,3 +465,11 @@ pub async fn trickle_until_closed(
     }
     false
 }
+
+/// Whether the next read on `s` within `within` finds the connection
+/// closed (end of stream or an error), and what it found, for messages.
+pub async fn next_read_closes<S: tokio::io::AsyncRead + Unpin>(s: &mut S, within: Duration) -> (bool, String) {
+    let mut buf = [0u8; 256];
+    let got = tokio::time::timeout(within, tokio::io::AsyncReadExt::read(s, &mut buf)).await;
+    (matches!(got, Ok(Ok(0)) | Ok(Err(_))), format!("{got:?}"))
+}
