@@ -38,11 +38,6 @@ pub struct Activity {
     /// The answer about to be written is the connection's last and is all
     /// in memory: cork the socket before writing it.
     cork: AtomicBool,
-    /// A request began since [`Activity::take_served`] last looked: the
-    /// connection did real work, so its idle time starts over. Bytes alone
-    /// do not count: a TLS client trickling one byte of a record per idle
-    /// period would otherwise keep its connection forever.
-    served: AtomicBool,
 }
 
 impl Activity {
@@ -135,13 +130,15 @@ impl Activity {
     pub fn begin(self: &Arc<Self>) -> RequestGuard {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.begun.fetch_add(1, Ordering::Relaxed);
-        self.served.store(true, Ordering::Relaxed);
         RequestGuard(Arc::clone(self))
     }
 
-    /// Whether a request began since the last call.
-    pub fn take_served(&self) -> bool {
-        self.served.swap(false, Ordering::Relaxed)
+    /// How many requests have begun on the connection (wrapping): a change
+    /// means it did real work, so its idle time starts over. Bytes alone do
+    /// not count: a TLS client trickling one byte of a record per idle
+    /// period would otherwise keep its connection forever.
+    pub fn begun(&self) -> usize {
+        self.begun.load(Ordering::Relaxed)
     }
 
     /// Resolves once the connection has been idle for about `limit`

@@ -257,8 +257,9 @@ where
 {
     let mut prefix = first_bytes;
     // When resting in this task, the idle clock runs from the last request,
-    // not from the last bytes (see `Activity::take_served`).
+    // not from the last bytes (see `Activity::begun`).
     let mut idle_deadline = ctx.rest_deadline;
+    let mut begun = ctx.activity.begun();
     loop {
         let wrapped = TokioIo::new(ActivityIo::new(io, Arc::clone(&ctx.activity), prefix));
         let conn = Box::pin(ctx.builders.http1.serve_connection(wrapped, service.clone()).with_upgrades());
@@ -284,7 +285,8 @@ where
             if I::LEAVES_TASK && ctx.lot {
                 return Some(io);
             }
-            if ctx.activity.take_served() {
+            if ctx.activity.begun() != begun {
+                begun = ctx.activity.begun();
                 idle_deadline = tokio::time::Instant::now() + ctx.idle_timeout;
             }
             let next_request = tokio::select! {

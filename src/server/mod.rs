@@ -405,7 +405,8 @@ impl Serving {
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
         };
         let resting = conn::serve(io, protocol, first_bytes, service, ctx).await?;
-        Some((resting, activity.take_served()))
+        // A fresh `Activity` per visit: any request begun was this visit's.
+        Some((resting, activity.begun() != 0))
     }
 
     /// Stop accepting, let connections finish what they are doing, and wait
