@@ -58,6 +58,8 @@ pub fn status_json(app: &App) -> Value {
                     "weight": s.weight,
                     "up": s.is_up(),
                     "in_flight": s.in_flight(),
+                    // Kept-alive connections waiting for a request.
+                    "idle": s.idle.len(),
                     "traffic": traffic.servers.get(&(p.name.to_string(), s.label.to_string())).unwrap_or(&zero),
                 })).collect::<Vec<_>>(),
             })

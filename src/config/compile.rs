@@ -11,6 +11,14 @@ use std::time::Duration;
 use super::raw::{RawConfig, RawRoute, RawUpstream};
 use super::*;
 
+/// Idle upstream connections kept per server unless configured. Generous on
+/// purpose: idle connections age out after one to two minutes unused (see
+/// `upstream::idle`), so the cap only matters for bursts, and a cap below
+/// the concurrency a server sees makes every burst close connections that
+/// the next one has to reconnect (with 512 concurrent HTTP/2 streams and a
+/// cap of 256, about 3% of requests paid a fresh connect).
+const DEFAULT_MAX_IDLE_PER_SERVER: usize = 1024;
+
 /// Collects every problem rather than stopping at the first.
 pub(super) struct Compiler<'a> {
     path: &'a Path,
@@ -224,7 +232,13 @@ impl<'a> Compiler<'a> {
                 max_fails: self.int_in(&u.max_fails, "max_fails", 0, 1000, 3u32),
                 fail_timeout: u.fail_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
             },
-            max_idle_per_server: self.int_in(&u.max_idle_per_server, "max_idle_per_server", 0, 100_000, 256usize),
+            max_idle_per_server: self.int_in(
+                &u.max_idle_per_server,
+                "max_idle_per_server",
+                0,
+                100_000,
+                DEFAULT_MAX_IDLE_PER_SERVER,
+            ),
         }
     }
 

@@ -100,3 +100,51 @@ async fn connections_the_upstream_closed_while_idle_are_replaced() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 12);
 }
+
+/// A burst of 300 concurrent requests (one HTTP/2 client connection, as a
+/// browser or an h2 load generator sends them) needs 300 upstream
+/// connections at once; all of them stay idle for the next burst, which
+/// opens none. With an idle cap below the burst (256 was the old default)
+/// each burst closed the surplus and the next one reconnected it.
+#[tokio::test]
+async fn a_burst_above_256_concurrent_requests_keeps_every_connection_for_the_next() {
+    const BURST: usize = 300;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    // Each connection holds its answer until the whole burst has arrived,
+    // so the proxy cannot serve two requests of a burst on one connection.
+    let all_arrived = Arc::new(tokio::sync::Barrier::new(BURST));
+    let (count, barrier) = (Arc::clone(&accepted), Arc::clone(&all_arrived));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                while let Some(line) = read_head(&mut s).await {
+                    barrier.wait().await;
+                    if s.write_all(answer(&line)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let p = Proxy::start(&format!("[server]\nh2_max_concurrent_streams = 512\n{}", route(addr)));
+    let c = h2c_client();
+    for burst in 0..2 {
+        let requests = (0..BURST).map(|_| {
+            let req = http::Request::get(p.url("/len")).header("host", "x").body(full("")).unwrap();
+            send(&c, req)
+        });
+        for a in futures_util::future::join_all(requests).await {
+            assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "hello"), "burst {burst}");
+        }
+        let parked = eventually_async(Duration::from_secs(10), || async {
+            server_idle(&status(&p).await, "app", addr) == Some(BURST as u64)
+        })
+        .await;
+        assert!(parked, "burst {burst}: idle {:?}", server_idle(&status(&p).await, "app", addr));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), BURST, "the second burst reused the first one's connections");
+}

@@ -159,13 +159,22 @@ pub async fn status(p: &Proxy) -> serde_json::Value {
     get(&p.admin_url("/api/status"), "admin").await.json()
 }
 
-/// Whether the status page says `server` of `pool` is in rotation.
-pub fn server_up(status: &serde_json::Value, pool: &str, server: SocketAddr) -> Option<bool> {
+/// `server` of `pool` on the status page.
+fn server_status<'a>(status: &'a serde_json::Value, pool: &str, server: SocketAddr) -> Option<&'a serde_json::Value> {
     status["upstreams"].as_array()?.iter().find(|u| u["name"] == pool)?["servers"]
         .as_array()?
         .iter()
-        .find(|s| s["addr"] == server.to_string())?["up"]
-        .as_bool()
+        .find(|s| s["addr"] == server.to_string())
+}
+
+/// Whether the status page says `server` of `pool` is in rotation.
+pub fn server_up(status: &serde_json::Value, pool: &str, server: SocketAddr) -> Option<bool> {
+    server_status(status, pool, server)?["up"].as_bool()
+}
+
+/// The idle connections the status page shows for `server` of `pool`.
+pub fn server_idle(status: &serde_json::Value, pool: &str, server: SocketAddr) -> Option<u64> {
+    server_status(status, pool, server)?["idle"].as_u64()
 }
 
 /// Poll an async condition until it holds or `within` passes.
