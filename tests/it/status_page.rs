@@ -52,6 +52,10 @@ async fn status_page_renders_live_state_in_a_browser() {
     assert!(html.contains(r#"<span class="pill up">up</span>"#), "{html}");
     assert!(html.contains(r#"<span class="pill down">down</span>"#), "{html}");
     assert!(html.contains("1 / 2"), "servers-up card: {html}");
+    // The web server's row: nothing in flight, the one connection the five
+    // requests shared waiting idle.
+    assert!(html.contains(r#"<th class="num">idle conns</th>"#), "{html}");
+    assert!(html.contains(r#"<td class="num">0</td><td class="num">1</td>"#), "in flight 0, idle 1: {html}");
     // The failed reload and its file:line:col.
     assert!(html.contains("failed") && html.contains("rampart.toml:2:"), "{html}");
     assert!(html.contains("no certificates"), "{html}");
