@@ -12,10 +12,12 @@ mod health;
 mod idle;
 mod pool;
 mod server;
+mod wire;
 
 pub use balancer::Balancer;
-pub use client::{is_idempotent, ClientSettings, Conn, SendError, UpstreamBody, UpstreamClient};
+pub use client::{is_idempotent, ClientSettings, SendError, UpstreamClient};
 pub use health::HealthChecker;
 pub use idle::IdleConns;
 pub use pool::Pool;
 pub use server::{InFlightGuard, Server, Transition};
+pub use wire::{Conn, UpstreamBody};

@@ -1,0 +1,403 @@
+//! One HTTP/1.1 exchange on an upstream connection ([`Conn`]): the request
+//! written (its head, then the client's body as it streams in, sized or
+//! chunked), the response head read, and the response body handed out as
+//! [`UpstreamBody`] frames sliced from the connection's read buffer. When
+//! the body ends cleanly and the server allows reuse, the connection goes
+//! back to its server's idle stack ([`super::idle`]).
+
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, Response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use super::client::SendError;
+use super::h1::{self, ChunkedDecoder, Decoded, ResponseFraming};
+use super::server::InFlightGuard;
+use crate::body::{BoxError, RequestBody};
+
+/// Read buffer growth: enough for a typical head plus a small body in one
+/// read; large bodies read up to [`MAX_READ`] at a time.
+const READ_CHUNK: usize = 8 * 1024;
+const MAX_READ: usize = 64 * 1024;
+/// A parked connection keeps at most this much read buffer.
+const MAX_IDLE_BUFFER: usize = 16 * 1024;
+
+/// An open connection to a server and its buffers (both reused from one
+/// request to the next).
+#[derive(Debug)]
+pub struct Conn {
+    pub(super) stream: TcpStream,
+    read_buf: BytesMut,
+    /// The request head being written, encoded by the client.
+    pub(super) head_buf: Vec<u8>,
+    /// The owning client's `max_idle_per_server`, for parking it.
+    pub(super) max_idle: usize,
+}
+
+impl Conn {
+    pub(super) fn new(stream: TcpStream) -> Self {
+        Conn { stream, read_buf: BytesMut::new(), head_buf: Vec::new(), max_idle: 0 }
+    }
+
+    /// Whether a parked connection is still usable: the server has not
+    /// closed it or sent anything unasked. Costs a syscall only when the
+    /// reactor saw the socket become readable.
+    pub(super) fn still_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Read what has arrived, with room for `want` more bytes (clamped).
+    fn poll_read_more(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        let want = want.clamp(READ_CHUNK, MAX_READ);
+        if self.read_buf.capacity() - self.read_buf.len() < want {
+            self.read_buf.reserve(want);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+    }
+}
+
+/// One exchange on one connection: the request still being written and
+/// the response being read.
+pub(super) struct Wire {
+    conn: Conn,
+    /// Bytes of `conn.head_buf` already written.
+    head_written: usize,
+    /// The request body still to send; `None` once it ended.
+    body: Option<RequestBody>,
+    chunked: bool,
+    /// Encoded bytes waiting to be written (chunk size line, data, CRLF).
+    out: [Bytes; 3],
+    /// Writing stopped: the server stopped reading (it may still answer).
+    write_error: Option<io::Error>,
+    received_any: bool,
+    keep_alive: bool,
+    state: BodyState,
+}
+
+enum BodyState {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+enum WriteError {
+    Io(io::Error),
+    Body(BoxError),
+}
+
+impl Wire {
+    pub(super) fn new(conn: Conn, body: RequestBody, chunked: bool) -> Self {
+        let body = (!body.is_end_stream()).then_some(body);
+        Wire {
+            conn,
+            head_written: 0,
+            body,
+            chunked,
+            out: Default::default(),
+            write_error: None,
+            received_any: false,
+            keep_alive: false,
+            state: BodyState::Done,
+        }
+    }
+
+    fn request_written(&self) -> bool {
+        self.head_written == self.conn.head_buf.len() && self.body.is_none() && self.out.iter().all(Bytes::is_empty)
+    }
+
+    /// Write as much of the request as can go now.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteError>> {
+        loop {
+            let stream = Pin::new(&mut self.conn.stream);
+            if self.head_written < self.conn.head_buf.len() {
+                let n =
+                    ready!(stream.poll_write(cx, &self.conn.head_buf[self.head_written..])).map_err(WriteError::Io)?;
+                if n == 0 {
+                    return Poll::Ready(Err(WriteError::Io(io::ErrorKind::WriteZero.into())));
+                }
+                self.head_written += n;
+                continue;
+            }
+            if self.out.iter().any(|b| !b.is_empty()) {
+                let slices: [IoSlice<'_>; 3] =
+                    [IoSlice::new(&self.out[0]), IoSlice::new(&self.out[1]), IoSlice::new(&self.out[2])];
+                let n = ready!(stream.poll_write_vectored(cx, &slices)).map_err(WriteError::Io)?;
+                if n == 0 {
+                    return Poll::Ready(Err(WriteError::Io(io::ErrorKind::WriteZero.into())));
+                }
+                let mut left = n;
+                for b in &mut self.out {
+                    let k = left.min(b.len());
+                    b.advance(k);
+                    left -= k;
+                }
+                continue;
+            }
+            let Some(body) = self.body.as_mut() else { return Poll::Ready(Ok(())) };
+            match ready!(Pin::new(body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers are not forwarded (few servers read them).
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    self.out = if self.chunked {
+                        [h1::chunk_header(data.len()), data, Bytes::from_static(b"\r\n")]
+                    } else {
+                        [data, Bytes::new(), Bytes::new()]
+                    };
+                }
+                Some(Err(e)) => return Poll::Ready(Err(WriteError::Body(e))),
+                None => {
+                    self.body = None;
+                    if self.chunked {
+                        self.out[0] = Bytes::from_static(b"0\r\n\r\n");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keep the request going unless it is done or writing already failed.
+    /// A client body failure ends the exchange; a write failure only stops
+    /// writing (the server may have answered already).
+    fn pump_request(&mut self, cx: &mut Context<'_>) -> Result<(), SendError> {
+        if self.write_error.is_some() || self.request_written() {
+            return Ok(());
+        }
+        match self.poll_write(cx) {
+            Poll::Ready(Err(WriteError::Body(e))) => Err(SendError::ClientBody(e)),
+            Poll::Ready(Err(WriteError::Io(e))) => {
+                self.write_error = Some(e);
+                Ok(())
+            }
+            Poll::Ready(Ok(())) | Poll::Pending => Ok(()),
+        }
+    }
+
+    /// Write the request and read until a final response head arrives.
+    pub(super) fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        method: &Method,
+    ) -> Poll<Result<h1::ResponseHead, SendError>> {
+        self.pump_request(cx)?;
+        loop {
+            if !self.conn.read_buf.is_empty() {
+                self.received_any = true;
+                match h1::parse_response_head(&mut self.conn.read_buf, method) {
+                    // 100 Continue, 103 Early Hints: not passed on.
+                    Ok(Some(head)) if head.status.is_informational() && head.status.as_u16() != 101 => continue,
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(SendError::Protocol(e))),
+                }
+            }
+            match ready!(self.conn.poll_read_more(cx, READ_CHUNK)) {
+                Ok(0) => {
+                    let e = self.write_error.take().unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into());
+                    return Poll::Ready(Err(SendError::Io(e)));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(SendError::Io(e))),
+            }
+        }
+    }
+
+    /// Whether any response byte arrived (a request is replayed on a
+    /// fresh connection only if none did).
+    pub(super) fn received_any(&self) -> bool {
+        self.received_any
+    }
+
+    /// The response `head` introduces, its body read from this exchange.
+    pub(super) fn into_response(mut self: Box<Self>, head: h1::ResponseHead) -> Response<UpstreamBody> {
+        self.keep_alive = head.keep_alive;
+        self.state = match head.framing {
+            ResponseFraming::Empty | ResponseFraming::Length(0) => BodyState::Done,
+            ResponseFraming::Length(n) => BodyState::Length(n),
+            ResponseFraming::Chunked => BodyState::Chunked(ChunkedDecoder::default()),
+            ResponseFraming::UntilClose => BodyState::UntilClose,
+        };
+        let mut resp = Response::new(UpstreamBody { wire: Some(self), guard: None });
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        resp
+    }
+
+    /// The next piece of the response body; `None` at its end.
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BoxError>> {
+        loop {
+            let buf = &mut self.conn.read_buf;
+            let want = match &mut self.state {
+                BodyState::Done => return Poll::Ready(Ok(None)),
+                BodyState::Length(left) => {
+                    if !buf.is_empty() {
+                        let n = (*left).min(buf.len() as u64);
+                        *left -= n;
+                        if *left == 0 {
+                            self.state = BodyState::Done;
+                        }
+                        return Poll::Ready(Ok(Some(buf.split_to(n as usize).freeze())));
+                    }
+                    usize::try_from(*left).unwrap_or(MAX_READ)
+                }
+                BodyState::Chunked(decoder) => match decoder.decode(buf)? {
+                    Decoded::Data(d) => return Poll::Ready(Ok(Some(d))),
+                    Decoded::Done => {
+                        self.state = BodyState::Done;
+                        continue;
+                    }
+                    Decoded::NeedMore => READ_CHUNK,
+                },
+                BodyState::UntilClose => {
+                    if !buf.is_empty() {
+                        return Poll::Ready(Ok(Some(buf.split().freeze())));
+                    }
+                    MAX_READ
+                }
+            };
+            if ready!(self.conn.poll_read_more(cx, want))? == 0 {
+                if matches!(self.state, BodyState::UntilClose) {
+                    self.keep_alive = false;
+                    self.state = BodyState::Done;
+                    continue;
+                }
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()));
+            }
+        }
+    }
+
+    fn reusable(&self) -> bool {
+        self.keep_alive
+            && matches!(self.state, BodyState::Done)
+            && self.write_error.is_none()
+            && self.request_written()
+            && self.conn.read_buf.is_empty()
+    }
+}
+
+/// A response body read from an upstream connection. When it ends cleanly
+/// the connection goes back to the server's idle stack; dropped early, the
+/// connection is closed (which is how a client that left cancels its
+/// upstream request).
+pub struct UpstreamBody {
+    wire: Option<Box<Wire>>,
+    /// The server's in-flight slot, held until the body ends.
+    guard: Option<InFlightGuard>,
+}
+
+impl fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamBody").field("open", &self.wire.is_some()).finish()
+    }
+}
+
+impl UpstreamBody {
+    /// Hold `guard` until the body ends. An already finished body (HEAD,
+    /// 204, 304, empty) releases it, and its connection, at once.
+    pub fn attach(&mut self, guard: InFlightGuard) {
+        self.guard = Some(guard);
+        if self.is_end_stream() {
+            self.finish();
+        }
+    }
+
+    /// Whether the rest of the body has already been read from the server,
+    /// so all of it can be written out at once.
+    pub fn in_memory_to_end(&self) -> bool {
+        match self.wire.as_deref() {
+            None => true,
+            Some(wire) => match wire.state {
+                BodyState::Done => true,
+                BodyState::Length(n) => wire.conn.read_buf.len() as u64 >= n,
+                BodyState::Chunked(_) | BodyState::UntilClose => false,
+            },
+        }
+    }
+
+    /// The connection after a `101 Switching Protocols`, with any bytes of
+    /// the new protocol already read, and the in-flight slot.
+    pub fn into_upgraded(mut self) -> Option<(TcpStream, BytesMut, Option<InFlightGuard>)> {
+        let wire = self.wire.take()?;
+        let Conn { stream, read_buf, .. } = wire.conn;
+        Some((stream, read_buf, self.guard.take()))
+    }
+
+    fn finish(&mut self) {
+        let Some(wire) = self.wire.take() else { return };
+        match self.guard.take() {
+            Some(guard) if wire.reusable() => {
+                let Wire { mut conn, .. } = *wire;
+                if conn.read_buf.capacity() > MAX_IDLE_BUFFER {
+                    conn.read_buf = BytesMut::new();
+                }
+                guard.release(conn);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(wire) = this.wire.as_mut() else { return Poll::Ready(None) };
+        if let Err(e) = wire.pump_request(cx) {
+            this.wire = None;
+            this.guard = None;
+            return Poll::Ready(Some(Err(Box::new(e))));
+        }
+        match wire.poll_data(cx) {
+            Poll::Ready(Ok(Some(data))) => {
+                // hyper stops polling once `is_end_stream` says so: finish
+                // with the last data frame, not on a later poll.
+                if matches!(wire.state, BodyState::Done) {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Ok(None)) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                this.wire = None;
+                this.guard = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.wire.as_ref().is_none_or(|w| matches!(w.state, BodyState::Done))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.wire.as_ref().map(|w| &w.state) {
+            None | Some(BodyState::Done) => SizeHint::with_exact(0),
+            Some(BodyState::Length(n)) => SizeHint::with_exact(*n),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
