@@ -25,7 +25,7 @@ use crate::body::{BoxError, RequestBody};
 /// read; large bodies read up to [`MAX_READ`] at a time.
 const READ_CHUNK: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
-/// A parked connection keeps at most this much read buffer.
+/// A parked connection keeps buffers of at most this much each.
 const MAX_IDLE_BUFFER: usize = 16 * 1024;
 
 /// An open connection to a server and its buffers (both reused from one
@@ -34,6 +34,10 @@ const MAX_IDLE_BUFFER: usize = 16 * 1024;
 pub struct Conn {
     pub(super) stream: TcpStream,
     read_buf: BytesMut,
+    /// The largest allocation `read_buf` was given. Its `capacity()` only
+    /// counts the unread tail: body frames split off the front still share
+    /// the allocation, which the parked connection keeps once they are sent.
+    read_alloc: usize,
     /// The request head being written, encoded by the client.
     pub(super) head_buf: Vec<u8>,
     /// The owning client's `max_idle_per_server`, for parking it.
@@ -42,7 +46,7 @@ pub struct Conn {
 
 impl Conn {
     pub(super) fn new(stream: TcpStream) -> Self {
-        Conn { stream, read_buf: BytesMut::new(), head_buf: Vec::new(), max_idle: 0 }
+        Conn { stream, read_buf: BytesMut::new(), read_alloc: 0, head_buf: Vec::new(), max_idle: 0 }
     }
 
     /// Whether a parked connection is still usable: the server has not
@@ -65,8 +69,22 @@ impl Conn {
         let want = want.clamp(READ_CHUNK, MAX_READ);
         if self.read_buf.capacity() - self.read_buf.len() < want {
             self.read_buf.reserve(want);
+            self.read_alloc = self.read_alloc.max(self.read_buf.capacity());
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+    }
+
+    /// Before parking: let go of buffers a large exchange grew (a big body
+    /// read, a long request head), so an idle connection holds at most
+    /// [`MAX_IDLE_BUFFER`] of each. Small ones are kept for the next request.
+    fn shed_large_buffers(&mut self) {
+        if self.read_alloc > MAX_IDLE_BUFFER {
+            self.read_buf = BytesMut::new();
+            self.read_alloc = 0;
+        }
+        if self.head_buf.capacity() > MAX_IDLE_BUFFER {
+            self.head_buf = Vec::new();
+        }
     }
 }
 
@@ -345,9 +363,7 @@ impl UpstreamBody {
         match self.guard.take() {
             Some(guard) if wire.reusable() => {
                 let Wire { mut conn, .. } = *wire;
-                if conn.read_buf.capacity() > MAX_IDLE_BUFFER {
-                    conn.read_buf = BytesMut::new();
-                }
+                conn.shed_large_buffers();
                 guard.release(conn);
             }
             _ => {}
@@ -398,6 +414,72 @@ impl Body for UpstreamBody {
             None | Some(BodyState::Done) => SizeHint::with_exact(0),
             Some(BodyState::Length(n)) => SizeHint::with_exact(*n),
             Some(_) => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamAddr;
+    use crate::upstream::{ClientSettings, Server, UpstreamClient};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An upstream answering the GETs on its one connection with bodies of
+    /// `lens` bytes, in turn.
+    async fn upstream(lens: Vec<usize>) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            for len in lens {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed early");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+                answer.resize(answer.len() + len, b'x');
+                s.write_all(&answer).await.unwrap();
+            }
+            let _ = s.read(&mut buf).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_keeps_small_buffers_and_sheds_large_ones() {
+        const BIG: usize = 100 * 1024;
+        let server = Arc::new(
+            Server::new(&Arc::from("p"), UpstreamAddr(upstream(vec![5, BIG, 5]).await.to_string()), 1).unwrap(),
+        );
+        let client =
+            UpstreamClient::new(ClientSettings { connect_timeout: Duration::from_secs(5), max_idle_per_server: 4 });
+        // (response body, request header bytes, whether the buffers are kept)
+        for (body_len, header_len, kept) in [(5, 10, true), (BIG, 20 * 1024, false), (5, 10, true)] {
+            let req = http::Request::get("/")
+                .header("host", "h")
+                .header("x-pad", "p".repeat(header_len))
+                .body(RequestBody::empty())
+                .unwrap();
+            let mut body = client.request(&server, req).await.unwrap().into_body();
+            body.attach(server.start_request());
+            // Collected and dropped: no body frame shares the read buffer.
+            let got = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
+            assert_eq!(got.len(), body_len);
+            drop(got);
+            let mut conn = server.idle.checkout().expect("parked");
+            let what = format!("after a {body_len}-byte body and a {header_len}-byte header");
+            // `try_reclaim` is true when the buffer still owns that much room.
+            assert_eq!(conn.read_buf.try_reclaim(READ_CHUNK), kept, "read buffer kept {what}");
+            assert!(!conn.read_buf.try_reclaim(MAX_IDLE_BUFFER + 1), "read buffer over the cap {what}");
+            assert_eq!(conn.head_buf.capacity() > 0, kept, "head buffer kept {what}");
+            assert!(conn.head_buf.capacity() <= MAX_IDLE_BUFFER, "head buffer over the cap {what}");
+            server.idle.push(&server, conn);
         }
     }
 }
