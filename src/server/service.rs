@@ -1,0 +1,128 @@
+//! The hyper side of client connections: the HTTP/1 and HTTP/2 builders
+//! made from the server settings, and the service that hands each request
+//! to the proxy while counting it as in progress on its connection.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use super::activity::{Activity, RequestGuard};
+use super::conn::Builders;
+use crate::app::App;
+use crate::config::ServerSettings;
+use crate::proxy::exchange::TrackedBody;
+use crate::proxy::{self, ConnInfo};
+
+/// The same HTTP/1 settings on hyper's builder and on hyper-util's wrapper.
+macro_rules! http1_settings {
+    ($b:expr, $s:expr) => {
+        $b.timer(TokioTimer::new())
+            .header_read_timeout($s.client_header_timeout)
+            .max_buf_size($s.max_header_bytes)
+            .keep_alive(true)
+    };
+}
+
+/// The same HTTP/2 settings on hyper's builder and on hyper-util's wrapper.
+macro_rules! http2_settings {
+    ($b:expr, $s:expr) => {
+        $b.timer(TokioTimer::new())
+            .max_concurrent_streams($s.h2_max_concurrent_streams)
+            .max_header_list_size($s.max_header_bytes as u32)
+            .max_pending_accept_reset_streams(Some(64))
+            .max_local_error_reset_streams(Some(1024))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+    };
+}
+
+/// The hyper connection builders for client-facing listeners.
+pub fn http_builders(s: &ServerSettings) -> Builders {
+    let mut http1 = http1::Builder::new();
+    http1_settings!(http1, s);
+    // No per-request header timer: the connection's watcher samples it (see
+    // `Activity::watch`). hyper-util's builder, for the rare connections of
+    // unknown protocol, keeps hyper's.
+    http1.header_read_timeout(None);
+    let h2_settings = s.clone();
+    let http2 = Box::new(move |executor| {
+        let mut http2 = http2::Builder::new(executor);
+        http2_settings!(http2, h2_settings);
+        http2
+    });
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    http1_settings!(auto.http1(), s);
+    http2_settings!(auto.http2(), s);
+    Builders { http1, http2, auto }
+}
+
+/// A response body that keeps its request counted as in progress on the
+/// connection until hyper is done with it (and drops it), so a connection
+/// is never parked in the middle of an answer.
+pub struct ConnBody {
+    inner: TrackedBody,
+    _in_progress: RequestGuard,
+}
+
+impl http_body::Body for ConnBody {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The hyper service of one client connection. The proxying future (about
+/// 4 KiB) is boxed when the request starts, so the future hyper holds and
+/// moves is a few words: HTTP/2 moved it three times per stream (into its
+/// stream state, into the executor, into a box), HTTP/1 once.
+pub(super) fn proxy_service(
+    app: Arc<App>,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<ConnBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ConnBody>, Infallible>> + Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let guard = activity.begin();
+        let app = Arc::clone(&app);
+        let info = Arc::clone(&info);
+        let last = proxy::headers::last_on_connection(req.version(), req.headers());
+        async move {
+            let resp = match Box::pin(proxy::serve(app, info, req)).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            if last && resp.body().in_memory_to_end() {
+                guard.activity().cork_next_write();
+            }
+            Ok(resp.map(|inner| ConnBody { inner, _in_progress: guard }))
+        }
+    })
+}
