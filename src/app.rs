@@ -83,7 +83,22 @@ impl App {
         let Some(path) = self.config_path.clone() else {
             return Ok(());
         };
-        let result = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+        // Static certificates are read again with the config, so a reload
+        // picks up renewed files (as `nginx -s reload` does); one that does
+        // not load fails the reload like a config error.
+        let certs_dir = self.tls.get().map(|tls| tls.settings.certs_dir.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&path)?;
+            let certs = match &certs_dir {
+                Some(dir) => Some(
+                    crate::tls::certs::load_dir(dir)
+                        .map_err(|e| ConfigErrors(vec![crate::config::ConfigError::whole_file(dir, e.to_string())]))?,
+                ),
+                None => None,
+            };
+            Ok((config, certs))
+        })
+        .await;
         let result = match result {
             Ok(r) => r,
             Err(e) => Err(ConfigErrors(vec![crate::config::ConfigError::whole_file(
@@ -92,7 +107,7 @@ impl App {
             )])),
         };
         let current = self.state.load();
-        let outcome = result.and_then(|config| {
+        let outcome = result.and_then(|(config, certs)| {
             if config.listen != current.config.listen {
                 return Err(ConfigErrors(vec![crate::config::ConfigError::whole_file(
                     &config.source,
@@ -106,13 +121,17 @@ impl App {
                     "these settings are read at start only; the running values stay until a restart"
                 );
             }
-            Snapshot::compile(config, Some(&current))
+            Snapshot::compile(config, Some(&current)).map(|next| (next, certs))
         });
         let mut status = ReloadStatus { time: Some(crate::access_log::rfc3339_now()), ok: true, errors: vec![] };
         let ret = match outcome {
-            Ok(next) => {
+            Ok((next, certs)) => {
                 let routes = next.routes.len();
                 self.state.swap(next);
+                if let (Some(tls), Some(certs)) = (self.tls.get(), certs) {
+                    tracing::info!(static_certificates = certs.len(), "certificates read again");
+                    tls.replace_static(certs);
+                }
                 let snapshot = self.state.load();
                 self.health.sync(&snapshot);
                 if let Some(acme) = self.acme.get() {

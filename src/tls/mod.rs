@@ -168,6 +168,14 @@ impl TlsState {
         self.refresh_expiry();
     }
 
+    /// Swap in the static certificates as read again on a reload: renewed
+    /// files take effect, removed ones leave, ACME-managed ones stay.
+    pub fn replace_static(&self, certs: Vec<Loaded>) {
+        let fresh: Vec<Arc<Loaded>> = certs.into_iter().map(Arc::new).collect();
+        self.live.rcu(|m| m.with_static(&fresh));
+        self.refresh_expiry();
+    }
+
     /// Set `rampart_certificate_expiry_timestamp_seconds` from the live map.
     fn refresh_expiry(&self) {
         self.expiry.clear();

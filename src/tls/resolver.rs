@@ -12,7 +12,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 
-use super::certs::Loaded;
+use super::certs::{Loaded, Source};
 use crate::acme::challenges::Challenges;
 use crate::config::UnknownSni;
 
@@ -49,6 +49,22 @@ impl CertMap {
         }
         // Appended: a static certificate for the same name stays preferred.
         self.insert(cert);
+    }
+
+    /// This map with its static certificates replaced by `statics` (as read
+    /// again from `certs_dir`): they come first, so they stay preferred over
+    /// ACME-managed ones for the same name, which are kept.
+    pub fn with_static(&self, statics: &[Arc<Loaded>]) -> CertMap {
+        let mut next = CertMap::default();
+        for cert in statics {
+            next.insert(Arc::clone(cert));
+        }
+        for cert in self.all() {
+            if cert.info.source != Source::Static {
+                next.insert(cert);
+            }
+        }
+        next
     }
 
     /// Every certificate covering `name` (exact first, then wildcard).
@@ -126,5 +142,37 @@ impl ResolvesServerCert for Resolver {
         }
         tracing::debug!(sni = %name, "no certificate for this name: refusing the handshake");
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::selfsigned::self_signed;
+
+    fn cert(name: &str, source: Source) -> Arc<Loaded> {
+        let mut c = self_signed(&[name.to_string()]).unwrap();
+        c.info.source = source;
+        Arc::new(c)
+    }
+
+    #[test]
+    fn reread_static_certificates_replace_the_old_ones_and_keep_acme_ones_behind_them() {
+        let (old_static, acme, other_acme) =
+            (cert("a.test", Source::Static), cert("a.test", Source::Acme), cert("c.test", Source::Acme));
+        let mut map = CertMap::default();
+        for c in [&old_static, &acme, &other_acme] {
+            map.insert(Arc::clone(c));
+        }
+        let new_static = cert("a.test", Source::Static);
+        let next = map.with_static(&[Arc::clone(&new_static)]);
+        let for_a: Vec<_> = next.lookup("a.test").collect();
+        assert_eq!(for_a.len(), 2);
+        assert!(Arc::ptr_eq(for_a[0], &new_static), "the static certificate stays preferred");
+        assert!(Arc::ptr_eq(for_a[1], &acme));
+        assert!(next.lookup("c.test").any(|c| Arc::ptr_eq(c, &other_acme)));
+        assert!(!next.all().iter().any(|c| Arc::ptr_eq(c, &old_static)), "the old static certificate is gone");
+        // No static certificates any more: only the ACME ones are left.
+        assert_eq!(map.with_static(&[]).all().len(), 2);
     }
 }

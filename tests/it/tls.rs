@@ -3,6 +3,7 @@
 //! redirect, and certificate errors surfaced by `rampart check`.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::tls_util::*;
 use crate::util::*;
@@ -227,4 +228,46 @@ async fn a_missing_key_is_a_config_error_naming_the_file() {
     let out = Command::new(binary()).args(["run", "--config"]).arg(&path).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("app.key"));
+}
+
+/// A reload (SIGHUP, as after a certbot renewal) reads `certs_dir` again: a
+/// replaced certificate is served, a removed one is gone, and a broken one
+/// fails the reload while the running certificates keep serving.
+#[tokio::test]
+async fn a_reload_reads_static_certificates_again() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    let https = p.https.expect("https listener logged");
+    let certs = p.config_path().parent().unwrap().join("certs");
+    assert_eq!(handshake(https, "app.example.test").await.unwrap().info.names, ["app.example.test"]);
+
+    // Renewed with one more name; the RSA certificate removed.
+    write_cert(&certs, "app", &["app.example.test", "renewed.example.test"], false);
+    std::fs::remove_file(certs.join("rsa.crt")).unwrap();
+    std::fs::remove_file(certs.join("rsa.key")).unwrap();
+    p.signal("HUP");
+    let renewed = eventually_async(Duration::from_secs(10), || async {
+        handshake(https, "app.example.test").await.is_ok_and(|h| h.info.names.len() == 2)
+    })
+    .await;
+    assert!(renewed, "the renewed certificate is not served");
+    let rsa = handshake(https, "rsa.example.test").await.unwrap();
+    assert!(
+        rsa.info.names.contains(&"localhost".to_string()),
+        "removed certificate still served: {:?}",
+        rsa.info.names
+    );
+    assert_eq!(status(&p).await["last_reload"]["ok"], true);
+
+    // A broken certificate fails the reload, naming the directory; the
+    // renewed one keeps serving.
+    std::fs::write(certs.join("app.crt"), "not a certificate").unwrap();
+    p.signal("HUP");
+    let failed =
+        eventually_async(Duration::from_secs(10), || async { status(&p).await["last_reload"]["ok"] == false }).await;
+    assert!(failed, "a broken certificate did not fail the reload");
+    let errors = status(&p).await["last_reload"]["errors"].to_string();
+    assert!(errors.contains("certs"), "{errors}");
+    let still = handshake(https, "app.example.test").await.unwrap();
+    assert_eq!(still.info.names, ["app.example.test", "renewed.example.test"]);
 }
