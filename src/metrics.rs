@@ -75,6 +75,7 @@ pub struct Metrics {
     pub upstream_requests: Family<UpstreamCodeLabels, Counter>,
     pub upstream_server_up: Family<ServerLabels, Gauge>,
     pub upstream_in_flight: Family<ServerLabels, Gauge>,
+    pub upstream_idle_connections: Family<ServerLabels, Gauge>,
     pub connections_active: Family<ListenerLabels, Gauge>,
     pub tls_handshakes: Family<ResultLabels, Counter>,
     pub certificate_expiry: Family<DomainLabels, Gauge>,
@@ -113,6 +114,12 @@ impl Metrics {
         registry.register("upstream_server_up", "1 when the server is in rotation", upstream_server_up.clone());
         let upstream_in_flight = Family::default();
         registry.register("upstream_in_flight", "Requests in flight to the server", upstream_in_flight.clone());
+        let upstream_idle_connections = Family::default();
+        registry.register(
+            "upstream_idle_connections",
+            "Kept-alive connections to the server waiting for a request",
+            upstream_idle_connections.clone(),
+        );
         let connections_active = Family::default();
         registry.register("connections_active", "Open client connections, by listener", connections_active.clone());
         let tls_handshakes = Family::default();
@@ -141,6 +148,7 @@ impl Metrics {
             upstream_requests,
             upstream_server_up,
             upstream_in_flight,
+            upstream_idle_connections,
             connections_active,
             tls_handshakes,
             certificate_expiry,

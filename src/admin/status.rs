@@ -16,11 +16,13 @@ pub fn refresh_gauges(app: &App) {
     let m = &app.metrics;
     m.upstream_server_up.clear();
     m.upstream_in_flight.clear();
+    m.upstream_idle_connections.clear();
     for pool in snapshot.pools.values() {
         for s in &pool.servers {
             let labels = ServerLabels { upstream: Name(Arc::clone(&pool.name)), server: Name(Arc::clone(&s.label)) };
             m.upstream_server_up.get_or_create(&labels).set(i64::from(s.is_up()));
             m.upstream_in_flight.get_or_create(&labels).set(s.in_flight() as i64);
+            m.upstream_idle_connections.get_or_create(&labels).set(s.idle.len() as i64);
         }
     }
 }

@@ -136,6 +136,13 @@ async fn metrics_move_with_traffic_and_pass_promtool() {
         value(&text, &format!(r#"rampart_upstream_in_flight{{upstream="app",server="{up_label}"}}"#)),
         Some(0.0)
     );
+    // Beyond the contract: the pool's idle connections (the requests went
+    // one after another, so one connection served them all).
+    assert_eq!(
+        value(&text, &format!(r#"rampart_upstream_idle_connections{{upstream="app",server="{up_label}"}}"#)),
+        Some(1.0),
+        "{text}"
+    );
     assert!(value(&text, r#"rampart_connections_active{listener="http"}"#).is_some(), "{text}");
     assert_eq!(value(&text, r#"rampart_config_reloads_total{result="success"}"#), Some(0.0));
     assert_eq!(value(&text, r#"rampart_config_reloads_total{result="failure"}"#), Some(0.0));
