@@ -90,10 +90,11 @@ impl App {
         let result = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path)?;
             let certs = match &certs_dir {
-                Some(dir) => Some(
-                    crate::tls::certs::load_dir(dir)
-                        .map_err(|e| ConfigErrors(vec![crate::config::ConfigError::whole_file(dir, e.to_string())]))?,
-                ),
+                // Reported as `rampart check` does: against the config file,
+                // the message naming the certificate file.
+                Some(dir) => Some(crate::tls::certs::load_dir(dir).map_err(|e| {
+                    ConfigErrors(vec![crate::config::ConfigError::whole_file(&config.source, format!("[tls] {e}"))])
+                })?),
                 None => None,
             };
             Ok((config, certs))

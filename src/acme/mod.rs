@@ -80,23 +80,28 @@ pub async fn start(settings: AcmeSettings, tls: Arc<TlsState>, cancel: Cancellat
 impl AcmeManager {
     /// Start managing `domain` (no-op if it already is): serve its stored
     /// certificate if there is one, then keep it issued and renewed. Called
-    /// at start for every route host, and after a reload for new ones.
+    /// at start for every route host, and after every reload for all of
+    /// them: a host whose static certificate a reload removed is taken up
+    /// then.
     pub async fn manage(self: &Arc<Self>, domain: String) {
-        let newly_managed = self.managed.lock().map(|mut m| m.insert(domain.clone())).unwrap_or(false);
-        if !newly_managed {
+        if !self.tls.acme_domains.load().contains(&domain) {
+            self.tls.acme_domains.rcu(|list| {
+                let mut list = Vec::clone(list);
+                if !list.contains(&domain) {
+                    list.push(domain.clone());
+                }
+                list
+            });
+        }
+        let tls = &self.tls;
+        // Checked before the host counts as managed, so that it is not
+        // marked managed while nothing orders its certificate.
+        if tls.live.load().lookup(&domain).any(|c| c.info.source == Source::Static) {
+            tracing::debug!(%domain, "static certificate present: no ACME order");
             return;
         }
-        self.tls.acme_domains.rcu(|list| {
-            let mut list = Vec::clone(list);
-            if !list.contains(&domain) {
-                list.push(domain.clone());
-            }
-            list
-        });
-        let tls = &self.tls;
-        let live = tls.live.load();
-        if live.lookup(&domain).any(|c| c.info.source == Source::Static) {
-            tracing::info!(%domain, "static certificate present: no ACME order");
+        let newly_managed = self.managed.lock().map(|mut m| m.insert(domain.clone())).unwrap_or(false);
+        if !newly_managed {
             return;
         }
         match self.storage.load_cert(&domain).await {

@@ -213,3 +213,25 @@ async fn a_host_added_by_reload_gets_its_certificate() {
     let cert = wait_for_cert(&s, &p, added, &root, Duration::from_secs(60), |_| true).await;
     assert_eq!(cert.info.names, [added]);
 }
+
+/// A static certificate keeps ACME away from its host; once a reload has
+/// removed it (staging certificates cleared for production ones, say),
+/// ACME orders one for the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_static_certificate_a_reload_removed_gets_an_acme_one() {
+    let s = Setup::new().await;
+    let domain = "was-static.rampart.test";
+    write_cert(s.certs.path(), "static", &[domain], false);
+    let root = s.pebble.root().await;
+    let p = s.start(domain, "tls-alpn-01", None);
+    let first = handshake(s.https, domain).await.unwrap();
+    assert_eq!(first.info.names, [domain], "the static certificate is served");
+
+    std::fs::remove_file(s.certs.path().join("static.crt")).unwrap();
+    std::fs::remove_file(s.certs.path().join("static.key")).unwrap();
+    let r = send(&client(), http::Request::post(p.admin_url("/api/reload")).body(full("")).unwrap()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Pebble's root verifies it: the ACME certificate, not the static one.
+    let cert = wait_for_cert(&s, &p, domain, &root, Duration::from_secs(60), |_| true).await;
+    assert_eq!(cert.info.names, [domain]);
+}

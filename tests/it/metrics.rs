@@ -143,6 +143,7 @@ async fn metrics_move_with_traffic_and_pass_promtool() {
         Some(1.0),
         "{text}"
     );
+    assert!(text.contains("# TYPE rampart_upstream_idle_connections gauge\n"), "{text}");
     assert!(value(&text, r#"rampart_connections_active{listener="http"}"#).is_some(), "{text}");
     assert_eq!(value(&text, r#"rampart_config_reloads_total{result="success"}"#), Some(0.0));
     assert_eq!(value(&text, r#"rampart_config_reloads_total{result="failure"}"#), Some(0.0));
