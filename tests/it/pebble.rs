@@ -1,7 +1,8 @@
 //! A real ACME CA for the tests: Pebble with its own HTTPS certificate
 //! (made here with rcgen) and pebble-challtestsrv as the DNS server that
 //! answers 127.0.0.1 for every name. Pebble validates challenges against
-//! the ports the proxy under test listens on. All ports are ephemeral.
+//! the ports the proxy under test listens on. All ports come from
+//! `closed_port`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -195,10 +195,28 @@ where
     }
 }
 
-/// A port with nothing listening on it (bound, then released).
+/// A free port with nothing listening on it, for a listener a test starts
+/// later (Pebble's, an ACME proxy's) or for a refused connection.
+///
+/// Picked below Linux's ephemeral range (32768 and up): a port taken there
+/// (bind to :0, release) can go to an outgoing connection of a test running
+/// alongside before it is bound again (seen in CI: "Address already in
+/// use"). Below it only explicit binds take ports, and this process hands
+/// each port out once.
 pub fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // Runs of the suite started close together begin at different places.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + n) % SPAN).unwrap();
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// The real binary, started on a config file written to a temp dir.
