@@ -90,11 +90,7 @@ impl App {
         let result = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path)?;
             let certs = match &certs_dir {
-                // Reported as `rampart check` does: against the config file,
-                // the message naming the certificate file.
-                Some(dir) => Some(crate::tls::certs::load_dir(dir).map_err(|e| {
-                    ConfigErrors(vec![crate::config::ConfigError::whole_file(&config.source, format!("[tls] {e}"))])
-                })?),
+                Some(dir) => Some(crate::tls::load_static(dir, &config).map_err(|e| ConfigErrors(vec![e]))?),
                 None => None,
             };
             Ok((config, certs))

@@ -86,8 +86,8 @@ pub fn check(config: &Config) -> Result<(), ConfigErrors> {
         return Ok(());
     };
     let mut errors = Vec::new();
-    if let Err(e) = certs::load_dir(&s.certs_dir) {
-        errors.push(ConfigError::whole_file(&config.source, format!("[tls] {e}")));
+    if let Err(e) = load_static(&s.certs_dir, config) {
+        errors.push(e);
     }
     if let Some(ca) = config.acme.as_ref().and_then(|a| a.ca_cert.as_ref()) {
         if let Err(e) = std::fs::read(ca) {
@@ -102,6 +102,13 @@ pub fn check(config: &Config) -> Result<(), ConfigErrors> {
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// The static certificates in `dir`; a failure is reported against the
+/// config file, naming the certificate file (by `rampart check` and a reload
+/// alike).
+pub fn load_static(dir: &std::path::Path, config: &Config) -> Result<Vec<Loaded>, ConfigError> {
+    certs::load_dir(dir).map_err(|e| ConfigError::whole_file(&config.source, format!("[tls] {e}")))
 }
 
 impl TlsState {
