@@ -194,7 +194,7 @@ pub struct ConnCtx<'a> {
     pub activity: Arc<Activity>,
     pub builders: &'a Builders,
     /// Cancelled when the process drains.
-    pub shutdown: CancellationToken,
+    pub shutdown: &'a CancellationToken,
     pub idle_timeout: Duration,
     /// How long an HTTP/1.1 request head may take to arrive.
     pub header_timeout: Duration,

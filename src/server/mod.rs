@@ -160,13 +160,17 @@ impl Serving {
         let this = self.clone();
         self.tracker.spawn(async move {
             let gauge = this.app.metrics.connections_active.get_or_create(&ListenerLabels { listener: name }).clone();
+            // One wait for the drain, kept across connections: a new one per
+            // select took the token's lock twice per connection.
+            let shutdown = this.shutdown.clone();
+            let mut cancelled = std::pin::pin!(shutdown.cancelled());
             loop {
                 let permit = tokio::select! {
-                    _ = this.shutdown.cancelled() => return,
+                    _ = &mut cancelled => return,
                     p = Arc::clone(&this.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 };
                 let (stream, peer) = tokio::select! {
-                    _ = this.shutdown.cancelled() => return,
+                    _ = &mut cancelled => return,
                     r = listener.accept() => match r {
                         Ok(pair) => pair,
                         Err(e) => {
@@ -287,7 +291,7 @@ impl Serving {
         let ctx = conn::ConnCtx {
             activity: Arc::clone(&activity),
             builders: &self.builders,
-            shutdown: self.shutdown.clone(),
+            shutdown: &self.shutdown,
             idle_timeout: self.idle_timeout,
             header_timeout: self.header_timeout,
             rest_deadline: expires,
