@@ -96,7 +96,7 @@ impl AcmeManager {
         let tls = &self.tls;
         // Checked before the host counts as managed, so that it is not
         // marked managed while nothing orders its certificate.
-        if tls.live.load().lookup(&domain).any(|c| c.info.source == Source::Static) {
+        if self.has_static(&domain) {
             tracing::debug!(%domain, "static certificate present: no ACME order");
             return;
         }
@@ -132,6 +132,12 @@ impl AcmeManager {
         });
     }
 
+    /// Whether a certificate from `certs_dir` covers `domain`: it is served
+    /// ahead of an ACME one, so ordering one would only spend rate limit.
+    fn has_static(&self, domain: &str) -> bool {
+        self.tls.live.load().lookup(domain).any(|c| c.info.source == Source::Static)
+    }
+
     fn current(&self, domain: &str) -> Option<certs::CertInfo> {
         self.tls.live.load().lookup(domain).find(|c| c.info.source == Source::Acme).map(|c| c.info.clone())
     }
@@ -159,6 +165,16 @@ impl AcmeManager {
             if !wait.is_zero() {
                 tracing::info!(%domain, in_secs = wait.as_secs(), "next certificate order scheduled");
                 tokio::time::sleep(wait).await;
+            }
+            // A reload may have brought a static certificate meanwhile. The
+            // host stops being managed; `manage` takes it up again after a
+            // reload that removes that certificate.
+            if self.has_static(&domain) {
+                tracing::info!(%domain, "a static certificate covers the host now; no more ACME orders for it");
+                if let Ok(mut managed) = self.managed.lock() {
+                    managed.remove(&domain);
+                }
+                return;
             }
             tracing::info!(%domain, "ordering certificate");
             let attempt = tokio::time::timeout(ORDER_TIMEOUT, self.obtain(&domain)).await;

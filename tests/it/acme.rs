@@ -2,7 +2,9 @@
 //! client trusting Pebble's root completes the handshake, a restart loads
 //! the stored certificate without a new order, forced renewal changes the
 //! serial, and a CA outage during renewal keeps the old certificate until
-//! the CA is back; a host added by a reload gets its certificate too.
+//! the CA is back; a host added by a reload gets its certificate too, and
+//! a static certificate a reload adds or removes takes the host from ACME
+//! or gives it back.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -234,4 +236,30 @@ async fn a_host_whose_static_certificate_a_reload_removed_gets_an_acme_one() {
     // Pebble's root verifies it: the ACME certificate, not the static one.
     let cert = wait_for_cert(&s, &p, domain, &root, Duration::from_secs(60), |_| true).await;
     assert_eq!(cert.info.names, [domain]);
+}
+
+/// The other way round: a static certificate that a reload adds for a host
+/// ACME manages ends its orders (here failing ones, the CA being down),
+/// instead of spending the CA's rate limit on a certificate never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_certificate_added_by_reload_ends_the_hosts_acme_orders() {
+    let mut s = Setup::new().await;
+    let domain = "now-static.rampart.test";
+    s.pebble.stop();
+    let p = s.start(domain, "tls-alpn-01", None);
+    wait_logged(&p, "certificate order failed; keeping the current certificate", Duration::from_secs(30)).await;
+
+    write_cert(s.certs.path(), "static", &[domain], false);
+    let r = send(&client(), http::Request::post(p.admin_url("/api/reload")).body(full("")).unwrap()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The next retry is due within seconds (backoff from 2 s): it stops.
+    wait_logged(&p, "a static certificate covers the host now; no more ACME orders for it", Duration::from_secs(30))
+        .await;
+    let orders = logged(&p, "ordering certificate").len();
+    let served = handshake(s.https, domain).await.unwrap();
+    assert_eq!(served.info.names, [domain], "the static certificate is served");
+    // Past the retry that would have come next (4 s after the second
+    // failure): no further order.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(logged(&p, "ordering certificate").len(), orders, "ACME kept ordering");
 }
