@@ -81,9 +81,12 @@ impl CertMap {
 
     /// Every distinct certificate, for status output and metrics.
     pub fn all(&self) -> Vec<Arc<Loaded>> {
+        // By identity: one certificate is listed under each of its names.
+        // A set, since thousands of ACME hosts made a linear scan quadratic.
+        let mut seen = std::collections::HashSet::new();
         let mut out: Vec<Arc<Loaded>> = Vec::new();
         for c in self.exact.values().chain(self.wildcard.values()).flatten() {
-            if !out.iter().any(|o| Arc::ptr_eq(o, c)) {
+            if seen.insert(Arc::as_ptr(c)) {
                 out.push(Arc::clone(c));
             }
         }
