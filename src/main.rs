@@ -198,19 +198,48 @@ mod thread_cache {
         }
     }
 
-    fn flush() {
+    /// Empty this thread's cache. False when jemalloc refused, which on a
+    /// thread without a cache is harmless.
+    pub(super) fn flush() -> bool {
         // SAFETY: "thread.tcache.flush" is a void control: no old or new
-        // value, so every pointer is null and the length zero. It fails
-        // (non-zero) only when the thread has no cache, which is harmless.
+        // value, so every pointer is null and the length zero.
         #[allow(unsafe_code)]
-        unsafe {
+        let status = unsafe {
             tikv_jemalloc_sys::mallctl(
                 c"thread.tcache.flush".as_ptr(),
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
                 0,
-            );
-        }
+            )
+        };
+        status == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn jemalloc_takes_the_flush_and_the_compiled_in_options() {
+        // A misspelt control name would make every flush a silent no-op.
+        drop(vec![0u8; 8192]);
+        assert!(super::thread_cache::flush());
+        // The options in .cargo/config.toml reached jemalloc's build.
+        let mut slots: std::ffi::c_uint = 0;
+        let mut len = std::mem::size_of::<std::ffi::c_uint>();
+        // SAFETY: "opt.tcache_nslots_small_min" is an unsigned int; `slots`
+        // and `len` describe a buffer of exactly that size.
+        #[allow(unsafe_code)]
+        let status = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"opt.tcache_nslots_small_min".as_ptr(),
+                (&mut slots as *mut std::ffi::c_uint).cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(status, 0);
+        assert_eq!(slots, 64);
     }
 }
