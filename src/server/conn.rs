@@ -34,7 +34,6 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::activity::{Activity, ActivityIo, Watched};
@@ -87,7 +86,7 @@ const FIRST_READ: usize = 4096;
 /// from it. The bytes read are handed to the protocol's server first
 /// (reading instead of peeking saves a syscall per connection). `None`
 /// when the client closed without sending.
-pub async fn sniff(stream: &mut TcpStream) -> io::Result<Option<(Protocol, Bytes)>> {
+pub async fn sniff<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Option<(Protocol, Bytes)>> {
     let mut buf = bytes::BytesMut::with_capacity(FIRST_READ);
     // `read_buf`, not `try_read_buf`: after a short read tokio then knows the
     // socket is drained, and hyper's next read waits for readiness instead

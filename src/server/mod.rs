@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -126,7 +128,7 @@ impl Serving {
                             resuming.tracker.spawn(async move { this.resume_plain(stream, peer, slot, expires).await })
                         }
                         Resumed::Tls(tls) => resuming.tracker.spawn(async move {
-                            this.serve_tls_resting(*tls, Protocol::Http1, peer, slot, expires).await
+                            this.serve_tls_resting(*tls, Protocol::Http1, Bytes::new(), peer, slot, expires).await
                         }),
                     };
                 });
@@ -192,27 +194,33 @@ impl Serving {
 
     async fn serve_plain(&self, mut stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
         let first_request_by = Instant::now() + self.header_timeout;
-        // Nothing of hyper's exists until the client sends something; one
-        // that sends nothing in time is cut off like a slow header.
-        let sniffed = tokio::select! {
-            _ = self.shutdown.cancelled() => return,
-            r = Box::pin(tokio::time::timeout(self.header_timeout, conn::sniff(&mut stream))) => r,
-        };
-        let (protocol, first_bytes) = match sniffed {
-            Ok(Ok(Some(p))) => p,
-            Ok(Ok(None)) => return,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "connection failed before a request");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "no request before the header timeout");
-                return;
-            }
-        };
+        let Some((protocol, first_bytes)) = self.first_bytes(&mut stream, peer).await else { return };
         let info = Arc::new(ConnInfo::new(peer, false));
         if let Some((resting, served)) = self.serve_io(stream, protocol, first_bytes, info, first_request_by).await {
             self.park(resting, peer, slot, self.rest_until(served, first_request_by));
+        }
+    }
+
+    /// Wait for the client's first bytes and tell the protocol from them.
+    /// Nothing of hyper's exists until the client sends something; one that
+    /// sends nothing within `client_header_timeout` is cut off like a slow
+    /// header. `None`: the connection is done (closed, failed, timed out, or
+    /// the process drains).
+    async fn first_bytes<S: AsyncRead + Unpin>(&self, stream: &mut S, peer: SocketAddr) -> Option<(Protocol, Bytes)> {
+        let sniffed = tokio::select! {
+            _ = self.shutdown.cancelled() => return None,
+            r = Box::pin(tokio::time::timeout(self.header_timeout, conn::sniff(stream))) => r,
+        };
+        match sniffed {
+            Ok(Ok(first)) => first,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection failed before a request");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no request before the header timeout");
+                None
+            }
         }
     }
 
@@ -235,9 +243,27 @@ impl Serving {
 
     /// Serve a TLS connection over its session, parking it whenever it
     /// rests. Its first request is due within `client_header_timeout`.
-    pub async fn serve_tls_session(&self, tls: lot::TlsClient, protocol: Protocol, peer: SocketAddr, slot: ConnSlot) {
+    ///
+    /// A client that offered no ALPN protocol (wrk, many HTTP libraries and
+    /// monitoring agents) is told apart by its first bytes, as on plain
+    /// TCP: HTTP/1.1 then gets our own builder, header timeout and parking,
+    /// not hyper-util's auto builder, which never parks.
+    pub async fn serve_tls_session(
+        &self,
+        mut tls: lot::TlsClient,
+        protocol: Protocol,
+        peer: SocketAddr,
+        slot: ConnSlot,
+    ) {
         let first_request_by = Instant::now() + self.header_timeout;
-        self.serve_tls_resting(tls, protocol, peer, slot, first_request_by).await;
+        let (protocol, first_bytes) = match protocol {
+            Protocol::Detect => match self.first_bytes(&mut tls, peer).await {
+                Some(first) => first,
+                None => return,
+            },
+            known => (known, Bytes::new()),
+        };
+        self.serve_tls_resting(tls, protocol, first_bytes, peer, slot, first_request_by).await;
     }
 
     /// The same, for a connection that must send a request by `expires`
@@ -246,12 +272,13 @@ impl Serving {
         &self,
         mut tls: lot::TlsClient,
         protocol: Protocol,
+        first_bytes: Bytes,
         peer: SocketAddr,
         slot: ConnSlot,
         expires: Instant,
     ) {
         let info = Arc::new(ConnInfo::new(peer, true));
-        let served = self.serve_io(tls, protocol, bytes::Bytes::new(), info, expires).await;
+        let served = self.serve_io(tls, protocol, first_bytes, info, expires).await;
         let Some((resting, served)) = served else { return };
         tls = resting;
         let Some(lot) = &self.lot else { return };

@@ -152,6 +152,15 @@ async fn a_resting_connection_lives_for_the_idle_timeout_not_the_header_timeout(
 /// `server` settings) in front of `up`, and a TLS client connected to it
 /// that offers HTTP/1.1 only.
 async fn tls_proxy_and_client(up: &Upstream, server: &str) -> (Proxy, tokio_rustls::client::TlsStream<TcpStream>) {
+    tls_proxy_and_client_offering(up, server, &[b"http/1.1"]).await
+}
+
+/// The same with a client offering `alpn` (none at all, like wrk).
+async fn tls_proxy_and_client_offering(
+    up: &Upstream,
+    server: &str,
+    alpn: &[&[u8]],
+) -> (Proxy, tokio_rustls::client::TlsStream<TcpStream>) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("certs")).unwrap();
     crate::tls_util::write_cert(&dir.path().join("certs"), "localhost", &["localhost"], false);
@@ -163,7 +172,7 @@ async fn tls_proxy_and_client(up: &Upstream, server: &str) -> (Proxy, tokio_rust
         ),
     );
     let https = p.https.expect("https listener");
-    let connector = tokio_rustls::TlsConnector::from(crate::tls_util::client_config(None, &[b"http/1.1"]));
+    let connector = tokio_rustls::TlsConnector::from(crate::tls_util::client_config(None, alpn));
     let tcp = TcpStream::connect(https).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let s = connector.connect(name, tcp).await.unwrap();
@@ -185,6 +194,35 @@ async fn a_tls_connection_is_parked_and_resumed_the_same_way() {
         let counts = epoll_watch_counts(p.child.id());
         assert!(counts.contains(&1), "epoll instances watch {counts:?} descriptors");
     }
+}
+
+#[tokio::test]
+async fn a_tls_client_offering_no_alpn_protocol_is_served_and_parked_as_http1() {
+    // Told apart by its first bytes, as on plain TCP; before, such clients
+    // went to hyper-util's auto builder and never parked.
+    let up = echo().await;
+    let (p, mut s) = tls_proxy_and_client_offering(&up, "", &[]).await;
+    assert_eq!(s.get_ref().1.alpn_protocol(), None);
+    let mut pending = Vec::new();
+    for round in 0..2 {
+        s.write_all(format!("GET /n{round} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+        let (status, body) = read_response(&mut s, &mut pending).await;
+        assert_eq!((status.as_str(), &body[..]), ("HTTP/1.1 200 OK", format!("GET /n{round} 0").as_bytes()));
+        tokio::time::sleep(REST).await;
+        let counts = epoll_watch_counts(p.child.id());
+        assert!(counts.contains(&1), "not parked: epoll instances watch {counts:?} descriptors");
+    }
+}
+
+#[tokio::test]
+async fn a_tls_client_offering_no_alpn_protocol_may_speak_http2_by_prior_knowledge() {
+    let up = echo().await;
+    let (_p, mut s) = tls_proxy_and_client_offering(&up, "", &[]).await;
+    // The preface, then an empty SETTINGS frame.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    let mut frame_header = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut frame_header)).await.expect("no answer").unwrap();
+    assert_eq!(frame_header[3], 0x04, "the server's first frame is SETTINGS: {frame_header:?}");
 }
 
 #[tokio::test]
