@@ -183,16 +183,27 @@ async fn tls_proxy_and_client_offering(
 async fn a_tls_connection_is_parked_and_resumed_the_same_way() {
     let up = echo().await;
     let (p, mut s) = tls_proxy_and_client(&up, "client_header_timeout = \"300ms\"").await;
+    // Resting longer than both the parking delay and client_header_timeout.
+    requests_each_then_parked(&p, &mut s, 3, Duration::from_millis(600)).await;
+}
+
+/// Send `rounds` requests on a TLS connection, each answered, each followed
+/// by `rest`, after which the connection must be parked in the lot with its
+/// session (the lot's epoll instance then watches it alone).
+async fn requests_each_then_parked(
+    p: &Proxy,
+    s: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    rounds: usize,
+    rest: Duration,
+) {
     let mut pending = Vec::new();
-    for round in 0..3 {
+    for round in 0..rounds {
         s.write_all(format!("GET /t{round} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
-        let (status, body) = read_response(&mut s, &mut pending).await;
+        let (status, body) = read_response(s, &mut pending).await;
         assert_eq!((status.as_str(), &body[..]), ("HTTP/1.1 200 OK", format!("GET /t{round} 0").as_bytes()));
-        // Longer than both the parking delay and client_header_timeout.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        // Parked in the lot with its session: the lot's epoll watches it alone.
+        tokio::time::sleep(rest).await;
         let counts = epoll_watch_counts(p.child.id());
-        assert!(counts.contains(&1), "epoll instances watch {counts:?} descriptors");
+        assert!(counts.contains(&1), "not parked after round {round}: epoll instances watch {counts:?} descriptors");
     }
 }
 
@@ -203,15 +214,7 @@ async fn a_tls_client_offering_no_alpn_protocol_is_served_and_parked_as_http1() 
     let up = echo().await;
     let (p, mut s) = tls_proxy_and_client_offering(&up, "", &[]).await;
     assert_eq!(s.get_ref().1.alpn_protocol(), None);
-    let mut pending = Vec::new();
-    for round in 0..2 {
-        s.write_all(format!("GET /n{round} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
-        let (status, body) = read_response(&mut s, &mut pending).await;
-        assert_eq!((status.as_str(), &body[..]), ("HTTP/1.1 200 OK", format!("GET /n{round} 0").as_bytes()));
-        tokio::time::sleep(REST).await;
-        let counts = epoll_watch_counts(p.child.id());
-        assert!(counts.contains(&1), "not parked: epoll instances watch {counts:?} descriptors");
-    }
+    requests_each_then_parked(&p, &mut s, 2, REST).await;
 }
 
 #[tokio::test]
