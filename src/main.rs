@@ -160,16 +160,19 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// memory after a burst, since jemalloc only trims a cache when its thread
 /// allocates; so every worker empties its cache when it goes to sleep, at
 /// most once per [`TICK`](thread_cache::TICK), and the tick itself wakes a
-/// worker that has gone quiet to do so.
+/// worker that has gone quiet to do so. With one worker (`workers = 1`)
+/// that is the whole story. With several, the tick wakes one of them: a
+/// worker that fell asleep right after its flush keeps what it freed since
+/// (at most one tick's worth) until it next wakes.
 mod thread_cache {
     use std::cell::Cell;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
     /// How often a worker empties its cache: often enough that a quiet
-    /// process has handed a burst's blocks back within a second (the
-    /// background thread then returns the pages), rarely enough that
-    /// refilling the cache costs nothing measurable under load.
+    /// single-worker process has handed a burst's blocks back within a
+    /// second (the background thread then returns the pages), rarely enough
+    /// that refilling the cache costs nothing measurable under load.
     const TICK: Duration = Duration::from_millis(250);
 
     /// Advanced every [`TICK`] by [`tick`].

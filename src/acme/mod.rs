@@ -168,12 +168,19 @@ impl AcmeManager {
             }
             // A reload may have brought a static certificate meanwhile. The
             // host stops being managed; `manage` takes it up again after a
-            // reload that removes that certificate.
-            if self.has_static(&domain) {
-                tracing::info!(%domain, "a static certificate covers the host now; no more ACME orders for it");
-                if let Ok(mut managed) = self.managed.lock() {
+            // reload that removes that certificate. Checked under the lock
+            // `manage` inserts under: a reload removing the certificate
+            // between the check and the removal would otherwise find the
+            // host still managed, and leave it with no loop at all.
+            let ended = self.managed.lock().map(|mut managed| {
+                let covered = self.has_static(&domain);
+                if covered {
                     managed.remove(&domain);
                 }
+                covered
+            });
+            if ended.unwrap_or(false) {
+                tracing::info!(%domain, "a static certificate covers the host now; no more ACME orders for it");
                 return;
             }
             tracing::info!(%domain, "ordering certificate");
