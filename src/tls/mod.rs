@@ -52,6 +52,9 @@ pub struct TlsState {
     /// The self-signed fallback, listed in the status output.
     fallback: Arc<Loaded>,
     expiry: Family<DomainLabels, Gauge>,
+    /// The names `expiry` has series for. Its lock also makes refreshes
+    /// one at a time (an ACME install and a reload can race).
+    expiry_names: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The `[tls]` settings in force: the table, or its defaults when only
@@ -159,6 +162,7 @@ impl TlsState {
             server_config,
             fallback,
             expiry,
+            expiry_names: Default::default(),
         });
         state.refresh_expiry();
         Ok(state)
@@ -183,18 +187,28 @@ impl TlsState {
         self.refresh_expiry();
     }
 
-    /// Set `rampart_certificate_expiry_timestamp_seconds` from the live map.
+    /// Set `rampart_certificate_expiry_timestamp_seconds` from the live map:
+    /// one series per name (the latest expiry when several certificates
+    /// cover it), and none for names no longer covered. One refresh at a
+    /// time, each reading the map under the lock, so the last one always
+    /// reflects the latest map; series are replaced in place, never
+    /// cleared first, so a scrape meanwhile does not find them missing.
     fn refresh_expiry(&self) {
-        self.expiry.clear();
+        let Ok(mut names) = self.expiry_names.lock() else { return };
+        let mut latest: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         for c in self.live.load().all() {
             for name in &c.info.names {
-                let g = self.expiry.get_or_create(&DomainLabels { domain: name.clone() });
-                // Several certificates for one name: report the latest.
-                if g.get() < c.info.not_after {
-                    g.set(c.info.not_after);
-                }
+                let t = latest.entry(name.clone()).or_insert(c.info.not_after);
+                *t = (*t).max(c.info.not_after);
             }
         }
+        for gone in names.iter().filter(|n| !latest.contains_key(*n)) {
+            self.expiry.remove(&DomainLabels { domain: gone.clone() });
+        }
+        for (name, not_after) in &latest {
+            self.expiry.get_or_create(&DomainLabels { domain: name.clone() }).set(*not_after);
+        }
+        *names = latest.into_keys().collect();
     }
 
     /// Does a real (not self-signed) certificate cover `host`, or will ACME

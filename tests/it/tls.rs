@@ -259,6 +259,11 @@ async fn a_reload_reads_static_certificates_again() {
     })
     .await;
     assert!(reloaded, "the reload was not counted as a success");
+    // The expiry series follow: the renewed name gains one, the removed
+    // certificate's name loses its own.
+    let metrics = get(&p.admin_url("/metrics"), "admin").await.text();
+    assert!(metrics.contains(r#"rampart_certificate_expiry_timestamp_seconds{domain="renewed.example.test"}"#));
+    assert!(!metrics.contains(r#"rampart_certificate_expiry_timestamp_seconds{domain="rsa.example.test"}"#));
     let rsa = handshake(https, "rsa.example.test").await.unwrap();
     assert!(
         rsa.info.names.contains(&"localhost".to_string()),
