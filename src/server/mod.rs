@@ -4,6 +4,7 @@
 mod activity;
 mod coalesce;
 pub mod conn;
+mod drive;
 pub mod lot;
 mod parkable;
 mod service;
