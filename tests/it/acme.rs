@@ -210,7 +210,7 @@ async fn a_host_added_by_reload_gets_its_certificate() {
     let config =
         format!("{}\n[[routes]]\nhost = \"{added}\"\nupstream = \"app\"\n", s.config(first, "tls-alpn-01", None));
     std::fs::write(p.config_path(), config).unwrap();
-    let r = send(&client(), http::Request::post(p.admin_url("/api/reload")).body(full("")).unwrap()).await;
+    let r = post_reload(&p).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let cert = wait_for_cert(&s, &p, added, &root, Duration::from_secs(60), |_| true).await;
     assert_eq!(cert.info.names, [added]);
@@ -231,7 +231,7 @@ async fn a_host_whose_static_certificate_a_reload_removed_gets_an_acme_one() {
 
     std::fs::remove_file(s.certs.path().join("static.crt")).unwrap();
     std::fs::remove_file(s.certs.path().join("static.key")).unwrap();
-    let r = send(&client(), http::Request::post(p.admin_url("/api/reload")).body(full("")).unwrap()).await;
+    let r = post_reload(&p).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // Pebble's root verifies it: the ACME certificate, not the static one.
     let cert = wait_for_cert(&s, &p, domain, &root, Duration::from_secs(60), |_| true).await;
@@ -250,7 +250,7 @@ async fn a_static_certificate_added_by_reload_ends_the_hosts_acme_orders() {
     wait_logged(&p, "certificate order failed; keeping the current certificate", Duration::from_secs(30)).await;
 
     write_cert(s.certs.path(), "static", &[domain], false);
-    let r = send(&client(), http::Request::post(p.admin_url("/api/reload")).body(full("")).unwrap()).await;
+    let r = post_reload(&p).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // The next retry is due within seconds (backoff from 2 s): it stops.
     wait_logged(&p, "a static certificate covers the host now; no more ACME orders for it", Duration::from_secs(30))

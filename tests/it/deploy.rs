@@ -163,7 +163,7 @@ async fn shipped_config_serves_the_reference_stack() {
     assert!(metrics.contains("rampart_http_requests_total{") && metrics.contains("route=\"site-api\""), "{metrics}");
 
     // The reload path the compose file and the ConfigMap sidecar use.
-    let reload = send(&client(), http::Request::post(proxy.admin_url("/api/reload")).body(full("")).unwrap()).await;
+    let reload = post_reload(&proxy).await;
     assert_eq!(reload.status, 200, "{}", reload.text());
 
     // `docker stop` / pod termination: SIGTERM drains and exits 0.

@@ -197,7 +197,7 @@ async fn probes_follow_reloads_and_state_survives_them() {
     );
 
     std::fs::write(p.config_path(), format!("{}{}", LISTEN, cfg(false))).unwrap();
-    let r = send(&client(), Request::post(p.admin_url("/api/reload")).body(full("")).unwrap()).await;
+    let r = post_reload(&p).await;
     // The listen section is unchanged (ephemeral ports are written the same way).
     assert_eq!(r.status, 200, "{}", r.text());
     // The server that stays keeps its state: still down right after the reload.

@@ -251,7 +251,7 @@ async fn sighup_and_post_reload_count_success_and_failure_alike() {
         eventually_async(APPLY_BOUND, || async { reloads(&p, "success").await == 1 }).await,
         "SIGHUP did not reload"
     );
-    let r = send(&client(), Request::post(p.admin_url("/api/reload")).body(full("")).unwrap()).await;
+    let r = post_reload(&p).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(reloads(&p, "success").await, 2);
 
@@ -263,7 +263,7 @@ async fn sighup_and_post_reload_count_success_and_failure_alike() {
         eventually_async(APPLY_BOUND, || async { reloads(&p, "failure").await == 2 }).await,
         "SIGHUP failure not counted"
     );
-    let r = send(&client(), Request::post(p.admin_url("/api/reload")).body(full("")).unwrap()).await;
+    let r = post_reload(&p).await;
     assert_eq!(r.status, 422);
     assert!(r.text().contains("rampart.toml:"), "{}", r.text());
     assert_eq!(reloads(&p, "failure").await, 3);

@@ -398,6 +398,11 @@ pub async fn get(url: &str, host: &str) -> Answer {
     send(&client(), Request::get(url).header("host", host).body(full("")).unwrap()).await
 }
 
+/// `POST /api/reload` on the proxy's admin listener.
+pub async fn post_reload(p: &Proxy) -> Answer {
+    send(&client(), Request::post(p.admin_url("/api/reload")).body(full("")).unwrap()).await
+}
+
 pub async fn send(c: &Client<HttpConnector, BoxBody>, req: Request<BoxBody>) -> Answer {
     let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req))
         .await
