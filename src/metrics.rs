@@ -76,6 +76,8 @@ pub struct Metrics {
     pub upstream_server_up: Family<ServerLabels, Gauge>,
     pub upstream_in_flight: Family<ServerLabels, Gauge>,
     pub upstream_idle_connections: Family<ServerLabels, Gauge>,
+    /// The series of the three per-server gauges above.
+    pub upstream_server_series: GaugeSeries<ServerLabels>,
     pub connections_active: Family<ListenerLabels, Gauge>,
     pub tls_handshakes: Family<ResultLabels, Counter>,
     pub certificate_expiry: Family<DomainLabels, Gauge>,
@@ -149,6 +151,7 @@ impl Metrics {
             upstream_server_up,
             upstream_in_flight,
             upstream_idle_connections,
+            upstream_server_series: GaugeSeries::default(),
             connections_active,
             tls_handshakes,
             certificate_expiry,
@@ -241,6 +244,36 @@ mod tests {
     }
 
     #[test]
+    fn a_refresh_replaces_series_in_place_and_drops_stale_ones() {
+        let mut registry = Registry::default();
+        let (a, b) = (Family::<RouteLabels, Gauge>::default(), Family::<RouteLabels, Gauge>::default());
+        registry.register("a", "A", a.clone());
+        registry.register("b", "B", b.clone());
+        let labels = |name: &str| RouteLabels { route: Name(Arc::from(name)) };
+        let series = GaugeSeries::default();
+        let set = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| {
+                    a.get_or_create(&labels(n)).set(1);
+                    b.get_or_create(&labels(n)).set(2);
+                    labels(n)
+                })
+                .collect()
+        };
+        series.refresh(&[&a, &b], || set(&["kept", "gone"]));
+        series.refresh(&[&a, &b], || set(&["kept", "new"]));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for family in ["a", "b"] {
+            for (route, present) in [("kept", true), ("new", true), ("gone", false)] {
+                let line = format!("{family}{{route=\"{route}\"}}");
+                assert_eq!(text.contains(&line), present, "{line} in:\n{text}");
+            }
+        }
+    }
+
+    #[test]
     fn prometheus_asks_for_openmetrics() {
         let prom = http::HeaderValue::from_static(
             "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
@@ -248,6 +281,35 @@ mod tests {
         assert!(wants_openmetrics(Some(&prom)));
         assert!(!wants_openmetrics(Some(&http::HeaderValue::from_static("*/*"))));
         assert!(!wants_openmetrics(None));
+    }
+}
+
+/// The label sets gauge families refreshed from live state have series
+/// for. A refresh sets the current series in place and then removes only
+/// the stale ones, one refresh at a time: clearing the families first let
+/// a scrape running meanwhile (a second Prometheus, say) find them empty,
+/// and two refreshes interleaving could leave a stale series behind.
+#[derive(Debug)]
+pub struct GaugeSeries<L>(std::sync::Mutex<std::collections::HashSet<L>>);
+
+impl<L> Default for GaugeSeries<L> {
+    fn default() -> Self {
+        GaugeSeries(std::sync::Mutex::new(std::collections::HashSet::new()))
+    }
+}
+
+impl<L: Clone + std::hash::Hash + Eq> GaugeSeries<L> {
+    /// `set` sets every current series of `families` and returns their
+    /// labels; series under any other labels it had before are removed.
+    pub fn refresh(&self, families: &[&Family<L, Gauge>], set: impl FnOnce() -> std::collections::HashSet<L>) {
+        let Ok(mut known) = self.0.lock() else { return };
+        let now = set();
+        for gone in known.difference(&now) {
+            for family in families {
+                family.remove(gone);
+            }
+        }
+        *known = now;
     }
 }
 

@@ -12,19 +12,23 @@ use crate::metrics::{Name, ServerLabels};
 /// Set the per-server gauges from live state, just before a scrape; this
 /// keeps the request path free of gauge updates and drops removed servers.
 pub fn refresh_gauges(app: &App) {
-    let snapshot = app.state.load();
     let m = &app.metrics;
-    m.upstream_server_up.clear();
-    m.upstream_in_flight.clear();
-    m.upstream_idle_connections.clear();
-    for pool in snapshot.pools.values() {
-        for s in &pool.servers {
-            let labels = ServerLabels { upstream: Name(Arc::clone(&pool.name)), server: Name(Arc::clone(&s.label)) };
-            m.upstream_server_up.get_or_create(&labels).set(i64::from(s.is_up()));
-            m.upstream_in_flight.get_or_create(&labels).set(s.in_flight() as i64);
-            m.upstream_idle_connections.get_or_create(&labels).set(s.idle.len() as i64);
+    let families = [&m.upstream_server_up, &m.upstream_in_flight, &m.upstream_idle_connections];
+    m.upstream_server_series.refresh(&families, || {
+        let snapshot = app.state.load();
+        let mut current = std::collections::HashSet::new();
+        for pool in snapshot.pools.values() {
+            for s in &pool.servers {
+                let labels =
+                    ServerLabels { upstream: Name(Arc::clone(&pool.name)), server: Name(Arc::clone(&s.label)) };
+                m.upstream_server_up.get_or_create(&labels).set(i64::from(s.is_up()));
+                m.upstream_in_flight.get_or_create(&labels).set(s.in_flight() as i64);
+                m.upstream_idle_connections.get_or_create(&labels).set(s.idle.len() as i64);
+                current.insert(labels);
+            }
         }
-    }
+        current
+    });
 }
 
 pub fn status_json(app: &App) -> Value {

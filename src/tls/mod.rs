@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::acme::challenges::Challenges;
 use crate::config::{Config, ConfigError, ConfigErrors, HostPattern, TlsSettings, UnknownSni};
-use crate::metrics::DomainLabels;
+use crate::metrics::{DomainLabels, GaugeSeries};
 use certs::Loaded;
 use resolver::{CertMap, Resolver, ACME_TLS_ALPN};
 
@@ -52,9 +52,9 @@ pub struct TlsState {
     /// The self-signed fallback, listed in the status output.
     fallback: Arc<Loaded>,
     expiry: Family<DomainLabels, Gauge>,
-    /// The names `expiry` has series for. Its lock also makes refreshes
-    /// one at a time (an ACME install and a reload can race).
-    expiry_names: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The names `expiry` has series for (an ACME install and a reload
+    /// can refresh it at once).
+    expiry_series: GaugeSeries<DomainLabels>,
 }
 
 /// The `[tls]` settings in force: the table, or its defaults when only
@@ -162,7 +162,7 @@ impl TlsState {
             server_config,
             fallback,
             expiry,
-            expiry_names: Default::default(),
+            expiry_series: GaugeSeries::default(),
         });
         state.refresh_expiry();
         Ok(state)
@@ -189,26 +189,27 @@ impl TlsState {
 
     /// Set `rampart_certificate_expiry_timestamp_seconds` from the live map:
     /// one series per name (the latest expiry when several certificates
-    /// cover it), and none for names no longer covered. One refresh at a
-    /// time, each reading the map under the lock, so the last one always
-    /// reflects the latest map; series are replaced in place, never
-    /// cleared first, so a scrape meanwhile does not find them missing.
+    /// cover it), and none for names no longer covered. Each refresh reads
+    /// the map inside [`GaugeSeries::refresh`], so the last one reflects the
+    /// latest map.
     fn refresh_expiry(&self) {
-        let Ok(mut names) = self.expiry_names.lock() else { return };
-        let mut latest: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-        for c in self.live.load().all() {
-            for name in &c.info.names {
-                let t = latest.entry(name.clone()).or_insert(c.info.not_after);
-                *t = (*t).max(c.info.not_after);
+        self.expiry_series.refresh(&[&self.expiry], || {
+            let mut latest: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+            for c in self.live.load().all() {
+                for name in &c.info.names {
+                    let t = latest.entry(name.clone()).or_insert(c.info.not_after);
+                    *t = (*t).max(c.info.not_after);
+                }
             }
-        }
-        for gone in names.iter().filter(|n| !latest.contains_key(*n)) {
-            self.expiry.remove(&DomainLabels { domain: gone.clone() });
-        }
-        for (name, not_after) in &latest {
-            self.expiry.get_or_create(&DomainLabels { domain: name.clone() }).set(*not_after);
-        }
-        *names = latest.into_keys().collect();
+            latest
+                .into_iter()
+                .map(|(domain, not_after)| {
+                    let labels = DomainLabels { domain };
+                    self.expiry.get_or_create(&labels).set(not_after);
+                    labels
+                })
+                .collect()
+        });
     }
 
     /// Does a real (not self-signed) certificate cover `host`, or will ACME
