@@ -85,9 +85,24 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let directives = log_directives(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_directives(None)));
     // Logs go to stderr; stdout carries the JSON access log alone.
     tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// The log filter: `RUST_LOG`, or `info`. rustls warns about what clients
+/// get wrong (an IP address sent as the server name, as wrk and some health
+/// checkers do on every handshake): nothing an operator can act on, and a
+/// line per connection, so it logs errors only unless `RUST_LOG` names it.
+fn log_directives(rust_log: Option<&str>) -> String {
+    let base = rust_log.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("info");
+    if base.contains("rustls") {
+        base.to_string()
+    } else {
+        format!("{base},rustls=error")
+    }
 }
 
 /// The async runtime: `workers` threads, or one per core. One worker runs
@@ -222,6 +237,14 @@ mod thread_cache {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rustls_logs_errors_only_unless_named() {
+        assert_eq!(super::log_directives(None), "info,rustls=error");
+        assert_eq!(super::log_directives(Some(" ")), "info,rustls=error");
+        assert_eq!(super::log_directives(Some("debug")), "debug,rustls=error");
+        assert_eq!(super::log_directives(Some("info,rustls=debug")), "info,rustls=debug");
+    }
+
     #[test]
     fn jemalloc_takes_the_flush_and_the_compiled_in_options() {
         // A misspelt control name would make every flush a silent no-op.
