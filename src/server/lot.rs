@@ -15,27 +15,25 @@
 //! a new task. Parking and resuming each cost two `epoll_ctl` calls, paid
 //! only by connections that rested for [`super::conn::PARK_AFTER`].
 //! A TLS connection parks with its session: its stream sits on a
-//! [`ClientSocket`] whose socket can leave tokio and come back in place,
+//! [`ClientSocket`](super::client_socket::ClientSocket) whose socket can leave tokio and come back in place,
 //! so the session itself never has to be taken apart.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Token};
 use slab::Slab;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::client_socket::ClientSocket;
 use super::ConnSlot;
 
 /// How many readiness events one poll of the lot takes.
@@ -69,10 +67,7 @@ impl Resting {
     fn raw_fd(&self) -> Option<RawFd> {
         match self {
             Resting::Plain(s) => Some(s.as_raw_fd()),
-            Resting::Tls(tls) => match &tls.get_ref().0 {
-                ClientSocket::Detached(s) => Some(s.as_raw_fd()),
-                _ => None,
-            },
+            Resting::Tls(tls) => tls.get_ref().0.detached_fd(),
         }
     }
 
@@ -84,82 +79,6 @@ impl Resting {
                 Ok(Resumed::Tls(tls))
             }
         }
-    }
-}
-
-/// The socket under a TLS session: in tokio while the connection is busy,
-/// detached (a plain descriptor) while it waits in the lot. The session,
-/// which wraps it, never moves.
-#[derive(Debug)]
-pub enum ClientSocket {
-    Live(TcpStream),
-    Detached(std::net::TcpStream),
-    /// Detaching or attaching failed; the connection is over.
-    Gone,
-}
-
-impl ClientSocket {
-    /// The socket, while it is in tokio.
-    pub fn live(&self) -> Option<&TcpStream> {
-        match self {
-            ClientSocket::Live(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// Take the socket out of tokio.
-    pub fn detach(&mut self) -> io::Result<()> {
-        if let ClientSocket::Live(s) = std::mem::replace(self, ClientSocket::Gone) {
-            *self = ClientSocket::Detached(s.into_std()?);
-        }
-        Ok(())
-    }
-
-    /// Give the socket back to tokio (within the runtime).
-    fn attach(&mut self) -> io::Result<()> {
-        if let ClientSocket::Detached(s) = std::mem::replace(self, ClientSocket::Gone) {
-            *self = ClientSocket::Live(TcpStream::from_std(s)?);
-        }
-        Ok(())
-    }
-
-    fn live_mut(self: Pin<&mut Self>) -> io::Result<Pin<&mut TcpStream>> {
-        match self.get_mut() {
-            ClientSocket::Live(s) => Ok(Pin::new(s)),
-            _ => Err(io::ErrorKind::NotConnected.into()),
-        }
-    }
-}
-
-impl AsyncRead for ClientSocket {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.live_mut()?.poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ClientSocket {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.live_mut()?.poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.live_mut()?.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.live_mut()?.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.live_mut()?.poll_shutdown(cx)
     }
 }
 

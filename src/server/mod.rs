@@ -2,6 +2,7 @@
 //! each connection (plain, TLS, parked and resumed), and the graceful drain.
 
 mod activity;
+pub mod client_socket;
 mod coalesce;
 pub mod conn;
 mod drive;

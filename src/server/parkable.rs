@@ -1,7 +1,7 @@
 //! What a client stream must offer to be parked: waiting for the client's
 //! next bytes without reading them, whether it may leave its task for the
 //! parking lot, and corking the socket under it. Implemented for plain TCP
-//! and for TLS over a [`ClientSocket`](super::lot::ClientSocket).
+//! and for TLS over a [`ClientSocket`](super::client_socket::ClientSocket).
 
 use std::io;
 use std::task::{Context, Poll};
@@ -15,7 +15,7 @@ pub trait Parkable {
     const PARKS: bool;
     /// Whether it can rest outside its task, in the parking lot.
     const LEAVES_TASK: bool;
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Set TCP_CORK on the socket (see `Activity::cork_next_write`).
     fn cork(&self);
 }
@@ -33,7 +33,7 @@ fn cork_socket(stream: &TcpStream) {
 impl Parkable for TcpStream {
     const PARKS: bool = true;
     const LEAVES_TASK: bool = true;
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
     fn cork(&self) {
@@ -50,7 +50,9 @@ impl Parkable for TcpStream {
 impl Parkable for super::lot::TlsClient {
     const PARKS: bool = true;
     const LEAVES_TASK: bool = true;
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Waiting for the client: it gets what is held first.
+        std::task::ready!(self.get_mut().0.poll_send_held(cx))?;
         match self.get_ref().0.live() {
             Some(socket) => socket.poll_read_ready(cx),
             None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),

@@ -13,8 +13,8 @@ use tokio_rustls::TlsAcceptor;
 use super::resolver::ACME_TLS_ALPN;
 use super::TlsState;
 use crate::metrics::ResultLabels;
+use crate::server::client_socket::ClientSocket;
 use crate::server::conn::Protocol;
-use crate::server::lot::ClientSocket;
 use crate::server::{ConnSlot, Serving};
 
 /// Accept TLS connections on `listener` and serve the proxy on them.
@@ -35,19 +35,24 @@ async fn serve_tls(
     slot: ConnSlot,
     handshake_timeout: Duration,
 ) {
+    let deadline = tokio::time::Instant::now() + handshake_timeout;
     let count = |result: &'static str| {
         serving.app.metrics.tls_handshakes.get_or_create(&ResultLabels { result }).inc();
     };
+    // Boxed: the handshake's state is large and would size the task.
+    let handshake =
+        Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(ClientSocket::handshaking(stream)).into_fallible()));
     let accepted = tokio::select! {
         _ = serving.shutdown.cancelled() => return,
-        // Boxed: the handshake's state is large and would size the task.
-        r = Box::pin(tokio::time::timeout(handshake_timeout, acceptor.accept(ClientSocket::Live(stream)))) => r,
+        r = handshake => r,
     };
-    let tls_stream = match accepted {
+    let mut tls_stream = match accepted {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        Ok(Err((e, mut socket))) => {
             count("failure");
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            // The alert that says why is held, like the rest of the handshake.
+            let _ = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| socket.poll_send_held(cx))).await;
             return;
         }
         Err(_) => {
@@ -56,6 +61,17 @@ async fn serve_tls(
             return;
         }
     };
+    // A TLS 1.3 server's last words, its session tickets, wait for the
+    // first answer; a TLS 1.2 client waits for the server's final flight.
+    let (socket, session) = tls_stream.get_mut();
+    socket.end_handshake();
+    if session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        let sent = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| socket.poll_send_held(cx))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            count("failure");
+            return;
+        }
+    }
     if tls_stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
         // The TLS-ALPN-01 validation needs only the handshake.
         count("acme_challenge");

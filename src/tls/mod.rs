@@ -241,6 +241,11 @@ impl TlsState {
 
 /// TLS 1.2 + 1.3 on aws-lc-rs, ALPN h2, http/1.1 (and acme-tls/1, which the
 /// resolver and the listener keep away from HTTP), tickets + session cache.
+///
+/// One TLS 1.3 ticket per handshake, as Go's crypto/tls (so Caddy) sends,
+/// not rustls' and OpenSSL's two: a client resumes with one ticket and gets
+/// a fresh one each time, and every ticket costs both ends an encryption, a
+/// session object and the bytes on the wire (figures in benches/README.md).
 fn server_config(resolver: Arc<Resolver>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(certs::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -249,5 +254,6 @@ fn server_config(resolver: Arc<Resolver>) -> Result<Arc<rustls::ServerConfig>, T
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
     cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    cfg.send_tls13_tickets = 1;
     Ok(Arc::new(cfg))
 }

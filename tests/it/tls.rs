@@ -1,9 +1,13 @@
 //! TLS termination through the real binary: SNI certificate choice, unknown
-//! names, protocol versions, ALPN/HTTP2 with curl, resumption, the port-80
-//! redirect, and certificate errors surfaced by `rampart check`.
+//! names, protocol versions, ALPN/HTTP2 with curl, resumption and session
+//! tickets, alerts, the port-80 redirect, and certificate errors surfaced
+//! by `rampart check`.
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
 
 use crate::tls_util::*;
 use crate::util::*;
@@ -282,4 +286,187 @@ async fn a_reload_reads_static_certificates_again() {
     assert!(errors.contains("app.crt") && errors.contains("rampart.toml:1:1"), "{errors}");
     let still = handshake(https, "app.example.test").await.unwrap();
     assert_eq!(still.info.names, ["app.example.test", "renewed.example.test"]);
+}
+
+/// Counts the TLS 1.3 tickets a client is given, keeping them for resumption.
+#[derive(Debug, Default)]
+struct TicketCounter {
+    inner: Option<Arc<dyn rustls::client::ClientSessionStore>>,
+    tls13: std::sync::atomic::AtomicUsize,
+}
+
+impl TicketCounter {
+    fn new() -> Arc<Self> {
+        Arc::new(TicketCounter {
+            inner: Some(Arc::new(rustls::client::ClientSessionMemoryCache::new(32))),
+            ..Default::default()
+        })
+    }
+    fn tls13(&self) -> usize {
+        self.tls13.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn inner(&self) -> &dyn rustls::client::ClientSessionStore {
+        self.inner.as_deref().unwrap()
+    }
+}
+
+impl rustls::client::ClientSessionStore for TicketCounter {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner().set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner().kx_hint(name)
+    }
+    fn set_tls12_session(&self, name: ServerName<'static>, v: rustls::client::Tls12ClientSessionValue) {
+        self.inner().set_tls12_session(name, v)
+    }
+    fn tls12_session(&self, name: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner().tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner().remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, v: rustls::client::Tls13ClientSessionValue) {
+        self.tls13.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner().insert_tls13_ticket(name, v)
+    }
+    fn take_tls13_ticket(&self, name: &ServerName<'static>) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner().take_tls13_ticket(name)
+    }
+}
+
+/// One request over TLS with rustls driven by hand on a blocking socket:
+/// the client's Finished and the request leave in one write, as browsers
+/// and curl send them. Returns the plaintext that came with the first bytes
+/// the server sent after the handshake, and the whole answer.
+fn request_by_hand(cfg: Arc<rustls::ClientConfig>, addr: std::net::SocketAddr) -> (Vec<u8>, Vec<u8>, bool) {
+    use std::io::{Read, Write};
+    let name = ServerName::try_from("app.example.test").unwrap();
+    let mut tls = rustls::ClientConnection::new(cfg, name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0; 64 * 1024];
+    let send = |tls: &mut rustls::ClientConnection, tcp: &mut std::net::TcpStream| {
+        let mut out = Vec::new();
+        while tls.wants_write() {
+            tls.write_tls(&mut out).unwrap();
+        }
+        tcp.write_all(&out).unwrap();
+    };
+    while tls.is_handshaking() {
+        send(&mut tls, &mut tcp);
+        if !tls.is_handshaking() {
+            break;
+        }
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0, "closed during the handshake");
+        tls.read_tls(&mut &buf[..n]).unwrap();
+        tls.process_new_packets().unwrap();
+    }
+    let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    tls.writer().write_all(b"GET /slow HTTP/1.1\r\nhost: app.example.test\r\nconnection: close\r\n\r\n").unwrap();
+    send(&mut tls, &mut tcp);
+    let mut first = None;
+    let mut answer = Vec::new();
+    loop {
+        let n = tcp.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        tls.read_tls(&mut &buf[..n]).unwrap();
+        let state = tls.process_new_packets().unwrap();
+        let mut plain = vec![0; state.plaintext_bytes_to_read()];
+        tls.reader().read_exact(&mut plain).unwrap();
+        first.get_or_insert_with(|| plain.clone());
+        answer.extend_from_slice(&plain);
+        if state.peer_has_closed() {
+            break;
+        }
+    }
+    (first.unwrap_or_default(), answer, resumed)
+}
+
+/// A TLS 1.3 server's session ticket is sent with its first answer, not on
+/// its own before it: one write, one segment and one wake-up of the client
+/// fewer per connection. Rampart sends one ticket per handshake.
+#[tokio::test]
+async fn the_session_ticket_comes_with_the_first_answer() {
+    // The upstream answers late, so a ticket sent on its own would arrive
+    // well before the answer.
+    let up = Upstream::start(|_req| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hyper::Response::new(full("slow answer"))
+    })
+    .await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    let https = p.https.unwrap();
+    let tickets = TicketCounter::new();
+    let mut cfg = (*client_config(None, &[b"http/1.1"])).clone();
+    cfg.resumption = rustls::client::Resumption::store(tickets.clone());
+    let cfg = Arc::new(cfg);
+
+    for round in 0..2 {
+        let cfg = Arc::clone(&cfg);
+        let (first, answer, resumed) = tokio::task::spawn_blocking(move || request_by_hand(cfg, https)).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200"), "round {round}: {answer}");
+        assert!(answer.ends_with("slow answer"), "round {round}: {answer}");
+        assert!(!first.is_empty(), "round {round}: the first bytes after the handshake brought no answer");
+        assert_eq!(resumed, round == 1, "round {round}: the second connection resumes");
+        assert_eq!(tickets.tls13(), round + 1, "round {round}: one ticket per handshake");
+    }
+}
+
+/// TLS 1.2 clients wait for the server's final flight before they send a
+/// request; it is never held back. Sessions resume over TLS 1.2 too.
+#[tokio::test]
+async fn tls_12_clients_are_answered_and_resume() {
+    let up = Upstream::start(|_req| async { hyper::Response::new(full("over 1.2")) }).await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    let https = p.https.unwrap();
+    let cfg = client_config_for(&[&rustls::version::TLS12], None, &[b"http/1.1"]);
+    for round in 0..2 {
+        let cfg = Arc::clone(&cfg);
+        let (_, answer, resumed) = tokio::task::spawn_blocking(move || request_by_hand(cfg, https)).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("over 1.2"), "round {round}: {answer}");
+        assert_eq!(resumed, round == 1, "round {round}: the second connection resumes");
+    }
+}
+
+/// A failed handshake still tells the client why, with its alert.
+#[tokio::test]
+async fn a_failed_handshake_is_told_with_an_alert() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    let cfg = client_config(None, &[b"no-such-protocol"]);
+    let err = handshake_with(cfg, p.https.unwrap(), "app.example.test").await.unwrap_err();
+    assert!(err.contains("NoApplicationProtocol"), "{err}");
+}
+
+/// rustls' warnings about what clients get wrong (wrk and some health
+/// checkers send an IP address as the server name, on every handshake) are
+/// not logged at the default level: they would be a line per connection.
+#[tokio::test]
+async fn client_mistakes_rustls_warns_about_are_not_logged() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    let https = p.https.unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("openssl")
+            .args(["s_client", "-connect", &https.to_string(), "-servername", "127.0.0.1"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl is needed for this test (scripts/test installs it)")
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CONNECTED"));
+    // A reload logs a line after the handshake's: once it is in, anything
+    // the handshake logged is too.
+    assert_eq!(post_reload(&p).await.status, 200);
+    let reloaded = || p.stderr.lock().unwrap().iter().any(|l| l.contains("config reloaded"));
+    assert!(eventually(Duration::from_secs(10), reloaded).await);
+    let lines = p.stderr.lock().unwrap().join("\n");
+    assert!(!lines.contains("Illegal SNI"), "{lines}");
 }

@@ -68,7 +68,16 @@ impl ServerCertVerifier for AcceptAnything {
 /// A client config: verifying against `roots` when given, else accepting
 /// any certificate.
 pub fn client_config(roots: Option<&[CertificateDer<'static>]>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().unwrap();
+    client_config_for(rustls::DEFAULT_VERSIONS, roots, alpn)
+}
+
+/// The same, offering only the protocol `versions` given.
+pub fn client_config_for(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    roots: Option<&[CertificateDer<'static>]>,
+    alpn: &[&[u8]],
+) -> Arc<ClientConfig> {
+    let builder = ClientConfig::builder_with_provider(provider()).with_protocol_versions(versions).unwrap();
     let mut cfg = match roots {
         Some(roots) => {
             let mut store = RootCertStore::empty();
