@@ -74,6 +74,12 @@ impl Conn {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
     }
 
+    /// Acknowledge what has arrived now, not at the delayed-ACK timer.
+    fn ack_now(&self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let _ = socket2::SockRef::from(&self.stream).set_quickack(true);
+    }
+
     /// Before parking: let go of buffers a large exchange grew (a big body
     /// read, a long request head), so an idle connection holds at most
     /// [`MAX_IDLE_BUFFER`] of each. Small ones are kept for the next request.
@@ -291,7 +297,12 @@ impl Wire {
                     MAX_READ
                 }
             };
-            if ready!(self.conn.poll_read_more(cx, want))? == 0 {
+            let read = self.conn.poll_read_more(cx, want);
+            if read.is_pending() {
+                self.conn.ack_now();
+                return Poll::Pending;
+            }
+            if ready!(read)? == 0 {
                 if matches!(self.state, BodyState::UntilClose) {
                     self.keep_alive = false;
                     self.state = BodyState::Done;
@@ -449,6 +460,56 @@ mod tests {
             let _ = s.read(&mut buf).await;
         });
         addr
+    }
+
+    /// An upstream on loopback sends a large body in a few 64 KiB segments.
+    /// On a keep-alive connection of requests and answers Linux delays its
+    /// ACKs (40 ms or more), and a sender waiting for send-buffer room
+    /// waits for them: a 40 ms stall in the middle of the body. Waiting for
+    /// more of a body acknowledges what came at once.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn waiting_mid_body_acknowledges_at_once() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (rest_tx, rest_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut buf = [0u8; 4096];
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            // The head and the first part of the body in one segment.
+            let mut first = b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n".to_vec();
+            first.extend_from_slice(&[b'x'; 1000]);
+            s.write_all(&first).await.unwrap();
+            let _ = rest_rx.await;
+            s.write_all(&[b'y'; 1000]).await.unwrap();
+            let _ = s.read(&mut buf).await;
+        });
+        let server = Arc::new(Server::new(&Arc::from("p"), UpstreamAddr(addr.to_string()), 1).unwrap());
+        let client =
+            UpstreamClient::new(ClientSettings { connect_timeout: Duration::from_secs(5), max_idle_per_server: 4 });
+        let get = http::Request::get("/").header("host", "h").body(RequestBody::empty()).unwrap();
+        let mut body = client.request(&server, get).await.unwrap().into_body();
+        let stream = &body.wire.as_ref().unwrap().conn.stream;
+        // What the kernel does on such a connection: acknowledge at the
+        // delayed-ACK timer.
+        socket2::SockRef::from(stream).set_quickack(false).unwrap();
+        let frame = http_body_util::BodyExt::frame(&mut body).await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap().len(), 1000);
+        let waiting = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx).is_pending())).await;
+        assert!(waiting, "the rest of the body has not been sent");
+        // Acknowledging at once leaves the delayed-ACK mode. (A timer that
+        // fired first would leave it too, so this cannot fail wrongly.)
+        let stream = &body.wire.as_ref().unwrap().conn.stream;
+        assert!(socket2::SockRef::from(stream).quickack().unwrap(), "the ACK waits for the timer");
+        rest_tx.send(()).unwrap();
+        assert_eq!(http_body_util::BodyExt::collect(body).await.unwrap().to_bytes().len(), 1000);
     }
 
     #[tokio::test]
