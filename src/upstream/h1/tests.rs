@@ -1,0 +1,147 @@
+use super::*;
+
+fn parse(raw: &str, method: Method) -> Result<Option<ResponseHead>, ProtocolError> {
+    parse_response_head(&mut BytesMut::from(raw), &method)
+}
+
+#[test]
+fn request_head_carries_headers_and_the_framing() {
+    let mut h = HeaderMap::new();
+    h.insert(header::HOST, HeaderValue::from_static("example.com"));
+    h.append("x-a", HeaderValue::from_static("1"));
+    h.append("x-a", HeaderValue::from_static("2"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+    let mut out = Vec::new();
+    encode_request_head(&Method::POST, "/p?q=1", &h, RequestFraming::Length(12), &mut out);
+    assert_eq!(
+        String::from_utf8(out.clone()).unwrap(),
+        "POST /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 12\r\n\r\n"
+    );
+    encode_request_head(&Method::GET, "/", &HeaderMap::new(), RequestFraming::Chunked, &mut out);
+    assert_eq!(out, b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
+    encode_request_head(
+        &Method::POST,
+        "/",
+        &HeaderMap::new(),
+        RequestFraming::Empty { content_length_zero: true },
+        &mut out,
+    );
+    assert_eq!(out, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+    let mut n = Vec::new();
+    push_decimal(&mut n, 0);
+    push_decimal(&mut n, u64::MAX);
+    assert_eq!(n, b"018446744073709551615");
+}
+
+#[test]
+fn response_heads_and_their_framing() {
+    let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello", Method::GET).unwrap().unwrap();
+    assert_eq!((h.status, h.framing, h.keep_alive), (StatusCode::OK, ResponseFraming::Length(5), true));
+    assert_eq!(h.headers["x-a"], "b");
+
+    let h = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Method::GET).unwrap().unwrap();
+    assert_eq!((h.framing, h.keep_alive), (ResponseFraming::Chunked, true));
+    let h = parse("HTTP/1.1 200 OK\r\n\r\n", Method::GET).unwrap().unwrap();
+    assert_eq!((h.framing, h.keep_alive), (ResponseFraming::UntilClose, false));
+    let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD).unwrap().unwrap();
+    assert_eq!((h.framing, h.keep_alive), (ResponseFraming::Empty, true));
+    let h = parse("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", Method::GET).unwrap().unwrap();
+    assert_eq!(h.framing, ResponseFraming::Empty);
+    let h = parse("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", Method::GET).unwrap().unwrap();
+    assert_eq!((h.framing, h.keep_alive), (ResponseFraming::Empty, false));
+}
+
+#[test]
+fn connection_reuse_follows_version_and_connection_header() {
+    let h = parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", Method::GET).unwrap();
+    assert!(!h.unwrap().keep_alive);
+    let h = parse("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", Method::GET).unwrap();
+    assert!(!h.unwrap().keep_alive);
+    let h = parse("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", Method::GET).unwrap();
+    assert!(h.unwrap().keep_alive);
+}
+
+#[test]
+fn a_connection_header_about_persistence_alone_is_consumed() {
+    let h = parse("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", Method::GET);
+    assert!(!h.unwrap().unwrap().headers.contains_key(header::CONNECTION));
+    // Ones naming other headers, or an upgrade, are left for the proxy.
+    for kept in ["close, X-Trace", "Upgrade"] {
+        let raw = format!("HTTP/1.1 200 OK\r\nConnection: {kept}\r\nContent-Length: 0\r\n\r\n");
+        let h = parse(&raw, Method::GET).unwrap().unwrap();
+        assert_eq!(h.headers[header::CONNECTION], kept);
+    }
+}
+
+#[test]
+fn smuggling_shapes_are_refused_or_never_reused() {
+    let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET);
+    let h = h.unwrap().unwrap();
+    assert_eq!((h.framing, h.keep_alive), (ResponseFraming::Chunked, false));
+    assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+    for bad in ["5, 6", "-1", "", "1e3", "99999999999999999999"] {
+        let raw = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n");
+        assert_eq!(parse(&raw, Method::GET).unwrap_err(), ProtocolError::BadContentLength, "{bad}");
+    }
+    let same = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", Method::GET);
+    assert_eq!(same.unwrap().unwrap().framing, ResponseFraming::Length(5));
+}
+
+#[test]
+fn partial_heads_wait_and_garbage_or_huge_heads_fail() {
+    assert!(parse("HTTP/1.1 200 OK\r\nContent-Le", Method::GET).unwrap().is_none());
+    assert!(matches!(parse("garbage\r\n\r\n", Method::GET), Err(ProtocolError::Head(_))));
+    assert_eq!(parse("HTTP/1.1 099 Odd\r\n\r\n", Method::GET).unwrap_err(), ProtocolError::BadStatus(99));
+    let huge = format!("HTTP/1.1 200 OK\r\nX-Big: {}", "a".repeat(MAX_HEAD));
+    assert_eq!(parse(&huge, Method::GET).unwrap_err(), ProtocolError::HeadTooLarge);
+    // Complete but too large (it arrived in one read).
+    let huge = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+    assert_eq!(parse(&huge, Method::GET).unwrap_err(), ProtocolError::HeadTooLarge);
+}
+
+#[test]
+fn the_body_after_the_head_stays_in_the_buffer() {
+    let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloNEXT");
+    parse_response_head(&mut buf, &Method::GET).unwrap().unwrap();
+    assert_eq!(&buf[..], b"helloNEXT");
+}
+
+fn decode_all(input: &[&str]) -> Result<(String, bool), ProtocolError> {
+    let mut d = ChunkedDecoder::default();
+    let mut buf = BytesMut::new();
+    let mut out = String::new();
+    for piece in input {
+        buf.extend_from_slice(piece.as_bytes());
+        loop {
+            match d.decode(&mut buf)? {
+                Decoded::Data(b) => out.push_str(std::str::from_utf8(&b).unwrap()),
+                Decoded::NeedMore => break,
+                Decoded::Done => return Ok((out, buf.is_empty())),
+            }
+        }
+    }
+    Ok((out, false))
+}
+
+#[test]
+fn chunked_bodies_decode_however_they_are_split() {
+    let whole = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    assert_eq!(decode_all(&[whole]).unwrap(), ("hello world".into(), true));
+    // Every split point, one byte at a time.
+    let bytes: Vec<String> = whole.chars().map(|c| c.to_string()).collect();
+    let pieces: Vec<&str> = bytes.iter().map(String::as_str).collect();
+    assert_eq!(decode_all(&pieces).unwrap(), ("hello world".into(), true));
+    // Bare LF line ends are tolerated; upper-case hex works.
+    assert_eq!(decode_all(&["A\nabcdefghij\n0\n\n"]).unwrap(), ("abcdefghij".into(), true));
+    // Not finished yet.
+    assert_eq!(decode_all(&["5\r\nhel"]).unwrap(), ("hel".into(), false));
+}
+
+#[test]
+fn malformed_chunks_are_errors() {
+    for bad in ["x\r\n", "5\r\nhelloXX", "11111111111111111\r\n", "5z\r\n"] {
+        assert_eq!(decode_all(&[bad]).unwrap_err(), ProtocolError::BadChunk, "{bad:?}");
+    }
+    let long_line = format!("5;{}", "e".repeat(MAX_CHUNK_LINE + 1));
+    assert_eq!(decode_all(&[&long_line]).unwrap_err(), ProtocolError::BadChunk);
+}
