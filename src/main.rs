@@ -98,7 +98,11 @@ fn init_tracing() {
 /// line per connection, so it logs errors only unless `RUST_LOG` names it.
 fn log_directives(rust_log: Option<&str>) -> String {
     let base = rust_log.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("info");
-    if base.contains("rustls") {
+    let names_rustls = base.split(',').any(|directive| {
+        let target = directive.split('=').next().unwrap_or_default().trim();
+        target == "rustls" || target.starts_with("rustls::")
+    });
+    if names_rustls || base == "off" {
         base.to_string()
     } else {
         format!("{base},rustls=error")
@@ -243,6 +247,10 @@ mod tests {
         assert_eq!(super::log_directives(Some(" ")), "info,rustls=error");
         assert_eq!(super::log_directives(Some("debug")), "debug,rustls=error");
         assert_eq!(super::log_directives(Some("info,rustls=debug")), "info,rustls=debug");
+        assert_eq!(super::log_directives(Some("rustls::server=warn")), "rustls::server=warn");
+        // Other crates' names only contain it.
+        assert_eq!(super::log_directives(Some("tokio_rustls=debug")), "tokio_rustls=debug,rustls=error");
+        assert_eq!(super::log_directives(Some("off")), "off");
     }
 
     #[test]

@@ -73,18 +73,11 @@ impl ClientSocket {
         }
     }
 
-    /// Take the socket out of tokio, sending what is held first (a resting
-    /// connection has answered, so nothing is, or a few hundred bytes of
-    /// tickets the socket takes at once). Fails if it cannot all be sent.
+    /// Take the socket out of tokio. What is held must have been sent
+    /// ([`ClientSocket::poll_send_held`]); until then the socket stays.
     pub fn detach(&mut self) -> io::Result<()> {
-        if let Socket::Live(s) = &self.socket {
-            while self.has_held() {
-                let n = s.try_write(&self.held)?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                consume(&mut self.held, n);
-            }
+        if self.has_held() {
+            return Err(io::Error::other("bytes held on a resting connection"));
         }
         if let Socket::Live(s) = std::mem::replace(&mut self.socket, Socket::Gone) {
             self.socket = Socket::Detached(s.into_std()?);
@@ -305,7 +298,10 @@ mod tests {
         .await;
         assert!(read.is_pending());
         assert!(server.has_held(), "kept for the answer");
-        // Detaching to rest sends them.
+        // They go before the connection rests; until then it stays.
+        assert!(server.detach().is_err());
+        assert!(server.live().is_some());
+        std::future::poll_fn(|cx| server.poll_send_held(cx)).await.unwrap();
         server.detach().unwrap();
         assert!(server.detached_fd().is_some());
         assert_eq!(read_n(&mut client, 7).await, b"tickets");

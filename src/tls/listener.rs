@@ -52,7 +52,7 @@ async fn serve_tls(
             count("failure");
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             // The alert that says why is held, like the rest of the handshake.
-            let _ = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| socket.poll_send_held(cx))).await;
+            let _ = send_held(serving, &mut socket, deadline).await;
             return;
         }
         Err(_) => {
@@ -65,12 +65,12 @@ async fn serve_tls(
     // first answer; a TLS 1.2 client waits for the server's final flight.
     let (socket, session) = tls_stream.get_mut();
     socket.end_handshake();
-    if session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
-        let sent = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| socket.poll_send_held(cx))).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            count("failure");
-            return;
-        }
+    if session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3)
+        && !send_held(serving, socket, deadline).await
+    {
+        count("failure");
+        tracing::debug!(%peer, "TLS 1.2 handshake: the final flight could not be sent");
+        return;
     }
     if tls_stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
         // The TLS-ALPN-01 validation needs only the handshake.
@@ -80,4 +80,15 @@ async fn serve_tls(
     count("success");
     let protocol = Protocol::from_alpn(tls_stream.get_ref().1.alpn_protocol());
     serving.serve_tls_session(tls_stream, protocol, peer, slot).await;
+}
+
+/// Send what the handshake left held, by `deadline` and unless the server
+/// drains; whether it all went.
+async fn send_held(serving: &Serving, socket: &mut ClientSocket, deadline: tokio::time::Instant) -> bool {
+    tokio::select! {
+        _ = serving.shutdown.cancelled() => false,
+        sent = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| socket.poll_send_held(cx))) => {
+            matches!(sent, Ok(Ok(())))
+        }
+    }
 }

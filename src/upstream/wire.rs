@@ -42,11 +42,13 @@ pub struct Conn {
     pub(super) head_buf: Vec<u8>,
     /// The owning client's `max_idle_per_server`, for parking it.
     pub(super) max_idle: usize,
+    /// Data arrived since [`Conn::ack_now`] last acknowledged.
+    unacked: bool,
 }
 
 impl Conn {
     pub(super) fn new(stream: TcpStream) -> Self {
-        Conn { stream, read_buf: BytesMut::new(), read_alloc: 0, head_buf: Vec::new(), max_idle: 0 }
+        Conn { stream, read_buf: BytesMut::new(), read_alloc: 0, head_buf: Vec::new(), max_idle: 0, unacked: false }
     }
 
     /// Whether a parked connection is still usable: the server has not
@@ -71,11 +73,20 @@ impl Conn {
             self.read_buf.reserve(want);
             self.read_alloc = self.read_alloc.max(self.read_buf.capacity());
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+        let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf);
+        if let Poll::Ready(Ok(n)) = read {
+            self.unacked |= n > 0;
+        }
+        read
     }
 
-    /// Acknowledge what has arrived now, not at the delayed-ACK timer.
-    fn ack_now(&self) {
+    /// Acknowledge what has arrived now, not at the delayed-ACK timer. Only
+    /// once per read that brought data: a wait that follows no new data
+    /// (tokio's budget, say) has no ACK pending.
+    fn ack_now(&mut self) {
+        if !std::mem::take(&mut self.unacked) {
+            return;
+        }
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let _ = socket2::SockRef::from(&self.stream).set_quickack(true);
     }

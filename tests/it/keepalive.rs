@@ -208,6 +208,22 @@ async fn requests_each_then_parked(
 }
 
 #[tokio::test]
+async fn a_tls_connection_parks_before_its_first_request() {
+    // Its TLS 1.3 session ticket waits for the first answer, and goes
+    // before the connection parks instead: parked, it is served later.
+    let up = echo().await;
+    let (p, mut s) = tls_proxy_and_client(&up, "").await;
+    assert_eq!(s.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    tokio::time::sleep(REST).await;
+    let counts = epoll_watch_counts(p.child.id());
+    assert!(counts.contains(&1), "not parked: epoll instances watch {counts:?} descriptors");
+    s.write_all(b"GET /late HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut pending = Vec::new();
+    let (status, body) = read_response(&mut s, &mut pending).await;
+    assert_eq!((status.as_str(), &body[..]), ("HTTP/1.1 200 OK", &b"GET /late 0"[..]));
+}
+
+#[tokio::test]
 async fn a_tls_client_offering_no_alpn_protocol_is_served_and_parked_as_http1() {
     // Told apart by its first bytes, as on plain TCP; before, such clients
     // went to hyper-util's auto builder and never parked.
