@@ -20,6 +20,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
 pub struct ClientSocket {
@@ -91,6 +92,20 @@ impl ClientSocket {
             self.socket = Socket::Live(TcpStream::from_std(s)?);
         }
         Ok(())
+    }
+
+    /// Send what is held, by `deadline` and unless `shutdown` comes first;
+    /// whether it all went (at once when nothing is held).
+    pub async fn send_held(&mut self, deadline: tokio::time::Instant, shutdown: &CancellationToken) -> bool {
+        if !self.has_held() {
+            return true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            sent = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| self.poll_send_held(cx))) => {
+                matches!(sent, Ok(Ok(())))
+            }
+        }
     }
 
     /// Send what is held.

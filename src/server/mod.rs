@@ -286,17 +286,8 @@ impl Serving {
         let Some(lot) = &self.lot else { return };
         // A TLS 1.3 client that has not asked for anything yet still has
         // its session ticket held; it goes before the connection parks.
-        if tls.get_ref().0.has_held() {
-            let socket = &mut tls.get_mut().0;
-            let sent = tokio::select! {
-                _ = self.shutdown.cancelled() => false,
-                r = tokio::time::timeout_at(expires, std::future::poll_fn(|cx| socket.poll_send_held(cx))) => {
-                    matches!(r, Ok(Ok(())))
-                }
-            };
-            if !sent {
-                return;
-            }
+        if !tls.get_mut().0.send_held(expires, &self.shutdown).await {
+            return;
         }
         match tls.get_mut().0.detach() {
             Ok(()) => lot.park(Resting::Tls(Box::new(tls)), peer, slot, self.rest_until(served, expires)),

@@ -52,7 +52,7 @@ async fn serve_tls(
             count("failure");
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             // The alert that says why is held, like the rest of the handshake.
-            let _ = send_held(serving, &mut socket, deadline).await;
+            let _ = socket.send_held(deadline, &serving.shutdown).await;
             return;
         }
         Err(_) => {
@@ -66,7 +66,7 @@ async fn serve_tls(
     let (socket, session) = tls_stream.get_mut();
     socket.end_handshake();
     if session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3)
-        && !send_held(serving, socket, deadline).await
+        && !socket.send_held(deadline, &serving.shutdown).await
     {
         count("failure");
         tracing::debug!(%peer, "TLS 1.2 handshake: the final flight could not be sent");
@@ -80,15 +80,4 @@ async fn serve_tls(
     count("success");
     let protocol = Protocol::from_alpn(tls_stream.get_ref().1.alpn_protocol());
     serving.serve_tls_session(tls_stream, protocol, peer, slot).await;
-}
-
-/// Send what the handshake left held, by `deadline` and unless the server
-/// drains; whether it all went.
-async fn send_held(serving: &Serving, socket: &mut ClientSocket, deadline: tokio::time::Instant) -> bool {
-    tokio::select! {
-        _ = serving.shutdown.cancelled() => false,
-        sent = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| socket.poll_send_held(cx))) => {
-            matches!(sent, Ok(Ok(())))
-        }
-    }
 }
