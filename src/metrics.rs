@@ -12,6 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+mod handles;
+pub use handles::{CounterCache, RouteMetrics, ServerMetrics};
+
 /// A shared label value (route, upstream or server name), cloned by
 /// reference count instead of copied per request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -310,109 +313,5 @@ impl<L: Clone + std::hash::Hash + Eq> GaugeSeries<L> {
             }
         }
         *known = now;
-    }
-}
-
-/// A small lock-free cache of counter handles keyed by a small integer
-/// (method and status code), so the request path skips the family's lock
-/// and label hashing. When its slots are full it falls back to the family.
-#[derive(Debug, Default)]
-pub struct CounterCache {
-    slots: [std::sync::OnceLock<(u32, Counter)>; 16],
-}
-
-impl CounterCache {
-    /// Increment the counter for `key`, creating it with `make` on a miss.
-    pub fn inc(&self, key: u32, make: impl FnOnce() -> Counter) {
-        for slot in &self.slots {
-            match slot.get() {
-                Some((k, c)) if *k == key => {
-                    c.inc();
-                    return;
-                }
-                Some(_) => continue,
-                None => break,
-            }
-        }
-        // Miss: the family hands out the one counter for these labels, so
-        // two threads caching it at once is harmless.
-        let counter = make();
-        for slot in &self.slots {
-            if slot.get().is_none() && slot.set((key, counter.clone())).is_ok() {
-                break;
-            }
-            if slot.get().is_some_and(|(k, _)| *k == key) {
-                break;
-            }
-        }
-        counter.inc();
-    }
-}
-
-/// Per-route metric handles, resolved on first use and reused after.
-#[derive(Debug)]
-pub struct RouteMetrics {
-    pub name: Name,
-    requests: CounterCache,
-    duration: std::sync::OnceLock<Histogram>,
-}
-
-impl RouteMetrics {
-    pub fn new(name: Arc<str>) -> Self {
-        RouteMetrics { name: Name(name), requests: CounterCache::default(), duration: std::sync::OnceLock::new() }
-    }
-
-    /// Count one answered request and its duration.
-    pub fn record(&self, m: &Metrics, method: &http::Method, code: u16, seconds: f64) {
-        let method = method_label(method);
-        let key = (u32::from(method_index(method)) << 16) | u32::from(code);
-        self.requests.inc(key, || {
-            m.http_requests.get_or_create(&RequestLabels { route: self.name.clone(), method, code }).clone()
-        });
-        self.duration
-            .get_or_init(|| m.http_request_duration.get_or_create(&RouteLabels { route: self.name.clone() }).clone())
-            .observe(seconds);
-    }
-}
-
-/// Per-server handles for `rampart_upstream_requests_total`.
-#[derive(Debug)]
-pub struct ServerMetrics {
-    upstream: Name,
-    server: Name,
-    codes: CounterCache,
-}
-
-impl ServerMetrics {
-    pub fn new(upstream: Arc<str>, server: Arc<str>) -> Self {
-        ServerMetrics { upstream: Name(upstream), server: Name(server), codes: CounterCache::default() }
-    }
-
-    /// Count one upstream exchange; code 0 means no response (connect error, reset, timeout).
-    pub fn count(&self, m: &Metrics, code: u16) {
-        self.codes.inc(u32::from(code), || {
-            m.upstream_requests
-                .get_or_create(&UpstreamCodeLabels {
-                    upstream: self.upstream.clone(),
-                    server: self.server.clone(),
-                    code,
-                })
-                .clone()
-        });
-    }
-}
-
-fn method_index(label: &str) -> u8 {
-    match label {
-        "GET" => 0,
-        "POST" => 1,
-        "PUT" => 2,
-        "DELETE" => 3,
-        "HEAD" => 4,
-        "OPTIONS" => 5,
-        "PATCH" => 6,
-        "CONNECT" => 7,
-        "TRACE" => 8,
-        _ => 9,
     }
 }
