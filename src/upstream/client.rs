@@ -28,9 +28,10 @@ use http::{Method, Request, Response};
 use http_body::Body;
 use tokio::net::TcpStream;
 
+use super::conn::Conn;
 use super::h1::{self, ProtocolError, RequestFraming};
 use super::server::Server;
-use super::wire::{Conn, UpstreamBody, Wire};
+use super::wire::{UpstreamBody, Wire};
 use crate::body::{BoxError, RequestBody};
 
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use super::conn::Conn;
 use super::server::Server;
-use super::wire::Conn;
 
 /// Idle connections are dropped after one to two of these.
 const IDLE_SWEEP: Duration = Duration::from_secs(60);

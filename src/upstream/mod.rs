@@ -7,6 +7,7 @@
 
 mod balancer;
 mod client;
+mod conn;
 mod h1;
 mod health;
 mod idle;
@@ -16,8 +17,9 @@ mod wire;
 
 pub use balancer::Balancer;
 pub use client::{is_idempotent, ClientSettings, SendError, UpstreamClient};
+pub use conn::Conn;
 pub use health::HealthChecker;
 pub use idle::IdleConns;
 pub use pool::Pool;
 pub use server::{InFlightGuard, Server, Transition};
-pub use wire::{Conn, UpstreamBody};
+pub use wire::UpstreamBody;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 
+use super::conn::Conn;
 use super::idle::IdleConns;
-use super::wire::Conn;
 use crate::config::{PassiveHealth, UpstreamAddr};
 use crate::metrics::ServerMetrics;
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::UpstreamAddr;
+use crate::upstream::conn::MAX_IDLE_BUFFER;
 use crate::upstream::{ClientSettings, Server, UpstreamClient};
 use std::sync::Arc;
 use std::time::Duration;
