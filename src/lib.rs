@@ -63,6 +63,7 @@ pub struct Running {
 /// Compile the config, bind every listener and start serving.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
     let listen = config.listen.clone();
+    let defer_accept = config.server.defer_accept;
     let tls_settings = tls::settings(&config);
     let snapshot = Snapshot::compile(config, None)?;
     let app = App::new(snapshot, config_path);
@@ -70,9 +71,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let serving = Serving::new(Arc::clone(&app), CancellationToken::new());
     let admin_stop = CancellationToken::new();
 
-    let http = listen.http.map(|a| server::bind("http", a)).transpose()?;
-    let admin = listen.admin.map(|a| server::bind("admin", a)).transpose()?;
-    let https = listen.https.map(|a| server::bind("https", a)).transpose()?;
+    let http = listen.http.map(|a| server::bind("http", a, defer_accept)).transpose()?;
+    let admin = listen.admin.map(|a| server::bind("admin", a, defer_accept)).transpose()?;
+    let https = listen.https.map(|a| server::bind("https", a, defer_accept)).transpose()?;
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
     let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());

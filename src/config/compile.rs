@@ -90,6 +90,7 @@ impl<'a> Compiler<'a> {
             ),
             request_id: s.request_id.unwrap_or(true),
             access_log: s.access_log.unwrap_or(true),
+            defer_accept: s.defer_accept.unwrap_or(true),
         };
         if server.max_header_bytes < 8192 {
             self.err(None, "server.max_header_bytes must be at least 8192");

@@ -49,6 +49,7 @@ pub struct ServerSettings {
     pub h2_max_concurrent_streams: u32,
     pub request_id: bool,
     pub access_log: bool,
+    pub defer_accept: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

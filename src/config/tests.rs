@@ -32,6 +32,13 @@ fn loads_the_contract_keys() {
 }
 
 #[test]
+fn listeners_defer_accept_unless_told_not_to() {
+    assert!(parse(BASE).unwrap().server.defer_accept);
+    let off = parse(&format!("[server]\ndefer_accept = false\n{BASE}")).unwrap();
+    assert!(!off.server.defer_accept);
+}
+
+#[test]
 fn unknown_key_is_reported_with_position() {
     let e = errors("[server]\nworkerz = 2\n");
     assert_eq!(e.len(), 1);

@@ -2,6 +2,7 @@
 //! each connection (plain, TLS, parked and resumed), and the graceful drain.
 
 mod activity;
+mod bind;
 pub mod client_socket;
 mod coalesce;
 pub mod conn;
@@ -30,6 +31,7 @@ use crate::app::App;
 use crate::metrics::ListenerLabels;
 use crate::proxy::ConnInfo;
 use activity::Activity;
+pub use bind::bind;
 use conn::{Builders, Protocol};
 use lot::{ParkingLot, Resting, Resumed};
 use service::{http_builders, proxy_service};
@@ -39,29 +41,6 @@ use ticker::Ticker;
 pub enum ServerError {
     #[error("cannot listen on {addr} ({listener}): {source}")]
     Bind { listener: &'static str, addr: SocketAddr, source: std::io::Error },
-}
-
-/// Bind a TCP listener with a deep backlog and address reuse.
-pub fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    let make = || -> std::io::Result<TcpListener> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(false).ok();
-        }
-        socket.set_nonblocking(true)?;
-        // Accepted sockets inherit TCP_NODELAY from the listener (Linux, the
-        // BSDs): one setsockopt per listener instead of one per connection.
-        socket.set_nodelay(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(4096)?;
-        TcpListener::from_std(socket.into())
-    };
-    make().map_err(|source| ServerError::Bind { listener, addr, source })
 }
 
 /// What the accept loops share.
@@ -344,19 +323,5 @@ impl Serving {
         self.shutdown.cancel();
         self.tracker.close();
         tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn accepted_connections_inherit_nodelay_from_the_listener() {
-        let listener = bind("test", "127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
-        assert!(accepted.nodelay().unwrap(), "answers would wait for Nagle's algorithm");
     }
 }

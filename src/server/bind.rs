@@ -1,0 +1,140 @@
+//! Listening sockets: the options set once on a listener so that every
+//! connection accepted from it starts the way the proxy wants (no Nagle
+//! delay, accepted only once the client has spoken).
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use super::ServerError;
+
+/// How long (seconds) the kernel keeps a connection whose client has sent
+/// nothing before handing it over anyway: the value nginx's `deferred` and
+/// HAProxy's `defer-accept` use. Linux rounds it up to one SYN-ACK
+/// retransmission, so a silent client reaches the proxy after about a
+/// second and is then subject to `client_header_timeout` like any other.
+const DEFER_ACCEPT_SECS: libc::c_int = 1;
+
+/// Bind a TCP listener with a deep backlog and address reuse. With
+/// `defer_accept`, the kernel queues a connection for `accept` only once its
+/// first bytes (a request head or a ClientHello) have arrived: one wake-up
+/// and one empty read fewer per connection, since HTTP clients speak first.
+pub fn bind(listener: &'static str, addr: SocketAddr, defer_accept: bool) -> Result<TcpListener, ServerError> {
+    let make = || -> std::io::Result<TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(false).ok();
+        }
+        socket.set_nonblocking(true)?;
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux, the
+        // BSDs): one setsockopt per listener instead of one per connection.
+        socket.set_nodelay(true)?;
+        if defer_accept {
+            if let Err(e) = set_defer_accept(&socket, DEFER_ACCEPT_SECS) {
+                // Only a cost, never a fault: connections are then accepted
+                // as soon as they are established.
+                tracing::warn!(listener, error = %e, "deferred accept is not available; accepting at once");
+            }
+        }
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        TcpListener::from_std(socket.into())
+    };
+    make().map_err(|source| ServerError::Bind { listener, addr, source })
+}
+
+/// `TCP_DEFER_ACCEPT`, which socket2 does not wrap.
+#[cfg(target_os = "linux")]
+fn set_defer_accept(socket: &socket2::Socket, seconds: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is `socket`'s own and open for this call; the
+    // option value points to a live `c_int` and its length is that of a
+    // `c_int`, as the kernel expects for TCP_DEFER_ACCEPT.
+    #[allow(unsafe_code)]
+    let status = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&seconds).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_defer_accept(_: &socket2::Socket, _: libc::c_int) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    /// What the kernel reports for TCP_DEFER_ACCEPT on `listener`.
+    fn defer_accept_of(listener: &TcpListener) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a live descriptor, a live `c_int` and its length.
+        #[allow(unsafe_code)]
+        let status = unsafe {
+            libc::getsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                std::ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(status, 0, "{}", std::io::Error::last_os_error());
+        value
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let listener = bind("test", "127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap(), "answers would wait for Nagle's algorithm");
+    }
+
+    #[tokio::test]
+    async fn deferred_accept_is_set_only_when_asked() {
+        let deferred = bind("test", "127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let at_once = bind("test", "127.0.0.1:0".parse().unwrap(), false).unwrap();
+        assert!(defer_accept_of(&deferred) > 0);
+        assert_eq!(defer_accept_of(&at_once), 0);
+    }
+
+    #[tokio::test]
+    async fn a_deferred_connection_arrives_with_its_first_bytes() {
+        let listener = bind("test", "127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        // The client is connected but has not spoken: nothing to accept yet.
+        let early = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(early.is_err(), "a silent connection was handed over");
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        let mut first = [0u8; 5];
+        accepted.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"GET /");
+    }
+}
