@@ -172,6 +172,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         || a.max_header_bytes != b.max_header_bytes
         || a.h2_max_concurrent_streams != b.h2_max_concurrent_streams
         || a.access_log != b.access_log
+        || a.defer_accept != b.defer_accept
     {
         changed.push("[server]");
     }
@@ -182,4 +183,22 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("[acme]");
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(server: &str) -> Config {
+        let text = format!("[server]\n{server}\n[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n");
+        Config::parse(std::path::Path::new("rampart.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn a_reload_tells_which_server_settings_wait_for_a_restart() {
+        let base = config("");
+        assert!(restart_only_changes(&base, &config("request_id = false")).is_empty());
+        assert_eq!(restart_only_changes(&base, &config("defer_accept = false")), ["[server]"]);
+        assert_eq!(restart_only_changes(&base, &config("idle_timeout = \"5s\"")), ["[server]"]);
+    }
 }

@@ -63,6 +63,8 @@ pub struct Running {
 /// Compile the config, bind every listener and start serving.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
     let listen = config.listen.clone();
+    // The traffic listeners only: the admin one serves scrapes and probes,
+    // and monitoring that counts its connections expects them at once.
     let defer_accept = config.server.defer_accept;
     let tls_settings = tls::settings(&config);
     let snapshot = Snapshot::compile(config, None)?;
@@ -72,7 +74,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let admin_stop = CancellationToken::new();
 
     let http = listen.http.map(|a| server::bind("http", a, defer_accept)).transpose()?;
-    let admin = listen.admin.map(|a| server::bind("admin", a, defer_accept)).transpose()?;
+    let admin = listen.admin.map(|a| server::bind("admin", a, false)).transpose()?;
     let https = listen.https.map(|a| server::bind("https", a, defer_accept)).transpose()?;
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
     let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());

@@ -50,8 +50,9 @@ pub struct RawServerSettings {
     pub request_id: Option<bool>,
     /// Write one JSON access-log line per request to stdout.
     pub access_log: Option<bool>,
-    /// Accept a connection only once its client has sent something
-    /// (TCP_DEFER_ACCEPT; nginx `deferred`, HAProxy `defer-accept`).
+    /// The http and https listeners accept a connection only once its
+    /// client has sent something (Linux TCP_DEFER_ACCEPT; nginx `deferred`,
+    /// HAProxy `defer-accept`).
     pub defer_accept: Option<bool>,
 }
 
