@@ -173,6 +173,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         || a.h2_max_concurrent_streams != b.h2_max_concurrent_streams
         || a.access_log != b.access_log
         || a.defer_accept != b.defer_accept
+        || a.busy_poll != b.busy_poll
     {
         changed.push("[server]");
     }

@@ -13,6 +13,7 @@ pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod busy_poll;
 pub mod config;
 pub mod demo;
 pub mod metrics;

@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use rampart::busy_poll::BusyPoll;
 use rampart::config::Config;
 
 #[derive(Parser)]
@@ -113,7 +115,10 @@ fn log_directives(rust_log: Option<&str>) -> String {
 /// tokio's current-thread scheduler on the main thread: no work-stealing
 /// queues, no cross-thread wake-ups, and no idle main thread beside it
 /// (figures in benches/README.md).
-fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+///
+/// With `busy_poll`, every wake-up of a worker restarts the busy poller
+/// (see `rampart::busy_poll`), which `block_on` starts.
+fn runtime(workers: Option<usize>, busy_poll: Option<&Arc<BusyPoll>>) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut b = match workers {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
@@ -124,13 +129,25 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         None => tokio::runtime::Builder::new_multi_thread(),
     };
     b.on_thread_park(thread_cache::on_park);
+    if let Some(poll) = busy_poll {
+        let poll = Arc::clone(poll);
+        b.on_thread_unpark(move || poll.on_unpark());
+    }
     b.enable_all().build().context("cannot start the async runtime")
 }
 
 /// Start what runs beside the proxy in every runtime: the thread-cache clock.
-fn block_on<F: std::future::Future>(runtime: tokio::runtime::Runtime, main: F) -> F::Output {
+/// and the busy poller when there is one.
+fn block_on<F: std::future::Future>(
+    runtime: tokio::runtime::Runtime,
+    busy_poll: Option<Arc<BusyPoll>>,
+    main: F,
+) -> F::Output {
     runtime.block_on(async move {
         tokio::spawn(thread_cache::tick());
+        if let Some(poll) = busy_poll {
+            tokio::spawn(poll.run());
+        }
         main.await
     })
 }
@@ -138,7 +155,8 @@ fn block_on<F: std::future::Future>(runtime: tokio::runtime::Runtime, main: F) -
 fn run(path: PathBuf) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    block_on(runtime(config.server.workers)?, async move {
+    let busy_poll = BusyPoll::new(config.server.busy_poll);
+    block_on(runtime(config.server.workers, busy_poll.as_ref())?, busy_poll, async move {
         let running = rampart::start(config, Some(path)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         running.run_until_signal().await.context("cannot install signal handlers")?;
         Ok(())
@@ -147,7 +165,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
 
 fn demo(http: std::net::SocketAddr, https: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Result<()> {
     init_tracing();
-    block_on(runtime(None)?, async move {
+    block_on(runtime(None, None)?, None, async move {
         let running = rampart::demo::start(rampart::demo::DemoListen { http, https, admin })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;

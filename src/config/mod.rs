@@ -50,6 +50,8 @@ pub struct ServerSettings {
     pub request_id: bool,
     pub access_log: bool,
     pub defer_accept: bool,
+    /// Zero: off.
+    pub busy_poll: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

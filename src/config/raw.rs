@@ -54,6 +54,9 @@ pub struct RawServerSettings {
     /// client has sent something (Linux TCP_DEFER_ACCEPT; nginx `deferred`,
     /// HAProxy `defer-accept`).
     pub defer_accept: Option<bool>,
+    /// After a worker wakes, keep polling for I/O until this long passes
+    /// without work, instead of sleeping at once (HAProxy `busy-polling`).
+    pub busy_poll: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

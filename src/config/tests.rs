@@ -39,6 +39,15 @@ fn listeners_defer_accept_unless_told_not_to() {
 }
 
 #[test]
+fn busy_polling_is_off_unless_asked_and_bounded() {
+    assert_eq!(parse(BASE).unwrap().server.busy_poll, Duration::ZERO);
+    let on = parse(&format!("[server]\nbusy_poll = \"200us\"\n{BASE}")).unwrap();
+    assert_eq!(on.server.busy_poll, Duration::from_micros(200));
+    let e = errors(&format!("[server]\nbusy_poll = \"1s\"\n{BASE}"));
+    assert!(e.iter().any(|e| e.contains("busy_poll must be at most 10ms")), "{e:?}");
+}
+
+#[test]
 fn unknown_key_is_reported_with_position() {
     let e = errors("[server]\nworkerz = 2\n");
     assert_eq!(e.len(), 1);

@@ -164,6 +164,7 @@ impl Serving {
                         }
                     },
                 };
+                crate::busy_poll::note_work();
                 let slot = ConnSlot::new(permit, gauge.clone());
                 // Boxed: the task then moves a pointer around, not the
                 // whole connection's state (1.3 KiB, copied about ten times

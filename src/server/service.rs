@@ -111,6 +111,7 @@ pub(super) fn proxy_service(
        + 'static {
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let guard = activity.begin();
+        crate::busy_poll::note_work();
         let app = Arc::clone(&app);
         let info = Arc::clone(&info);
         let last = proxy::headers::last_on_connection(req.version(), req.headers());

@@ -183,6 +183,27 @@ async fn one_worker_serves_everything_on_the_main_thread_and_drains() {
     assert_eq!(code, Some(0));
 }
 
+/// `busy_poll` keeps the worker polling while requests come and lets it
+/// sleep once they stop: an idle proxy does not keep burning a core.
+#[tokio::test]
+async fn a_busy_polling_proxy_serves_then_sleeps_when_idle() {
+    let up = Upstream::named("x").await;
+    let p = Proxy::start(&format!(
+        "[server]\nworkers = 1\nbusy_poll = \"1ms\"\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+        up.addr
+    ));
+    for i in 0..50 {
+        assert_eq!(get(&p.url(&format!("/{i}")), "x").await.text(), "x");
+    }
+    let ticks = || thread_cpu_ticks(p.child.id()).iter().map(|(_, t)| t).sum::<u64>();
+    let before = ticks();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = ticks() - before;
+    // A worker that kept spinning would spend the whole two seconds: about
+    // 200 ticks. A loaded machine can only give it fewer.
+    assert!(spent < 100, "the idle proxy spent {spent} ticks in two seconds");
+}
+
 #[tokio::test]
 async fn a_drain_waits_for_a_half_sent_head_no_longer_than_the_header_timeout() {
     let up = Upstream::named("x").await;
