@@ -200,6 +200,7 @@ mod tests {
         let base = config("");
         assert!(restart_only_changes(&base, &config("request_id = false")).is_empty());
         assert_eq!(restart_only_changes(&base, &config("defer_accept = false")), ["[server]"]);
+        assert_eq!(restart_only_changes(&base, &config("workers = 1\nbusy_poll = \"50us\"")), ["[server]"]);
         assert_eq!(restart_only_changes(&base, &config("idle_timeout = \"5s\"")), ["[server]"]);
     }
 }

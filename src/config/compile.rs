@@ -103,6 +103,12 @@ impl<'a> Compiler<'a> {
         if server.busy_poll > MAX_BUSY_POLL {
             self.err(None, "server.busy_poll must be at most 10ms");
         }
+        // With several workers, one at a time owns the I/O driver and a
+        // parked one keeps it while it sleeps: a spinning one would poll
+        // nothing and the wake-ups would stay.
+        if !server.busy_poll.is_zero() && server.workers != Some(1) {
+            self.err(None, "server.busy_poll needs server.workers = 1 (one worker polls for I/O at a time)");
+        }
 
         let tls = raw.tls.as_ref().map(|t| {
             let t = t.get_ref();

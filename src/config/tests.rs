@@ -41,10 +41,12 @@ fn listeners_defer_accept_unless_told_not_to() {
 #[test]
 fn busy_polling_is_off_unless_asked_and_bounded() {
     assert_eq!(parse(BASE).unwrap().server.busy_poll, Duration::ZERO);
-    let on = parse(&format!("[server]\nbusy_poll = \"200us\"\n{BASE}")).unwrap();
+    let on = parse(&format!("[server]\nworkers = 1\nbusy_poll = \"200us\"\n{BASE}")).unwrap();
     assert_eq!(on.server.busy_poll, Duration::from_micros(200));
-    let e = errors(&format!("[server]\nbusy_poll = \"1s\"\n{BASE}"));
+    let e = errors(&format!("[server]\nworkers = 1\nbusy_poll = \"1s\"\n{BASE}"));
     assert!(e.iter().any(|e| e.contains("busy_poll must be at most 10ms")), "{e:?}");
+    let e = errors(&format!("[server]\nbusy_poll = \"200us\"\n{BASE}"));
+    assert!(e.iter().any(|e| e.contains("busy_poll needs server.workers = 1")), "{e:?}");
 }
 
 #[test]

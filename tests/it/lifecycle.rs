@@ -199,9 +199,9 @@ async fn a_busy_polling_proxy_serves_then_sleeps_when_idle() {
     let before = ticks();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let spent = ticks() - before;
-    // A worker that kept spinning would spend the whole two seconds: about
-    // 200 ticks. A loaded machine can only give it fewer.
-    assert!(spent < 100, "the idle proxy spent {spent} ticks in two seconds");
+    // A worker that kept spinning would spend the whole two seconds (200
+    // ticks on an idle machine); the timer wake-ups cost a few.
+    assert!(spent < 40, "the idle proxy spent {spent} ticks in two seconds");
 }
 
 #[tokio::test]
