@@ -64,8 +64,6 @@ pub struct Running {
 /// Compile the config, bind every listener and start serving.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
     let listen = config.listen.clone();
-    // The traffic listeners only: the admin one serves scrapes and probes,
-    // and monitoring that counts its connections expects them at once.
     let defer_accept = config.server.defer_accept;
     let tls_settings = tls::settings(&config);
     let snapshot = Snapshot::compile(config, None)?;
@@ -75,6 +73,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let admin_stop = CancellationToken::new();
 
     let http = listen.http.map(|a| server::bind("http", a, defer_accept)).transpose()?;
+    // Deferred accept for the traffic listeners only: the admin one serves
+    // scrapes and probes, and monitoring that counts its connections
+    // expects them at once.
     let admin = listen.admin.map(|a| server::bind("admin", a, false)).transpose()?;
     let https = listen.https.map(|a| server::bind("https", a, defer_accept)).transpose()?;
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());

@@ -136,8 +136,8 @@ fn runtime(workers: Option<usize>, busy_poll: Option<&Arc<BusyPoll>>) -> anyhow:
     b.enable_all().build().context("cannot start the async runtime")
 }
 
-/// Start what runs beside the proxy in every runtime: the thread-cache clock.
-/// and the busy poller when there is one.
+/// Start what runs beside the proxy in every runtime: the thread-cache
+/// clock, and the busy poller when there is one.
 fn block_on<F: std::future::Future>(
     runtime: tokio::runtime::Runtime,
     busy_poll: Option<Arc<BusyPoll>>,
