@@ -1,0 +1,382 @@
+//! `paced`: an open-loop HTTP/1.1 load generator for `benches/compare`'s
+//! fixed-rate row (`rate-50pct`).
+//!
+//! wrk is closed-loop: each connection sends its next request when the last
+//! answer arrives, so a slow proxy lowers the load it is measured under, and
+//! on this machine wrk's Lua pacing could not even reach the offered rate
+//! (wrk2, which paces, is not packaged in Debian). Here request k is due at
+//! `start + k / rate` whatever the answers do. Requests go out over a pool of
+//! keep-alive connections opened before the clock starts; the most recently
+//! idle connection takes the next request, as a proxy's own pool would.
+//!
+//! The pacer wakes every `--tick` (1 ms by default, wrk2's grain) and sends
+//! what has fallen due since, so requests leave in small bursts: 28 at a time
+//! at 28k req/s. A finer tick spreads them out but costs the client more CPU
+//! per request (it sleeps and wakes more), and on this machine the client
+//! shares its core with the upstream.
+//!
+//! Latency is timed from just before the write, so the tick's own lateness
+//! is not charged to the server. A request that falls due while every
+//! connection is busy waits in a backlog, and its latency counts from when
+//! it was due: a stall cannot hide by delaying the requests behind it (no
+//! coordinated omission).
+//!
+//! One thread, one JSON object on stdout:
+//!
+//! `cargo run --release --example paced -- --addr 127.0.0.1:18081 --path /1k.bin --rate 20000 --duration 10s`
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+#[derive(Parser)]
+#[command(about = "Open-loop HTTP/1.1 load at a fixed rate; prints one JSON object")]
+struct Args {
+    /// Where to send the requests.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// The Host header.
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Requests per second offered.
+    #[arg(long)]
+    rate: f64,
+    /// Keep-alive connections opened before the clock starts.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// How long the measured part runs.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Load at the same rate on the same connections before the measured
+    /// part, left out of the figures: the first requests on new connections
+    /// wait for the server to accept them and to grow its upstream pool.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// How often the pacer wakes to send what has fallen due.
+    #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
+    tick: Duration,
+    /// Print each answer slower than this to stderr, with when it fell due
+    /// (ms into the measured part): to see whether stalls come in a pattern.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    slow: Option<Duration>,
+}
+
+/// One request handed to a connection.
+#[derive(Clone, Copy)]
+struct Job {
+    due: Instant,
+    /// It waited for a free connection, so its latency counts from `due`.
+    backlogged: bool,
+}
+
+/// Where the pacer leaves a job for one connection.
+#[derive(Default)]
+struct Slot {
+    job: Cell<Option<Job>>,
+    wake: Notify,
+}
+
+/// What the pacer and the connections share; everything runs on one thread.
+#[derive(Default)]
+struct Shared {
+    /// Idle connections, most recently freed last.
+    idle: RefCell<Vec<usize>>,
+    backlog: RefCell<VecDeque<Instant>>,
+    latencies_us: RefCell<Vec<u32>>,
+    errors: Cell<u64>,
+    backlogged: Cell<u64>,
+    used: RefCell<Vec<bool>>,
+    stopping: Cell<bool>,
+    /// Requests due before this are warm-up: answered, not counted.
+    measure_from: Cell<Option<Instant>>,
+    slow: Cell<Option<Duration>>,
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    offered_rps: f64,
+    duration_s: f64,
+    connections: usize,
+    connections_used: usize,
+    completed: usize,
+    rps: f64,
+    errors: u64,
+    backlogged: u64,
+    p50_us: Option<u32>,
+    p90_us: Option<u32>,
+    p99_us: Option<u32>,
+    p999_us: Option<u32>,
+    max_us: Option<u32>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be a positive number");
+    anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
+    anyhow::ensure!(args.tick >= Duration::from_micros(10), "--tick must be at least 10us");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = tokio::task::LocalSet::new().block_on(&runtime, run(args))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<Report> {
+    let request: Rc<[u8]> = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", args.path, args.host).into_bytes().into();
+    let shared = Rc::new(Shared::default());
+    let mut slots = Vec::with_capacity(args.connections);
+    for id in 0..args.connections {
+        let stream = connect(args.addr).await.with_context(|| format!("cannot connect to {}", args.addr))?;
+        let slot = Rc::new(Slot::default());
+        slots.push(Rc::clone(&slot));
+        let conn = Connection { id, addr: args.addr, request: Rc::clone(&request), shared: Rc::clone(&shared), slot };
+        tokio::task::spawn_local(conn.serve(stream));
+    }
+    *shared.idle.borrow_mut() = (0..args.connections).rev().collect();
+    *shared.used.borrow_mut() = vec![false; args.connections];
+
+    // SAFETY: an OwnedFd keeps its descriptor open, and the same, until dropped.
+    let ticker = unsafe { AsyncFd::register_with_interest(timerfd(args.tick)?, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot register the pacing timer: {e}"))?;
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    shared.measure_from.set(Some(measure_from));
+    shared.slow.set(args.slow);
+    let end = measure_from + args.duration;
+    let mut issued: u64 = 0;
+    loop {
+        wait_tick(&ticker).await?;
+        let now = Instant::now();
+        let due_by_now = (now.min(end) - start).as_secs_f64() * args.rate;
+        while (issued as f64) < due_by_now {
+            let due = start + Duration::from_secs_f64(issued as f64 / args.rate);
+            issued += 1;
+            let free = shared.idle.borrow_mut().pop();
+            match free {
+                Some(id) => {
+                    slots[id].job.set(Some(Job { due, backlogged: false }));
+                    slots[id].wake.notify_one();
+                }
+                None => {
+                    shared.backlog.borrow_mut().push_back(due);
+                    if due >= measure_from {
+                        shared.backlogged.set(shared.backlogged.get() + 1);
+                    }
+                }
+            }
+        }
+        if now >= end {
+            break;
+        }
+    }
+
+    // Let what is in flight finish, for at most 5 s; then stop every connection.
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while (shared.idle.borrow().len() < args.connections || !shared.backlog.borrow().is_empty())
+        && Instant::now() < give_up
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    shared.stopping.set(true);
+    for slot in &slots {
+        slot.wake.notify_one();
+    }
+
+    let mut latencies = std::mem::take(&mut *shared.latencies_us.borrow_mut());
+    latencies.sort_unstable();
+    let completed = latencies.len();
+    let duration_s = args.duration.as_secs_f64();
+    let used = shared.used.borrow().iter().filter(|u| **u).count();
+    Ok(Report {
+        offered_rps: args.rate,
+        duration_s,
+        connections: args.connections,
+        connections_used: used,
+        completed,
+        rps: completed as f64 / duration_s,
+        errors: shared.errors.get(),
+        backlogged: shared.backlogged.get(),
+        p50_us: percentile(&latencies, 0.50),
+        p90_us: percentile(&latencies, 0.90),
+        p99_us: percentile(&latencies, 0.99),
+        p999_us: percentile(&latencies, 0.999),
+        max_us: latencies.last().copied(),
+    })
+}
+
+/// The value at or above fraction `q` of `sorted` (nearest rank).
+fn percentile(sorted: &[u32], q: f64) -> Option<u32> {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
+}
+
+async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+struct Connection {
+    id: usize,
+    addr: SocketAddr,
+    request: Rc<[u8]>,
+    shared: Rc<Shared>,
+    slot: Rc<Slot>,
+}
+
+impl Connection {
+    /// Take jobs until told to stop: each one, then whatever backlog there
+    /// is, then back to the idle list.
+    async fn serve(self, stream: TcpStream) {
+        let mut stream = Some(stream);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            self.slot.wake.notified().await;
+            if self.shared.stopping.get() {
+                return;
+            }
+            let Some(mut job) = self.slot.job.take() else { continue };
+            self.shared.used.borrow_mut()[self.id] = true;
+            loop {
+                let ok = match stream.as_mut() {
+                    Some(s) => self.exchange(s, job, &mut buf).await,
+                    None => false,
+                };
+                if !ok {
+                    self.shared.errors.set(self.shared.errors.get() + 1);
+                    stream = connect(self.addr).await.ok();
+                }
+                let next = self.shared.backlog.borrow_mut().pop_front();
+                match next {
+                    Some(due) => job = Job { due, backlogged: true },
+                    None => break,
+                }
+            }
+            self.shared.idle.borrow_mut().push(self.id);
+        }
+    }
+
+    /// One request and its whole answer; records the latency of a 200.
+    async fn exchange(&self, stream: &mut TcpStream, job: Job, buf: &mut [u8]) -> bool {
+        let since = if job.backlogged { job.due } else { Instant::now() };
+        match tokio::time::timeout(ANSWER_TIMEOUT, round_trip(stream, &self.request, buf)).await {
+            Ok(Ok(200)) => {
+                if self.shared.measure_from.get().is_some_and(|from| job.due < from) {
+                    return true;
+                }
+                let took = since.elapsed();
+                if let (Some(slow), Some(start)) = (self.shared.slow.get(), self.shared.measure_from.get()) {
+                    if took > slow {
+                        let at = job.due.duration_since(start).as_secs_f64() * 1e3;
+                        eprintln!("slow: due {at:.3} ms, took {} us, conn {}", took.as_micros(), self.id);
+                    }
+                }
+                let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+                self.shared.latencies_us.borrow_mut().push(us);
+                true
+            }
+            Ok(_) | Err(_) => false,
+        }
+    }
+}
+
+/// Longer than any answer in the harness takes; a connection that waits
+/// this long counts an error and reconnects.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Write `request`, read one answer with a Content-Length body, and return
+/// its status. Anything else (chunked, close, garbage) is an error: the
+/// harness only sends this at fixed-size files.
+async fn round_trip(stream: &mut TcpStream, request: &[u8], buf: &mut [u8]) -> io::Result<u16> {
+    stream.write_all(request).await?;
+    let mut filled = 0;
+    let (status, head_len, body_len) = loop {
+        if filled == buf.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "response head too long"));
+        }
+        let n = stream.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf[..filled]) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let length = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Content-Length"))?;
+                break (response.code.unwrap_or(0), head_len, length);
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        }
+    };
+    let mut have = filled - head_len;
+    while have < body_len {
+        let n = stream.read(buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        have += n;
+    }
+    if have > body_len {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bytes after the answer"));
+    }
+    Ok(status)
+}
+
+/// A non-blocking timer that fires every `tick`: tokio's own timers have a
+/// 1 ms grain, which would send a millisecond's requests in one burst.
+fn timerfd(tick: Duration) -> io::Result<OwnedFd> {
+    // SAFETY: creates a new descriptor; no pointers are passed.
+    let raw = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a descriptor we just created and nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let every = libc::timespec { tv_sec: tick.as_secs() as libc::time_t, tv_nsec: tick.subsec_nanos() as libc::c_long };
+    let spec = libc::itimerspec { it_interval: every, it_value: every };
+    // SAFETY: `spec` lives across the call; the old value is not asked for.
+    if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Wait for the timer to fire at least once since the last call.
+async fn wait_tick(ticker: &AsyncFd<OwnedFd>) -> io::Result<()> {
+    loop {
+        let mut ready = ticker.readable().await?;
+        let fired = ready.try_io(|fd| {
+            let mut expirations = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into a buffer of 8.
+            let n = unsafe { libc::read(fd.as_raw_fd(), expirations.as_mut_ptr().cast(), expirations.len()) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+        match fired {
+            Ok(result) => return result,
+            Err(_would_block) => continue,
+        }
+    }
+}
