@@ -21,6 +21,10 @@
 //! it was due: a stall cannot hide by delaying the requests behind it (no
 //! coordinated omission).
 //!
+//! With `--close` every request gets a new connection (and `--tls` a new TLS
+//! session, resumed when the server sent a ticket, as wrk does), and its
+//! latency starts before the connect: what a visitor waits for.
+//!
 //! One thread, one JSON object on stdout:
 //!
 //! `cargo run --release --example paced -- --addr 127.0.0.1:18081 --path /1k.bin --rate 20000 --duration 10s`
@@ -31,14 +35,21 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio_rustls::TlsConnector;
 
 #[derive(Parser)]
 #[command(about = "Open-loop HTTP/1.1 load at a fixed rate; prints one JSON object")]
@@ -46,9 +57,16 @@ struct Args {
     /// Where to send the requests.
     #[arg(long)]
     addr: SocketAddr,
-    /// The Host header.
+    /// The Host header, and the TLS server name.
     #[arg(long, default_value = "localhost")]
     host: String,
+    /// Speak TLS (ALPN http/1.1). The certificate is not checked: this is
+    /// a benchmark client on loopback.
+    #[arg(long)]
+    tls: bool,
+    /// A new connection for every request, sent with `Connection: close`.
+    #[arg(long)]
+    close: bool,
     #[arg(long, default_value = "/")]
     path: String,
     /// Requests per second offered.
@@ -115,6 +133,9 @@ struct Report {
     rps: f64,
     errors: u64,
     backlogged: u64,
+    /// Over the whole run, warm-up included.
+    tls_handshakes: u64,
+    tls_resumed: u64,
     p50_us: Option<u32>,
     p90_us: Option<u32>,
     p99_us: Option<u32>,
@@ -134,14 +155,28 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<Report> {
-    let request: Rc<[u8]> = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", args.path, args.host).into_bytes().into();
+    let close = if args.close { "Connection: close\r\n" } else { "" };
+    let request: Rc<[u8]> =
+        format!("GET {} HTTP/1.1\r\nHost: {}\r\n{close}\r\n", args.path, args.host).into_bytes().into();
+    let dialer = Rc::new(Dialer::new(args.addr, args.tls.then_some(args.host.as_str()))?);
     let shared = Rc::new(Shared::default());
     let mut slots = Vec::with_capacity(args.connections);
     for id in 0..args.connections {
-        let stream = connect(args.addr).await.with_context(|| format!("cannot connect to {}", args.addr))?;
+        // With --close each request opens its own, inside its timing.
+        let stream = match args.close {
+            true => None,
+            false => Some(dialer.open().await.with_context(|| format!("cannot connect to {}", args.addr))?),
+        };
         let slot = Rc::new(Slot::default());
         slots.push(Rc::clone(&slot));
-        let conn = Connection { id, addr: args.addr, request: Rc::clone(&request), shared: Rc::clone(&shared), slot };
+        let conn = Connection {
+            id,
+            dialer: Rc::clone(&dialer),
+            close: args.close,
+            request: Rc::clone(&request),
+            shared: Rc::clone(&shared),
+            slot,
+        };
         tokio::task::spawn_local(conn.serve(stream));
     }
     *shared.idle.borrow_mut() = (0..args.connections).rev().collect();
@@ -208,6 +243,8 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         rps: completed as f64 / duration_s,
         errors: shared.errors.get(),
         backlogged: shared.backlogged.get(),
+        tls_handshakes: dialer.handshakes.get(),
+        tls_resumed: dialer.resumed.get(),
         p50_us: percentile(&latencies, 0.50),
         p90_us: percentile(&latencies, 0.90),
         p99_us: percentile(&latencies, 0.99),
@@ -222,15 +259,104 @@ fn percentile(sorted: &[u32], q: f64) -> Option<u32> {
     sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
-async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+/// Opens connections to the server.
+struct Dialer {
+    addr: SocketAddr,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// TLS handshakes done, and how many of them resumed a session.
+    handshakes: Cell<u64>,
+    resumed: Cell<u64>,
+}
+
+impl Dialer {
+    /// `server_name` set: speak TLS. One connector for every connection, so
+    /// they share its session cache and resume.
+    fn new(addr: SocketAddr, server_name: Option<&str>) -> anyhow::Result<Dialer> {
+        let tls = match server_name {
+            None => None,
+            Some(name) => {
+                let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+                let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+                    .with_safe_default_protocol_versions()?
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                    .with_no_client_auth();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let name = ServerName::try_from(name.to_string()).context("--host is not a TLS server name")?;
+                Some((TlsConnector::from(Arc::new(config)), name))
+            }
+        };
+        Ok(Dialer { addr, tls, handshakes: Cell::new(0), resumed: Cell::new(0) })
+    }
+
+    async fn open(&self) -> io::Result<Box<dyn Io>> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        match &self.tls {
+            None => Ok(Box::new(stream)),
+            Some((connector, name)) => {
+                let tls = connector.connect(name.clone(), stream).await?;
+                self.handshakes.set(self.handshakes.get() + 1);
+                if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                    self.resumed.set(self.resumed.get() + 1);
+                }
+                Ok(Box::new(tls))
+            }
+        }
+    }
+}
+
+/// Takes any certificate, but still checks the handshake's signatures with
+/// it, so the server does the same work as for a browser.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signed: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, signed, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signed: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, signed, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 struct Connection {
     id: usize,
-    addr: SocketAddr,
+    dialer: Rc<Dialer>,
+    /// A new connection per request.
+    close: bool,
     request: Rc<[u8]>,
     shared: Rc<Shared>,
     slot: Rc<Slot>,
@@ -239,8 +365,7 @@ struct Connection {
 impl Connection {
     /// Take jobs until told to stop: each one, then whatever backlog there
     /// is, then back to the idle list.
-    async fn serve(self, stream: TcpStream) {
-        let mut stream = Some(stream);
+    async fn serve(self, mut stream: Option<Box<dyn Io>>) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             self.slot.wake.notified().await;
@@ -250,13 +375,9 @@ impl Connection {
             let Some(mut job) = self.slot.job.take() else { continue };
             self.shared.used.borrow_mut()[self.id] = true;
             loop {
-                let ok = match stream.as_mut() {
-                    Some(s) => self.exchange(s, job, &mut buf).await,
-                    None => false,
-                };
-                if !ok {
+                if !self.exchange(&mut stream, job, &mut buf).await {
                     self.shared.errors.set(self.shared.errors.get() + 1);
-                    stream = connect(self.addr).await.ok();
+                    stream = None; // The next request reconnects.
                 }
                 let next = self.shared.backlog.borrow_mut().pop_front();
                 match next {
@@ -268,10 +389,23 @@ impl Connection {
         }
     }
 
-    /// One request and its whole answer; records the latency of a 200.
-    async fn exchange(&self, stream: &mut TcpStream, job: Job, buf: &mut [u8]) -> bool {
+    /// One request and its whole answer, on `stream` or on a new connection
+    /// when there is none or `close` is set; records the latency of a 200.
+    async fn exchange(&self, stream: &mut Option<Box<dyn Io>>, job: Job, buf: &mut [u8]) -> bool {
         let since = if job.backlogged { job.due } else { Instant::now() };
-        match tokio::time::timeout(ANSWER_TIMEOUT, round_trip(stream, &self.request, buf)).await {
+        let answer = async {
+            let io = match stream {
+                Some(io) if !self.close => io,
+                _ => stream.insert(self.dialer.open().await?),
+            };
+            let status = round_trip(io, &self.request, buf).await?;
+            if self.close {
+                let _ = io.shutdown().await;
+                *stream = None;
+            }
+            io::Result::Ok(status)
+        };
+        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
             Ok(Ok(200)) => {
                 if self.shared.measure_from.get().is_some_and(|from| job.due < from) {
                     return true;
@@ -299,7 +433,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Write `request`, read one answer with a Content-Length body, and return
 /// its status. Anything else (chunked, close, garbage) is an error: the
 /// harness only sends this at fixed-size files.
-async fn round_trip(stream: &mut TcpStream, request: &[u8], buf: &mut [u8]) -> io::Result<u16> {
+async fn round_trip(stream: &mut Box<dyn Io>, request: &[u8], buf: &mut [u8]) -> io::Result<u16> {
     stream.write_all(request).await?;
     let mut filled = 0;
     let (status, head_len, body_len) = loop {
