@@ -15,11 +15,12 @@
 //! per request (it sleeps and wakes more), and on this machine the client
 //! shares its core with the upstream.
 //!
-//! Latency is timed from just before the write, so the tick's own lateness
-//! is not charged to the server. A request that falls due while every
-//! connection is busy waits in a backlog, and its latency counts from when
-//! it was due: a stall cannot hide by delaying the requests behind it (no
-//! coordinated omission).
+//! Latency is timed from just before the write, so the tick's own grain is
+//! not charged to the server. Two kinds of request are timed from when they
+//! fell due instead, so that a stall cannot hide by delaying the requests
+//! behind it (coordinated omission): one that found every connection busy
+//! and waited in a backlog, and one the pacer sent more than two ticks late
+//! because the client itself was held up.
 //!
 //! With `--close` every request gets a new connection (and `--tls` a new TLS
 //! session, resumed when the server sent a ticket, as wrk does), and its
@@ -96,8 +97,9 @@ struct Args {
 #[derive(Clone, Copy)]
 struct Job {
     due: Instant,
-    /// It waited for a free connection, so its latency counts from `due`.
-    backlogged: bool,
+    /// Its latency counts from `due`, not from the write: it waited for a
+    /// free connection, or the pacer itself was held up (see `LATE`).
+    from_due: bool,
 }
 
 /// Where the pacer leaves a job for one connection.
@@ -116,6 +118,10 @@ struct Shared {
     latencies_us: RefCell<Vec<u32>>,
     errors: Cell<u64>,
     backlogged: Cell<u64>,
+    /// Measured requests the pacer sent more than `LATE` ticks after they
+    /// fell due, and all measured requests.
+    late: Cell<u64>,
+    issued: Cell<u64>,
     used: RefCell<Vec<bool>>,
     stopping: Cell<bool>,
     /// Requests due before this are warm-up: answered, not counted.
@@ -131,8 +137,11 @@ struct Report {
     connections_used: usize,
     completed: usize,
     rps: f64,
+    /// Measured requests that fell due; `completed` of them got a 200.
+    issued: u64,
     errors: u64,
     backlogged: u64,
+    late: u64,
     /// Over the whole run, warm-up included.
     tls_handshakes: u64,
     tls_resumed: u64,
@@ -165,7 +174,12 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         // With --close each request opens its own, inside its timing.
         let stream = match args.close {
             true => None,
-            false => Some(dialer.open().await.with_context(|| format!("cannot connect to {}", args.addr))?),
+            false => Some(
+                tokio::time::timeout(ANSWER_TIMEOUT, dialer.open())
+                    .await
+                    .unwrap_or_else(|_elapsed| Err(io::ErrorKind::TimedOut.into()))
+                    .with_context(|| format!("cannot connect to {}", args.addr))?,
+            ),
         };
         let slot = Rc::new(Slot::default());
         slots.push(Rc::clone(&slot));
@@ -186,10 +200,11 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     let ticker = unsafe { AsyncFd::register_with_interest(timerfd(args.tick)?, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot register the pacing timer: {e}"))?;
     let start = Instant::now();
-    let measure_from = start + args.warmup;
+    let measure_from = start.checked_add(args.warmup).context("--warmup is too long")?;
     shared.measure_from.set(Some(measure_from));
     shared.slow.set(args.slow);
-    let end = measure_from + args.duration;
+    let end = measure_from.checked_add(args.duration).context("--duration is too long")?;
+    let late_after = args.tick * LATE;
     let mut issued: u64 = 0;
     loop {
         wait_tick(&ticker).await?;
@@ -198,15 +213,21 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         while (issued as f64) < due_by_now {
             let due = start + Duration::from_secs_f64(issued as f64 / args.rate);
             issued += 1;
+            let measured = due >= measure_from;
+            let late = now.saturating_duration_since(due) > late_after;
+            if measured {
+                shared.issued.set(shared.issued.get() + 1);
+                shared.late.set(shared.late.get() + u64::from(late));
+            }
             let free = shared.idle.borrow_mut().pop();
             match free {
                 Some(id) => {
-                    slots[id].job.set(Some(Job { due, backlogged: false }));
+                    slots[id].job.set(Some(Job { due, from_due: late }));
                     slots[id].wake.notify_one();
                 }
                 None => {
                     shared.backlog.borrow_mut().push_back(due);
-                    if due >= measure_from {
+                    if measured {
                         shared.backlogged.set(shared.backlogged.get() + 1);
                     }
                 }
@@ -217,8 +238,9 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         }
     }
 
-    // Let what is in flight finish, for at most 5 s; then stop every connection.
-    let give_up = Instant::now() + Duration::from_secs(5);
+    // Let what is in flight finish (each answer times out), then stop every
+    // connection; the report's `issued` and `completed` show what is left.
+    let give_up = Instant::now() + ANSWER_TIMEOUT + Duration::from_secs(1);
     while (shared.idle.borrow().len() < args.connections || !shared.backlog.borrow().is_empty())
         && Instant::now() < give_up
     {
@@ -241,8 +263,10 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         connections_used: used,
         completed,
         rps: completed as f64 / duration_s,
+        issued: shared.issued.get(),
         errors: shared.errors.get(),
         backlogged: shared.backlogged.get(),
+        late: shared.late.get(),
         tls_handshakes: dialer.handshakes.get(),
         tls_resumed: dialer.resumed.get(),
         p50_us: percentile(&latencies, 0.50),
@@ -381,7 +405,7 @@ impl Connection {
                 }
                 let next = self.shared.backlog.borrow_mut().pop_front();
                 match next {
-                    Some(due) => job = Job { due, backlogged: true },
+                    Some(due) => job = Job { due, from_due: true },
                     None => break,
                 }
             }
@@ -392,25 +416,25 @@ impl Connection {
     /// One request and its whole answer, on `stream` or on a new connection
     /// when there is none or `close` is set; records the latency of a 200.
     async fn exchange(&self, stream: &mut Option<Box<dyn Io>>, job: Job, buf: &mut [u8]) -> bool {
-        let since = if job.backlogged { job.due } else { Instant::now() };
+        let since = if job.from_due { job.due } else { Instant::now() };
         let answer = async {
             let io = match stream {
                 Some(io) if !self.close => io,
                 _ => stream.insert(self.dialer.open().await?),
             };
-            let status = round_trip(io, &self.request, buf).await?;
-            if self.close {
+            let answer = round_trip(io, &self.request, buf).await?;
+            let took = since.elapsed();
+            if self.close || !answer.keep_alive {
                 let _ = io.shutdown().await;
                 *stream = None;
             }
-            io::Result::Ok(status)
+            io::Result::Ok((answer.status, took))
         };
         match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
-            Ok(Ok(200)) => {
+            Ok(Ok((200, took))) => {
                 if self.shared.measure_from.get().is_some_and(|from| job.due < from) {
                     return true;
                 }
-                let took = since.elapsed();
                 if let (Some(slow), Some(start)) = (self.shared.slow.get(), self.shared.measure_from.get()) {
                     if took > slow {
                         let at = job.due.duration_since(start).as_secs_f64() * 1e3;
@@ -430,13 +454,26 @@ impl Connection {
 /// this long counts an error and reconnects.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A request the pacer sends more than this many ticks after it fell due
+/// is timed from when it fell due: the client itself was held up (on this
+/// VM, all processes are at once now and then), and the wait is part of
+/// what a visitor would see. Up to that, the lag is the tick's grain.
+const LATE: u32 = 2;
+
+/// What [`round_trip`] read.
+struct Answer {
+    status: u16,
+    /// The server did not say `Connection: close`.
+    keep_alive: bool,
+}
+
 /// Write `request`, read one answer with a Content-Length body, and return
-/// its status. Anything else (chunked, close, garbage) is an error: the
-/// harness only sends this at fixed-size files.
-async fn round_trip(stream: &mut Box<dyn Io>, request: &[u8], buf: &mut [u8]) -> io::Result<u16> {
+/// its status. Anything else (chunked, garbage) is an error: the harness
+/// only sends this at fixed-size files.
+async fn round_trip(stream: &mut Box<dyn Io>, request: &[u8], buf: &mut [u8]) -> io::Result<Answer> {
     stream.write_all(request).await?;
     let mut filled = 0;
-    let (status, head_len, body_len) = loop {
+    let (answer, head_len, body_len) = loop {
         if filled == buf.len() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "response head too long"));
         }
@@ -455,7 +492,12 @@ async fn round_trip(stream: &mut Box<dyn Io>, request: &[u8], buf: &mut [u8]) ->
                     .find(|h| h.name.eq_ignore_ascii_case("content-length"))
                     .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
                     .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Content-Length"))?;
-                break (response.code.unwrap_or(0), head_len, length);
+                let closes = response.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("connection")
+                        && h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                });
+                let answer = Answer { status: response.code.unwrap_or(0), keep_alive: !closes };
+                break (answer, head_len, length);
             }
             Ok(httparse::Status::Partial) => {}
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
@@ -472,7 +514,7 @@ async fn round_trip(stream: &mut Box<dyn Io>, request: &[u8], buf: &mut [u8]) ->
     if have > body_len {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "bytes after the answer"));
     }
-    Ok(status)
+    Ok(answer)
 }
 
 /// A non-blocking timer that fires every `tick`: tokio's own timers have a
