@@ -1,6 +1,7 @@
 //! One integration-test binary: every test starts real servers (the
 //! `rampart` binary, upstreams, clients) on loopback ephemeral ports.
 
+mod any_certificate;
 mod pebble;
 mod tls_util;
 mod util;
