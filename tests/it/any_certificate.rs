@@ -1,8 +1,8 @@
 //! A rustls verifier that takes any certificate, but still checks the
 //! handshake's signatures with it, so the server does the same work as for
 //! a browser. For clients of the self-signed servers in the integration
-//! tests (`tls_util`) and the benchmark (`examples/paced.rs` includes this
-//! file by path).
+//! tests (`tls_util`) and the benchmark (`examples/paced/connection.rs`
+//! includes this file by path).
 
 use std::sync::Arc;
 
