@@ -293,5 +293,22 @@ mod tests {
         };
         assert_eq!(status, 0);
         assert_eq!(slots, 64);
+
+        let mut decay_ms: isize = 0;
+        let mut len = std::mem::size_of::<isize>();
+        // SAFETY: "opt.dirty_decay_ms" is an ssize_t; `decay_ms` and `len`
+        // describe a buffer of exactly that size.
+        #[allow(unsafe_code)]
+        let status = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"opt.dirty_decay_ms".as_ptr(),
+                (&mut decay_ms as *mut isize).cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(status, 0);
+        assert_eq!(decay_ms, 250);
     }
 }
