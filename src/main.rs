@@ -277,38 +277,22 @@ mod tests {
         drop(vec![0u8; 8192]);
         assert!(super::thread_cache::flush());
         // The options in .cargo/config.toml reached jemalloc's build.
-        let mut slots: std::ffi::c_uint = 0;
-        let mut len = std::mem::size_of::<std::ffi::c_uint>();
-        // SAFETY: "opt.tcache_nslots_small_min" is an unsigned int; `slots`
-        // and `len` describe a buffer of exactly that size.
-        #[allow(unsafe_code)]
-        let status = unsafe {
-            tikv_jemalloc_sys::mallctl(
-                c"opt.tcache_nslots_small_min".as_ptr(),
-                (&mut slots as *mut std::ffi::c_uint).cast(),
-                &mut len,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        assert_eq!(status, 0);
-        assert_eq!(slots, 64);
+        assert_eq!(read_option::<std::ffi::c_uint>(c"opt.tcache_nslots_small_min"), 64);
+        assert_eq!(read_option::<isize>(c"opt.dirty_decay_ms"), 250);
+    }
 
-        let mut decay_ms: isize = 0;
-        let mut len = std::mem::size_of::<isize>();
-        // SAFETY: "opt.dirty_decay_ms" is an ssize_t; `decay_ms` and `len`
-        // describe a buffer of exactly that size.
+    /// A jemalloc option's value. `T` must be the option's C type
+    /// (`unsigned` for counts, `ssize_t` for decay times).
+    fn read_option<T: Copy + Default>(name: &std::ffi::CStr) -> T {
+        let mut value = T::default();
+        let mut len = std::mem::size_of::<T>();
+        // SAFETY: `value` and `len` describe a buffer of exactly the size
+        // of `T`, which the caller matches to the option's type.
         #[allow(unsafe_code)]
         let status = unsafe {
-            tikv_jemalloc_sys::mallctl(
-                c"opt.dirty_decay_ms".as_ptr(),
-                (&mut decay_ms as *mut isize).cast(),
-                &mut len,
-                std::ptr::null_mut(),
-                0,
-            )
+            tikv_jemalloc_sys::mallctl(name.as_ptr(), (&mut value as *mut T).cast(), &mut len, std::ptr::null_mut(), 0)
         };
-        assert_eq!(status, 0);
-        assert_eq!(decay_ms, 250);
+        assert_eq!(status, 0, "{name:?}");
+        value
     }
 }
