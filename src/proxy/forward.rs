@@ -10,16 +10,15 @@
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
-use http::request::Parts;
+use http::header;
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 
 use super::error::ProxyError;
 use super::exchange::Exchange;
 use crate::app::App;
 use crate::body::RequestBody;
-use crate::upstream::{is_idempotent, InFlightGuard, Pool, SendError, Server, Transition, UpstreamBody};
+use crate::upstream::{is_idempotent, InFlightGuard, Pool, RequestHead, SendError, Server, Transition, UpstreamBody};
 
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,19 +29,21 @@ enum Failure {
     AfterSend(ProxyError),
 }
 
+/// Send `req` upstream (its head as the proxy rewrote it, `path` in origin
+/// form) and wait for the response head. The head is borrowed, so a retry
+/// sends it again without a copy; the body goes with the first attempt.
 pub async fn send(
     app: &App,
     pool: &Pool,
-    mut parts: Parts,
-    body: RequestBody,
-    path: PathAndQuery,
+    req: &mut Request<RequestBody>,
+    path: &PathAndQuery,
     ex: &mut Exchange,
 ) -> Result<(Response<UpstreamBody>, InFlightGuard), ProxyError> {
-    let bodiless = http_body::Body::is_end_stream(&body);
+    let bodiless = http_body::Body::is_end_stream(req.body());
     let max_attempts = if bodiless { 1 + pool.spec.retries as usize } else { 1 }.min(pool.servers.len());
-    // Keep a copy of the head only when a second attempt is possible.
-    let spare = (max_attempts > 1).then(|| clone_head(&parts));
-    let mut body = Some(body);
+    // No `Host` left means the route does not keep the client's
+    // (`preserve_host = false`): each attempt names its own server.
+    let names_server = !req.headers().contains_key(header::HOST);
     // At most 11 attempts (retries <= 10): a stack array, no allocation.
     let mut tried_buf = [0usize; 11];
     let mut attempts = 0usize;
@@ -55,26 +56,15 @@ pub async fn send(
         attempts += 1;
         let server = &pool.servers[idx];
         ex.upstream = Some(Arc::clone(&server.label));
-        let mut head = match &spare {
-            Some(p) if attempts > 1 => clone_head(p),
-            _ => std::mem::replace(&mut parts, Request::new(()).into_parts().0),
-        };
-        // Origin-form: the connection is to the server itself.
-        head.uri = Uri::from(path.clone());
-        if !head.headers.contains_key(header::HOST) {
-            // preserve_host = false: name the server.
-            if let Ok(v) = HeaderValue::from_str(server.authority.as_str()) {
-                head.headers.insert(header::HOST, v);
-            }
+        if names_server {
+            req.headers_mut().insert(header::HOST, server.host_header.clone());
         }
-        let idempotent = is_idempotent(&head.method);
-        let attempt_body = body.take().unwrap_or_else(RequestBody::empty);
+        let idempotent = is_idempotent(req.method());
+        // The body goes with the first attempt; a retry (bodiless only) sends none.
+        let attempt_body = std::mem::replace(req.body_mut(), RequestBody::empty());
         let guard = server.start_request();
-        let sent = tokio::time::timeout(
-            pool.response_timeout(),
-            pool.client.request(server, Request::from_parts(head, attempt_body)),
-        )
-        .await;
+        let head = RequestHead { method: req.method(), path_and_query: path.as_str(), headers: req.headers() };
+        let sent = tokio::time::timeout(pool.response_timeout(), pool.client.request(server, head, attempt_body)).await;
         let failure = match sent {
             Ok(Ok(resp)) => {
                 count(app, server, resp.status().as_u16());
@@ -125,15 +115,6 @@ fn log_transition(pool: &Pool, server: &Server, t: Option<Transition>, reason: &
         }
         None => {}
     }
-}
-
-fn clone_head(p: &Parts) -> Parts {
-    let mut r = Request::new(());
-    *r.method_mut() = p.method.clone();
-    *r.uri_mut() = p.uri.clone();
-    *r.version_mut() = p.version;
-    *r.headers_mut() = p.headers.clone();
-    r.into_parts().0
 }
 
 fn classify(e: &SendError) -> Failure {

@@ -11,21 +11,24 @@ pub mod request_id;
 mod upgrade;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::Either;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use crate::app::App;
 use crate::body::{RequestBody, ResponseBody};
 use crate::middleware::{Ctx, RequestFacts};
 use crate::router::normalize_path;
-use crate::state::{Route, Snapshot};
+use crate::state::Route;
 use error::ProxyError;
 use exchange::{Exchange, TrackedBody};
 use headers::{add_forwarded, strip_hop_by_hop, Forwarded, X_REQUEST_ID};
@@ -47,12 +50,17 @@ impl ConnInfo {
 }
 
 /// The hyper service function for the proxy listeners.
-pub async fn serve(
+///
+/// The request is routed and its headers rewritten here, before the future
+/// is made, so the future holds only what has to outlive an await: the
+/// routed request once, and no copy of what the synchronous steps used. It
+/// is boxed and moved per request (`server::service`); done inside one
+/// async body, it was 4.3 KiB.
+pub fn serve(
     app: Arc<App>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> Result<Response<TrackedBody>, Infallible> {
-    let snapshot = app.state.load();
+) -> impl Future<Output = Result<Response<TrackedBody>, Infallible>> + Send + 'static {
     let mut ex = Box::new(Exchange {
         app: Arc::clone(&app),
         start: Instant::now(),
@@ -65,27 +73,40 @@ pub async fn serve(
         upstream: None,
         status: 0,
     });
-    let mut resp = match proxy(&app, &snapshot, &conn, req, &mut ex).await {
-        Ok(r) => r,
-        Err(e) => e.response(),
-    };
-    if let Some(id) = &ex.request_id {
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+    match route(&app, &conn, req, &mut ex) {
+        Err(early) => Either::Left(std::future::ready(Ok(finish(early, ex)))),
+        Ok(mut routed) => Either::Right(async move {
+            let resp = forward(&app, &mut routed, &mut ex).await;
+            Ok(finish(resp, ex))
+        }),
     }
-    ex.status = resp.status().as_u16();
-    let (parts, body) = resp.into_parts();
-    Ok(Response::from_parts(parts, TrackedBody::new(body, ex)))
 }
 
-async fn proxy(
+/// A request matched to its route, its headers rewritten for the upstream:
+/// what the awaiting part of the proxy works on.
+struct Routed {
+    req: Request<RequestBody>,
+    route: Arc<Route>,
+    /// The path and query sent upstream.
+    upstream_pq: PathAndQuery,
+    /// The protocol the client asked to switch to, and its side of the switch.
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
+    peer: IpAddr,
+    tls: bool,
+}
+
+/// The synchronous part: request id, redirect to HTTPS, routing and header
+/// rewriting. An `Err` is the answer, sent without the route's middleware.
+// The `Ok` side is larger still; boxing the answer would only add an allocation.
+#[allow(clippy::result_large_err)]
+fn route(
     app: &App,
-    snapshot: &Snapshot,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     ex: &mut Exchange,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let settings = &snapshot.config.server;
-    if settings.request_id {
+) -> Result<Routed, Response<ResponseBody>> {
+    let snapshot = app.state.load();
+    if snapshot.config.server.request_id {
         let id = match req.headers().get(&X_REQUEST_ID) {
             Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
             _ => app.request_ids.next(),
@@ -96,52 +117,55 @@ async fn proxy(
 
     if !conn.tls {
         if let Some(resp) = app.tls.get().and_then(|t| crate::tls::redirect::plain_http(t, &req)) {
-            return Ok(resp);
+            return Err(resp);
         }
     }
 
     // The URI's authority wins over Host (HTTP/2 :authority, absolute-form).
     let host: HeaderValue = match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadHost)?,
-        None => req.headers().get(header::HOST).cloned().ok_or(ProxyError::BadHost)?,
+        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadHost.response())?,
+        None => req.headers().get(header::HOST).cloned().ok_or_else(|| ProxyError::BadHost.response())?,
     };
-    let host_str = host.to_str().map_err(|_| ProxyError::BadHost)?;
+    let host_str = host.to_str().map_err(|_| ProxyError::BadHost.response())?;
     if host_str.is_empty() {
-        return Err(ProxyError::BadHost);
+        return Err(ProxyError::BadHost.response());
     }
     let raw_path = req.uri().path();
     if !raw_path.starts_with('/') {
-        return Err(ProxyError::BadPath);
+        return Err(ProxyError::BadPath.response());
     }
-    let path = normalize_path(raw_path).map_err(|_| ProxyError::BadPath)?;
-    let found = snapshot.router.lookup(host_str, &path).ok_or(ProxyError::NoRoute)?;
-    let route: &Arc<Route> = found.value;
-    ex.route = Some(Arc::clone(route));
+    let path = normalize_path(raw_path).map_err(|_| ProxyError::BadPath.response())?;
+    let found = snapshot.router.lookup(host_str, &path).ok_or_else(|| ProxyError::NoRoute.response())?;
+    let route = Arc::clone(found.value);
+    ex.route = Some(Arc::clone(&route));
 
-    let upstream_pq = upstream_path(&req, &path, route, found.prefix_len)?;
+    let upstream_pq = upstream_path(&req, &path, &route, found.prefix_len).map_err(|e| e.response())?;
     let client_upgrade = rewrite_request_headers(&mut req, &host, conn);
     let mut req = req.map(RequestBody::from);
-    let on_client_upgrade = client_upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let upgrade = client_upgrade.map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    Ok(Routed { req, route, upstream_pq, upgrade, peer: conn.peer.ip(), tls: conn.tls })
+}
 
-    let chain = &route.middleware;
+/// The awaiting part: the route's middleware, then the upstream.
+async fn forward(app: &App, r: &mut Routed, ex: &mut Exchange) -> Response<ResponseBody> {
+    let chain = &r.route.middleware;
     let mut facts = RequestFacts::default();
-    let ctx = Ctx { app, route: &route.name, peer: conn.peer.ip(), tls: conn.tls };
-    if let Err(early) = chain.on_request(&mut req, &ctx, &mut facts).await {
-        return Ok(chain.on_response(early.response, &facts, early.depth));
+    {
+        let ctx = Ctx { app, route: &r.route.name, peer: r.peer, tls: r.tls };
+        if let Err(early) = chain.on_request(&mut r.req, &ctx, &mut facts).await {
+            return chain.on_response(early.response, &facts, early.depth);
+        }
     }
-
-    let (mut parts, body) = req.into_parts();
-    parts.version = Version::HTTP_11;
-    if !route.preserve_host {
-        parts.headers.remove(header::HOST);
+    if !r.route.preserve_host {
+        r.req.headers_mut().remove(header::HOST);
     }
-    let resp = match forward::send(app, &route.pool, parts, body, upstream_pq, ex).await {
+    let resp = match forward::send(app, &r.route.pool, &mut r.req, &r.upstream_pq, ex).await {
         Ok((mut resp, guard)) => {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                match (on_client_upgrade, client_upgrade) {
-                    (Some(client_side), Some(proto)) => upgrade::splice(resp, client_side, proto, guard),
+                match r.upgrade.take() {
+                    Some((proto, client_side)) => upgrade::splice(resp, client_side, proto, guard),
                     // The upstream switched protocols nobody asked for.
-                    _ => ProxyError::Broken.response(),
+                    None => ProxyError::Broken.response(),
                 }
             } else {
                 strip_hop_by_hop(resp.headers_mut());
@@ -154,7 +178,18 @@ async fn proxy(
         }
         Err(e) => e.response(),
     };
-    Ok(chain.on_response(resp, &facts, chain.len()))
+    chain.on_response(resp, &facts, chain.len())
+}
+
+/// The answer as it leaves: the request id added, and the exchange riding
+/// in the body until the body ends (for the access log and metrics).
+fn finish(mut resp: Response<ResponseBody>, mut ex: Box<Exchange>) -> Response<TrackedBody> {
+    if let Some(id) = &ex.request_id {
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+    }
+    ex.status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, TrackedBody::new(body, ex))
 }
 
 /// The path and query sent upstream: the normalised path, less the route

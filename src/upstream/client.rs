@@ -24,7 +24,7 @@ use std::future::poll_fn;
 use std::io;
 use std::time::Duration;
 
-use http::{Method, Request, Response};
+use http::{HeaderMap, Method, Response};
 use http_body::Body;
 use tokio::net::TcpStream;
 
@@ -48,6 +48,24 @@ pub struct ClientSettings {
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
     settings: ClientSettings,
+}
+
+/// The head of a request to send upstream, borrowed from wherever the
+/// proxy keeps it: the method, the origin-form path and query, and the
+/// headers as they go out (hop-by-hop ones gone, `Host` set).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head of `parts` as it stands, its URI in origin form.
+    pub fn of(parts: &'a http::request::Parts) -> Self {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        RequestHead { method: &parts.method, path_and_query, headers: &parts.headers }
+    }
 }
 
 /// Why a request got no response.
@@ -94,35 +112,39 @@ impl UpstreamClient {
         UpstreamClient { settings }
     }
 
-    /// Send `req` (origin-form URI, `Host` set, hop-by-hop headers gone) to
-    /// `server` on an idle connection or a new one, and wait for the
-    /// response head. The body streams from the returned response.
+    /// Send a request to `server` on an idle connection or a new one, and
+    /// wait for the response head. The body streams from the returned
+    /// response. The head is borrowed, not consumed, so a caller can send
+    /// the same head to another server without copying it.
     pub async fn request(
         &self,
         server: &Server,
-        req: Request<RequestBody>,
+        head: RequestHead<'_>,
+        body: RequestBody,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let (parts, body) = req.into_parts();
-        let framing = request_framing(&parts, &body);
-        let replayable = matches!(framing, RequestFraming::Empty { .. }) && is_idempotent(&parts.method);
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let framing = request_framing(head, &body);
+        let replayable = matches!(framing, RequestFraming::Empty { .. }) && is_idempotent(head.method);
         let mut body = Some(body);
         let mut parked = server.idle.checkout();
         loop {
             let reused = parked.is_some();
-            let mut conn = match parked.take() {
-                Some(conn) => conn,
-                // Boxed: connecting is the rare path, and its state (the
-                // connect future and its timer) would otherwise grow this
-                // future, which is moved several times per request.
-                None => Box::pin(self.connect(server)).await?,
+            // A block, so the connection's slot in this future is free again
+            // once the exchange owns it.
+            let mut wire = {
+                let mut conn = match parked.take() {
+                    Some(conn) => conn,
+                    // Boxed: connecting is the rare path, and its state (the
+                    // connect future and its timer) would otherwise grow this
+                    // future, which is moved several times per request.
+                    None => Box::pin(self.connect(server)).await?,
+                };
+                conn.max_idle = self.settings.max_idle_per_server;
+                h1::encode_request_head(head.method, head.path_and_query, head.headers, framing, &mut conn.head_buf);
+                let body = body.take().unwrap_or_else(RequestBody::empty);
+                Box::new(Wire::new(conn, body, framing == RequestFraming::Chunked))
             };
-            conn.max_idle = self.settings.max_idle_per_server;
-            h1::encode_request_head(&parts.method, path, &parts.headers, framing, &mut conn.head_buf);
-            let body = body.take().unwrap_or_else(RequestBody::empty);
-            let mut wire = Box::new(Wire::new(conn, body, framing == RequestFraming::Chunked));
-            match poll_fn(|cx| wire.poll_head(cx, &parts.method)).await {
-                Ok(head) => return Ok(wire.into_response(head)),
+            match poll_fn(|cx| wire.poll_head(cx, head.method)).await {
+                Ok(resp_head) => return Ok(wire.into_response(resp_head)),
                 Err(e) if reused && replayable && !wire.received_any() && e.may_be_stale_connection() => {
                     tracing::debug!(error = %e, "reused upstream connection was closed; sending again on a new one");
                 }
@@ -160,10 +182,10 @@ pub fn is_idempotent(m: &Method) -> bool {
 
 /// How to frame the request body: the exact size when known (from the
 /// body or the client's Content-Length), chunked otherwise.
-fn request_framing(parts: &http::request::Parts, body: &RequestBody) -> RequestFraming {
-    let declared = || parts.headers.get(http::header::CONTENT_LENGTH);
+fn request_framing(head: RequestHead<'_>, body: &RequestBody) -> RequestFraming {
+    let declared = || head.headers.get(http::header::CONTENT_LENGTH);
     if body.is_end_stream() {
-        let expects_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+        let expects_body = matches!(*head.method, Method::POST | Method::PUT | Method::PATCH);
         return RequestFraming::Empty { content_length_zero: expects_body || declared().is_some() };
     }
     // The header is only consulted when the body cannot say its size.
@@ -209,11 +231,11 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
         let stream_body = http_body_util::StreamBody::new(tokio_stream_from(rx));
         let body = RequestBody::Boxed { body: http_body_util::BodyExt::boxed_unsync(stream_body) };
-        let req = Request::post("/up").header("host", "h").body(body).unwrap();
+        let (head, body) = http::Request::post("/up").header("host", "h").body(body).unwrap().into_parts();
         tx.send(Ok(Frame::data(Bytes::from_static(b"hello ")))).await.unwrap();
         tx.send(Ok(Frame::data(Bytes::from_static(b"world")))).await.unwrap();
         drop(tx);
-        let resp = client.request(&server, req).await.unwrap();
+        let resp = client.request(&server, RequestHead::of(&head), body).await.unwrap();
         assert_eq!(resp.status(), 200);
         let mut body = resp.into_body();
         body.attach(server.start_request());

@@ -16,7 +16,7 @@ mod server;
 mod wire;
 
 pub use balancer::Balancer;
-pub use client::{is_idempotent, ClientSettings, SendError, UpstreamClient};
+pub use client::{is_idempotent, ClientSettings, RequestHead, SendError, UpstreamClient};
 pub use conn::Conn;
 pub use health::HealthChecker;
 pub use idle::IdleConns;

@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
+use http::HeaderValue;
 
 use super::conn::Conn;
 use super::idle::IdleConns;
@@ -23,8 +24,9 @@ const MAX_EJECTION_DOUBLINGS: u32 = 5;
 #[derive(Debug)]
 pub struct Server {
     pub addr: UpstreamAddr,
-    /// The address as a URI authority, parsed once.
-    pub authority: Authority,
+    /// The address as a `Host` header value, for routes that do not keep
+    /// the client's (`preserve_host = false`); made once, not per request.
+    pub host_header: HeaderValue,
     pub weight: u32,
     /// The address as a metrics label.
     pub label: Arc<str>,
@@ -59,11 +61,14 @@ pub enum Transition {
 
 impl Server {
     pub fn new(pool: &Arc<str>, addr: UpstreamAddr, weight: u32) -> Result<Self, http::uri::InvalidUri> {
+        // Parsed as an authority first: that is what rejects a bad address,
+        // and an authority is always a valid header value.
         let authority = Authority::try_from(addr.0.as_str())?;
+        let host_header = HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static(""));
         let label: Arc<str> = Arc::from(addr.0.as_str());
         Ok(Server {
             addr,
-            authority,
+            host_header,
             weight,
             metrics: ServerMetrics::new(Arc::clone(pool), Arc::clone(&label)),
             label,

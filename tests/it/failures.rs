@@ -87,6 +87,25 @@ async fn bodiless_requests_are_retried_on_another_server_after_a_connect_failure
 }
 
 #[tokio::test]
+async fn a_retried_request_names_the_server_it_reached_when_the_route_does_not_keep_host() {
+    let echo = Upstream::echo().await;
+    let config = format!(
+        "[upstreams.app]\nservers = [\"{}\", \"{}\"]\n[[routes]]\nupstream = \"app\"\npreserve_host = false\n",
+        closed_port(),
+        echo.addr
+    );
+    let p = Proxy::start(&config);
+    // Round robin sends about half of these to the closed port first; the
+    // retry must not carry the first server's name.
+    for _ in 0..10 {
+        let a = get(&p.url("/"), "shop.example.com").await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.json()["headers"]["host"][0], echo.addr.to_string());
+    }
+    assert_eq!(echo.hits(), 10);
+}
+
+#[tokio::test]
 async fn a_client_that_leaves_cancels_its_upstream_request() {
     let dropped = Arc::new(AtomicBool::new(false));
     let d2 = Arc::clone(&dropped);

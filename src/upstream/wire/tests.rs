@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::UpstreamAddr;
 use crate::upstream::conn::MAX_IDLE_BUFFER;
-use crate::upstream::{ClientSettings, Server, UpstreamClient};
+use crate::upstream::{ClientSettings, RequestHead, Server, UpstreamClient};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,8 +62,8 @@ async fn waiting_mid_body_acknowledges_at_once() {
     let server = Arc::new(Server::new(&Arc::from("p"), UpstreamAddr(addr.to_string()), 1).unwrap());
     let client =
         UpstreamClient::new(ClientSettings { connect_timeout: Duration::from_secs(5), max_idle_per_server: 4 });
-    let get = http::Request::get("/").header("host", "h").body(RequestBody::empty()).unwrap();
-    let mut body = client.request(&server, get).await.unwrap().into_body();
+    let (get, empty) = http::Request::get("/").header("host", "h").body(RequestBody::empty()).unwrap().into_parts();
+    let mut body = client.request(&server, RequestHead::of(&get), empty).await.unwrap().into_body();
     let stream = &body.wire.as_ref().unwrap().conn.stream;
     // What the kernel does on such a connection: acknowledge at the
     // delayed-ACK timer.
@@ -89,12 +89,13 @@ async fn a_parked_connection_keeps_small_buffers_and_sheds_large_ones() {
         UpstreamClient::new(ClientSettings { connect_timeout: Duration::from_secs(5), max_idle_per_server: 4 });
     // (response body, request header bytes, whether the buffers are kept)
     for (body_len, header_len, kept) in [(5, 10, true), (BIG, 20 * 1024, false), (5, 10, true)] {
-        let req = http::Request::get("/")
+        let (head, empty) = http::Request::get("/")
             .header("host", "h")
             .header("x-pad", "p".repeat(header_len))
             .body(RequestBody::empty())
-            .unwrap();
-        let mut body = client.request(&server, req).await.unwrap().into_body();
+            .unwrap()
+            .into_parts();
+        let mut body = client.request(&server, RequestHead::of(&head), empty).await.unwrap().into_body();
         body.attach(server.start_request());
         // Collected and dropped: no body frame shares the read buffer.
         let got = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
