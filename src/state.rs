@@ -1,6 +1,7 @@
 //! The running configuration as one immutable [`Snapshot`], swapped
-//! atomically on reload. A request loads the snapshot once and keeps it to
-//! the end, so a reload never changes a request halfway through.
+//! atomically on reload. A request loads the snapshot once to be routed and
+//! keeps the matched [`Route`] (its pool and middleware) to the end, so a
+//! reload never changes a request halfway through.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -41,8 +41,8 @@ pub async fn send(
 ) -> Result<(Response<UpstreamBody>, InFlightGuard), ProxyError> {
     let bodiless = http_body::Body::is_end_stream(req.body());
     let max_attempts = if bodiless { 1 + pool.spec.retries as usize } else { 1 }.min(pool.servers.len());
-    // No `Host` left means the route does not keep the client's
-    // (`preserve_host = false`): each attempt names its own server.
+    // No `Host` left (the route does not keep the client's, or a header rule
+    // removed it): each attempt names its own server, as HTTP/1.1 needs one.
     let names_server = !req.headers().contains_key(header::HOST);
     // At most 11 attempts (retries <= 10): a stack array, no allocation.
     let mut tried_buf = [0usize; 11];
@@ -57,7 +57,10 @@ pub async fn send(
         let server = &pool.servers[idx];
         ex.upstream = Some(Arc::clone(&server.label));
         if names_server {
-            req.headers_mut().insert(header::HOST, server.host_header.clone());
+            match &server.host_header {
+                Some(host) => req.headers_mut().insert(header::HOST, host.clone()),
+                None => req.headers_mut().remove(header::HOST),
+            };
         }
         let idempotent = is_idempotent(req.method());
         // The body goes with the first attempt; a retry (bodiless only) sends none.

@@ -1,6 +1,6 @@
 //! Plain HTTP in front of TLS: answer ACME HTTP-01 challenges and send
 //! every other request for a host that has TLS to `https://` with a 308
-//! (same host, path and query). Called at the top of `proxy::serve` for
+//! (same host, path and query). Called early in `proxy::route` for
 //! requests that did not arrive over TLS.
 
 use http::{header, HeaderValue, Request, Response, StatusCode};

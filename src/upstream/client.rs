@@ -60,6 +60,7 @@ pub struct RequestHead<'a> {
     pub headers: &'a HeaderMap,
 }
 
+#[cfg(test)]
 impl<'a> RequestHead<'a> {
     /// The head of `parts` as it stands, its URI in origin form.
     pub fn of(parts: &'a http::request::Parts) -> Self {

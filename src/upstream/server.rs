@@ -24,9 +24,10 @@ const MAX_EJECTION_DOUBLINGS: u32 = 5;
 #[derive(Debug)]
 pub struct Server {
     pub addr: UpstreamAddr,
-    /// The address as a `Host` header value, for routes that do not keep
-    /// the client's (`preserve_host = false`); made once, not per request.
-    pub host_header: HeaderValue,
+    /// The address as a `Host` header value, for requests that reach the
+    /// upstream without one (`preserve_host = false`); made once, not per
+    /// request. `None` only if the address is no valid header value.
+    pub host_header: Option<HeaderValue>,
     pub weight: u32,
     /// The address as a metrics label.
     pub label: Arc<str>,
@@ -61,10 +62,8 @@ pub enum Transition {
 
 impl Server {
     pub fn new(pool: &Arc<str>, addr: UpstreamAddr, weight: u32) -> Result<Self, http::uri::InvalidUri> {
-        // Parsed as an authority first: that is what rejects a bad address,
-        // and an authority is always a valid header value.
         let authority = Authority::try_from(addr.0.as_str())?;
-        let host_header = HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static(""));
+        let host_header = HeaderValue::from_str(authority.as_str()).ok();
         let label: Arc<str> = Arc::from(addr.0.as_str());
         Ok(Server {
             addr,
