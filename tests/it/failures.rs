@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::util::*;
@@ -201,6 +202,24 @@ async fn idle_keep_alive_connections_are_closed() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     let (closed, got) = next_read_closes(&mut s, Duration::from_secs(20)).await;
     assert!(closed, "idle connection stayed open: {got}");
+}
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed() {
+    let up = Upstream::named("x").await;
+    let p = Proxy::start(&format!("[server]\nidle_timeout = \"500ms\"\n{}", route(&format!("\"{}\"", up.addr), "")));
+    let stream = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(p.url("/")).header("host", "x").body(full("")).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+    // The proxy ends the idle connection (GOAWAY, then close); the client's
+    // connection future then finishes.
+    let ended = tokio::time::timeout(Duration::from_secs(20), conn).await;
+    assert!(ended.is_ok(), "idle HTTP/2 connection stayed open");
 }
 
 #[tokio::test]
