@@ -92,25 +92,23 @@ pub(super) async fn drive<C: HttpConn>(
     http1: Option<Http1Watch>,
 ) -> Option<Pin<Box<C>>> {
     let park = http1.is_some_and(|w| w.park);
-    let conn_wake = Arc::new(ConnWake { woken: AtomicBool::new(true), task: AtomicWaker::new() });
-    let conn_waker = futures_util::task::waker(Arc::clone(&conn_wake));
+    let conn_gate = Gate::new();
     // The watchers (clock, drain signal, timers) are polled only when one of
     // them was woken, not at every read and write of the connection: polling
     // them each time cost 3.5% of a keep-alive request's instructions.
-    let watch_wake = Arc::new(ConnWake { woken: AtomicBool::new(true), task: AtomicWaker::new() });
-    let watch_waker = futures_util::task::waker(Arc::clone(&watch_wake));
+    let watch_gate = Gate::new();
     let mut closing = false;
     // Set on drain when a request head is in progress.
     let mut head_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         let event = {
             let running = std::future::poll_fn(|cx| {
-                conn_wake.task.register(cx.waker());
+                conn_gate.register(cx);
                 loop {
                     // Only when the connection asked: an HTTP/2 connection's
                     // poll is not free, and most wake-ups are for streams.
-                    if conn_wake.woken.swap(false, Ordering::AcqRel) {
-                        if let Poll::Ready(res) = conn.as_mut().poll(&mut Context::from_waker(&conn_waker)) {
+                    if conn_gate.take() {
+                        if let Poll::Ready(res) = conn.as_mut().poll(&mut conn_gate.context()) {
                             return Poll::Ready(res);
                         }
                     }
@@ -119,7 +117,7 @@ pub(super) async fn drive<C: HttpConn>(
                     }
                     // Streams that answered woke the connection to send: do it
                     // now, in the same pass, for all of them at once.
-                    if !conn_wake.woken.load(Ordering::Acquire) {
+                    if !conn_gate.is_open() {
                         return Poll::Pending;
                     }
                 }
@@ -143,11 +141,11 @@ pub(super) async fn drive<C: HttpConn>(
                 }
             });
             // A new set of watchers is polled once, to register its wakers.
-            watch_wake.woken.store(true, Ordering::Release);
+            watch_gate.open();
             let watched = std::future::poll_fn(|cx| {
-                watch_wake.task.register(cx.waker());
-                if watch_wake.woken.swap(false, Ordering::AcqRel) {
-                    watchers.as_mut().poll(&mut Context::from_waker(&watch_waker))
+                watch_gate.register(cx);
+                if watch_gate.take() {
+                    watchers.as_mut().poll(&mut watch_gate.context())
                 } else {
                     Poll::Pending
                 }
@@ -180,7 +178,8 @@ pub(super) async fn drive<C: HttpConn>(
             Event::Watched(Watched::Idle) if ctx.activity.reading_head() => return None,
             Event::Watched(Watched::Idle) | Event::Idle => {
                 conn.as_mut().shutdown();
-                conn_wake.wake_by_ref_now();
+                // A graceful shutdown was requested: poll the connection.
+                conn_gate.open();
                 closing = true;
             }
             Event::Drain => {
@@ -190,7 +189,8 @@ pub(super) async fn drive<C: HttpConn>(
                     head_deadline = Some(Box::pin(tokio::time::sleep(ctx.header_timeout)));
                 }
                 conn.as_mut().shutdown();
-                conn_wake.wake_by_ref_now();
+                // A graceful shutdown was requested: poll the connection.
+                conn_gate.open();
                 closing = true;
             }
             Event::HeadDeadline => {
@@ -215,21 +215,53 @@ enum Event {
     Idle,
 }
 
-/// A waker that records that its future has something to do, and wakes the
-/// task: the connection's own (not one of its streams'), and the watchers'.
-struct ConnWake {
+/// Part of a task's work that is polled only when its own waker fired (or
+/// it was opened by hand), not at every wake-up of the task: the
+/// connection itself (not its streams), and the watchers.
+struct Gate {
+    flag: Arc<GateFlag>,
+    waker: std::task::Waker,
+}
+
+impl Gate {
+    /// Open, so the first pass polls what is behind it.
+    fn new() -> Self {
+        let flag = Arc::new(GateFlag { woken: AtomicBool::new(true), task: AtomicWaker::new() });
+        let waker = futures_util::task::waker(Arc::clone(&flag));
+        Gate { flag, waker }
+    }
+
+    /// The task to wake when this gate's waker fires.
+    fn register(&self, cx: &Context<'_>) {
+        self.flag.task.register(cx.waker());
+    }
+
+    /// Whether to poll what is behind the gate now; closes it.
+    fn take(&self) -> bool {
+        self.flag.woken.swap(false, Ordering::AcqRel)
+    }
+
+    fn is_open(&self) -> bool {
+        self.flag.woken.load(Ordering::Acquire)
+    }
+
+    /// Have the next pass poll what is behind the gate.
+    fn open(&self) {
+        self.flag.woken.store(true, Ordering::Release);
+    }
+
+    /// The context to poll what is behind the gate with.
+    fn context(&self) -> Context<'_> {
+        Context::from_waker(&self.waker)
+    }
+}
+
+struct GateFlag {
     woken: AtomicBool,
     task: AtomicWaker,
 }
 
-impl ConnWake {
-    /// A graceful shutdown was requested: the connection must be polled.
-    fn wake_by_ref_now(&self) {
-        self.woken.store(true, Ordering::Release);
-    }
-}
-
-impl futures_util::task::ArcWake for ConnWake {
+impl futures_util::task::ArcWake for GateFlag {
     fn wake_by_ref(arc_self: &Arc<Self>) {
         arc_self.woken.store(true, Ordering::Release);
         arc_self.task.wake();
