@@ -136,42 +136,45 @@ fn runtime(workers: Option<usize>, busy_poll: Option<&Arc<BusyPoll>>) -> anyhow:
     b.enable_all().build().context("cannot start the async runtime")
 }
 
-/// Start what runs beside the proxy in every runtime: the thread-cache
-/// clock, and the busy poller when there is one.
+/// Run `main` on a new runtime (see [`runtime`]), beside what every
+/// runtime runs: the thread-cache clock, and the busy poller when there is
+/// one.
 fn block_on<F: std::future::Future>(
-    runtime: tokio::runtime::Runtime,
+    workers: Option<usize>,
     busy_poll: Option<Arc<BusyPoll>>,
     main: F,
-) -> F::Output {
-    runtime.block_on(async move {
+) -> anyhow::Result<F::Output> {
+    let runtime = runtime(workers, busy_poll.as_ref())?;
+    Ok(runtime.block_on(async move {
         tokio::spawn(thread_cache::tick());
         if let Some(poll) = busy_poll {
             tokio::spawn(poll.run());
         }
         main.await
-    })
+    }))
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     init_tracing();
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let workers = config.server.workers;
     let busy_poll = BusyPoll::new(config.server.busy_poll);
-    block_on(runtime(config.server.workers, busy_poll.as_ref())?, busy_poll, async move {
+    block_on(workers, busy_poll, async move {
         let running = rampart::start(config, Some(path)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         running.run_until_signal().await.context("cannot install signal handlers")?;
         Ok(())
-    })
+    })?
 }
 
 fn demo(http: std::net::SocketAddr, https: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Result<()> {
     init_tracing();
-    block_on(runtime(None, None)?, None, async move {
+    block_on(None, None, async move {
         let running = rampart::demo::start(rampart::demo::DemoListen { http, https, admin })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         running.run_until_signal().await.context("cannot install signal handlers")?;
         Ok(())
-    })
+    })?
 }
 
 /// jemalloc, with a background thread returning freed pages within about a

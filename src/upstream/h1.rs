@@ -159,9 +159,8 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
 
     // Where each header sits in the head, so the values can be slices of
-    // the frozen head instead of copies.
-    let base = buf.as_ptr() as usize;
     // the frozen head instead of copies. u16 offsets: a head is < 64 KiB.
+    let base = buf.as_ptr() as usize;
     let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
     let n = parsed.headers.len();
     for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
