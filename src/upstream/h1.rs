@@ -179,10 +179,12 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     for &(name_at, name_len, value_at, value_len) in &spans[..n] {
         let (name_at, name_len, value_at, value_len) =
             (name_at as usize, name_len as usize, value_at as usize, value_len as usize);
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
-            .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-            .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
+        let raw_name = &head[name_at..name_at + name_len];
+        let name = match common_response_name(raw_name) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(raw_name).map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?,
+        };
+        let value = checked_value(head.slice(value_at..value_at + value_len))?;
         if name == header::CONTENT_LENGTH {
             match (parse_length(value.as_bytes()), content_length) {
                 (Some(v), None) => content_length = Some(v),
@@ -248,6 +250,84 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     };
     let keep_alive = !close && framing != ResponseFraming::UntilClose && status != StatusCode::SWITCHING_PROTOCOLS;
     Ok(Some(ResponseHead { status, version, headers, framing, keep_alive }))
+}
+
+/// The names upstreams put on most answers, as they spell them (nginx,
+/// Apache and most frameworks capitalise; Node and Go's HTTP/2 bridges
+/// write lower case). `HeaderName::from_bytes` lowercases a name into a
+/// scratch buffer and then looks it up, about 100 instructions a header;
+/// comparing against a spelling of the same length is a few. Anything else
+/// takes the general path.
+fn common_response_name(name: &[u8]) -> Option<HeaderName> {
+    let known = match name.len() {
+        4 => match name {
+            b"Date" | b"date" => header::DATE,
+            b"ETag" | b"etag" => header::ETAG,
+            b"Vary" | b"vary" => header::VARY,
+            _ => return None,
+        },
+        6 => match name {
+            b"Server" | b"server" => header::SERVER,
+            _ => return None,
+        },
+        7 => match name {
+            b"Expires" | b"expires" => header::EXPIRES,
+            _ => return None,
+        },
+        8 => match name {
+            b"Location" | b"location" => header::LOCATION,
+            _ => return None,
+        },
+        10 => match name {
+            b"Connection" | b"connection" => header::CONNECTION,
+            b"Set-Cookie" | b"set-cookie" => header::SET_COOKIE,
+            _ => return None,
+        },
+        12 => match name {
+            b"Content-Type" | b"content-type" => header::CONTENT_TYPE,
+            _ => return None,
+        },
+        13 => match name {
+            b"Last-Modified" | b"last-modified" => header::LAST_MODIFIED,
+            b"Accept-Ranges" | b"accept-ranges" => header::ACCEPT_RANGES,
+            b"Cache-Control" | b"cache-control" => header::CACHE_CONTROL,
+            _ => return None,
+        },
+        14 => match name {
+            b"Content-Length" | b"content-length" => header::CONTENT_LENGTH,
+            _ => return None,
+        },
+        16 => match name {
+            b"Content-Encoding" | b"content-encoding" => header::CONTENT_ENCODING,
+            _ => return None,
+        },
+        17 => match name {
+            b"Transfer-Encoding" | b"transfer-encoding" => header::TRANSFER_ENCODING,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(known)
+}
+
+/// A header value httparse has already checked, without checking it again
+/// byte by byte (`HeaderValue::from_maybe_shared` does: about 3 instructions
+/// a byte, 400 for a typical answer's head). Values with bytes above 0x7F
+/// (obs-text) take the checked path.
+#[allow(unsafe_code)]
+fn checked_value(value: Bytes) -> Result<HeaderValue, ProtocolError> {
+    if value.is_ascii() {
+        // SAFETY: the contract is valid UTF-8, which ASCII is. The bytes
+        // are also valid in a header value: httparse accepts in a value
+        // exactly what `HeaderValue` allows (HTAB, 0x20-0x7E, 0x80-0xFF; no
+        // CR, LF, DEL or other controls), and `value` is the slice it
+        // returned for one header. The test
+        // `every_byte_httparse_accepts_in_a_value_is_valid_in_a_header_value`
+        // holds it to that, and debug builds check anyway.
+        Ok(unsafe { HeaderValue::from_maybe_shared_unchecked(value) })
+    } else {
+        HeaderValue::from_maybe_shared(value).map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))
+    }
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {

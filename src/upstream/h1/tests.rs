@@ -52,6 +52,68 @@ fn response_heads_and_their_framing() {
 }
 
 #[test]
+fn common_names_are_the_names_the_general_parse_gives() {
+    let spellings = [
+        "Date",
+        "ETag",
+        "Vary",
+        "Server",
+        "Expires",
+        "Location",
+        "Connection",
+        "Set-Cookie",
+        "Content-Type",
+        "Last-Modified",
+        "Accept-Ranges",
+        "Cache-Control",
+        "Content-Length",
+        "Content-Encoding",
+        "Transfer-Encoding",
+    ];
+    for spelled in spellings {
+        for name in [spelled.to_string(), spelled.to_ascii_lowercase()] {
+            let general = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(common_response_name(name.as_bytes()), Some(general), "{name}");
+        }
+    }
+    // Other spellings, and other names of the same lengths, take the general path.
+    for other in ["DATE", "Etag", "content-Type", "X-Ab", "X-Cache", "Set-Cookie2", "X-Request-Id", "", "A"] {
+        assert_eq!(common_response_name(other.as_bytes()), None, "{other}");
+    }
+    let h =
+        parse("HTTP/1.1 200 OK\r\nCONTENT-TYPE: a\r\nEtag: \"e\"\r\nDate: d\r\nContent-Length: 0\r\n\r\n", Method::GET)
+            .unwrap()
+            .unwrap();
+    assert_eq!(h.headers[header::CONTENT_TYPE], "a");
+    assert_eq!(h.headers[header::ETAG], "\"e\"");
+    assert_eq!(h.headers[header::DATE], "d");
+    assert_eq!(h.framing, ResponseFraming::Length(0));
+}
+
+#[test]
+fn every_byte_httparse_accepts_in_a_value_is_valid_in_a_header_value() {
+    // The premise of `checked_value`: a byte either fails the parse or is
+    // one `HeaderValue` allows. Each byte alone, and inside a longer value
+    // (httparse checks 32 and 8 bytes at a time there).
+    let mut accepted_inside = 0;
+    for b in 0..=255u8 {
+        for (inside, value) in [(false, vec![b]), (true, [b"a".repeat(20), vec![b], b"z".repeat(40)].concat())] {
+            let mut raw = b"HTTP/1.1 200 OK\r\nX-V: ".to_vec();
+            raw.extend_from_slice(&value);
+            raw.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+            if let Ok(Some(h)) = parse_response_head(&mut BytesMut::from(&raw[..]), &Method::GET) {
+                for v in h.headers.get_all("x-v") {
+                    assert!(HeaderValue::from_bytes(v.as_bytes()).is_ok(), "byte {b:#04x} passed as {v:?}");
+                }
+                accepted_inside += usize::from(inside);
+            }
+        }
+    }
+    // HTAB, 0x20-0x7E and 0x80-0xFF: the parse does refuse the others.
+    assert_eq!(accepted_inside, 1 + 95 + 128);
+}
+
+#[test]
 fn connection_reuse_follows_version_and_connection_header() {
     let h = parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", Method::GET).unwrap();
     assert!(!h.unwrap().keep_alive);
