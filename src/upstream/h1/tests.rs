@@ -114,6 +114,38 @@ fn every_byte_httparse_accepts_in_a_value_is_valid_in_a_header_value() {
 }
 
 #[test]
+fn mutated_heads_parse_to_valid_headers_or_fail() {
+    // Random bytes written over a real answer's head (xorshift, fixed seed):
+    // whatever parses must hold only valid names and values (debug builds
+    // also check the unchecked values as they are made).
+    let head = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 04:00:00 GMT\r\n\
+        Content-Type: text/html\r\nContent-Length: 5\r\nETag: \"6564-5\"\r\nX-Tag: a\tb\r\n\r\nhello";
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut parsed = 0;
+    for _ in 0..20_000 {
+        let mut raw = head.to_vec();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() % raw.len() as u64) as usize;
+            raw[at] = next() as u8;
+        }
+        if let Ok(Some(h)) = parse_response_head(&mut BytesMut::from(&raw[..]), &Method::GET) {
+            parsed += 1;
+            for (name, value) in &h.headers {
+                assert!(HeaderName::from_bytes(name.as_str().as_bytes()).is_ok(), "{raw:?}");
+                assert!(HeaderValue::from_bytes(value.as_bytes()).is_ok(), "{raw:?}");
+            }
+        }
+    }
+    assert!(parsed > 1_000, "the mutations should leave many heads parseable ({parsed})");
+}
+
+#[test]
 fn connection_reuse_follows_version_and_connection_header() {
     let h = parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", Method::GET).unwrap();
     assert!(!h.unwrap().keep_alive);
