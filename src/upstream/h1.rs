@@ -314,16 +314,18 @@ fn common_response_name(name: &[u8]) -> Option<HeaderName> {
 /// byte by byte (`HeaderValue::from_maybe_shared` does: about 3 instructions
 /// a byte, 400 for a typical answer's head). Values with bytes above 0x7F
 /// (obs-text) take the checked path.
+///
+/// Only for a slice httparse returned as a header value: given other
+/// bytes, a CR or LF would pass into the answer written to the client.
 #[allow(unsafe_code)]
 fn checked_value(value: Bytes) -> Result<HeaderValue, ProtocolError> {
     if value.is_ascii() {
-        // SAFETY: the contract is valid UTF-8, which ASCII is. The bytes
-        // are also valid in a header value: httparse accepts in a value
-        // exactly what `HeaderValue` allows (HTAB, 0x20-0x7E, 0x80-0xFF; no
-        // CR, LF, DEL or other controls), and `value` is the slice it
-        // returned for one header. The test
+        // SAFETY: the function's contract is valid UTF-8, which ASCII is.
+        // Beyond memory safety, the bytes are valid in a header value:
+        // httparse accepts in a value exactly what `HeaderValue` allows
+        // (HTAB, 0x20-0x7E, 0x80-0xFF; no CR, LF, DEL or other controls).
         // `every_byte_httparse_accepts_in_a_value_is_valid_in_a_header_value`
-        // holds it to that, and debug builds check anyway.
+        // holds it to that, and debug builds check each value anyway.
         Ok(unsafe { HeaderValue::from_maybe_shared_unchecked(value) })
     } else {
         HeaderValue::from_maybe_shared(value).map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))
