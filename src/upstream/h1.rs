@@ -143,6 +143,7 @@ pub fn chunk_header(len: usize) -> Bytes {
 /// what follows (body, or the next protocol after a 101) stays.
 pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<ResponseHead>, ProtocolError> {
     // Uninitialised slots: zeroing 100 of them would cost more than parsing.
+    // The default config refuses obs-fold, which `checked_value` relies on.
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let head_len =
@@ -310,20 +311,22 @@ fn common_response_name(name: &[u8]) -> Option<HeaderName> {
     Some(known)
 }
 
-/// A header value httparse has already checked, without checking it again
-/// byte by byte (`HeaderValue::from_maybe_shared` does: about 3 instructions
-/// a byte, 400 for a typical answer's head). Values with bytes above 0x7F
-/// (obs-text) take the checked path.
+/// A header value httparse has already checked, with a word-at-a-time ASCII
+/// scan instead of http's check of each byte (`from_maybe_shared`: about 3
+/// instructions a byte, 400 for a typical answer's head). Values with bytes
+/// above 0x7F (obs-text) take the checked path.
 ///
-/// Only for a slice httparse returned as a header value: given other
+/// Only for a slice httparse returned as a header value, with obs-fold
+/// refused (its default, as `parse_response_head` uses it): given other
 /// bytes, a CR or LF would pass into the answer written to the client.
 #[allow(unsafe_code)]
 fn checked_value(value: Bytes) -> Result<HeaderValue, ProtocolError> {
     if value.is_ascii() {
         // SAFETY: the function's contract is valid UTF-8, which ASCII is.
         // Beyond memory safety, the bytes are valid in a header value:
-        // httparse accepts in a value exactly what `HeaderValue` allows
-        // (HTAB, 0x20-0x7E, 0x80-0xFF; no CR, LF, DEL or other controls).
+        // httparse, with obs-fold refused, accepts in a value exactly what
+        // `HeaderValue` allows (HTAB, 0x20-0x7E, 0x80-0xFF; no CR, LF, DEL
+        // or other controls).
         // `every_byte_httparse_accepts_in_a_value_is_valid_in_a_header_value`
         // holds it to that, and debug builds check each value anyway.
         Ok(unsafe { HeaderValue::from_maybe_shared_unchecked(value) })
