@@ -1,7 +1,8 @@
 //! HTTP/1.1 towards upstream servers, as bytes: writing a request head,
 //! parsing a response head, and cutting a response body out of the read
-//! buffer by its framing (Content-Length, chunked, until close). Pure
-//! functions over buffers, tested here; the sockets live in `client`.
+//! buffer by its framing (Content-Length, chunked in `chunked`, until
+//! close). Pure functions over buffers, tested here; the sockets live in
+//! `client`.
 //!
 //! Parsing is httparse's (the parser hyper uses). Header values are slices
 //! of the frozen head, so a response head costs one `HeaderMap` and no copy
@@ -10,7 +11,7 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
@@ -19,10 +20,6 @@ use http::{Method, StatusCode, Version};
 pub const MAX_HEAD: usize = 64 * 1024 - 1;
 /// The most response headers accepted (hyper's default too).
 const MAX_HEADERS: usize = 100;
-/// The longest chunk-size line (size plus extensions) accepted.
-const MAX_CHUNK_LINE: usize = 4096;
-/// The most trailer bytes accepted (they are read and dropped).
-const MAX_TRAILERS: usize = 16 * 1024;
 
 /// How a request body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,114 +339,8 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     v.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
-/// What the chunked decoder found in the buffer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
-    Data(Bytes),
-    /// The buffer ends mid-way: read more.
-    NeedMore,
-    /// The last chunk and the trailers are consumed.
-    Done,
-}
-
-/// Decodes `Transfer-Encoding: chunked` from a read buffer, handing out
-/// chunk data as slices of it (no copy).
-#[derive(Debug, Default)]
-pub struct ChunkedDecoder {
-    state: ChunkState,
-    trailer_bytes: usize,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    #[default]
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailers,
-    Done,
-}
-
-impl ChunkedDecoder {
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
-        loop {
-            match self.state {
-                ChunkState::Size => {
-                    let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else { return Ok(Decoded::NeedMore) };
-                    let size = parse_chunk_size(&line)?;
-                    self.state = if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
-                }
-                ChunkState::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    let n = left.min(buf.len() as u64) as usize;
-                    let data = buf.split_to(n).freeze();
-                    let left = left - n as u64;
-                    self.state = if left == 0 { ChunkState::DataEnd } else { ChunkState::Data(left) };
-                    return Ok(Decoded::Data(data));
-                }
-                ChunkState::DataEnd => match &buf[..] {
-                    [b'\r', b'\n', ..] => {
-                        buf.advance(2);
-                        self.state = ChunkState::Size;
-                    }
-                    [b'\n', ..] => {
-                        buf.advance(1);
-                        self.state = ChunkState::Size;
-                    }
-                    [] | [b'\r'] => return Ok(Decoded::NeedMore),
-                    _ => return Err(ProtocolError::BadChunk),
-                },
-                ChunkState::Trailers => {
-                    let Some(line) = take_line(buf, MAX_TRAILERS)? else { return Ok(Decoded::NeedMore) };
-                    self.trailer_bytes += line.len();
-                    if self.trailer_bytes > MAX_TRAILERS {
-                        return Err(ProtocolError::BadChunk);
-                    }
-                    if line.is_empty() {
-                        self.state = ChunkState::Done;
-                    }
-                }
-                ChunkState::Done => return Ok(Decoded::Done),
-            }
-        }
-    }
-}
-
-/// Remove one line (without its CRLF or LF) from the front of `buf`.
-fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, ProtocolError> {
-    let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
-        return if buf.len() > max { Err(ProtocolError::BadChunk) } else { Ok(None) };
-    };
-    if lf > max {
-        return Err(ProtocolError::BadChunk);
-    }
-    let mut line = buf.split_to(lf + 1);
-    line.truncate(lf);
-    if line.last() == Some(&b'\r') {
-        line.truncate(lf - 1);
-    }
-    Ok(Some(line))
-}
-
-fn parse_chunk_size(line: &[u8]) -> Result<u64, ProtocolError> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 16 {
-        return Err(ProtocolError::BadChunk);
-    }
-    // After the size: nothing, or whitespace / extensions (";name=value").
-    match line.get(digits) {
-        None | Some(b';' | b' ' | b'\t') => {}
-        Some(_) => return Err(ProtocolError::BadChunk),
-    }
-    let mut size = 0u64;
-    for &d in &line[..digits] {
-        let v = (d as char).to_digit(16).unwrap_or(0) as u64;
-        size = (size << 4) | v;
-    }
-    Ok(size)
-}
+mod chunked;
+pub use chunked::{ChunkedDecoder, Decoded};
 
 #[cfg(test)]
 mod tests;

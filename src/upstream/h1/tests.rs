@@ -1,3 +1,4 @@
+use super::chunked::MAX_CHUNK_LINE;
 use super::*;
 
 fn parse(raw: &str, method: Method) -> Result<Option<ResponseHead>, ProtocolError> {
