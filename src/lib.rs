@@ -72,12 +72,12 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let serving = Serving::new(Arc::clone(&app), CancellationToken::new());
     let admin_stop = CancellationToken::new();
 
-    let http = listen.http.map(|a| server::bind("http", a, defer_accept)).transpose()?;
+    let http = listen.http.map(|a| server::bind_traffic("http", a, defer_accept)).transpose()?;
     // Deferred accept for the traffic listeners only: the admin one serves
     // scrapes and probes, and monitoring that counts its connections
     // expects them at once.
     let admin = listen.admin.map(|a| server::bind("admin", a, false)).transpose()?;
-    let https = listen.https.map(|a| server::bind("https", a, defer_accept)).transpose()?;
+    let https = listen.https.map(|a| server::bind_traffic("https", a, defer_accept)).transpose()?;
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
     let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());

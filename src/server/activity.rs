@@ -5,12 +5,13 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::conn::Parkable;
@@ -38,7 +39,22 @@ pub struct Activity {
     /// The answer about to be written is the connection's last and is all
     /// in memory: cork the socket before writing it.
     cork: AtomicBool,
+    /// The request in progress has been read whole (an HTTP/1.1 request
+    /// without a body): a read now can only find whether the client left.
+    request_read: AtomicBool,
+    /// That check, on a socket not in the poller yet (see
+    /// [`ActivityIo`]'s `poll_read`): one of the `EOF_CHECK_*` states.
+    eof_check: AtomicU8,
+    /// The read waiting for the tick that makes its check due.
+    eof_check_waker: AtomicWaker,
 }
+
+/// No end-of-stream check is waiting.
+const EOF_CHECK_NONE: u8 = 0;
+/// A check waits for the next tick.
+const EOF_CHECK_WAITING: u8 = 1;
+/// A tick came: the check reads the socket (and so registers it).
+const EOF_CHECK_DUE: u8 = 2;
 
 impl Activity {
     fn touch(&self) {
@@ -90,6 +106,7 @@ impl Activity {
         loop {
             self.moved_since_park_check.store(false, Ordering::Relaxed);
             ticker.tick().await;
+            self.eof_check_due();
             if park && !self.moved_since_park_check.load(Ordering::Relaxed) && self.at_rest() {
                 return Watched::Rested;
             }
@@ -124,6 +141,43 @@ impl Activity {
     /// bounds any other case.
     pub fn cork_next_write(&self) {
         self.cork.store(true, Ordering::Relaxed);
+    }
+
+    /// The request in progress has been read whole and is an HTTP/1.1 one:
+    /// until its answer is done, hyper reads the client only to see whether
+    /// it left.
+    pub fn request_read(&self) {
+        self.request_read.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a read should wait, without touching the socket, for the
+    /// next tick: it is the check for a client that left, made while the
+    /// answer is on its way, and the socket is not in the poller. Most
+    /// answers come before the tick, and a one-request connection is then
+    /// served without ever entering the poller (two `epoll_ctl` fewer). A
+    /// slower answer gets the check a tick or two late (25-50 ms), which
+    /// is when a client that left is noticed and its upstream request
+    /// dropped. Registers `cx`'s waker for that tick.
+    fn defer_eof_check(&self, cx: &Context<'_>) -> bool {
+        if !self.request_read.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.eof_check.load(Ordering::Acquire) {
+            EOF_CHECK_DUE => false,
+            _ => {
+                self.eof_check_waker.register(cx.waker());
+                self.eof_check.store(EOF_CHECK_WAITING, Ordering::Release);
+                true
+            }
+        }
+    }
+
+    /// A tick: a waiting check is due, and its read is woken.
+    fn eof_check_due(&self) {
+        if self.eof_check.load(Ordering::Acquire) == EOF_CHECK_WAITING {
+            self.eof_check.store(EOF_CHECK_DUE, Ordering::Release);
+            self.eof_check_waker.wake();
+        }
     }
 
     /// Mark a request as in progress until the guard drops.
@@ -193,6 +247,14 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.touch();
         self.0.read_since_response.store(false, Ordering::Relaxed);
+        if self.0.request_read.load(Ordering::Relaxed) {
+            self.0.request_read.store(false, Ordering::Relaxed);
+            // A read still waiting is hyper's for the next request head
+            // now: it must go to the socket at once.
+            if self.0.eof_check.swap(EOF_CHECK_NONE, Ordering::AcqRel) == EOF_CHECK_WAITING {
+                self.0.eof_check_waker.wake();
+            }
+        }
         self.0.requests.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -222,7 +284,7 @@ impl<I> ActivityIo<I> {
     }
 }
 
-impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
+impl<I: AsyncRead + Parkable> AsyncRead for ActivityIo<I> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         if !this.prefix.is_empty() {
@@ -233,6 +295,9 @@ impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
                 *this.prefix = Bytes::new();
             }
             return Poll::Ready(Ok(()));
+        }
+        if !this.inner.is_polled() && this.activity.defer_eof_check(cx) {
+            return Poll::Pending;
         }
         let before = buf.filled().len();
         let r = this.inner.poll_read(cx, buf);
@@ -386,5 +451,106 @@ mod tests {
         let (watched, after) = watch_while(&activity, false, Duration::from_secs(10), |_| {}).await.unwrap();
         assert_eq!(watched, Watched::Idle);
         assert!(after >= IDLE_TIMEOUT && after <= IDLE_TIMEOUT + 2 * TICK, "idle after {after:?}");
+    }
+
+    /// A client stream that counts the reads that reach it, with bytes
+    /// always waiting, in the poller or not.
+    struct CountingIo {
+        polled: bool,
+        reads: usize,
+    }
+
+    impl AsyncRead for CountingIo {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            self.get_mut().reads += 1;
+            buf.put_slice(b"x");
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Parkable for CountingIo {
+        const PARKS: bool = true;
+        const LEAVES_TASK: bool = true;
+        fn poll_read_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn cork(&self) {}
+        fn is_polled(&self) -> bool {
+            self.polled
+        }
+    }
+
+    /// A waker that records that it was woken.
+    struct Flag(AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// One read through `ActivityIo`: whether it was ready.
+    fn read(io: &mut ActivityIo<CountingIo>, waker: &std::task::Waker) -> bool {
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        Pin::new(io).poll_read(&mut Context::from_waker(waker), &mut buf).is_ready()
+    }
+
+    fn unpolled_io(activity: &Arc<Activity>, polled: bool) -> ActivityIo<CountingIo> {
+        ActivityIo::new(CountingIo { polled, reads: 0 }, Arc::clone(activity), Bytes::new())
+    }
+
+    #[test]
+    fn a_read_request_defers_the_check_for_a_departed_client_to_the_next_tick() {
+        let activity = Arc::new(Activity::default());
+        let mut io = unpolled_io(&activity, false);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = std::task::Waker::from(Arc::clone(&flag));
+        let _request = activity.begin();
+        activity.request_read();
+        assert!(!read(&mut io, &waker), "the check went to the socket before the tick");
+        assert!(!read(&mut io, &waker), "a second poll went to the socket before the tick");
+        assert_eq!(io.inner.reads, 0);
+        assert!(!flag.0.load(Ordering::SeqCst));
+        activity.eof_check_due();
+        assert!(flag.0.load(Ordering::SeqCst), "the tick did not wake the waiting read");
+        assert!(read(&mut io, &waker));
+        assert_eq!(io.inner.reads, 1);
+    }
+
+    #[test]
+    fn the_end_of_the_answer_sends_a_waiting_read_to_the_socket_at_once() {
+        // hyper's read for the next request head can start before it drops
+        // the answer's body: waiting for a tick would stall that request.
+        let activity = Arc::new(Activity::default());
+        let mut io = unpolled_io(&activity, false);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = std::task::Waker::from(Arc::clone(&flag));
+        let request = activity.begin();
+        activity.request_read();
+        assert!(!read(&mut io, &waker));
+        drop(request);
+        assert!(flag.0.load(Ordering::SeqCst), "the waiting read was not woken when the answer ended");
+        assert!(read(&mut io, &waker));
+        assert_eq!(io.inner.reads, 1);
+    }
+
+    #[test]
+    fn other_reads_go_to_the_socket_at_once() {
+        let waker = std::task::Waker::from(Arc::new(Flag(AtomicBool::new(false))));
+        // A socket in the poller: hyper's check costs nothing more there.
+        let activity = Arc::new(Activity::default());
+        let mut io = unpolled_io(&activity, true);
+        let _request = activity.begin();
+        activity.request_read();
+        assert!(read(&mut io, &waker));
+        // A request whose body is still to come, and no request at all.
+        for begun in [true, false] {
+            let activity = Arc::new(Activity::default());
+            let mut io = unpolled_io(&activity, false);
+            let _request = begun.then(|| activity.begin());
+            assert!(read(&mut io, &waker));
+            assert_eq!(io.inner.reads, 1);
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpListener;
 
 use super::ServerError;
@@ -20,36 +21,77 @@ const DEFER_ACCEPT_SECS: libc::c_int = 1;
 /// first bytes (a request head or a ClientHello) have arrived: one wake-up
 /// and one empty read fewer per connection, since HTTP clients speak first.
 pub fn bind(listener: &'static str, addr: SocketAddr, defer_accept: bool) -> Result<TcpListener, ServerError> {
-    let make = || -> std::io::Result<TcpListener> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(false).ok();
-        }
-        socket.set_nonblocking(true)?;
-        // Accepted sockets inherit TCP_NODELAY from the listener (Linux, the
-        // BSDs): one setsockopt per listener instead of one per connection.
-        socket.set_nodelay(true)?;
-        if defer_accept {
-            match set_defer_accept(&socket, DEFER_ACCEPT_SECS) {
-                Ok(()) => {}
-                // Only a cost, never a fault: connections are then accepted
-                // as soon as they are established.
-                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-                    tracing::debug!(listener, "deferred accept is Linux-only; accepting at once")
-                }
-                Err(e) => tracing::warn!(listener, error = %e, "deferred accept is not available; accepting at once"),
+    bind_socket(listener, addr, defer_accept)
+        .and_then(|socket| TcpListener::from_std(socket.into()))
+        .map_err(|source| ServerError::Bind { listener, addr, source })
+}
+
+/// The same, as a traffic listener: its connections start out of tokio's
+/// poller (see [`LazySocket`](super::lazy_socket::LazySocket)).
+pub fn bind_traffic(listener: &'static str, addr: SocketAddr, defer_accept: bool) -> Result<Listener, ServerError> {
+    bind_socket(listener, addr, defer_accept)
+        .and_then(|socket| poll_listener(mio::net::TcpListener::from_std(socket.into())))
+        .map(Listener)
+        .map_err(|source| ServerError::Bind { listener, addr, source })
+}
+
+/// Register `listener` with tokio's poller, for readability.
+fn poll_listener(listener: mio::net::TcpListener) -> std::io::Result<AsyncFd<mio::net::TcpListener>> {
+    // SAFETY: the descriptor is the listener's own: it is open, stays so
+    // while the `AsyncFd` owns the listener, and `as_raw_fd` returns that
+    // same one every time.
+    #[allow(unsafe_code)]
+    let registered = unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) };
+    registered.map_err(std::io::Error::from)
+}
+
+/// A traffic listener. Its `accept` gives sockets that tokio does not poll
+/// yet: tokio's own listener registers each one at once.
+#[derive(Debug)]
+pub struct Listener(AsyncFd<mio::net::TcpListener>);
+
+impl Listener {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+
+    /// The next connection: a non-blocking socket (`accept4` with
+    /// `SOCK_NONBLOCK`, by mio) and its client's address.
+    pub async fn accept(&self) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            if let Ok(accepted) = ready.try_io(|listener| listener.get_ref().accept()) {
+                return accepted.map(|(stream, peer)| (stream.into(), peer));
             }
         }
-        socket.bind(&addr.into())?;
-        socket.listen(4096)?;
-        TcpListener::from_std(socket.into())
-    };
-    make().map_err(|source| ServerError::Bind { listener, addr, source })
+    }
+}
+
+fn bind_socket(listener: &'static str, addr: SocketAddr, defer_accept: bool) -> std::io::Result<socket2::Socket> {
+    let socket =
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    socket.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux, the
+    // BSDs): one setsockopt per listener instead of one per connection.
+    socket.set_nodelay(true)?;
+    if defer_accept {
+        match set_defer_accept(&socket, DEFER_ACCEPT_SECS) {
+            Ok(()) => {}
+            // Only a cost, never a fault: connections are then accepted
+            // as soon as they are established.
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::debug!(listener, "deferred accept is Linux-only; accepting at once")
+            }
+            Err(e) => tracing::warn!(listener, error = %e, "deferred accept is not available; accepting at once"),
+        }
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket)
 }
 
 /// `TCP_DEFER_ACCEPT`, which socket2 does not wrap.

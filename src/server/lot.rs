@@ -29,7 +29,6 @@ use mio::unix::SourceFd;
 use mio::{Events, Token};
 use slab::Slab;
 use tokio::io::unix::AsyncFd;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +58,9 @@ pub enum Resting {
 
 /// A connection leaving the lot, its socket back in tokio.
 pub enum Resumed {
-    Plain(TcpStream),
+    /// Not registered with tokio: its client has spoken, so the first read
+    /// finds bytes (see `LazySocket`).
+    Plain(std::net::TcpStream),
     Tls(Box<TlsClient>),
 }
 
@@ -73,7 +74,7 @@ impl Resting {
 
     fn resume(self) -> io::Result<Resumed> {
         match self {
-            Resting::Plain(s) => Ok(Resumed::Plain(TcpStream::from_std(s)?)),
+            Resting::Plain(s) => Ok(Resumed::Plain(s)),
             Resting::Tls(mut tls) => {
                 tls.get_mut().0.attach()?;
                 Ok(Resumed::Tls(tls))

@@ -7,6 +7,7 @@ pub mod client_socket;
 mod coalesce;
 pub mod conn;
 mod drive;
+mod lazy_socket;
 pub mod lot;
 mod parkable;
 mod service;
@@ -21,7 +22,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncRead;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +31,9 @@ use crate::app::App;
 use crate::metrics::ListenerLabels;
 use crate::proxy::ConnInfo;
 use activity::Activity;
-pub use bind::bind;
+pub use bind::{bind, bind_traffic, Listener};
 use conn::{Builders, Protocol};
+use lazy_socket::LazySocket;
 use lot::{ParkingLot, Resting, Resumed};
 use service::{http_builders, proxy_service};
 use ticker::Ticker;
@@ -105,9 +106,9 @@ impl Serving {
                 let resume: lot::Resume = Box::new(move |stream, peer, slot, expires| {
                     let this = resuming.clone();
                     match stream {
-                        Resumed::Plain(stream) => {
-                            resuming.tracker.spawn(async move { this.resume_plain(stream, peer, slot, expires).await })
-                        }
+                        Resumed::Plain(stream) => resuming.tracker.spawn(async move {
+                            this.resume_plain(LazySocket::new(stream), peer, slot, expires).await
+                        }),
                         Resumed::Tls(tls) => resuming.tracker.spawn(async move {
                             this.serve_tls_resting(*tls, Protocol::Http1, Bytes::new(), peer, slot, expires).await
                         }),
@@ -126,7 +127,7 @@ impl Serving {
     }
 
     /// Accept plain-HTTP connections and serve the proxy on them.
-    pub fn spawn_http(&self, listener: TcpListener, name: &'static str) {
+    pub fn spawn_http(&self, listener: Listener, name: &'static str) {
         self.spawn_accept_loop(listener, name, |this, stream, peer, slot| async move {
             this.serve_plain(stream, peer, slot).await
         });
@@ -135,9 +136,9 @@ impl Serving {
     /// Accept connections until shutdown, within the shared connection
     /// limit, counting them in `rampart_connections_active{listener}`, and
     /// hand each one to `serve` on its own task.
-    pub fn spawn_accept_loop<F, Fut>(&self, listener: TcpListener, name: &'static str, serve: F)
+    pub fn spawn_accept_loop<F, Fut>(&self, listener: Listener, name: &'static str, serve: F)
     where
-        F: Fn(Serving, TcpStream, SocketAddr, ConnSlot) -> Fut + Send + Sync + 'static,
+        F: Fn(Serving, std::net::TcpStream, SocketAddr, ConnSlot) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let this = self.clone();
@@ -174,8 +175,9 @@ impl Serving {
         });
     }
 
-    async fn serve_plain(&self, mut stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
+    async fn serve_plain(&self, stream: std::net::TcpStream, peer: SocketAddr, slot: ConnSlot) {
         let first_request_by = Instant::now() + self.header_timeout;
+        let mut stream = LazySocket::new(stream);
         let Some((protocol, first_bytes)) = self.first_bytes(&mut stream, peer).await else { return };
         let info = Arc::new(ConnInfo::new(peer, false));
         if let Some((resting, served)) = self.serve_io(stream, protocol, first_bytes, info, first_request_by).await {
@@ -207,7 +209,7 @@ impl Serving {
     }
 
     /// Serve a plain HTTP/1.1 connection again after it left the parking lot.
-    async fn resume_plain(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
+    async fn resume_plain(&self, stream: LazySocket, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
         let info = Arc::new(ConnInfo::new(peer, false));
         let served = self.serve_io(stream, Protocol::Http1, bytes::Bytes::new(), info, expires).await;
         if let Some((resting, served)) = served {
@@ -215,7 +217,7 @@ impl Serving {
         }
     }
 
-    fn park(&self, stream: TcpStream, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
+    fn park(&self, stream: LazySocket, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
         let Some(lot) = &self.lot else { return };
         match stream.into_std() {
             Ok(stream) => lot.park(Resting::Plain(stream), peer, slot, expires),

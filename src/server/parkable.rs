@@ -1,12 +1,15 @@
 //! What a client stream must offer to be parked: waiting for the client's
 //! next bytes without reading them, whether it may leave its task for the
 //! parking lot, and corking the socket under it. Implemented for plain TCP
-//! and for TLS over a [`ClientSocket`](super::client_socket::ClientSocket).
+//! (a [`LazySocket`], or tokio's stream) and for TLS over a
+//! [`ClientSocket`](super::client_socket::ClientSocket).
 
 use std::io;
 use std::task::{Context, Poll};
 
 use tokio::net::TcpStream;
+
+use super::lazy_socket::LazySocket;
 
 /// A client stream that can wait for the client's next bytes without
 /// reading them, so an idle connection can be parked without hyper.
@@ -18,16 +21,20 @@ pub trait Parkable {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Set TCP_CORK on the socket (see `Activity::cork_next_write`).
     fn cork(&self);
+    /// Whether the socket is in tokio's poller (see [`LazySocket`]).
+    fn is_polled(&self) -> bool {
+        true
+    }
 }
 
 /// TCP_CORK where the platform has it (Linux); elsewhere nothing.
-fn cork_socket(stream: &TcpStream) {
+fn cork_socket(socket: socket2::SockRef<'_>) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        let _ = socket2::SockRef::from(stream).set_cork(true);
+        let _ = socket.set_cork(true);
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = stream;
+    let _ = socket;
 }
 
 impl Parkable for TcpStream {
@@ -37,7 +44,24 @@ impl Parkable for TcpStream {
         TcpStream::poll_read_ready(self, cx)
     }
     fn cork(&self) {
-        cork_socket(self);
+        cork_socket(socket2::SockRef::from(self));
+    }
+}
+
+/// A plain connection: waiting for readiness registers its socket.
+impl Parkable for LazySocket {
+    const PARKS: bool = true;
+    const LEAVES_TASK: bool = true;
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        LazySocket::poll_read_ready(self, cx)
+    }
+    fn cork(&self) {
+        if let Some(socket) = self.sock_ref() {
+            cork_socket(socket);
+        }
+    }
+    fn is_polled(&self) -> bool {
+        LazySocket::is_polled(self)
     }
 }
 
@@ -60,7 +84,7 @@ impl Parkable for super::lot::TlsClient {
     }
     fn cork(&self) {
         if let Some(socket) = self.get_ref().0.live() {
-            cork_socket(socket);
+            cork_socket(socket2::SockRef::from(socket));
         }
     }
 }

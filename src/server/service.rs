@@ -112,6 +112,9 @@ pub(super) fn proxy_service(
        + 'static {
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let guard = activity.begin();
+        if req.version() <= hyper::Version::HTTP_11 && http_body::Body::is_end_stream(req.body()) {
+            activity.request_read();
+        }
         crate::busy_poll::note_work();
         let app = Arc::clone(&app);
         let info = Arc::clone(&info);

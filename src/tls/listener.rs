@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::resolver::ACME_TLS_ALPN;
@@ -15,10 +15,10 @@ use super::TlsState;
 use crate::metrics::ResultLabels;
 use crate::server::client_socket::ClientSocket;
 use crate::server::conn::Protocol;
-use crate::server::{ConnSlot, Serving};
+use crate::server::{ConnSlot, Listener, Serving};
 
 /// Accept TLS connections on `listener` and serve the proxy on them.
-pub fn spawn_https(serving: &Serving, listener: TcpListener, tls: Arc<TlsState>) {
+pub fn spawn_https(serving: &Serving, listener: Listener, tls: Arc<TlsState>) {
     let acceptor = TlsAcceptor::from(Arc::clone(&tls.server_config));
     let handshake_timeout = serving.app.state.load().config.server.client_header_timeout;
     serving.spawn_accept_loop(listener, "https", move |this, stream, peer, slot| {
@@ -30,11 +30,19 @@ pub fn spawn_https(serving: &Serving, listener: TcpListener, tls: Arc<TlsState>)
 async fn serve_tls(
     serving: &Serving,
     acceptor: &TlsAcceptor,
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     peer: SocketAddr,
     slot: ConnSlot,
     handshake_timeout: Duration,
 ) {
+    // Registered at once: a handshake always waits for its client.
+    let stream = match TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "cannot register a connection");
+            return;
+        }
+    };
     let deadline = tokio::time::Instant::now() + handshake_timeout;
     let count = |result: &'static str| {
         serving.app.metrics.tls_handshakes.get_or_create(&ResultLabels { result }).inc();
