@@ -39,9 +39,12 @@ pub struct Activity {
     /// The answer about to be written is the connection's last and is all
     /// in memory: cork the socket before writing it.
     cork: AtomicBool,
-    /// The request in progress has been read whole (an HTTP/1.1 request
+    /// The request in progress has been read whole (an HTTP/1.x request
     /// without a body): a read now can only find whether the client left.
     request_read: AtomicBool,
+    /// A watcher ticks for the connection (see [`Activity::watch`]): only
+    /// then may that read wait for a tick.
+    watched: AtomicBool,
     /// That check, on a socket not in the poller yet (see
     /// [`ActivityIo`]'s `poll_read`): one of the `EOF_CHECK_*` states.
     eof_check: AtomicU8,
@@ -95,6 +98,7 @@ impl Activity {
         idle_timeout: Duration,
     ) -> Watched {
         let _watching = ticker.watching();
+        let _eof_checks = EofCheckTicks::start(self);
         let ticks = |d: Duration| d.as_nanos().div_ceil(ticker.period().as_nanos().max(1));
         let (head_ticks, idle_ticks) = (ticks(header_timeout), ticks(idle_timeout));
         // The head being read: requests begun before it, and ticks it has
@@ -143,39 +147,50 @@ impl Activity {
         self.cork.store(true, Ordering::Relaxed);
     }
 
-    /// The request in progress has been read whole and is an HTTP/1.1 one:
+    /// The request in progress has been read whole and is an HTTP/1.x one:
     /// until its answer is done, hyper reads the client only to see whether
     /// it left.
     pub fn request_read(&self) {
-        self.request_read.store(true, Ordering::Relaxed);
+        self.request_read.store(true, Ordering::SeqCst);
     }
 
     /// Whether a read should wait, without touching the socket, for the
     /// next tick: it is the check for a client that left, made while the
-    /// answer is on its way, and the socket is not in the poller. Most
-    /// answers come before the tick, and a one-request connection is then
-    /// served without ever entering the poller (two `epoll_ctl` fewer). A
-    /// slower answer gets the check a tick or two late (25-50 ms), which
-    /// is when a client that left is noticed and its upstream request
-    /// dropped. Registers `cx`'s waker for that tick.
+    /// answer is on its way, the socket is not in the poller, and a watcher
+    /// ticks. Most answers come before the tick, and a one-request
+    /// connection is then served without ever entering the poller (two
+    /// `epoll_ctl` fewer). A slower answer gets the check a tick or two
+    /// late (up to 50 ms), which is when a client that left is noticed and
+    /// its upstream request dropped; a client that only half-closed gets
+    /// an answer that comes before the check. Registers `cx`'s waker for
+    /// that tick.
+    ///
+    /// The reads, the ticks and the end of the answer all run on the
+    /// connection's task; the orderings and the second look at
+    /// `request_read` keep a wake-up from being lost even if they did not.
     fn defer_eof_check(&self, cx: &Context<'_>) -> bool {
-        if !self.request_read.load(Ordering::Relaxed) {
+        if !self.request_read.load(Ordering::SeqCst) || !self.watched.load(Ordering::SeqCst) {
             return false;
         }
-        match self.eof_check.load(Ordering::Acquire) {
-            EOF_CHECK_DUE => false,
-            _ => {
-                self.eof_check_waker.register(cx.waker());
-                self.eof_check.store(EOF_CHECK_WAITING, Ordering::Release);
-                true
-            }
+        if self.eof_check.load(Ordering::SeqCst) == EOF_CHECK_DUE {
+            return false;
         }
+        self.eof_check_waker.register(cx.waker());
+        self.eof_check.store(EOF_CHECK_WAITING, Ordering::SeqCst);
+        // The answer may have ended, or the watcher stopped, in between:
+        // then read now.
+        if !self.request_read.load(Ordering::SeqCst) || !self.watched.load(Ordering::SeqCst) {
+            self.eof_check.store(EOF_CHECK_NONE, Ordering::SeqCst);
+            return false;
+        }
+        true
     }
 
-    /// A tick: a waiting check is due, and its read is woken.
+    /// A tick, or the watcher stopping: a waiting check is due, and its
+    /// read is woken.
     fn eof_check_due(&self) {
-        if self.eof_check.load(Ordering::Acquire) == EOF_CHECK_WAITING {
-            self.eof_check.store(EOF_CHECK_DUE, Ordering::Release);
+        if self.eof_check.compare_exchange(EOF_CHECK_WAITING, EOF_CHECK_DUE, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        {
             self.eof_check_waker.wake();
         }
     }
@@ -235,6 +250,25 @@ pub enum Watched {
     Idle,
 }
 
+/// Marks a connection as watched while [`Activity::watch`] runs. When the
+/// watcher stops (a drain, an idle shutdown, parking), a read waiting for
+/// its tick is made due and woken: no tick would come.
+struct EofCheckTicks<'a>(&'a Activity);
+
+impl<'a> EofCheckTicks<'a> {
+    fn start(activity: &'a Activity) -> Self {
+        activity.watched.store(true, Ordering::SeqCst);
+        EofCheckTicks(activity)
+    }
+}
+
+impl Drop for EofCheckTicks<'_> {
+    fn drop(&mut self) {
+        self.0.watched.store(false, Ordering::SeqCst);
+        self.0.eof_check_due();
+    }
+}
+
 pub struct RequestGuard(Arc<Activity>);
 
 impl RequestGuard {
@@ -247,11 +281,11 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.touch();
         self.0.read_since_response.store(false, Ordering::Relaxed);
-        if self.0.request_read.load(Ordering::Relaxed) {
-            self.0.request_read.store(false, Ordering::Relaxed);
+        if self.0.request_read.load(Ordering::SeqCst) {
+            self.0.request_read.store(false, Ordering::SeqCst);
             // A read still waiting is hyper's for the next request head
             // now: it must go to the socket at once.
-            if self.0.eof_check.swap(EOF_CHECK_NONE, Ordering::AcqRel) == EOF_CHECK_WAITING {
+            if self.0.eof_check.swap(EOF_CHECK_NONE, Ordering::SeqCst) == EOF_CHECK_WAITING {
                 self.0.eof_check_waker.wake();
             }
         }
@@ -506,6 +540,7 @@ mod tests {
         let mut io = unpolled_io(&activity, false);
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = std::task::Waker::from(Arc::clone(&flag));
+        let _ticks = EofCheckTicks::start(&activity);
         let _request = activity.begin();
         activity.request_read();
         assert!(!read(&mut io, &waker), "the check went to the socket before the tick");
@@ -526,6 +561,7 @@ mod tests {
         let mut io = unpolled_io(&activity, false);
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = std::task::Waker::from(Arc::clone(&flag));
+        let _ticks = EofCheckTicks::start(&activity);
         let request = activity.begin();
         activity.request_read();
         assert!(!read(&mut io, &waker));
@@ -536,11 +572,40 @@ mod tests {
     }
 
     #[test]
+    fn a_watcher_that_stops_sends_a_waiting_read_to_the_socket() {
+        // On drain the watcher stops and no tick comes: the check must not
+        // wait for the answer's end (a long poll would hide a departed
+        // client until then).
+        let activity = Arc::new(Activity::default());
+        let mut io = unpolled_io(&activity, false);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = std::task::Waker::from(Arc::clone(&flag));
+        let ticks = EofCheckTicks::start(&activity);
+        let _request = activity.begin();
+        activity.request_read();
+        assert!(!read(&mut io, &waker));
+        drop(ticks);
+        assert!(flag.0.load(Ordering::SeqCst), "the waiting read was not woken when the watcher stopped");
+        assert!(read(&mut io, &waker));
+        assert_eq!(io.inner.reads, 1);
+        // Nor does a later read wait, unwatched.
+        assert!(read(&mut io, &waker));
+        assert_eq!(io.inner.reads, 2);
+    }
+
+    #[test]
     fn other_reads_go_to_the_socket_at_once() {
         let waker = std::task::Waker::from(Arc::new(Flag(AtomicBool::new(false))));
         // A socket in the poller: hyper's check costs nothing more there.
         let activity = Arc::new(Activity::default());
         let mut io = unpolled_io(&activity, true);
+        let _ticks = EofCheckTicks::start(&activity);
+        let _request = activity.begin();
+        activity.request_read();
+        assert!(read(&mut io, &waker));
+        // No watcher to tick (hyper-util's builder, a drain).
+        let activity = Arc::new(Activity::default());
+        let mut io = unpolled_io(&activity, false);
         let _request = activity.begin();
         activity.request_read();
         assert!(read(&mut io, &waker));
@@ -548,6 +613,7 @@ mod tests {
         for begun in [true, false] {
             let activity = Arc::new(Activity::default());
             let mut io = unpolled_io(&activity, false);
+            let _ticks = EofCheckTicks::start(&activity);
             let _request = begun.then(|| activity.begin());
             assert!(read(&mut io, &waker));
             assert_eq!(io.inner.reads, 1);

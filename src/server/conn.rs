@@ -86,9 +86,10 @@ const FIRST_READ: usize = 4096;
 /// when the client closed without sending.
 pub async fn sniff<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Option<(Protocol, Bytes)>> {
     let mut buf = bytes::BytesMut::with_capacity(FIRST_READ);
-    // `read_buf`, not `try_read_buf`: after a short read tokio then knows the
-    // socket is drained, and hyper's next read waits for readiness instead
-    // of making a syscall that finds nothing (one less per connection).
+    // `read_buf`, not `try_read_buf`: on a registered socket (TLS), tokio
+    // then knows after a short read that it is drained, and hyper's next
+    // read waits for readiness instead of making a syscall that finds
+    // nothing. A plain one is not registered yet (see `LazySocket`).
     match tokio::io::AsyncReadExt::read_buf(stream, &mut buf).await? {
         0 => Ok(None),
         _ => Ok(Some((Protocol::from_prefix(&buf), buf.freeze()))),

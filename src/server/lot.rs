@@ -58,8 +58,8 @@ pub enum Resting {
 
 /// A connection leaving the lot, its socket back in tokio.
 pub enum Resumed {
-    /// Not registered with tokio: its client has spoken, so the first read
-    /// finds bytes (see `LazySocket`).
+    /// Not registered with tokio: its client has spoken (or closed), so the
+    /// first read usually finds something (see `LazySocket`).
     Plain(std::net::TcpStream),
     Tls(Box<TlsClient>),
 }

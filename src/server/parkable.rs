@@ -1,13 +1,11 @@
 //! What a client stream must offer to be parked: waiting for the client's
 //! next bytes without reading them, whether it may leave its task for the
 //! parking lot, and corking the socket under it. Implemented for plain TCP
-//! (a [`LazySocket`], or tokio's stream) and for TLS over a
+//! (a [`LazySocket`]) and for TLS over a
 //! [`ClientSocket`](super::client_socket::ClientSocket).
 
 use std::io;
 use std::task::{Context, Poll};
-
-use tokio::net::TcpStream;
 
 use super::lazy_socket::LazySocket;
 
@@ -35,17 +33,6 @@ fn cork_socket(socket: socket2::SockRef<'_>) {
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = socket;
-}
-
-impl Parkable for TcpStream {
-    const PARKS: bool = true;
-    const LEAVES_TASK: bool = true;
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        TcpStream::poll_read_ready(self, cx)
-    }
-    fn cork(&self) {
-        cork_socket(socket2::SockRef::from(self));
-    }
 }
 
 /// A plain connection: waiting for readiness registers its socket.
