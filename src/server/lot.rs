@@ -56,7 +56,8 @@ pub enum Resting {
     Tls(Box<TlsClient>),
 }
 
-/// A connection leaving the lot, its socket back in tokio.
+/// A connection leaving the lot: a TLS session with its socket back in
+/// tokio, or a plain socket to be registered only when it must wait.
 pub enum Resumed {
     /// Not registered with tokio: its client has spoken (or closed), so the
     /// first read usually finds something (see `LazySocket`).

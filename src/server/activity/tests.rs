@@ -1,0 +1,218 @@
+use super::*;
+use tokio::time::Instant;
+
+const TICK: Duration = Duration::from_millis(25);
+const HEADER_TIMEOUT: Duration = Duration::from_millis(500);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What `ActivityIo` records when bytes of a request arrive.
+fn bytes_arrive(activity: &Arc<Activity>) {
+    activity.touch();
+    activity.read_since_response.store(true, Ordering::Relaxed);
+}
+
+/// Run `watch` while `client` acts every 10 ms; returns what it
+/// resolved with and when, or `None` if it did not within `limit`.
+async fn watch_while(
+    activity: &Arc<Activity>,
+    park: bool,
+    limit: Duration,
+    mut client: impl FnMut(&Arc<Activity>),
+) -> Option<(Watched, Duration)> {
+    let ticker = Ticker::new(TICK);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_ticker = stop.clone().drop_guard();
+    tokio::spawn(Arc::clone(&ticker).run(stop));
+    let start = Instant::now();
+    let watcher = activity.watch(&ticker, park, HEADER_TIMEOUT, IDLE_TIMEOUT);
+    tokio::pin!(watcher);
+    while start.elapsed() < limit {
+        tokio::select! {
+            w = &mut watcher => return Some((w, start.elapsed())),
+            _ = tokio::time::sleep(Duration::from_millis(10)) => client(activity),
+        }
+    }
+    None
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_trickling_in_is_cut_off_after_the_header_timeout_not_before() {
+    let activity = Arc::new(Activity::default());
+    let (watched, after) = watch_while(&activity, true, Duration::from_secs(10), bytes_arrive).await.unwrap();
+    assert_eq!(watched, Watched::HeaderTimeout);
+    assert!(after >= HEADER_TIMEOUT && after <= HEADER_TIMEOUT + 3 * TICK, "cut off after {after:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_that_keep_completing_are_never_cut_off() {
+    let activity = Arc::new(Activity::default());
+    let mut n = 0;
+    let busy = watch_while(&activity, false, Duration::from_secs(5), |a| {
+        // A head arrives, the request runs, its answer ends: every 30 ms.
+        match n % 3 {
+            0 => bytes_arrive(a),
+            1 => std::mem::forget(a.begin()),
+            _ => {
+                a.requests.fetch_sub(1, Ordering::Relaxed);
+                a.read_since_response.store(false, Ordering::Relaxed);
+            }
+        }
+        n += 1;
+    })
+    .await;
+    assert_eq!(busy, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_request_body_is_not_a_slow_head() {
+    // Once the head is complete, the request is in progress: its body
+    // may take as long as the idle timeout allows.
+    let activity = Arc::new(Activity::default());
+    let _request = activity.begin();
+    assert_eq!(watch_while(&activity, true, Duration::from_secs(5), bytes_arrive).await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_connection_rests_and_is_not_a_slow_head() {
+    let activity = Arc::new(Activity::default());
+    let (watched, after) = watch_while(&activity, true, Duration::from_secs(10), |_| {}).await.unwrap();
+    assert_eq!(watched, Watched::Rested);
+    assert!(after >= TICK && after <= 2 * TICK, "rested after {after:?}");
+    // Without parking, a quiet connection is left to the idle timeout.
+    let (watched, after) = watch_while(&activity, false, Duration::from_secs(10), |_| {}).await.unwrap();
+    assert_eq!(watched, Watched::Idle);
+    assert!(after >= IDLE_TIMEOUT && after <= IDLE_TIMEOUT + 2 * TICK, "idle after {after:?}");
+}
+
+/// A client stream that counts the reads that reach it, with bytes
+/// always waiting, in the poller or not.
+struct CountingIo {
+    polled: bool,
+    reads: usize,
+}
+
+impl AsyncRead for CountingIo {
+    fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().reads += 1;
+        buf.put_slice(b"x");
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Parkable for CountingIo {
+    const PARKS: bool = true;
+    const LEAVES_TASK: bool = true;
+    fn poll_read_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn cork(&self) {}
+    fn is_polled(&self) -> bool {
+        self.polled
+    }
+}
+
+/// A waker that records that it was woken.
+struct Flag(AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One read through `ActivityIo`: whether it was ready.
+fn read(io: &mut ActivityIo<CountingIo>, waker: &std::task::Waker) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    Pin::new(io).poll_read(&mut Context::from_waker(waker), &mut buf).is_ready()
+}
+
+fn unpolled_io(activity: &Arc<Activity>, polled: bool) -> ActivityIo<CountingIo> {
+    ActivityIo::new(CountingIo { polled, reads: 0 }, Arc::clone(activity), Bytes::new())
+}
+
+#[test]
+fn a_read_request_defers_the_check_for_a_departed_client_to_the_next_tick() {
+    let activity = Arc::new(Activity::default());
+    let mut io = unpolled_io(&activity, false);
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = std::task::Waker::from(Arc::clone(&flag));
+    let _ticks = EofCheckTicks::start(&activity);
+    let _request = activity.begin();
+    activity.request_read();
+    assert!(!read(&mut io, &waker), "the check went to the socket before the tick");
+    assert!(!read(&mut io, &waker), "a second poll went to the socket before the tick");
+    assert_eq!(io.inner.reads, 0);
+    assert!(!flag.0.load(Ordering::SeqCst));
+    activity.eof_check_due();
+    assert!(flag.0.load(Ordering::SeqCst), "the tick did not wake the waiting read");
+    assert!(read(&mut io, &waker));
+    assert_eq!(io.inner.reads, 1);
+}
+
+#[test]
+fn the_end_of_the_answer_sends_a_waiting_read_to_the_socket_at_once() {
+    // hyper's read for the next request head can start before it drops
+    // the answer's body: waiting for a tick would stall that request.
+    let activity = Arc::new(Activity::default());
+    let mut io = unpolled_io(&activity, false);
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = std::task::Waker::from(Arc::clone(&flag));
+    let _ticks = EofCheckTicks::start(&activity);
+    let request = activity.begin();
+    activity.request_read();
+    assert!(!read(&mut io, &waker));
+    drop(request);
+    assert!(flag.0.load(Ordering::SeqCst), "the waiting read was not woken when the answer ended");
+    assert!(read(&mut io, &waker));
+    assert_eq!(io.inner.reads, 1);
+}
+
+#[test]
+fn a_watcher_that_stops_sends_a_waiting_read_to_the_socket() {
+    // On drain the watcher stops and no tick comes: the check must not
+    // wait for the answer's end (a long poll would hide a departed
+    // client until then).
+    let activity = Arc::new(Activity::default());
+    let mut io = unpolled_io(&activity, false);
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = std::task::Waker::from(Arc::clone(&flag));
+    let ticks = EofCheckTicks::start(&activity);
+    let _request = activity.begin();
+    activity.request_read();
+    assert!(!read(&mut io, &waker));
+    drop(ticks);
+    assert!(flag.0.load(Ordering::SeqCst), "the waiting read was not woken when the watcher stopped");
+    assert!(read(&mut io, &waker));
+    assert_eq!(io.inner.reads, 1);
+    // Nor does a later read wait, unwatched.
+    assert!(read(&mut io, &waker));
+    assert_eq!(io.inner.reads, 2);
+}
+
+#[test]
+fn other_reads_go_to_the_socket_at_once() {
+    let waker = std::task::Waker::from(Arc::new(Flag(AtomicBool::new(false))));
+    // A socket in the poller: hyper's check costs nothing more there.
+    let activity = Arc::new(Activity::default());
+    let mut io = unpolled_io(&activity, true);
+    let _ticks = EofCheckTicks::start(&activity);
+    let _request = activity.begin();
+    activity.request_read();
+    assert!(read(&mut io, &waker));
+    // No watcher to tick (hyper-util's builder, a drain).
+    let activity = Arc::new(Activity::default());
+    let mut io = unpolled_io(&activity, false);
+    let _request = activity.begin();
+    activity.request_read();
+    assert!(read(&mut io, &waker));
+    // A request whose body is still to come, and no request at all.
+    for begun in [true, false] {
+        let activity = Arc::new(Activity::default());
+        let mut io = unpolled_io(&activity, false);
+        let _ticks = EofCheckTicks::start(&activity);
+        let _request = begun.then(|| activity.begin());
+        assert!(read(&mut io, &waker));
+        assert_eq!(io.inner.reads, 1);
+    }
+}
