@@ -102,7 +102,10 @@ impl Connection {
                 let next = self.shared.backlog.borrow_mut().pop_front();
                 match next {
                     Some(due) => job = Job { due, from_due: true },
-                    None => break,
+                    None => match self.shared.next_closed_job() {
+                        Some(next) => job = next,
+                        None => break,
+                    },
                 }
             }
             self.shared.idle.borrow_mut().push(self.id);

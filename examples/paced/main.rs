@@ -26,6 +26,13 @@
 //! session, resumed when the server sent a ticket, as wrk does), and its
 //! latency starts before the connect: what a visitor waits for.
 //!
+//! `--closed` drops the pacing for a closed loop, as wrk's: each connection
+//! sends its next request as soon as its last answer is in. With `--close`
+//! this is wrk's `Connection: close` load, but timed from the connect, where
+//! wrk times from the write of the request, after the handshake: a server
+//! whose connections queue in the handshake looks faster to wrk than one
+//! whose connections queue after it.
+//!
 //! One thread, one JSON object on stdout:
 //!
 //! `cargo run --release --example paced -- --addr 127.0.0.1:18081 --path /1k.bin --rate 20000 --duration 10s`
@@ -71,8 +78,13 @@ struct Args {
     #[arg(long, default_value = "/")]
     path: String,
     /// Requests per second offered.
+    #[arg(long, required_unless_present = "closed", conflicts_with = "closed")]
+    rate: Option<f64>,
+    /// A closed loop instead of a rate: every connection sends its next
+    /// request as soon as its last answer is in, for `--duration` after
+    /// `--warmup`.
     #[arg(long)]
-    rate: f64,
+    closed: bool,
     /// Keep-alive connections opened before the clock starts.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -126,12 +138,15 @@ struct Shared {
     stopping: Cell<bool>,
     /// Requests due before this are warm-up: answered, not counted.
     measure_from: Cell<Option<Instant>>,
+    /// `--closed`: connections start requests of their own until then.
+    closed_until: Cell<Option<Instant>>,
     slow: Cell<Option<Duration>>,
 }
 
 #[derive(serde::Serialize)]
 struct Report {
-    offered_rps: f64,
+    /// None with `--closed`.
+    offered_rps: Option<f64>,
     duration_s: f64,
     connections: usize,
     connections_used: usize,
@@ -160,7 +175,9 @@ const LATE: u32 = 2;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be a positive number");
+    if let Some(rate) = args.rate {
+        anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be a positive number");
+    }
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(args.tick >= Duration::from_micros(10), "--tick must be at least 10us");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -173,7 +190,10 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     let dialer = Rc::new(Dialer::new(args.addr, args.tls.then_some(args.host.as_str()))?);
     let shared = Rc::new(Shared::default());
     let slots = open_pool(&args, &dialer, &shared).await?;
-    pace(&args, &shared, &slots).await?;
+    match args.rate {
+        Some(rate) => pace(&args, rate, &shared, &slots).await?,
+        None => closed_loop(&args, &shared, &slots).await?,
+    }
     drain(&shared, args.connections).await;
     shared.stopping.set(true);
     for slot in &slots {
@@ -219,7 +239,7 @@ async fn open_pool(args: &Args, dialer: &Rc<Dialer>, shared: &Rc<Shared>) -> any
 
 /// Hand each request to an idle connection, or to the backlog, as it
 /// falls due: warm-up first, then the measured part.
-async fn pace(args: &Args, shared: &Shared, slots: &[Rc<Slot>]) -> anyhow::Result<()> {
+async fn pace(args: &Args, rate: f64, shared: &Shared, slots: &[Rc<Slot>]) -> anyhow::Result<()> {
     let ticker = Ticker::new(args.tick).context("cannot start the pacing timer")?;
     let start = Instant::now();
     let measure_from = start.checked_add(args.warmup).context("--warmup is too long")?;
@@ -231,9 +251,9 @@ async fn pace(args: &Args, shared: &Shared, slots: &[Rc<Slot>]) -> anyhow::Resul
     loop {
         ticker.wait().await?;
         let now = Instant::now();
-        let due_by_now = (now.min(end) - start).as_secs_f64() * args.rate;
+        let due_by_now = (now.min(end) - start).as_secs_f64() * rate;
         while (issued as f64) < due_by_now {
-            let due = start + Duration::from_secs_f64(issued as f64 / args.rate);
+            let due = start + Duration::from_secs_f64(issued as f64 / rate);
             issued += 1;
             let measured = due >= measure_from;
             let late = now.saturating_duration_since(due) > late_after;
@@ -258,6 +278,40 @@ async fn pace(args: &Args, shared: &Shared, slots: &[Rc<Slot>]) -> anyhow::Resul
         if now >= end {
             return Ok(());
         }
+    }
+}
+
+/// `--closed`: give every connection its first request, and let each start
+/// its next one (see [`Shared::next_closed_job`]) until the end.
+async fn closed_loop(args: &Args, shared: &Shared, slots: &[Rc<Slot>]) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let measure_from = start.checked_add(args.warmup).context("--warmup is too long")?;
+    let end = measure_from.checked_add(args.duration).context("--duration is too long")?;
+    shared.measure_from.set(Some(measure_from));
+    shared.slow.set(args.slow);
+    shared.closed_until.set(Some(end));
+    shared.idle.borrow_mut().clear();
+    for slot in slots {
+        let Some(job) = shared.next_closed_job() else { break };
+        slot.job.set(Some(job));
+        slot.wake.notify_one();
+    }
+    tokio::time::sleep_until(end.into()).await;
+    Ok(())
+}
+
+impl Shared {
+    /// `--closed`: the next request of a connection whose answer is in,
+    /// due now, or none once the run is over.
+    fn next_closed_job(&self) -> Option<Job> {
+        let now = Instant::now();
+        if self.closed_until.get().is_none_or(|end| now >= end) {
+            return None;
+        }
+        if self.measure_from.get().is_some_and(|from| now >= from) {
+            self.issued.set(self.issued.get() + 1);
+        }
+        Some(Job { due: now, from_due: false })
     }
 }
 

@@ -80,3 +80,26 @@ fn a_stalled_server_is_charged_from_when_requests_fell_due() {
     assert!(report.p99_us.is_some_and(|p99| p99 >= 1_000_000), "p99 {:?}", report.p99_us);
     assert_eq!(report.completed as u64, report.issued, "the drain waits for the backlog");
 }
+
+#[test]
+fn a_closed_loop_keeps_every_connection_busy_and_times_from_the_connect() {
+    // Four connections, each a new one per request, at 20 ms per answer:
+    // at most 4 x 50 = 200 answers in the measured second, each taking at
+    // least the 20 ms the server waits.
+    let report = with_server(
+        Duration::from_millis(20),
+        &["--closed", "--close", "--warmup", "100ms", "--duration", "1s", "--connections", "4"],
+    );
+    assert_eq!(report.offered_rps, None);
+    assert!((20..=204).contains(&report.completed), "completed {}", report.completed);
+    assert_eq!(report.completed as u64, report.issued);
+    assert_eq!((report.errors, report.backlogged), (0, 0));
+    assert_eq!(report.connections_used, 4);
+    assert!(report.p50_us.is_some_and(|p50| p50 >= 20_000), "p50 {:?}", report.p50_us);
+}
+
+#[test]
+fn rate_and_closed_do_not_mix() {
+    assert!(Args::try_parse_from(["paced", "--addr", "127.0.0.1:1", "--rate", "10", "--closed"]).is_err());
+    assert!(Args::try_parse_from(["paced", "--addr", "127.0.0.1:1"]).is_err());
+}
