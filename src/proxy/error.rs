@@ -23,6 +23,8 @@ pub enum ProxyError {
     Timeout,
     #[error("request body over the limit")]
     BodyTooLarge,
+    #[error("the request body stopped arriving")]
+    ClientTimeout,
 }
 
 impl ProxyError {
@@ -34,6 +36,7 @@ impl ProxyError {
             ProxyError::Connect | ProxyError::Broken => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -67,27 +67,31 @@ pub async fn send(
         let attempt_body = std::mem::replace(req.body_mut(), RequestBody::empty());
         let guard = server.start_request();
         let head = RequestHead { method: req.method(), path_and_query: path.as_str(), headers: req.headers() };
-        let sent = tokio::time::timeout(pool.response_timeout(), pool.client.request(server, head, attempt_body)).await;
+        let sent = pool.client.request(server, head, attempt_body).await;
         let failure = match sent {
-            Ok(Ok(resp)) => {
+            Ok(resp) => {
                 count(app, server, resp.status().as_u16());
                 log_transition(pool, server, server.record_success(), "request succeeded");
                 return Ok((resp, guard));
             }
-            Ok(Err(SendError::ClientBody(e))) => {
+            Err(SendError::ClientBody(e)) => {
                 // The client's body failed (it left, or hit a limit): not
                 // the server's fault, and nothing to retry.
                 tracing::debug!(upstream = %pool.name, error = %e, "client request body failed");
                 return Err(ProxyError::Broken);
             }
-            Ok(Err(e)) => {
+            Err(SendError::ClientBodyTimeout) => {
+                tracing::debug!(upstream = %pool.name, timeout = ?pool.response_timeout(), "client request body stalled");
+                return Err(ProxyError::ClientTimeout);
+            }
+            Err(SendError::Timeout) => {
+                tracing::warn!(upstream = %pool.name, server = %server.addr.0, timeout = ?pool.response_timeout(), "upstream response timed out");
+                Failure::AfterSend(ProxyError::Timeout)
+            }
+            Err(e) => {
                 let failure = classify(&e);
                 tracing::warn!(upstream = %pool.name, server = %server.addr.0, error = %error_chain(&e), "upstream request failed");
                 failure
-            }
-            Err(_) => {
-                tracing::warn!(upstream = %pool.name, server = %server.addr.0, timeout = ?pool.response_timeout(), "upstream response timed out");
-                Failure::AfterSend(ProxyError::Timeout)
             }
         };
         log_transition(pool, server, server.record_failure(&pool.spec.passive), "live traffic failures");
@@ -125,7 +129,10 @@ fn classify(e: &SendError) -> Failure {
         SendError::ConnectTimeout => Failure::BeforeSend(ProxyError::Timeout),
         SendError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => Failure::BeforeSend(ProxyError::Timeout),
         SendError::Connect(_) => Failure::BeforeSend(ProxyError::Connect),
-        SendError::Io(_) | SendError::Protocol(_) | SendError::ClientBody(_) => Failure::AfterSend(ProxyError::Broken),
+        SendError::Timeout => Failure::AfterSend(ProxyError::Timeout),
+        SendError::Io(_) | SendError::Protocol(_) | SendError::ClientBody(_) | SendError::ClientBodyTimeout => {
+            Failure::AfterSend(ProxyError::Broken)
+        }
     }
 }
 

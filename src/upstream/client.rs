@@ -20,8 +20,9 @@
 //! replay: no body, idempotent method, and no response byte seen.
 
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Response};
@@ -42,6 +43,9 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientSettings {
     pub connect_timeout: Duration,
+    /// How long the server may take to answer once the request is out, and
+    /// how long an upload may stand still (see [`UpstreamClient::request`]).
+    pub response_timeout: Duration,
     pub max_idle_per_server: usize,
 }
 
@@ -83,6 +87,12 @@ pub enum SendError {
     /// The client's request body failed (it went away mid-upload, or a
     /// body limit stopped it): not the server's fault.
     ClientBody(BoxError),
+    /// No response head within `response_timeout` of the request's last
+    /// byte going out, or an upload the server stopped reading for as long.
+    Timeout,
+    /// The server read all the body the client had sent, and the client
+    /// sent no more for `response_timeout`: the client's fault.
+    ClientBodyTimeout,
 }
 
 impl fmt::Display for SendError {
@@ -93,6 +103,8 @@ impl fmt::Display for SendError {
             SendError::Io(_) => f.write_str("request failed"),
             SendError::Protocol(_) => f.write_str("bad response"),
             SendError::ClientBody(_) => f.write_str("client request body failed"),
+            SendError::Timeout => f.write_str("no response in time"),
+            SendError::ClientBodyTimeout => f.write_str("client request body stalled"),
         }
     }
 }
@@ -101,7 +113,7 @@ impl std::error::Error for SendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SendError::Connect(e) | SendError::Io(e) => Some(e),
-            SendError::ConnectTimeout => None,
+            SendError::ConnectTimeout | SendError::Timeout | SendError::ClientBodyTimeout => None,
             SendError::Protocol(e) => Some(e),
             SendError::ClientBody(e) => Some(&**e),
         }
@@ -117,6 +129,12 @@ impl UpstreamClient {
     /// wait for the response head. The body streams from the returned
     /// response. The head is borrowed, not consumed, so a caller can send
     /// the same head to another server without copying it.
+    ///
+    /// `response_timeout` counts from the last byte of the request that
+    /// went out, not from the start: an upload that keeps moving is never
+    /// cut off (nginx buffers the body first, so its `proxy_read_timeout`
+    /// starts after it too), and one that stops for that long ends the
+    /// exchange, blamed on whichever side stopped it.
     pub async fn request(
         &self,
         server: &Server,
@@ -127,6 +145,8 @@ impl UpstreamClient {
         let replayable = matches!(framing, RequestFraming::Empty { .. }) && is_idempotent(head.method);
         let mut body = Some(body);
         let mut parked = server.idle.checkout();
+        let timeout = self.settings.response_timeout;
+        let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
         loop {
             let reused = parked.is_some();
             // A block, so the connection's slot in this future is free again
@@ -144,7 +164,24 @@ impl UpstreamClient {
                 let body = body.take().unwrap_or_else(RequestBody::empty);
                 Box::new(Wire::new(conn, body, framing == RequestFraming::Chunked))
             };
-            match poll_fn(|cx| wire.poll_head(cx, head.method)).await {
+            let answer = poll_fn(|cx| {
+                if let Poll::Ready(answer) = wire.poll_head(cx, head.method) {
+                    return Poll::Ready(answer);
+                }
+                // The timer runs from the start; on expiry it moves on to
+                // the last write's time plus the timeout when that is later,
+                // so a moving upload costs one timer reset per timeout.
+                while timer.as_mut().poll(cx).is_ready() {
+                    let now = tokio::time::Instant::now();
+                    match wire.last_body_write().map(|at| tokio::time::Instant::from_std(at) + timeout) {
+                        Some(deadline) if deadline > now => timer.as_mut().reset(deadline),
+                        _ if wire.waiting_for_client_body() => return Poll::Ready(Err(SendError::ClientBodyTimeout)),
+                        _ => return Poll::Ready(Err(SendError::Timeout)),
+                    }
+                }
+                Poll::Pending
+            });
+            match answer.await {
                 Ok(resp_head) => return Ok(wire.into_response(resp_head)),
                 Err(e) if reused && replayable && !wire.received_any() && e.may_be_stale_connection() => {
                     tracing::debug!(error = %e, "reused upstream connection was closed; sending again on a new one");
@@ -227,8 +264,11 @@ mod tests {
             String::from_utf8(got).unwrap()
         });
         let server = Arc::new(Server::new(&Arc::from("p"), UpstreamAddr(addr.to_string()), 1).unwrap());
-        let client =
-            UpstreamClient::new(ClientSettings { connect_timeout: Duration::from_secs(5), max_idle_per_server: 4 });
+        let client = UpstreamClient::new(ClientSettings {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
+            max_idle_per_server: 4,
+        });
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
         let stream_body = http_body_util::StreamBody::new(tokio_stream_from(rx));
         let body = RequestBody::Boxed { body: http_body_util::BodyExt::boxed_unsync(stream_body) };

@@ -37,8 +37,11 @@ impl Pool {
                     .map_err(|e| format!("upstream {:?}: server {}: {e}", spec.name, s.addr.0))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let client_settings =
-            ClientSettings { connect_timeout: spec.connect_timeout, max_idle_per_server: spec.max_idle_per_server };
+        let client_settings = ClientSettings {
+            connect_timeout: spec.connect_timeout,
+            response_timeout: spec.response_timeout,
+            max_idle_per_server: spec.max_idle_per_server,
+        };
         let client = match previous {
             Some(p) if p.client_settings == client_settings => p.client.clone(),
             _ => UpstreamClient::new(client_settings),

@@ -9,6 +9,7 @@ use std::fmt;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Response};
@@ -35,6 +36,8 @@ pub(super) struct Wire {
     out: [Bytes; 3],
     /// Writing stopped: the server stopped reading (it may still answer).
     write_error: Option<io::Error>,
+    /// When the last piece of the client's body went out to the server.
+    last_body_write: Option<Instant>,
     received_any: bool,
     keep_alive: bool,
     state: BodyState,
@@ -62,6 +65,7 @@ impl Wire {
             chunked,
             out: Default::default(),
             write_error: None,
+            last_body_write: None,
             received_any: false,
             keep_alive: false,
             state: BodyState::Done,
@@ -92,6 +96,7 @@ impl Wire {
                 if n == 0 {
                     return Poll::Ready(Err(WriteError::Io(io::ErrorKind::WriteZero.into())));
                 }
+                self.last_body_write = Some(Instant::now());
                 let mut left = n;
                 for b in &mut self.out {
                     let k = left.min(b.len());
@@ -169,6 +174,20 @@ impl Wire {
                 Err(e) => return Poll::Ready(Err(SendError::Io(e))),
             }
         }
+    }
+
+    /// When the last piece of the client's body went out, if any did.
+    pub(super) fn last_body_write(&self) -> Option<Instant> {
+        self.last_body_write
+    }
+
+    /// Everything the client sent so far is out, and its body is not done:
+    /// the exchange is waiting for the client, not for the server.
+    pub(super) fn waiting_for_client_body(&self) -> bool {
+        self.write_error.is_none()
+            && self.head_written == self.conn.head_buf.len()
+            && self.body.is_some()
+            && self.out.iter().all(Bytes::is_empty)
     }
 
     /// Whether any response byte arrived (a request is replayed on a

@@ -55,6 +55,47 @@ async fn slow_upstream_is_504() {
     assert!(a.text().contains("did not answer in time"));
 }
 
+/// Send a request head and then `body` one byte at a time, `every` apart,
+/// and read the whole answer (the proxy closes after it or is asked to).
+async fn trickled_upload(addr: std::net::SocketAddr, length: usize, body: &[u8], every: Duration) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    for b in body {
+        tokio::time::sleep(every).await;
+        if s.write_all(&[*b]).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn an_upload_that_keeps_moving_outlasts_response_timeout() {
+    // Ten bytes, 400 ms apart: twice the timeout in all, never a gap of it.
+    let up = Upstream::echo().await;
+    let p = Proxy::start(&route(&format!("\"{}\"", up.addr), "response_timeout = \"2s\""));
+    let answer = trickled_upload(p.http, 10, b"0123456789", Duration::from_millis(400)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"body_len\":10"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_408_and_not_held_against_the_server() {
+    // The client promises 100 bytes and sends 3. Its fault, so the one
+    // server stays in rotation (max_fails = 1 would eject it otherwise).
+    let up = Upstream::echo().await;
+    let p = Proxy::start(&route(&format!("\"{}\"", up.addr), "response_timeout = \"300ms\"\nmax_fails = 1"));
+    for _ in 0..2 {
+        let answer = trickled_upload(p.http, 100, b"abc", Duration::ZERO).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("request body stopped arriving"), "{answer}");
+    }
+    assert_eq!(get(&p.url("/"), "x").await.status, 200);
+}
+
 #[tokio::test]
 async fn connect_timeout_is_504() {
     // A listener whose accept queue is full: further SYNs are dropped, so

@@ -60,8 +60,11 @@ async fn waiting_mid_body_acknowledges_at_once() {
         let _ = s.read(&mut buf).await;
     });
     let server = Arc::new(Server::new(&Arc::from("p"), UpstreamAddr(addr.to_string()), 1).unwrap());
-    let client =
-        UpstreamClient::new(ClientSettings { connect_timeout: Duration::from_secs(5), max_idle_per_server: 4 });
+    let client = UpstreamClient::new(ClientSettings {
+        connect_timeout: Duration::from_secs(5),
+        response_timeout: Duration::from_secs(30),
+        max_idle_per_server: 4,
+    });
     let (get, empty) = http::Request::get("/").header("host", "h").body(RequestBody::empty()).unwrap().into_parts();
     let mut body = client.request(&server, RequestHead::of(&get), empty).await.unwrap().into_body();
     let stream = &body.wire.as_ref().unwrap().conn.stream;
@@ -85,8 +88,11 @@ async fn a_parked_connection_keeps_small_buffers_and_sheds_large_ones() {
     const BIG: usize = 100 * 1024;
     let server =
         Arc::new(Server::new(&Arc::from("p"), UpstreamAddr(upstream(vec![5, BIG, 5]).await.to_string()), 1).unwrap());
-    let client =
-        UpstreamClient::new(ClientSettings { connect_timeout: Duration::from_secs(5), max_idle_per_server: 4 });
+    let client = UpstreamClient::new(ClientSettings {
+        connect_timeout: Duration::from_secs(5),
+        response_timeout: Duration::from_secs(30),
+        max_idle_per_server: 4,
+    });
     // (response body, request header bytes, whether the buffers are kept)
     for (body_len, header_len, kept) in [(5, 10, true), (BIG, 20 * 1024, false), (5, 10, true)] {
         let (head, empty) = http::Request::get("/")
