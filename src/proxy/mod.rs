@@ -7,6 +7,7 @@ pub mod error;
 pub mod exchange;
 mod forward;
 pub mod headers;
+mod host;
 pub mod request_id;
 mod upgrade;
 
@@ -121,15 +122,13 @@ fn route(
         }
     }
 
-    // The URI's authority wins over Host (HTTP/2 :authority, absolute-form).
-    let host: HeaderValue = match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadHost.response())?,
-        None => req.headers().get(header::HOST).cloned().ok_or_else(|| ProxyError::BadHost.response())?,
-    };
-    let host_str = host.to_str().map_err(|_| ProxyError::BadHost.response())?;
-    if host_str.is_empty() {
-        return Err(ProxyError::BadHost.response());
+    let host = host::request_host(req.uri().authority(), req.headers()).map_err(|e| e.response())?;
+    if host.set_header {
+        req.headers_mut().insert(header::HOST, host.value.clone());
     }
+    let host = host.value;
+    // ASCII only: `request_host` checked every byte.
+    let host_str = host.to_str().map_err(|_| ProxyError::BadHost.response())?;
     let raw_path = req.uri().path();
     if !raw_path.starts_with('/') {
         return Err(ProxyError::BadPath.response());
@@ -219,7 +218,8 @@ fn upstream_path(
     PathAndQuery::try_from(s).map_err(|_| ProxyError::BadPath)
 }
 
-/// Strip hop-by-hop headers, add the forwarding ones, and keep `Host`.
+/// Strip hop-by-hop headers and add the forwarding ones (`Host` is already
+/// the request's host: see [`host::request_host`]).
 /// Returns the requested upgrade protocol, if any.
 fn rewrite_request_headers(req: &mut Request<Incoming>, host: &HeaderValue, conn: &ConnInfo) -> Option<HeaderValue> {
     let is_h1 = req.version() <= Version::HTTP_11;
@@ -229,9 +229,6 @@ fn rewrite_request_headers(req: &mut Request<Incoming>, host: &HeaderValue, conn
         headers,
         &Forwarded { host_header: host, client_ip: &conn.ip_header, proto: if conn.tls { "https" } else { "http" } },
     );
-    if !headers.contains_key(header::HOST) {
-        headers.insert(header::HOST, host.clone());
-    }
     if let Some(proto) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());

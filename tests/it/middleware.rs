@@ -315,6 +315,70 @@ async fn ip_allow_and_deny() {
     assert_eq!(up.hits(), 1);
 }
 
+/// One raw HTTP/1.1 exchange on a new connection; the answer as text.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_host_route_cannot_be_reached_through_another_routes_host() {
+    // /office on app.test is for 10.0.0.0/8 only; every other host reaches
+    // the same backend without a check. The backend must never be sent a
+    // request for app.test/office from here.
+    let up = Upstream::echo().await;
+    let p = Proxy::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n\
+         [middleware.office]\ntype = \"ip_allow\"\nallow = [\"10.0.0.0/8\"]\n\
+         [[routes]]\nhost = \"app.test\"\npath = \"/office\"\nupstream = \"app\"\nmiddleware = [\"office\"]\n\
+         [[routes]]\nupstream = \"app\"\n",
+        up.addr
+    ));
+    assert_eq!(get(&p.url("/office"), "app.test").await.status, 403);
+
+    // An absolute-form target names the host; Host is rewritten to match.
+    let a =
+        raw_exchange(p.http, "GET http://other/office HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    assert!(a.contains(r#""host":["other"]"#), "{a}");
+    let a =
+        raw_exchange(p.http, "GET http://app.test/office HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n").await;
+    assert!(a.starts_with("HTTP/1.1 403"), "{a}");
+
+    // Two Host headers, in either order: 400.
+    for hosts in ["Host: other\r\nHost: app.test", "Host: app.test\r\nHost: other"] {
+        let a = raw_exchange(p.http, &format!("GET /office HTTP/1.1\r\n{hosts}\r\nConnection: close\r\n\r\n")).await;
+        assert!(a.starts_with("HTTP/1.1 400"), "{a}");
+    }
+
+    // HTTP/2: :authority wins over Host, which is rewritten to match.
+    let stream = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://other/office").header("host", "app.test").body(full("")).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains(r#""host":["other"]"#), "{body:?}");
+
+    // Hosts that are not host names: 400, never forwarded.
+    let hits = up.hits();
+    for host in ["a@app.test", "app test", "app.test/x", "app.test:abc", "app..test", "app.test, other"] {
+        let a = raw_exchange(p.http, &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")).await;
+        assert!(a.starts_with("HTTP/1.1 400"), "{host}: {a}");
+    }
+    assert_eq!(up.hits(), hits, "a request with a malformed host reached the backend");
+}
+
 #[tokio::test]
 async fn ip_allow_over_ipv6() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
