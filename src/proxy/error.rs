@@ -25,6 +25,12 @@ pub enum ProxyError {
     BodyTooLarge,
     #[error("the request body stopped arriving")]
     ClientTimeout,
+    #[error("invalid request body")]
+    BadBody,
+    /// The client left before its request was done. It never sees the
+    /// answer; the status is for the access log and metrics (nginx's 499).
+    #[error("client closed the request")]
+    ClientClosed,
 }
 
 impl ProxyError {
@@ -37,6 +43,8 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::BadBody => StatusCode::BAD_REQUEST,
+            ProxyError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -44,7 +52,7 @@ impl ProxyError {
         let status = self.status();
         let mut r = plain_response(
             status,
-            &format!("{} {}: {self}\n", status.as_u16(), status.canonical_reason().unwrap_or("")),
+            &format!("{} {}: {self}\n", status.as_u16(), status.canonical_reason().unwrap_or("Client Closed Request")),
         );
         if self == ProxyError::NoServer {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

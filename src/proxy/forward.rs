@@ -75,10 +75,10 @@ pub async fn send(
                 return Ok((resp, guard));
             }
             Err(SendError::ClientBody(e)) => {
-                // The client's body failed (it left, or hit a limit): not
-                // the server's fault, and nothing to retry.
-                tracing::debug!(upstream = %pool.name, error = %e, "client request body failed");
-                return Err(ProxyError::Broken);
+                // The client's body failed (it left, was malformed, or hit
+                // a limit): not the server's fault, and nothing to retry.
+                tracing::debug!(upstream = %pool.name, error = %error_chain(&*e), "client request body failed");
+                return Err(client_body_error(&*e));
             }
             Err(SendError::ClientBodyTimeout) => {
                 tracing::debug!(upstream = %pool.name, timeout = ?pool.response_timeout(), "client request body stalled");
@@ -134,6 +134,23 @@ fn classify(e: &SendError) -> Failure {
             Failure::AfterSend(ProxyError::Broken)
         }
     }
+}
+
+/// A malformed body (a bad chunk size line, more data than announced) is
+/// the client's 400; anything else (it reset or closed the connection, or
+/// an HTTP/2 stream) means it left: 499. hyper reports the former as an
+/// `InvalidInput` or `InvalidData` I/O error somewhere in the chain.
+fn client_body_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData) {
+                return ProxyError::BadBody;
+            }
+        }
+        cur = err.source();
+    }
+    ProxyError::ClientClosed
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -97,6 +97,30 @@ async fn a_stalled_upload_is_408_and_not_held_against_the_server() {
 }
 
 #[tokio::test]
+async fn a_malformed_request_body_is_400_and_a_client_that_leaves_mid_upload_is_499() {
+    let up = Upstream::echo().await;
+    let p = Proxy::start(&route(&format!("\"{}\"", up.addr), ""));
+    for chunks in ["zz\r\nhello\r\n0\r\n\r\n", "ffffffffffffffffff\r\nhello\r\n0\r\n\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+        let request =
+            format!("POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunks}");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{chunks:?}: {answer}");
+        assert!(answer.contains("invalid request body"), "{answer}");
+    }
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"POST /left HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789").await.unwrap();
+    // Let the proxy start the upstream request, then leave.
+    assert!(eventually(Duration::from_secs(5), || up.hits() == 3).await);
+    drop(s);
+    let logged = || p.access_log().iter().any(|l| l["path"] == "/left" && l["status"] == 499);
+    assert!(eventually(Duration::from_secs(10), logged).await, "{:?}", p.access_log());
+}
+
+#[tokio::test]
 async fn connect_timeout_is_504() {
     // A listener whose accept queue is full: further SYNs are dropped, so
     // connects hang until our timeout.
