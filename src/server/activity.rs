@@ -210,15 +210,21 @@ impl Activity {
         self.begun.load(Ordering::Relaxed)
     }
 
-    /// Resolves once the connection has been idle for about `limit`
-    /// (within a quarter of it).
+    /// Resolves once no request has begun or been in progress on the
+    /// connection for about `limit` (within a quarter of it): for HTTP/2
+    /// and connections whose protocol is not known yet. Bytes alone do not
+    /// count, unlike HTTP/1's [`Activity::watch`]: HTTP/2 PINGs (ours every
+    /// 30 s, and the client's answers) would keep an idle connection open
+    /// for ever, and so would a client trickling frames that start nothing.
     pub(super) async fn idle_for(&self, limit: Duration) {
         let tick = (limit / 4).max(Duration::from_millis(10));
         let mut idle = Duration::ZERO;
+        let mut last_begun = self.begun();
         loop {
             tokio::time::sleep(tick).await;
-            let moved = self.moved.swap(false, Ordering::Relaxed);
-            if moved || self.requests.load(Ordering::Relaxed) > 0 {
+            let begun = self.begun();
+            if begun != last_begun || self.requests.load(Ordering::Relaxed) > 0 {
+                last_begun = begun;
                 idle = Duration::ZERO;
             } else {
                 idle += tick;

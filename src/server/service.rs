@@ -32,6 +32,10 @@ macro_rules! http1_settings {
     };
 }
 
+/// At most this much answer data waits in the proxy for each HTTP/2
+/// stream's client: 64 KiB, HTTP/2's default initial window.
+const H2_SEND_BUFFER: usize = 64 * 1024;
+
 /// The same HTTP/2 settings on hyper's builder and on hyper-util's wrapper.
 macro_rules! http2_settings {
     ($b:expr, $s:expr) => {
@@ -42,6 +46,10 @@ macro_rules! http2_settings {
             .max_local_error_reset_streams(Some(1024))
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20))
+            // Per stream, for data the client's window allows but its
+            // socket has not taken: hyper's 400 KiB times 256 streams let
+            // one client that stops reading hold 100 MiB.
+            .max_send_buf_size(H2_SEND_BUFFER)
     };
 }
 

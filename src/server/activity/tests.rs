@@ -216,3 +216,41 @@ fn other_reads_go_to_the_socket_at_once() {
         assert_eq!(io.inner.reads, 1);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn bytes_without_requests_do_not_keep_a_connection_from_idling() {
+    // HTTP/2 PINGs and their answers, every 200 ms, on a connection with no
+    // request: idle after the timeout all the same.
+    let activity = Arc::new(Activity::default());
+    let start = Instant::now();
+    let idle = activity.idle_for(IDLE_TIMEOUT);
+    tokio::pin!(idle);
+    let ended = loop {
+        tokio::select! {
+            _ = &mut idle => break Some(start.elapsed()),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if start.elapsed() > 4 * IDLE_TIMEOUT {
+                    break None;
+                }
+                activity.touch();
+            }
+        }
+    };
+    let ended = ended.expect("PINGs kept an idle connection open");
+    assert!(ended >= IDLE_TIMEOUT && ended <= IDLE_TIMEOUT + IDLE_TIMEOUT / 2, "idle after {ended:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_begun_starts_the_idle_time_over() {
+    let activity = Arc::new(Activity::default());
+    let start = Instant::now();
+    let idle = activity.idle_for(IDLE_TIMEOUT);
+    tokio::pin!(idle);
+    // A request that begins and ends at 2 s: idle from then on.
+    tokio::select! {
+        _ = &mut idle => panic!("idle before the request"),
+        _ = tokio::time::sleep(Duration::from_secs(2)) => drop(activity.begin()),
+    }
+    idle.await;
+    assert!(start.elapsed() >= Duration::from_secs(2) + IDLE_TIMEOUT, "idle after {:?}", start.elapsed());
+}
