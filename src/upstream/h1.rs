@@ -62,6 +62,11 @@ pub enum ProtocolError {
     BadStatus(u16),
     BadContentLength,
     BadChunk,
+    /// A transfer coding other than a single `chunked` (`gzip`, `gzip,
+    /// chunked`): its body would reach the client still encoded, with the
+    /// header that says so removed (it is hop-by-hop). nginx refuses these
+    /// too.
+    UnsupportedTransferCoding,
 }
 
 impl fmt::Display for ProtocolError {
@@ -72,6 +77,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::BadStatus(s) => write!(f, "invalid status code {s}"),
             ProtocolError::BadContentLength => f.write_str("invalid or conflicting Content-Length"),
             ProtocolError::BadChunk => f.write_str("invalid chunked encoding"),
+            ProtocolError::UnsupportedTransferCoding => f.write_str("transfer coding other than chunked"),
         }
     }
 }
@@ -171,7 +177,10 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     let mut headers = HeaderMap::with_capacity(n);
     let mut content_length: Option<u64> = None;
     let mut bad_length = false;
-    let mut chunked = false;
+    // Transfer codings named, over all Transfer-Encoding lines, and whether
+    // each was `chunked`.
+    let mut codings = 0usize;
+    let mut chunked = true;
     let mut has_transfer_encoding = false;
     let mut close = version == Version::HTTP_10;
     for &(name_at, name_len, value_at, value_len) in &spans[..n] {
@@ -191,12 +200,12 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
             }
         } else if name == header::TRANSFER_ENCODING {
             has_transfer_encoding = true;
-            // Only the last coding decides; "gzip, chunked" is still chunked.
-            chunked = value
-                .as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            for coding in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if !coding.is_empty() {
+                    codings += 1;
+                    chunked &= coding.eq_ignore_ascii_case(b"chunked");
+                }
+            }
         } else if name == header::CONNECTION {
             let mut only_persistence = true;
             for token in value.as_bytes().split(|&b| b == b',') {
@@ -234,11 +243,10 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
             close = true;
             headers.remove(header::CONTENT_LENGTH);
         }
-        if chunked {
-            ResponseFraming::Chunked
-        } else {
-            ResponseFraming::UntilClose
+        if !chunked || codings != 1 {
+            return Err(ProtocolError::UnsupportedTransferCoding);
         }
+        ResponseFraming::Chunked
     } else if bad_length {
         return Err(ProtocolError::BadContentLength);
     } else if let Some(n) = content_length {

@@ -40,7 +40,7 @@ fn response_heads_and_their_framing() {
     assert_eq!((h.status, h.framing, h.keep_alive), (StatusCode::OK, ResponseFraming::Length(5), true));
     assert_eq!(h.headers["x-a"], "b");
 
-    let h = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Method::GET).unwrap().unwrap();
+    let h = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n", Method::GET).unwrap().unwrap();
     assert_eq!((h.framing, h.keep_alive), (ResponseFraming::Chunked, true));
     let h = parse("HTTP/1.1 200 OK\r\n\r\n", Method::GET).unwrap().unwrap();
     assert_eq!((h.framing, h.keep_alive), (ResponseFraming::UntilClose, false));
@@ -50,6 +50,19 @@ fn response_heads_and_their_framing() {
     assert_eq!(h.framing, ResponseFraming::Empty);
     let h = parse("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", Method::GET).unwrap().unwrap();
     assert_eq!((h.framing, h.keep_alive), (ResponseFraming::Empty, false));
+}
+
+#[test]
+fn transfer_codings_other_than_one_chunked_are_refused() {
+    // The body would reach the client still encoded, its header removed.
+    for te in ["gzip", "gzip, chunked", "chunked, chunked", "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked"] {
+        let line = if te.contains(':') { te.to_string() } else { format!("Transfer-Encoding: {te}") };
+        let head = format!("HTTP/1.1 200 OK\r\n{line}\r\n\r\n");
+        assert!(matches!(parse(&head, Method::GET), Err(ProtocolError::UnsupportedTransferCoding)), "{te:?}");
+    }
+    // Without a body, the framing does not matter.
+    let h = parse("HTTP/1.1 204 No Content\r\nTransfer-Encoding: gzip\r\n\r\n", Method::GET).unwrap().unwrap();
+    assert_eq!(h.framing, ResponseFraming::Empty);
 }
 
 #[test]
