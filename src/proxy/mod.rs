@@ -36,17 +36,36 @@ use headers::{add_forwarded, strip_hop_by_hop, Forwarded, X_REQUEST_ID};
 
 /// Facts about the client connection a request arrived on, worked out
 /// once per connection.
-#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
     /// The client address as a header value (`X-Real-IP`, `X-Forwarded-For`).
     pub ip_header: HeaderValue,
+    /// A WebSocket tunnel to run once hyper has handed the connection over
+    /// (see [`upgrade::splice`]).
+    tunnel: std::sync::Mutex<Option<Tunnel>>,
 }
+
+/// The two sides of an upgraded connection, copying until either ends.
+pub type Tunnel = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr, tls: bool) -> Self {
-        ConnInfo { peer, tls, ip_header: headers::ip_header_value(peer.ip()) }
+        ConnInfo { peer, tls, ip_header: headers::ip_header_value(peer.ip()), tunnel: std::sync::Mutex::new(None) }
+    }
+
+    /// The tunnel the connection's last request started, if any. The
+    /// connection's task runs it, so it keeps the connection's place under
+    /// `max_connections` and in `rampart_connections_active`, and the
+    /// drain ends it.
+    pub fn take_tunnel(&self) -> Option<Tunnel> {
+        self.tunnel.lock().ok()?.take()
+    }
+
+    fn set_tunnel(&self, tunnel: Tunnel) {
+        if let Ok(mut slot) = self.tunnel.lock() {
+            *slot = Some(tunnel);
+        }
     }
 }
 
@@ -91,7 +110,7 @@ struct Routed {
     /// The path and query sent upstream.
     upstream_pq: PathAndQuery,
     /// The protocol the client asked to switch to, and its side of the switch.
-    upgrade: Option<(HeaderValue, OnUpgrade)>,
+    upgrade: Option<(HeaderValue, OnUpgrade, Arc<ConnInfo>)>,
     peer: IpAddr,
     tls: bool,
 }
@@ -102,7 +121,7 @@ struct Routed {
 #[allow(clippy::result_large_err)]
 fn route(
     app: &App,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     mut req: Request<Incoming>,
     ex: &mut Exchange,
 ) -> Result<Routed, Response<ResponseBody>> {
@@ -141,7 +160,7 @@ fn route(
     let upstream_pq = upstream_path(&req, &path, &route, found.prefix_len).map_err(|e| e.response())?;
     let client_upgrade = rewrite_request_headers(&mut req, &host, conn);
     let mut req = req.map(RequestBody::from);
-    let upgrade = client_upgrade.map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    let upgrade = client_upgrade.map(|proto| (proto, hyper::upgrade::on(&mut req), Arc::clone(conn)));
     Ok(Routed { req, route, upstream_pq, upgrade, peer: conn.peer.ip(), tls: conn.tls })
 }
 
@@ -162,7 +181,13 @@ async fn forward(app: &App, r: &mut Routed, ex: &mut Exchange) -> Response<Respo
         Ok((mut resp, guard)) => {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 match r.upgrade.take() {
-                    Some((proto, client_side)) => upgrade::splice(resp, client_side, proto, guard),
+                    Some((proto, client_side, conn)) => {
+                        let (resp, tunnel) = upgrade::splice(resp, client_side, proto, guard);
+                        if let Some(tunnel) = tunnel {
+                            conn.set_tunnel(tunnel);
+                        }
+                        resp
+                    }
                     // The upstream switched protocols nobody asked for.
                     None => ProxyError::Broken.response(),
                 }
@@ -224,7 +249,10 @@ fn upstream_path(
 fn rewrite_request_headers(req: &mut Request<Incoming>, host: &HeaderValue, conn: &ConnInfo) -> Option<HeaderValue> {
     let is_h1 = req.version() <= Version::HTTP_11;
     let headers = req.headers_mut();
-    let upgrade = strip_hop_by_hop(headers).filter(|_| is_h1);
+    // WebSocket only, as nginx's usual `Upgrade $http_upgrade` setup and
+    // Traefik do: other upgrades (h2c, TLS) go out as plain requests.
+    let upgrade = strip_hop_by_hop(headers)
+        .filter(|proto| is_h1 && proto.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"));
     add_forwarded(
         headers,
         &Forwarded { host_header: host, client_ip: &conn.ip_header, proto: if conn.tls { "https" } else { "http" } },

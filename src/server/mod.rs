@@ -303,7 +303,7 @@ impl Serving {
         expires: Instant,
     ) -> Option<(I, bool)> {
         let activity = Arc::new(Activity::default());
-        let service = proxy_service(Arc::clone(&self.app), info, Arc::clone(&activity));
+        let service = proxy_service(Arc::clone(&self.app), Arc::clone(&info), Arc::clone(&activity));
         let ctx = conn::ConnCtx {
             activity: Arc::clone(&activity),
             builders: &self.builders,
@@ -314,7 +314,16 @@ impl Serving {
             ticker: &self.ticker,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
         };
-        let resting = conn::serve(io, protocol, first_bytes, service, ctx).await?;
+        let Some(resting) = conn::serve(io, protocol, first_bytes, service, ctx).await else {
+            if let Some(tunnel) = info.take_tunnel() {
+                // Still holding the connection's slot (the caller's).
+                tokio::select! {
+                    _ = tunnel => {}
+                    _ = self.shutdown.cancelled() => tracing::debug!("closing an upgraded connection for the drain"),
+                }
+            }
+            return None;
+        };
         // A fresh `Activity` per visit: any request begun was this visit's.
         Some((resting, activity.begun() != 0))
     }

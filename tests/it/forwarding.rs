@@ -154,6 +154,56 @@ async fn websocket_messages_pass_through() {
 }
 
 #[tokio::test]
+async fn a_websocket_tunnel_keeps_its_connection_counted_and_the_drain_ends_it() {
+    let ws_addr = ws_echo_upstream().await;
+    let mut p = Proxy::start(&format!(
+        "[server]\nshutdown_timeout = \"20s\"\n[upstreams.ws]\nservers = [\"{ws_addr}\"]\n[[routes]]\nupstream = \"ws\"\n"
+    ));
+    let active = |text: String| -> Option<f64> {
+        let series = r#"rampart_connections_active{listener="http"} "#;
+        text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/chat", p.http)).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("ping")).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(m.into_text().unwrap().as_str(), "ping");
+    // The tunnel is a client connection like any other.
+    assert_eq!(active(get(&p.admin_url("/metrics"), "admin").await.text()), Some(1.0));
+    // SIGTERM: the drain closes the tunnel rather than wait for it.
+    p.signal("TERM");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the tunnel outlived the drain");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test]
+async fn only_websocket_upgrades_are_tunnelled() {
+    // An h2c upgrade goes out as a plain request: no Upgrade, no tunnel.
+    let up = Upstream::echo().await;
+    let p = Proxy::start(&one_route(&up));
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(
+        b"GET /h2c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+          HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("upgrade"), "{answer}");
+}
+
+#[tokio::test]
 async fn malformed_requests_get_a_clear_4xx() {
     let up = Upstream::echo().await;
     let p = Proxy::start(&one_route(&up));
