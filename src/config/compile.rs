@@ -20,6 +20,9 @@ use super::*;
 const DEFAULT_MAX_IDLE_PER_SERVER: usize = 1024;
 /// The longest `[server] busy_poll` window accepted.
 const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
+/// HTTP/2 carries the header limit as a 32-bit number; 16 MiB is far past
+/// any real head and keeps a client's buffer bounded.
+const MAX_HEADER_BYTES: usize = 16 << 20;
 
 /// Collects every problem rather than stopping at the first.
 pub(super) struct Compiler<'a> {
@@ -82,7 +85,7 @@ impl<'a> Compiler<'a> {
             client_header_timeout: s.client_header_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
             idle_timeout: s.idle_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
             max_connections: self.int_in(&s.max_connections, "max_connections", 1, 10_000_000, 100_000usize),
-            max_header_bytes: s.max_header_bytes.map(|b| b.0 as usize).unwrap_or(64 * 1024),
+            max_header_bytes: s.max_header_bytes.map_or(64 * 1024, |b| usize::try_from(b.0).unwrap_or(usize::MAX)),
             h2_max_concurrent_streams: self.int_in(
                 &s.h2_max_concurrent_streams,
                 "h2_max_concurrent_streams",
@@ -95,8 +98,8 @@ impl<'a> Compiler<'a> {
             defer_accept: s.defer_accept.unwrap_or(true),
             busy_poll: s.busy_poll.map(|d| d.0).unwrap_or(Duration::ZERO),
         };
-        if server.max_header_bytes < 8192 {
-            self.err(None, "server.max_header_bytes must be at least 8192");
+        if !(8192..=MAX_HEADER_BYTES).contains(&server.max_header_bytes) {
+            self.err(None, "server.max_header_bytes must be between 8192 and 16MiB");
         }
         // Beyond a few hundred microseconds it only burns CPU: the wake-ups
         // it saves are that far apart only when the proxy is nearly idle.

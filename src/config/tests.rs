@@ -80,6 +80,19 @@ fn bad_values_point_at_the_value() {
 }
 
 #[test]
+fn absurd_durations_and_sizes_are_refused_not_overflowed() {
+    // Each once panicked on every connection or request (Instant + d).
+    let e = errors("[server]\nidle_timeout = \"500000000000y\"\n");
+    assert!(e[0].starts_with("rampart.toml:2:16: error: duration"), "{e:?}");
+    assert!(e[0].contains("longer than a year"), "{e:?}");
+    let e = errors("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nfail_timeout = \"20000000000y\"\n");
+    assert!(e[0].contains("longer than a year"), "{e:?}");
+    let e = errors("[server]\nmax_header_bytes = \"5GiB\"\n");
+    assert!(e.iter().any(|m| m.contains("max_header_bytes must be between 8192 and 16MiB")), "{e:?}");
+    assert!(parse("[server]\nidle_timeout = \"365d\"\n").is_ok());
+}
+
+#[test]
 fn middleware_type_is_checked() {
     let e = errors("[middleware.x]\ntype = \"teleport\"\n");
     assert!(e[0].starts_with("rampart.toml:"), "{e:?}");

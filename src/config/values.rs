@@ -8,16 +8,26 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-/// A duration written with units: `"250ms"`, `"10s"`, `"30d"`.
+/// A duration written with units: `"250ms"`, `"10s"`, `"30d"`; at most
+/// [`MAX_DURATION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
+
+/// A year: longer than any timeout or interval means, and short enough
+/// that adding it (times 32, for `fail_timeout`'s back-off) to the clock
+/// cannot overflow, which would panic on every connection.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map(HumanDuration).map_err(|e| {
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
             de::Error::custom(format!("invalid duration {s:?} ({e}); write it with a unit, like \"10s\" or \"250ms\""))
-        })
+        })?;
+        if d > MAX_DURATION {
+            return Err(de::Error::custom(format!("duration {s:?} is longer than a year")));
+        }
+        Ok(HumanDuration(d))
     }
 }
 
