@@ -40,9 +40,27 @@ enum Command {
     },
     /// Exit 0 if the admin /healthz answers 200 (for container health checks).
     Healthcheck {
-        #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
-        url: String,
+        /// Default: /healthz on the config's admin listener (loopback if it
+        /// listens on all addresses), or http://127.0.0.1:9901/healthz when
+        /// the config cannot be read.
+        #[arg(long)]
+        url: Option<String>,
     },
+}
+
+/// `/healthz` on the admin listener `config` names: what the running proxy
+/// listens on, in the same container. An unspecified address (`0.0.0.0`,
+/// `[::]`) is asked on loopback.
+fn healthz_url(config: &std::path::Path) -> String {
+    let admin = Config::load(config).ok().and_then(|c| c.listen.admin);
+    let mut addr = admin.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9901)));
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}/healthz")
 }
 
 fn main() -> ExitCode {
@@ -64,13 +82,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Healthcheck { url } => match rampart::demo::healthcheck(&url) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("unhealthy: {e}");
-                ExitCode::FAILURE
+        Command::Healthcheck { url } => {
+            match rampart::demo::healthcheck(&url.unwrap_or_else(|| healthz_url(&cli.config))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Run => report(run(cli.config)),
         Command::Demo { http, https, admin } => report(demo(http, https, admin)),
     }

@@ -157,6 +157,17 @@ async fn shipped_config_serves_the_reference_stack() {
     assert_eq!(get(&proxy.admin_url("/readyz"), "localhost").await.status, 200);
     let dead = closed_port();
     assert_ne!(healthcheck(&format!("http://{dead}/healthz")), 0);
+    // Without --url it asks the admin listener the config names, on
+    // loopback when that is all addresses.
+    let dir = tempfile::tempdir().unwrap();
+    for (admin, want) in
+        [(proxy.admin.to_string(), 0), (format!("0.0.0.0:{}", proxy.admin.port()), 0), (dead.to_string(), 1)]
+    {
+        let config = dir.path().join("probe.toml");
+        std::fs::write(&config, format!("[listen]\nadmin = \"{admin}\"\n")).unwrap();
+        let out = Command::new(binary()).arg("healthcheck").arg("--config").arg(&config).output().unwrap();
+        assert_eq!(out.status.code(), Some(want), "admin {admin}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 
     // Prometheus sees the routes by their stable names.
     let metrics = get(&proxy.admin_url("/metrics"), "localhost").await.text();
