@@ -106,3 +106,12 @@ fn hosts_parse() {
     assert!(HostPattern::parse("example.com:80").is_err());
     assert!(HostPattern::parse("a.*.com").is_err());
 }
+
+#[test]
+fn a_route_without_a_name_is_named_host_and_path_as_written() {
+    let c = parse("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nhost = \"app.test\"\npath = \"/hc\"\nupstream = \"a\"\n[[routes]]\nupstream = \"a\"\n").unwrap();
+    let names: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["app.test/hc", "*/"]);
+    let e = errors("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"none\"\nupstream = \"a\"\n");
+    assert!(e[0].starts_with("rampart.toml:4:8: error: route name \"none\" is reserved"), "{e:?}");
+}
