@@ -105,6 +105,7 @@ impl Activity {
         // been seen.
         let mut head: Option<(usize, u128)> = None;
         let mut quiet_ticks = 0u128;
+        let mut stalled_ticks = 0u128;
         // The first tick may come at once: rest is measured from it.
         ticker.tick().await;
         loop {
@@ -115,7 +116,11 @@ impl Activity {
                 return Watched::Rested;
             }
             let requests = self.requests.load(Ordering::Relaxed);
-            if self.moved.swap(false, Ordering::Relaxed) || requests > 0 {
+            let moved = self.moved.swap(false, Ordering::Relaxed);
+            if self.send_stalled(moved, &mut stalled_ticks, idle_ticks) {
+                return Watched::SendStalled;
+            }
+            if moved || requests > 0 {
                 quiet_ticks = 0;
             } else {
                 quiet_ticks += 1;
@@ -210,18 +215,53 @@ impl Activity {
         self.begun.load(Ordering::Relaxed)
     }
 
+    /// One sample of the send stall: counts samples in a row where a write
+    /// was blocked and nothing moved; true once there were `limit`.
+    fn send_stalled(&self, moved: bool, stalled: &mut u128, limit: u128) -> bool {
+        if moved || !self.write_blocked.load(Ordering::Relaxed) {
+            *stalled = 0;
+            return false;
+        }
+        *stalled += 1;
+        *stalled >= limit
+    }
+
+    /// Resolves once a write to the client has been blocked, with nothing
+    /// moving, for about `limit`: for a connection shutting down, whose
+    /// other watchers have stopped (hyper's graceful shutdown waits for its
+    /// last bytes to go out, and a client that stopped reading would keep
+    /// it waiting for ever).
+    pub(super) async fn send_stalled_for(&self, limit: Duration) {
+        let tick = (limit / 4).max(Duration::from_millis(10));
+        let mut stalled_ticks = 0u128;
+        loop {
+            tokio::time::sleep(tick).await;
+            let moved = self.moved.swap(false, Ordering::Relaxed);
+            if self.send_stalled(moved, &mut stalled_ticks, 4) {
+                return;
+            }
+        }
+    }
+
     /// Resolves once no request has begun or been in progress on the
     /// connection for about `limit` (within a quarter of it): for HTTP/2
     /// and connections whose protocol is not known yet. Bytes alone do not
     /// count, unlike HTTP/1's [`Activity::watch`]: HTTP/2 PINGs (ours every
     /// 30 s, and the client's answers) would keep an idle connection open
     /// for ever, and so would a client trickling frames that start nothing.
-    pub(super) async fn idle_for(&self, limit: Duration) {
+    /// Resolves with [`Watched::SendStalled`] instead if a write to the
+    /// client stays blocked, with nothing moving, for as long.
+    pub(super) async fn idle_for(&self, limit: Duration) -> Watched {
         let tick = (limit / 4).max(Duration::from_millis(10));
         let mut idle = Duration::ZERO;
         let mut last_begun = self.begun();
+        let mut stalled_ticks = 0u128;
         loop {
             tokio::time::sleep(tick).await;
+            let moved = self.moved.swap(false, Ordering::Relaxed);
+            if self.send_stalled(moved, &mut stalled_ticks, 4) {
+                return Watched::SendStalled;
+            }
             let begun = self.begun();
             if begun != last_begun || self.requests.load(Ordering::Relaxed) > 0 {
                 last_begun = begun;
@@ -229,7 +269,7 @@ impl Activity {
             } else {
                 idle += tick;
                 if idle >= limit {
-                    return;
+                    return Watched::Idle;
                 }
             }
         }
@@ -254,6 +294,9 @@ pub enum Watched {
     HeaderTimeout,
     /// Nothing happened for `idle_timeout`.
     Idle,
+    /// A write to the client has been blocked, with no byte moving, for
+    /// `idle_timeout`: the client stopped reading (nginx's `send_timeout`).
+    SendStalled,
 }
 
 /// Marks a connection as watched while [`Activity::watch`] runs. When the

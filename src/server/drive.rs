@@ -136,7 +136,8 @@ pub(super) async fn drive<C: HttpConn>(
                             None => std::future::pending().await,
                         }
                     }, if head_deadline.is_some() => Event::HeadDeadline,
-                    _ = ctx.activity.idle_for(ctx.idle_timeout), if http1.is_none() && !closing => Event::Idle,
+                    watched = ctx.activity.idle_for(ctx.idle_timeout), if http1.is_none() && !closing => Event::Watched(watched),
+                    _ = ctx.activity.send_stalled_for(ctx.idle_timeout), if closing => Event::Watched(Watched::SendStalled),
                     else => std::future::pending().await,
                 }
             });
@@ -168,6 +169,10 @@ pub(super) async fn drive<C: HttpConn>(
         match event {
             Event::Ended => return None,
             Event::Watched(Watched::Rested) => return Some(conn),
+            Event::Watched(Watched::SendStalled) => {
+                tracing::debug!("the client read nothing of the answer for idle_timeout; closing");
+                return None;
+            }
             Event::Watched(Watched::HeaderTimeout) => {
                 // As hyper's own header timer does: close, no answer.
                 tracing::debug!("no complete request head within client_header_timeout; closing");
@@ -176,7 +181,7 @@ pub(super) async fn drive<C: HttpConn>(
             // hyper's graceful shutdown waits for a head it holds part of,
             // and no timer would end that wait: close.
             Event::Watched(Watched::Idle) if ctx.activity.reading_head() => return None,
-            Event::Watched(Watched::Idle) | Event::Idle => {
+            Event::Watched(Watched::Idle) => {
                 conn.as_mut().shutdown();
                 // A graceful shutdown was requested: poll the connection.
                 conn_gate.open();
@@ -205,14 +210,13 @@ pub(super) async fn drive<C: HttpConn>(
 enum Event {
     /// The connection finished (or failed).
     Ended,
-    /// The HTTP/1.1 watcher resolved.
+    /// A watcher resolved: HTTP/1.1's, the idle watcher of HTTP/2 (and
+    /// sniffed) connections, or the send-stall one of a closing connection.
     Watched(Watched),
     /// The server is draining.
     Drain,
     /// Draining, and the head in progress did not finish in time.
     HeadDeadline,
-    /// An HTTP/2 (or sniffed) connection was idle for `idle_timeout`.
-    Idle,
 }
 
 /// Part of a task's work that is polled only when its own waker fired (or

@@ -138,6 +138,33 @@ async fn a_gibibyte_streams_both_ways_in_flat_memory() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_the_idle_timeout() {
+    // 256 MiB to a client that reads 64 KiB and then nothing: the proxy's
+    // write stays blocked, and after idle_timeout it closes the connection
+    // (it was held, with its upstream connection, for ever).
+    const BODY: u64 = 256 << 20;
+    let up = Upstream::start(|_req| async { Response::new(zeros(BODY)) }).await;
+    let p = Proxy::start(&format!("[server]\nidle_timeout = \"1s\"\n{}", one_route(&up)));
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    s.read_exact(&mut buf).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Now read what is left: the connection must end well short of the body.
+    let mut total = buf.len() as u64;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n as u64,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok() && total < BODY, "read {total} of {BODY} bytes; ended: {}", ended.is_ok());
+}
+
+#[tokio::test]
 async fn websocket_messages_pass_through() {
     let ws_addr = ws_echo_upstream().await;
     let p = Proxy::start(&format!(

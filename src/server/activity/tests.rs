@@ -254,3 +254,39 @@ async fn a_request_begun_starts_the_idle_time_over() {
     idle.await;
     assert!(start.elapsed() >= Duration::from_secs(2) + IDLE_TIMEOUT, "idle after {:?}", start.elapsed());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_mid_answer_is_cut_off_after_the_idle_timeout() {
+    // A request in progress whose answer cannot be written: no tick ever
+    // counted towards idle, so only the send stall ends it.
+    let activity = Arc::new(Activity::default());
+    std::mem::forget(activity.begin());
+    activity.write_blocked.store(true, Ordering::Relaxed);
+    let (watched, after) = watch_while(&activity, false, Duration::from_secs(20), |_| {}).await.unwrap();
+    assert_eq!(watched, Watched::SendStalled);
+    assert!(after >= IDLE_TIMEOUT && after <= IDLE_TIMEOUT + 3 * TICK, "cut off after {after:?}");
+
+    // The same for HTTP/2's watcher, and for a connection shutting down.
+    assert_eq!(activity.idle_for(IDLE_TIMEOUT).await, Watched::SendStalled);
+    let start = Instant::now();
+    activity.send_stalled_for(IDLE_TIMEOUT).await;
+    assert!(start.elapsed() >= IDLE_TIMEOUT, "{:?}", start.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_is_not_a_stalled_one() {
+    // Blocked writes that keep completing, bit by bit: never cut off.
+    let activity = Arc::new(Activity::default());
+    std::mem::forget(activity.begin());
+    activity.write_blocked.store(true, Ordering::Relaxed);
+    let slow = watch_while(&activity, false, 3 * IDLE_TIMEOUT, |a| a.touch()).await;
+    assert_eq!(slow, None);
+    let stalled = activity.send_stalled_for(IDLE_TIMEOUT);
+    tokio::pin!(stalled);
+    for _ in 0..100 {
+        tokio::select! {
+            _ = &mut stalled => panic!("a moving write counted as stalled"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => activity.touch(),
+        }
+    }
+}
