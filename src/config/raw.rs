@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use super::values::{ByteSize, HumanDuration, ListenAddr, RawServer};
+use super::values::{ByteSize, HumanDuration, ListenAddr, LongDuration, RawServer};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +75,7 @@ pub struct RawAcme {
     pub email: Option<String>,
     pub directory: Option<String>,
     pub challenge: Option<Spanned<String>>,
-    pub renew_before: Option<HumanDuration>,
+    pub renew_before: Option<LongDuration>,
     pub ca_cert: Option<String>,
 }
 

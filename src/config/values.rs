@@ -9,9 +9,27 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 /// A duration written with units: `"250ms"`, `"10s"`, `"30d"`; at most
-/// [`MAX_DURATION`].
+/// [`MAX_DURATION`]. For timeouts and intervals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
+
+/// The same without the bound, for a span compared with dates only, never
+/// added to the clock: ACME's `renew_before`, where more than a
+/// certificate's lifetime means "renew at every start".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongDuration(pub Duration);
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?} ({e}); write it with a unit, like \"10s\" or \"250ms\""))
+}
+
+impl<'de> Deserialize<'de> for LongDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(LongDuration).map_err(de::Error::custom)
+    }
+}
 
 /// A year: longer than any timeout or interval means, and short enough
 /// that adding it (times 32, for `fail_timeout`'s back-off) to the clock
@@ -21,9 +39,7 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let d = humantime::parse_duration(s.trim()).map_err(|e| {
-            de::Error::custom(format!("invalid duration {s:?} ({e}); write it with a unit, like \"10s\" or \"250ms\""))
-        })?;
+        let d = parse_duration(&s).map_err(de::Error::custom)?;
         if d > MAX_DURATION {
             return Err(de::Error::custom(format!("duration {s:?} is longer than a year")));
         }
