@@ -11,8 +11,9 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -22,8 +23,18 @@ use crate::proxy::error::plain_response;
 
 pub use status::status_json;
 
+/// Admin clients (Prometheus, probes, an operator) need a handful of
+/// connections; past this many, new ones are closed at once, so a flood on
+/// an exposed admin port cannot use up the process's file descriptors.
+const MAX_ADMIN_CONNECTIONS: usize = 256;
+
+/// No admin exchange takes long, and Prometheus reconnects: a connection is
+/// closed after this long whatever it does, so none is held for ever.
+const ADMIN_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Run the admin listener until `stop` is cancelled.
 pub async fn run(app: Arc<App>, listener: TcpListener, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -36,12 +47,25 @@ pub async fn run(app: Arc<App>, listener: TcpListener, stop: CancellationToken) 
                 }
             },
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(limit = MAX_ADMIN_CONNECTIONS, "too many admin connections; closing a new one");
+            continue;
+        };
+        // The proxy's own slowloris guard, read per connection so a reload
+        // applies to the next one.
+        let header_timeout = app.state.load().config.server.client_header_timeout;
         let app = Arc::clone(&app);
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| handle(Arc::clone(&app), req));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(error = %e, "admin connection error");
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            builder.http2().timer(TokioTimer::new());
+            let serving = builder.serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, serving).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "admin connection error"),
+                Ok(Ok(())) => {}
+                Err(_) => tracing::debug!("admin connection open too long; closed"),
             }
         });
     }
@@ -87,9 +111,27 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Respon
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             r
         }
-        _ => plain_response(StatusCode::NOT_FOUND, "not found\n"),
+        (_, path) => match allowed_methods(path) {
+            Some(allow) => {
+                let mut r = plain_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                r
+            }
+            None => plain_response(StatusCode::NOT_FOUND, "not found\n"),
+        },
     };
     Ok(resp)
+}
+
+/// The methods an admin path answers, for a 405's `Allow`; `None` for a
+/// path that is not the admin listener's.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/healthz" | "/readyz" => Some("GET, HEAD"),
+        "/metrics" | "/api/status" | "/" => Some("GET"),
+        "/api/reload" => Some("POST"),
+        _ => None,
+    }
 }
 
 fn json(v: serde_json::Value) -> Response<ResponseBody> {

@@ -121,6 +121,24 @@ async fn a_malformed_request_body_is_400_and_a_client_that_leaves_mid_upload_is_
 }
 
 #[tokio::test]
+async fn a_slow_head_on_the_admin_listener_is_cut_off_too() {
+    let up = Upstream::named("x").await;
+    let p = Proxy::start(&format!(
+        "[server]\nclient_header_timeout = \"500ms\"\n{}",
+        route(&format!("\"{}\"", up.addr), "")
+    ));
+    let mut s = tokio::net::TcpStream::connect(p.admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let (closed, got) = next_read_closes(&mut s, Duration::from_secs(20)).await;
+    assert!(closed, "a half-sent head kept its admin connection: {got}");
+    assert_eq!(get(&p.admin_url("/healthz"), "x").await.status, 200);
+    // A known path with another method: 405 and what it takes.
+    let a = get(&p.admin_url("/api/reload"), "x").await;
+    assert_eq!((a.status.as_u16(), a.headers["allow"].to_str().unwrap()), (405, "POST"));
+    assert_eq!(get(&p.admin_url("/nothing"), "x").await.status, 404);
+}
+
+#[tokio::test]
 async fn connect_timeout_is_504() {
     // A listener whose accept queue is full: further SYNs are dropped, so
     // connects hang until our timeout.
