@@ -1,8 +1,8 @@
 //! Choosing a server: smooth weighted round-robin (nginx's algorithm) and
-//! weighted least-connections with ties spread round-robin. Both only pick
-//! servers that are up and not excluded (already tried for this request).
+//! weighted least-connections with ties broken by the same weighted
+//! round-robin (as nginx's `least_conn` does). Both only pick servers that
+//! are up and not excluded (already tried for this request).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::server::Server;
@@ -12,15 +12,15 @@ use crate::config::Balance;
 pub enum Balancer {
     /// `current` weights of nginx's smooth weighted round-robin, one per server.
     RoundRobin { current: Mutex<Vec<i64>> },
-    /// Rotating start index so equal scores are spread.
-    LeastConn { next: AtomicUsize },
+    /// The same weights, used among the servers tied for the least load.
+    LeastConn { current: Mutex<Vec<i64>> },
 }
 
 impl Balancer {
     pub fn new(kind: Balance, servers: usize) -> Self {
         match kind {
             Balance::RoundRobin => Balancer::RoundRobin { current: Mutex::new(vec![0; servers]) },
-            Balance::LeastConn => Balancer::LeastConn { next: AtomicUsize::new(0) },
+            Balance::LeastConn => Balancer::LeastConn { current: Mutex::new(vec![0; servers]) },
         }
     }
 
@@ -29,53 +29,63 @@ impl Balancer {
     pub fn pick(&self, servers: &[Arc<Server>], excluded: &[usize]) -> Option<usize> {
         let eligible = |i: usize| servers[i].is_up() && !excluded.contains(&i);
         match self {
-            Balancer::RoundRobin { current } => {
-                // A poisoned lock only means another thread panicked mid-pick;
-                // the weights are still usable numbers.
-                let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
-                current.resize(servers.len(), 0);
-                let mut total = 0i64;
-                let mut best: Option<usize> = None;
+            Balancer::RoundRobin { current } => smooth_weighted(current, servers, eligible),
+            Balancer::LeastConn { current } => {
+                // The least load per weight first; then the weighted
+                // round-robin among the servers that have it.
+                let mut least: Option<(usize, u32)> = None;
                 for (i, s) in servers.iter().enumerate() {
                     if !eligible(i) {
                         continue;
                     }
-                    let w = i64::from(s.weight);
-                    current[i] += w;
-                    total += w;
-                    if best.is_none_or(|b| current[i] > current[b]) {
-                        best = Some(i);
+                    let (load, w) = (s.in_flight(), s.weight);
+                    // load/w < least_load/least_w, compared without division.
+                    if least.is_none_or(|(ll, lw)| (load as u128) * u128::from(lw) < (ll as u128) * u128::from(w)) {
+                        least = Some((load, w));
                     }
                 }
-                if let Some(b) = best {
-                    current[b] -= total;
-                }
-                best
-            }
-            Balancer::LeastConn { next } => {
-                let n = servers.len();
-                if n == 0 {
-                    return None;
-                }
-                let start = next.fetch_add(1, Ordering::Relaxed) % n;
-                let mut best: Option<(usize, usize, u32)> = None;
-                for k in 0..n {
-                    let i = (start + k) % n;
-                    if !eligible(i) {
-                        continue;
-                    }
-                    let (load, w) = (servers[i].in_flight(), servers[i].weight);
-                    // load/w < best_load/best_w, compared without division.
-                    let better =
-                        best.is_none_or(|(_, bl, bw)| (load as u128) * u128::from(bw) < (bl as u128) * u128::from(w));
-                    if better {
-                        best = Some((i, load, w));
-                    }
-                }
-                best.map(|(i, _, _)| i)
+                let (ll, lw) = least?;
+                let tied = |i: usize| {
+                    eligible(i)
+                        && (servers[i].in_flight() as u128) * u128::from(lw)
+                            == (ll as u128) * u128::from(servers[i].weight)
+                };
+                // A load that moved since the first pass can leave no server
+                // tied: any eligible one will do then.
+                smooth_weighted(current, servers, tied).or_else(|| smooth_weighted(current, servers, eligible))
             }
         }
     }
+}
+
+/// One step of nginx's smooth weighted round-robin over the servers for
+/// which `eligible` holds.
+fn smooth_weighted(
+    current: &Mutex<Vec<i64>>,
+    servers: &[Arc<Server>],
+    eligible: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    // A poisoned lock only means another thread panicked mid-pick; the
+    // weights are still usable numbers.
+    let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
+    current.resize(servers.len(), 0);
+    let mut total = 0i64;
+    let mut best: Option<usize> = None;
+    for (i, s) in servers.iter().enumerate() {
+        if !eligible(i) {
+            continue;
+        }
+        let w = i64::from(s.weight);
+        current[i] += w;
+        total += w;
+        if best.is_none_or(|b| current[i] > current[b]) {
+            best = Some(i);
+        }
+    }
+    if let Some(b) = best {
+        current[b] -= total;
+    }
+    best
 }
 
 #[cfg(test)]
@@ -120,6 +130,15 @@ mod tests {
         let picks: Vec<usize> = (0..4).map(|_| b.pick(&s, &[]).unwrap()).collect();
         assert!(!picks.contains(&0));
         assert!(picks.contains(&1) && picks.contains(&2));
+    }
+
+    #[test]
+    fn least_conn_breaks_ties_by_weight_as_nginx_does() {
+        // One request at a time: always tied at zero, so the weights decide.
+        let s = servers(&[1, 2]);
+        let b = Balancer::new(Balance::LeastConn, s.len());
+        let seq: Vec<usize> = (0..6).map(|_| b.pick(&s, &[]).unwrap()).collect();
+        assert_eq!(seq, vec![1, 0, 1, 1, 0, 1]);
     }
 
     #[test]
