@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rampart::busy_poll::BusyPoll;
-use rampart::config::Config;
+use rampart::config::{Config, ConfigErrors};
 
 #[derive(Parser)]
 #[command(name = "rampart", version, about = "Edge reverse proxy: TLS, routing, balancing, health checks, metrics")]
@@ -99,6 +99,11 @@ fn main() -> ExitCode {
 fn report(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        // Config problems already read `PATH:LINE:COL: error: ...`.
+        Err(e) if e.is::<ConfigErrors>() => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -176,11 +181,15 @@ fn block_on<F: std::future::Future>(
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     init_tracing();
-    let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = Config::load(&path)?;
     let workers = config.server.workers;
     let busy_poll = BusyPoll::new(config.server.busy_poll);
     block_on(workers, busy_poll, async move {
-        let running = rampart::start(config, Some(path)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let running = match rampart::start(config, Some(path)).await {
+            Ok(running) => running,
+            Err(rampart::StartError::Config(errors)) => return Err(errors.into()),
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
+        };
         running.run_until_signal().await.context("cannot install signal handlers")?;
         Ok(())
     })?

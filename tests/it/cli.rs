@@ -87,6 +87,19 @@ fn missing_file_is_a_clear_error() {
 }
 
 #[test]
+fn run_reports_a_broken_config_as_check_does() {
+    // One `PATH:LINE:COL: error:` per problem, not wrapped in another error.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rampart.toml");
+    std::fs::write(&path, "[server]\nidle_timeout = \"5 parsecs\"\n").unwrap();
+    let out = Command::new(binary()).arg("run").arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!("{}:2:16: error: invalid duration", path.display());
+    assert!(err.lines().any(|l| l.starts_with(&want)), "{err}");
+}
+
+#[test]
 fn shipped_example_config_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rampart.toml");
     let out = Command::new(binary()).args(["check", "--config", path]).output().unwrap();
