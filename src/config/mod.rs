@@ -5,6 +5,7 @@
 mod compile;
 mod error;
 mod raw;
+mod sections;
 mod values;
 
 use std::collections::BTreeMap;
@@ -225,8 +226,18 @@ impl Config {
     /// Validate config text; `path` is used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let msg = e.message().trim_end().to_string();
-            ConfigErrors(vec![ConfigError::at(path, text, e.span(), msg)])
+            let first = ConfigError::at(path, text, e.span(), e.message().trim_end().to_string());
+            // serde stops at the first problem; the other sections may
+            // have theirs too.
+            let mut all = vec![first.clone()];
+            for (span, message) in sections::problems(text) {
+                let more = ConfigError::at(path, text, span, message);
+                if !all.iter().any(|known| known.line == more.line && known.col == more.col) {
+                    all.push(more);
+                }
+            }
+            all.sort_by_key(|e| (e.line, e.col));
+            ConfigErrors(all)
         })?;
         compile::Compiler::new(path, text).compile(raw)
     }

@@ -115,3 +115,29 @@ fn a_route_without_a_name_is_named_host_and_path_as_written() {
     let e = errors("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"none\"\nupstream = \"a\"\n");
     assert!(e[0].starts_with("rampart.toml:4:8: error: route name \"none\" is reserved"), "{e:?}");
 }
+
+#[test]
+fn a_problem_in_each_of_several_sections_is_listed_at_its_position() {
+    let text = "[listen]\nhttp = \"nowhere\"\n[server]\nbogus = 1\n[upstreams.a]\nservers = [\"nohost\"]\n\
+                [upstreams.b]\nservers = [\"127.0.0.1:1\"]\nmax_idle_per_server = \"x\"\n\
+                [[routes]]\nupstream = \"a\"\nwat = 1\n[extra]\n";
+    let e = errors(text);
+    let at: Vec<&str> = e.iter().map(|m| m.split(": error: ").next().unwrap()).collect();
+    assert_eq!(
+        at,
+        [
+            "rampart.toml:2:8",
+            "rampart.toml:4:1",
+            "rampart.toml:6:12",
+            "rampart.toml:9:23",
+            "rampart.toml:12:1",
+            "rampart.toml:13:2"
+        ],
+        "{e:#?}"
+    );
+    assert!(e[0].contains("invalid listen address"), "{e:?}");
+    assert!(e[1].contains("unknown field `bogus`"), "{e:?}");
+    assert!(e[2].contains("invalid server address"), "{e:?}");
+    assert!(e[4].contains("unknown field `wat`"), "{e:?}");
+    assert!(e[5].contains("unknown field `extra`"), "{e:?}");
+}
