@@ -54,6 +54,13 @@ impl ClientSocket {
     }
 
     /// Whether written bytes are waiting to be sent.
+    /// Hold `bytes` instead of whatever the handshake left held (its
+    /// alert): for a client that spoke plain HTTP and should read why.
+    pub fn hold_instead(&mut self, bytes: &[u8]) {
+        self.held.clear();
+        self.held.extend_from_slice(bytes);
+    }
+
     pub fn has_held(&self) -> bool {
         !self.held.is_empty()
     }

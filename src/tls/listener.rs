@@ -17,6 +17,19 @@ use crate::server::client_socket::ClientSocket;
 use crate::server::conn::Protocol;
 use crate::server::{ConnSlot, Listener, Serving};
 
+/// For `http://` sent to the HTTPS port.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+content-length: 55\r\nconnection: close\r\n\r\n400 Bad Request: plain HTTP request sent to HTTPS port\n";
+
+/// Whether a handshake failed on a first record whose type byte is no TLS
+/// content type: an ASCII letter, the first of an HTTP method, that is.
+fn is_plain_http(e: &std::io::Error) -> bool {
+    matches!(
+        e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType))
+    )
+}
+
 /// Accept TLS connections on `listener` and serve the proxy on them.
 pub fn spawn_https(serving: &Serving, listener: Listener, tls: Arc<TlsState>) {
     let acceptor = TlsAcceptor::from(Arc::clone(&tls.server_config));
@@ -59,7 +72,12 @@ async fn serve_tls(
         Ok(Err((e, mut socket))) => {
             count("failure");
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            // The alert that says why is held, like the rest of the handshake.
+            // The alert that says why is held, like the rest of the
+            // handshake; a client that spoke plain HTTP gets an answer it
+            // can read instead, as nginx gives.
+            if is_plain_http(&e) {
+                socket.hold_instead(PLAIN_HTTP_ANSWER);
+            }
             let _ = socket.send_held(deadline, &serving.shutdown).await;
             return;
         }
