@@ -96,6 +96,7 @@ impl Activity {
         park: bool,
         header_timeout: Duration,
         idle_timeout: Duration,
+        first_head_by: Option<tokio::time::Instant>,
     ) -> Watched {
         let _watching = ticker.watching();
         let _eof_checks = EofCheckTicks::start(self);
@@ -130,6 +131,12 @@ impl Activity {
             }
             let reading_head = self.reading_head();
             let begun = self.begun.load(Ordering::Relaxed);
+            // A new connection's first head: `client_header_timeout` ran
+            // from its first bytes (or its handshake), not from the tick
+            // that first saw the head.
+            if reading_head && begun == 0 && first_head_by.is_some_and(|by| tokio::time::Instant::now() >= by) {
+                return Watched::HeaderTimeout;
+            }
             head = match head {
                 Some((before, seen)) if reading_head && before == begun => {
                     if seen >= head_ticks {

@@ -148,6 +148,9 @@ pub struct ConnCtx<'a> {
     /// When an HTTP/1.1 connection resting in its task is closed if it
     /// serves no request meanwhile.
     pub rest_deadline: tokio::time::Instant,
+    /// On a new connection, when its first request head must be in: the
+    /// time since its first bytes came counts (see [`Activity::watch`]).
+    pub first_head_by: Option<tokio::time::Instant>,
     /// The clock HTTP/1.1 connections are watched by.
     pub ticker: &'a Ticker,
     /// Whether a parking lot takes resting connections that can leave their task.

@@ -127,7 +127,7 @@ pub(super) async fn drive<C: HttpConn>(
                     biased;
                     // A head already overdue closes before a drain would
                     // give it a fresh client_header_timeout.
-                    watched = ctx.activity.watch(ctx.ticker, park, ctx.header_timeout, ctx.idle_timeout),
+                    watched = ctx.activity.watch(ctx.ticker, park, ctx.header_timeout, ctx.idle_timeout, ctx.first_head_by),
                         if http1.is_some() && !closing => Event::Watched(watched),
                     _ = ctx.shutdown.cancelled(), if !closing => Event::Drain,
                     _ = async {

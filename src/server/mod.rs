@@ -61,6 +61,26 @@ pub struct Serving {
     lot: Option<Arc<ParkingLot>>,
 }
 
+/// When a visit of a connection to its task must have brought a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Due {
+    /// A connection that serves nothing by then is closed.
+    expires: Instant,
+    /// A new connection's first head must be whole by then, however its
+    /// bytes trickle (see `Activity::watch`).
+    first_head_by: Option<Instant>,
+}
+
+impl Due {
+    fn new_connection(first_request_by: Instant) -> Self {
+        Due { expires: first_request_by, first_head_by: Some(first_request_by) }
+    }
+
+    fn resumed(expires: Instant) -> Self {
+        Due { expires, first_head_by: None }
+    }
+}
+
 /// A connection's place under the connection limit and in
 /// `rampart_connections_active`; both are given back when it drops. It
 /// travels with the connection, into the parking lot and out again.
@@ -110,7 +130,8 @@ impl Serving {
                             this.resume_plain(LazySocket::new(stream), peer, slot, expires).await
                         }),
                         Resumed::Tls(tls) => resuming.tracker.spawn(async move {
-                            this.serve_tls_resting(*tls, Protocol::Http1, Bytes::new(), peer, slot, expires).await
+                            let due = Due::resumed(expires);
+                            this.serve_tls_resting(*tls, Protocol::Http1, Bytes::new(), peer, slot, due).await
                         }),
                     };
                 });
@@ -180,7 +201,9 @@ impl Serving {
         let mut stream = LazySocket::new(stream);
         let Some((protocol, first_bytes)) = self.first_bytes(&mut stream, peer).await else { return };
         let info = Arc::new(ConnInfo::new(peer, false));
-        if let Some((resting, served)) = self.serve_io(stream, protocol, first_bytes, info, first_request_by).await {
+        if let Some((resting, served)) =
+            self.serve_io(stream, protocol, first_bytes, info, Due::new_connection(first_request_by)).await
+        {
             self.park(resting, peer, slot, self.rest_until(served, first_request_by));
         }
     }
@@ -211,7 +234,7 @@ impl Serving {
     /// Serve a plain HTTP/1.1 connection again after it left the parking lot.
     async fn resume_plain(&self, stream: LazySocket, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
         let info = Arc::new(ConnInfo::new(peer, false));
-        let served = self.serve_io(stream, Protocol::Http1, bytes::Bytes::new(), info, expires).await;
+        let served = self.serve_io(stream, Protocol::Http1, bytes::Bytes::new(), info, Due::resumed(expires)).await;
         if let Some((resting, served)) = served {
             self.park(resting, peer, slot, self.rest_until(served, expires));
         }
@@ -247,10 +270,10 @@ impl Serving {
             },
             known => (known, Bytes::new()),
         };
-        self.serve_tls_resting(tls, protocol, first_bytes, peer, slot, first_request_by).await;
+        self.serve_tls_resting(tls, protocol, first_bytes, peer, slot, Due::new_connection(first_request_by)).await;
     }
 
-    /// The same, for a connection that must send a request by `expires`
+    /// The same, for a connection that must send a request by `due`
     /// (it may come back from the parking lot).
     async fn serve_tls_resting(
         &self,
@@ -259,10 +282,11 @@ impl Serving {
         first_bytes: Bytes,
         peer: SocketAddr,
         slot: ConnSlot,
-        expires: Instant,
+        due: Due,
     ) {
+        let expires = due.expires;
         let info = Arc::new(ConnInfo::new(peer, true));
-        let served = self.serve_io(tls, protocol, first_bytes, info, expires).await;
+        let served = self.serve_io(tls, protocol, first_bytes, info, due).await;
         let Some((resting, served)) = served else { return };
         tls = resting;
         let Some(lot) = &self.lot else { return };
@@ -300,7 +324,7 @@ impl Serving {
         protocol: Protocol,
         first_bytes: bytes::Bytes,
         info: Arc<ConnInfo>,
-        expires: Instant,
+        due: Due,
     ) -> Option<(I, bool)> {
         let activity = Arc::new(Activity::default());
         let service = proxy_service(Arc::clone(&self.app), Arc::clone(&info), Arc::clone(&activity));
@@ -310,7 +334,8 @@ impl Serving {
             shutdown: &self.shutdown,
             idle_timeout: self.idle_timeout,
             header_timeout: self.header_timeout,
-            rest_deadline: expires,
+            rest_deadline: due.expires,
+            first_head_by: due.first_head_by,
             ticker: &self.ticker,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
         };

@@ -17,6 +17,17 @@ async fn watch_while(
     activity: &Arc<Activity>,
     park: bool,
     limit: Duration,
+    client: impl FnMut(&Arc<Activity>),
+) -> Option<(Watched, Duration)> {
+    watch_first_head_while(activity, park, None, limit, client).await
+}
+
+/// The same on a new connection whose first head is due at `first_head_by`.
+async fn watch_first_head_while(
+    activity: &Arc<Activity>,
+    park: bool,
+    first_head_by: Option<Instant>,
+    limit: Duration,
     mut client: impl FnMut(&Arc<Activity>),
 ) -> Option<(Watched, Duration)> {
     let ticker = Ticker::new(TICK);
@@ -24,7 +35,7 @@ async fn watch_while(
     let _stop_ticker = stop.clone().drop_guard();
     tokio::spawn(Arc::clone(&ticker).run(stop));
     let start = Instant::now();
-    let watcher = activity.watch(&ticker, park, HEADER_TIMEOUT, IDLE_TIMEOUT);
+    let watcher = activity.watch(&ticker, park, HEADER_TIMEOUT, IDLE_TIMEOUT, first_head_by);
     tokio::pin!(watcher);
     while start.elapsed() < limit {
         tokio::select! {
@@ -289,4 +300,16 @@ async fn a_slow_reader_is_not_a_stalled_one() {
             _ = tokio::time::sleep(Duration::from_millis(100)) => activity.touch(),
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_connections_first_head_is_due_from_its_first_bytes() {
+    // Its first bytes came 400 ms before the watcher started: the head has
+    // 100 ms left of the 500, not a fresh 500.
+    let activity = Arc::new(Activity::default());
+    let due = Instant::now() + Duration::from_millis(100);
+    let (watched, after) =
+        watch_first_head_while(&activity, true, Some(due), Duration::from_secs(10), bytes_arrive).await.unwrap();
+    assert_eq!(watched, Watched::HeaderTimeout);
+    assert!(after >= Duration::from_millis(100) && after < HEADER_TIMEOUT, "cut off after {after:?}");
 }
