@@ -55,32 +55,36 @@ pub fn request_host(authority: Option<&Authority>, headers: &HeaderMap) -> Resul
 /// nothing routable uses them, and each is a way to make a proxy and a
 /// backend read a host differently.
 pub fn well_formed(host: &[u8]) -> bool {
-    let (name, port) = match host.first() {
+    match host.first() {
+        None | Some(b'.' | b'-' | b':') => false,
         Some(b'[') => match host.iter().position(|&b| b == b']') {
             Some(end) => {
                 let inside = &host[1..end];
-                let ip_ok = !inside.is_empty()
+                !inside.is_empty()
                     && inside.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-                    && inside.contains(&b':');
-                if !ip_ok {
-                    return false;
-                }
-                (None, &host[end + 1..])
+                    && inside.contains(&b':')
+                    && port_ok(&host[end + 1..])
             }
-            None => return false,
+            None => false,
         },
+        // One pass: every request's host comes through here.
         Some(_) => {
-            let end = host.iter().position(|&b| b == b':').unwrap_or(host.len());
-            (Some(&host[..end]), &host[end..])
-        }
-        None => return false,
-    };
-    if let Some(name) = name {
-        let chars_ok = name.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if name.is_empty() || !chars_ok || name[0] == b'.' || name[0] == b'-' || name.windows(2).any(|w| w == b"..") {
-            return false;
+            let mut after_dot = false;
+            for (i, &b) in host.iter().enumerate() {
+                match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => after_dot = false,
+                    b'.' if !after_dot => after_dot = true,
+                    b':' => return port_ok(&host[i..]),
+                    _ => return false,
+                }
+            }
+            true
         }
     }
+}
+
+/// Nothing, or `:` and at most five digits.
+fn port_ok(port: &[u8]) -> bool {
     match port.split_first() {
         None => true,
         Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
