@@ -33,6 +33,10 @@ pub struct Activity {
     /// The last write to the client could not complete: hyper still holds
     /// bytes to send.
     write_blocked: AtomicBool,
+    /// A write to the client moved bytes since the send-stall check last
+    /// looked. Reads do not count: an HTTP/2 client that sends frames but
+    /// reads nothing must not look busy.
+    wrote: AtomicBool,
     /// Bytes arrived since the last response ended (a request may be
     /// half-read).
     read_since_response: AtomicBool,
@@ -118,7 +122,7 @@ impl Activity {
             }
             let requests = self.requests.load(Ordering::Relaxed);
             let moved = self.moved.swap(false, Ordering::Relaxed);
-            if self.send_stalled(moved, &mut stalled_ticks, idle_ticks) {
+            if self.send_stalled(&mut stalled_ticks, idle_ticks) {
                 return Watched::SendStalled;
             }
             if moved || requests > 0 {
@@ -223,9 +227,10 @@ impl Activity {
     }
 
     /// One sample of the send stall: counts samples in a row where a write
-    /// was blocked and nothing moved; true once there were `limit`.
-    fn send_stalled(&self, moved: bool, stalled: &mut u128, limit: u128) -> bool {
-        if moved || !self.write_blocked.load(Ordering::Relaxed) {
+    /// was blocked and none moved bytes; true once there were `limit`.
+    fn send_stalled(&self, stalled: &mut u128, limit: u128) -> bool {
+        let wrote = self.wrote.swap(false, Ordering::Relaxed);
+        if wrote || !self.write_blocked.load(Ordering::Relaxed) {
             *stalled = 0;
             return false;
         }
@@ -243,8 +248,7 @@ impl Activity {
         let mut stalled_ticks = 0u128;
         loop {
             tokio::time::sleep(tick).await;
-            let moved = self.moved.swap(false, Ordering::Relaxed);
-            if self.send_stalled(moved, &mut stalled_ticks, 4) {
+            if self.send_stalled(&mut stalled_ticks, 4) {
                 return;
             }
         }
@@ -265,8 +269,7 @@ impl Activity {
         let mut stalled_ticks = 0u128;
         loop {
             tokio::time::sleep(tick).await;
-            let moved = self.moved.swap(false, Ordering::Relaxed);
-            if self.send_stalled(moved, &mut stalled_ticks, 4) {
+            if self.send_stalled(&mut stalled_ticks, 4) {
                 return Watched::SendStalled;
             }
             let begun = self.begun();
@@ -421,6 +424,7 @@ impl<I: AsyncWrite + Parkable> ActivityIo<I> {
         this.activity.wrote(&r);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
+            this.activity.wrote.store(true, Ordering::Relaxed);
         }
         r
     }

@@ -180,7 +180,9 @@ pub(super) async fn drive<C: HttpConn>(
             }
             // hyper's graceful shutdown waits for a head it holds part of,
             // and no timer would end that wait: close.
-            Event::Watched(Watched::Idle) if ctx.activity.reading_head() => return None,
+            // (HTTP/1 only: on HTTP/2 bytes after an answer are frames,
+            // SETTINGS or PING acks, not a head.)
+            Event::Watched(Watched::Idle) if http1.is_some() && ctx.activity.reading_head() => return None,
             Event::Watched(Watched::Idle) => {
                 conn.as_mut().shutdown();
                 // A graceful shutdown was requested: poll the connection.

@@ -173,7 +173,7 @@ impl UpstreamClient {
                 // so a moving upload costs one timer reset per timeout.
                 while timer.as_mut().poll(cx).is_ready() {
                     let now = tokio::time::Instant::now();
-                    match wire.last_body_write().map(|at| tokio::time::Instant::from_std(at) + timeout) {
+                    match wire.last_body_write().map(|at| at + timeout) {
                         Some(deadline) if deadline > now => timer.as_mut().reset(deadline),
                         _ if wire.waiting_for_client_body() => return Poll::Ready(Err(SendError::ClientBodyTimeout)),
                         _ => return Poll::Ready(Err(SendError::Timeout)),

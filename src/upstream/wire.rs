@@ -9,7 +9,7 @@ use std::fmt;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Response};

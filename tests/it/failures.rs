@@ -306,6 +306,52 @@ async fn idle_http2_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn an_idle_http2_connection_is_told_goaway_before_it_closes() {
+    // So a client about to send knows which streams were not taken, and
+    // retries them elsewhere, instead of seeing the connection vanish.
+    let up = Upstream::named("x").await;
+    let p = Proxy::start(&format!("[server]\nidle_timeout = \"1s\"\n{}", route(&format!("\"{}\"", up.addr), "")));
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // SETTINGS, empty
+    let mut frame_types = Vec::new();
+    let mut buf = Vec::new();
+    let read_all = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            while buf.len() >= 9 {
+                let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                let (kind, flags) = (buf[3], buf[4]);
+                frame_types.push(kind);
+                if kind == 4 && flags & 1 == 0 {
+                    let _ = s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await; // SETTINGS ack
+                }
+                if kind == 6 && flags & 1 == 0 && len == 8 {
+                    // PING ack, as clients do: the graceful close waits for it.
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&buf[9..17]);
+                    let _ = s.write_all(&ack).await;
+                }
+                buf.drain(..9 + len);
+            }
+        }
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(20), read_all).await.is_ok(),
+        "idle HTTP/2 connection stayed open"
+    );
+    assert!(frame_types.contains(&7), "closed without a GOAWAY; frames: {frame_types:?}");
+}
+
+#[tokio::test]
 async fn a_half_sent_head_is_closed_by_an_idle_timeout_shorter_than_the_header_timeout() {
     // The idle timeout comes first here; the connection must still close
     // (hyper's graceful shutdown alone would wait for the rest of the head).

@@ -290,16 +290,42 @@ async fn a_slow_reader_is_not_a_stalled_one() {
     let activity = Arc::new(Activity::default());
     std::mem::forget(activity.begin());
     activity.write_blocked.store(true, Ordering::Relaxed);
-    let slow = watch_while(&activity, false, 3 * IDLE_TIMEOUT, |a| a.touch()).await;
+    let slow = watch_while(&activity, false, 3 * IDLE_TIMEOUT, bytes_written).await;
     assert_eq!(slow, None);
     let stalled = activity.send_stalled_for(IDLE_TIMEOUT);
     tokio::pin!(stalled);
     for _ in 0..100 {
         tokio::select! {
             _ = &mut stalled => panic!("a moving write counted as stalled"),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => activity.touch(),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => bytes_written(&activity),
         }
     }
+}
+
+/// What `ActivityIo` records when a write to the client moves bytes.
+fn bytes_written(activity: &Arc<Activity>) {
+    activity.touch();
+    activity.wrote.store(true, Ordering::Relaxed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_sends_but_never_reads_is_still_stalled() {
+    // HTTP/2 frames keep arriving (WINDOW_UPDATE, PRIORITY) while every
+    // write stays blocked: reads must not count as progress.
+    let activity = Arc::new(Activity::default());
+    std::mem::forget(activity.begin());
+    activity.write_blocked.store(true, Ordering::Relaxed);
+    let (watched, _) = watch_while(&activity, false, Duration::from_secs(20), |a| a.touch()).await.unwrap();
+    assert_eq!(watched, Watched::SendStalled);
+    let idle = activity.idle_for(IDLE_TIMEOUT);
+    tokio::pin!(idle);
+    let ended = loop {
+        tokio::select! {
+            w = &mut idle => break w,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => activity.touch(),
+        }
+    };
+    assert_eq!(ended, Watched::SendStalled);
 }
 
 #[tokio::test(start_paused = true)]
