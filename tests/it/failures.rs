@@ -101,13 +101,9 @@ async fn a_malformed_request_body_is_400_and_a_client_that_leaves_mid_upload_is_
     let up = Upstream::echo().await;
     let p = Proxy::start(&route(&format!("\"{}\"", up.addr), ""));
     for chunks in ["zz\r\nhello\r\n0\r\n\r\n", "ffffffffffffffffff\r\nhello\r\n0\r\n\r\n"] {
-        let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
         let request =
             format!("POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunks}");
-        s.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = raw_exchange(p.http, request.as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{chunks:?}: {answer}");
         assert!(answer.contains("invalid request body"), "{answer}");
     }

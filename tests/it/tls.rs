@@ -446,14 +446,9 @@ async fn a_failed_handshake_is_told_with_an_alert() {
 
 #[tokio::test]
 async fn plain_http_sent_to_the_https_port_is_told_so() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = Upstream::named("app").await;
     let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
-    let mut s = tokio::net::TcpStream::connect(p.https.unwrap()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n").await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = raw_exchange(p.https.unwrap(), b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
     assert!(answer.ends_with("plain HTTP request sent to HTTPS port\n"), "{answer}");
     assert_eq!(up.hits(), 0);

@@ -505,3 +505,14 @@ pub async fn next_read_closes<S: tokio::io::AsyncRead + Unpin>(s: &mut S, within
     let got = tokio::time::timeout(within, tokio::io::AsyncReadExt::read(s, &mut buf)).await;
     (matches!(got, Ok(Ok(0)) | Ok(Err(_))), format!("{got:?}"))
 }
+
+/// Send `request` as raw bytes on a new connection to `addr` and read the
+/// answer until the server closes (at most 10 s); the answer as text.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
