@@ -1,4 +1,12 @@
 use super::*;
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::server::conn::Parkable;
 use tokio::time::Instant;
 
 const TICK: Duration = Duration::from_millis(25);

@@ -1,0 +1,132 @@
+//! [`ActivityIo`]: the client stream wrapped so that every read and write
+//! records what it did in the connection's [`Activity`], and a read that
+//! could only find a departed client waits for the watcher's tick.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::Activity;
+use crate::server::conn::Parkable;
+
+impl Activity {
+    fn cork_if_asked<I: Parkable>(&self, io: &I) {
+        // A plain load first: the hot path pays no read-modify-write.
+        if self.cork.load(Ordering::Relaxed) && self.cork.swap(false, Ordering::Relaxed) {
+            io.cork();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An IO stream that records activity on every successful read or
+    /// write, and first hands out `prefix` (bytes already read from `inner`).
+    pub struct ActivityIo<I> {
+        #[pin]
+        pub(super) inner: I,
+        activity: Arc<Activity>,
+        prefix: Bytes,
+    }
+}
+
+impl<I> ActivityIo<I> {
+    pub fn new(inner: I, activity: Arc<Activity>, prefix: Bytes) -> Self {
+        activity.touch();
+        if !prefix.is_empty() {
+            activity.read_since_response.store(true, Ordering::Relaxed);
+        }
+        ActivityIo { inner, activity, prefix }
+    }
+
+    pub(in crate::server) fn into_parts(self) -> (I, Bytes) {
+        (self.inner, self.prefix)
+    }
+}
+
+impl<I: AsyncRead + Parkable> AsyncRead for ActivityIo<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            if this.prefix.is_empty() {
+                // An empty slice still owns the buffer it was cut from.
+                *this.prefix = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if !this.inner.is_polled() && this.activity.defer_eof_check(cx) {
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+            this.activity.read_since_response.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl Activity {
+    /// Whether the write to the client blocked (see `write_blocked`).
+    fn record_write<T>(&self, r: &Poll<io::Result<T>>) {
+        let blocked = r.is_pending();
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<I: AsyncWrite + Parkable> ActivityIo<I> {
+    /// A write to the client, with the bookkeeping around it: the cork an
+    /// answer asked for, whether the write blocked, whether bytes moved.
+    fn write_with(
+        self: Pin<&mut Self>,
+        write: impl FnOnce(Pin<&mut I>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        this.activity.cork_if_asked(&*this.inner);
+        let r = write(this.inner);
+        this.activity.record_write(&r);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+            this.activity.wrote.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Parkable> AsyncWrite for ActivityIo<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.write_with(|io| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.write_with(|io| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let r = this.inner.poll_flush(cx);
+        this.activity.record_write(&r);
+        r
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
