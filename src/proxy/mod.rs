@@ -144,6 +144,8 @@ fn route(
     let host = host::request_host(req.uri().authority(), req.headers()).map_err(|e| e.response())?;
     if host.set_header {
         req.headers_mut().insert(header::HOST, host.value.clone());
+        // The access log names the host routed by, not the client's Host.
+        ex.host = Some(host.value.clone());
     }
     let host = host.value;
     // ASCII only: `request_host` checked every byte.

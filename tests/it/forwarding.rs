@@ -63,7 +63,15 @@ async fn access_log_has_one_json_line_per_request() {
     let p = Proxy::start(&one_route(&up));
     get(&p.url("/logged?x=1"), "Log.Example").await;
     get(&p.url("/../nope"), "log.example").await;
-    assert!(eventually(Duration::from_secs(5), || p.access_log().len() >= 2).await);
+    // The host logged is the one routed by: HTTP/2's :authority (no Host
+    // header), an absolute-form target's over the Host header.
+    h2c_get(p.http, "http://h2.example/logged-h2").await;
+    raw_exchange(p.http, b"GET http://absolute.example/logged-abs HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(eventually(Duration::from_secs(5), || p.access_log().len() >= 4).await);
+    let host_of = |path: &str| p.access_log().into_iter().find(|l| l["path"] == path).map(|l| l["host"].clone());
+    assert_eq!(host_of("/logged-h2"), Some("h2.example".into()));
+    assert_eq!(host_of("/logged-abs"), Some("absolute.example".into()));
     let log = p.access_log();
     let l = log.iter().find(|l| l["path"] == "/logged?x=1").expect("line for the request");
     assert_eq!(l["method"], "GET");
