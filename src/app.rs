@@ -49,7 +49,7 @@ impl App {
             access_log,
             request_ids: RequestIds::default(),
             health: HealthChecker::default(),
-            no_route_metrics: RouteMetrics::new(Arc::from(crate::proxy::exchange::NO_ROUTE)),
+            no_route_metrics: RouteMetrics::new(Arc::from(crate::config::NO_ROUTE)),
             config_path,
             tls: std::sync::OnceLock::new(),
             acme: std::sync::OnceLock::new(),
@@ -130,7 +130,7 @@ impl App {
                     tls.replace_static(certs);
                 }
                 let snapshot = self.state.load();
-                self.health.sync(&snapshot);
+                self.health.sync(snapshot.pools.values());
                 if let Some(acme) = self.acme.get() {
                     // Route hosts new to this config get certificates now.
                     for host in crate::tls::route_hosts(&snapshot.config) {

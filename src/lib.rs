@@ -68,7 +68,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let tls_settings = tls::settings(&config);
     let snapshot = Snapshot::compile(config, None)?;
     let app = App::new(snapshot, config_path);
-    app.health.sync(&app.state.load());
+    app.health.sync(app.state.load().pools.values());
     let serving = Serving::new(Arc::clone(&app), CancellationToken::new());
     let admin_stop = CancellationToken::new();
 

@@ -77,7 +77,7 @@ pub fn status_json(app: &App) -> Value {
         "ready": app.is_ready(),
         "time_ms": now_ms,
         // Requests that matched no route (counted under route="none").
-        "unmatched": traffic.routes.get(crate::proxy::exchange::NO_ROUTE).unwrap_or(&zero),
+        "unmatched": traffic.routes.get(crate::config::NO_ROUTE).unwrap_or(&zero),
         "config": app.config_path.as_ref().map(|p| p.display().to_string()),
         "routes": routes,
         "upstreams": upstreams,

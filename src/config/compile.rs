@@ -297,7 +297,7 @@ impl<'a> Compiler<'a> {
             // The contract's `host+path`, the path as written ("/" if none).
             let written_path = r.path.as_ref().map_or("/", |p| p.get_ref().as_str());
             let name = r.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| format!("{host}{written_path}"));
-            if let Some(n) = r.name.as_ref().filter(|n| n.get_ref() == crate::proxy::exchange::NO_ROUTE) {
+            if let Some(n) = r.name.as_ref().filter(|n| n.get_ref() == super::NO_ROUTE) {
                 self.err(
                     Some(n.span()),
                     format!("route name {:?} is reserved for requests that match no route", n.get_ref()),

@@ -19,6 +19,10 @@ pub use values::{ByteSize, UpstreamAddr};
 
 use raw::RawConfig;
 
+/// The route name reserved for requests that match no route (their metric
+/// label and access-log route); a configured route cannot take it.
+pub const NO_ROUTE: &str = "none";
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -17,9 +17,6 @@ use crate::app::App;
 use crate::body::{BoxError, ResponseBody};
 use crate::state::Route;
 
-/// Label for requests that matched no route.
-pub const NO_ROUTE: &str = "none";
-
 pub struct Exchange {
     pub app: Arc<App>,
     pub start: Instant,

@@ -15,9 +15,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
+use super::pool::Pool;
 use super::server::Server;
 use crate::config::{HealthSpec, UpstreamAddr};
-use crate::state::Snapshot;
 
 type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -46,11 +46,11 @@ impl Default for HealthChecker {
 }
 
 impl HealthChecker {
-    /// Make the running probe tasks match `snapshot`.
-    pub fn sync(&self, snapshot: &Snapshot) {
+    /// Make the running probe tasks match `pools` (a snapshot's, all of them).
+    pub fn sync<'a>(&self, pools: impl IntoIterator<Item = &'a Arc<Pool>>) {
         let Ok(mut tasks) = self.tasks.lock() else { return };
         let mut wanted: HashMap<(String, UpstreamAddr), (HealthSpec, Arc<Server>)> = HashMap::new();
-        for pool in snapshot.pools.values() {
+        for pool in pools {
             let Some(spec) = &pool.spec.health else {
                 // Without probes a server must not stay out because of an old verdict.
                 for s in &pool.servers {
