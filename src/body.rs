@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
@@ -135,4 +136,12 @@ impl Body for ResponseBody {
             ResponseBody::Boxed { body } => body.size_hint(),
         }
     }
+}
+
+/// A short text/plain response made by the proxy itself (errors, early answers of the middleware, admin).
+pub fn plain_response(status: StatusCode, body: &str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(body.to_owned()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
 }

@@ -17,9 +17,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::body::plain_response;
 use crate::body::ResponseBody;
 use crate::metrics;
-use crate::proxy::error::plain_response;
 
 pub use status::status_json;
 

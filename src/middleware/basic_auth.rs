@@ -13,8 +13,8 @@ use base64::Engine;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
+use crate::body::plain_response;
 use crate::body::{RequestBody, ResponseBody};
-use crate::proxy::error::plain_response;
 
 const CACHE_LIMIT: usize = 10_000;
 

@@ -14,8 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use super::RequestFacts;
+use crate::body::plain_response;
 use crate::body::{BoxError, RequestBody, ResponseBody};
-use crate::proxy::error::plain_response;
 
 #[derive(Debug)]
 pub struct BodyLimit {

@@ -5,10 +5,11 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 
-use crate::proxy::headers::X_FORWARDED_FOR;
+/// Read here, appended to by `proxy::headers` (which re-exports it).
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Parse a CIDR list (`10.0.0.0/8`, `::1/128`, or a bare address).
 pub fn parse_cidrs(list: &[String]) -> Result<Vec<IpNet>, String> {

@@ -8,9 +8,9 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use super::RequestFacts;
+use crate::body::plain_response;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::RawMiddleware;
-use crate::proxy::error::plain_response;
 
 #[derive(Debug)]
 enum OriginPattern {

@@ -7,8 +7,8 @@ use http::{Response, StatusCode};
 use ipnet::IpNet;
 
 use super::client_ip::{contains, parse_cidrs};
+use crate::body::plain_response;
 use crate::body::ResponseBody;
-use crate::proxy::error::plain_response;
 
 #[derive(Debug)]
 pub struct IpFilter {

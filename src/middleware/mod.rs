@@ -22,10 +22,11 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response};
 
-use crate::app::App;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{MiddlewareSpec, RawMiddleware};
+use crate::metrics::Metrics;
 
+pub use client_ip::X_FORWARDED_FOR;
 pub use rate_limit::RateLimit;
 
 /// One compiled middleware.
@@ -83,7 +84,8 @@ impl Middleware {
 
 /// What the middleware see of the request's circumstances.
 pub struct Ctx<'a> {
-    pub app: &'a App,
+    /// For the middleware's own counters (`rampart_ratelimit_rejected_total`).
+    pub metrics: &'a Metrics,
     pub route: &'a Arc<str>,
     pub peer: IpAddr,
     pub tls: bool,

@@ -19,9 +19,9 @@ use ipnet::IpNet;
 
 use super::client_ip;
 use super::{Ctx, RequestFacts};
+use crate::body::plain_response;
 use crate::body::{RequestBody, ResponseBody};
 use crate::metrics::{Name, RouteLabels};
-use crate::proxy::error::plain_response;
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -145,7 +145,7 @@ impl RateLimit {
             }
             Err(wait) => {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                ctx.app.metrics.ratelimit_rejected.get_or_create(&RouteLabels { route: Name(ctx.route.clone()) }).inc();
+                ctx.metrics.ratelimit_rejected.get_or_create(&RouteLabels { route: Name(ctx.route.clone()) }).inc();
                 let mut r = plain_response(StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests\n");
                 let h = r.headers_mut();
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

@@ -3,7 +3,7 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::body::ResponseBody;
+use crate::body::{plain_response, ResponseBody};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
@@ -59,12 +59,4 @@ impl ProxyError {
         }
         r
     }
-}
-
-/// A short text/plain response made by the proxy itself.
-pub fn plain_response(status: StatusCode, body: &str) -> Response<ResponseBody> {
-    let mut r = Response::new(ResponseBody::full(body.to_owned()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
 }

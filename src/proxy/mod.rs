@@ -171,7 +171,7 @@ async fn forward(app: &App, r: &mut Routed, ex: &mut Exchange) -> Response<Respo
     let chain = &r.route.middleware;
     let mut facts = RequestFacts::default();
     {
-        let ctx = Ctx { app, route: &r.route.name, peer: r.peer, tls: r.tls };
+        let ctx = Ctx { metrics: &app.metrics, route: &r.route.name, peer: r.peer, tls: r.tls };
         if let Err(early) = chain.on_request(&mut r.req, &ctx, &mut facts).await {
             return chain.on_response(early.response, &facts, early.depth);
         }
