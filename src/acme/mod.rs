@@ -1,10 +1,9 @@
 //! ACME (RFC 8555) certificate management with instant-acme: the account
 //! (key created once and stored), one order per exact route host, the
-//! challenge answers the listeners serve, storage behind [`CertStorage`],
+//! challenge answers (published in `tls::challenges` for the listeners), storage behind [`CertStorage`],
 //! and a cancellable renewal task per host with jitter and capped
 //! exponential backoff. A failed renewal keeps the old certificate live.
 
-pub mod challenges;
 pub mod order;
 pub mod schedule;
 pub mod storage;

@@ -7,10 +7,10 @@ use std::time::Duration;
 use instant_acme::{Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy};
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 
-use super::challenges::Challenges;
 use super::storage::StoredCert;
 use super::AcmeError;
 use crate::config::AcmeChallenge;
+use crate::tls::challenges::Challenges;
 use crate::tls::selfsigned;
 
 /// Removes the published answers when the order ends, however it ends.

@@ -7,6 +7,7 @@
 //! in [`listener`].
 
 pub mod certs;
+pub mod challenges;
 pub mod listener;
 pub mod redirect;
 pub mod resolver;
@@ -20,10 +21,10 @@ use arc_swap::ArcSwap;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::acme::challenges::Challenges;
 use crate::config::{Config, ConfigError, ConfigErrors, HostPattern, TlsSettings, UnknownSni};
 use crate::metrics::{DomainLabels, GaugeSeries};
 use certs::Loaded;
+use challenges::Challenges;
 use resolver::{CertMap, Resolver, ACME_TLS_ALPN};
 
 #[derive(Debug, thiserror::Error)]

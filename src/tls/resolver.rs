@@ -13,7 +13,7 @@ use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 
 use super::certs::{Loaded, Source};
-use crate::acme::challenges::Challenges;
+use super::challenges::Challenges;
 use crate::config::UnknownSni;
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
