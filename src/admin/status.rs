@@ -58,6 +58,8 @@ pub fn status_json(app: &App) -> Value {
         .map(|p| {
             json!({
                 "name": &*p.name,
+                // A static upstream's directory; it has no servers.
+                "static": p.files.as_ref().map(|f| f.spec().root.display().to_string()),
                 "balance": match p.spec.balance { crate::config::Balance::RoundRobin => "round_robin", crate::config::Balance::LeastConn => "least_conn" },
                 "servers": p.servers.iter().map(|s| json!({
                     "addr": s.addr.0,

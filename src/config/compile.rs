@@ -37,7 +37,7 @@ impl<'a> Compiler<'a> {
         Compiler { path, lines: LineIndex::new(text), errors: Vec::new() }
     }
 
-    fn err(&mut self, span: Option<Range<usize>>, msg: impl Into<String>) {
+    pub(super) fn err(&mut self, span: Option<Range<usize>>, msg: impl Into<String>) {
         let (line, col) = span.map(|s| self.lines.line_col(s.start)).unwrap_or((1, 1));
         self.errors.push(ConfigError { path: self.path.to_path_buf(), line, col, message: msg.into() });
     }
@@ -175,7 +175,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// Paths in the file are relative to the file's directory.
-    fn relative(&self, p: &str) -> PathBuf {
+    pub(super) fn relative(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
             p.to_path_buf()
@@ -192,16 +192,21 @@ impl<'a> Compiler<'a> {
             "balance",
             &[("round_robin", Balance::RoundRobin), ("least_conn", Balance::LeastConn)],
         );
-        let servers: Vec<ServerSpec> =
-            u.servers.get_ref().iter().map(|s| ServerSpec { addr: s.addr.clone(), weight: s.weight }).collect();
-        if servers.is_empty() {
-            self.err(Some(u.servers.span()), format!("upstream {name:?} has no servers"));
+        let files = self.static_spec(name, span.clone(), u);
+        let servers: Vec<ServerSpec> = u
+            .servers
+            .iter()
+            .flat_map(|s| s.get_ref())
+            .map(|s| ServerSpec { addr: s.addr.clone(), weight: s.weight })
+            .collect();
+        if let Some(list) = u.servers.as_ref().filter(|_| servers.is_empty()) {
+            self.err(Some(list.span()), format!("upstream {name:?} has no servers"));
         }
         let mut seen = std::collections::HashSet::new();
         for s in &servers {
             if !seen.insert(&s.addr) {
                 self.err(
-                    Some(u.servers.span()),
+                    u.servers.as_ref().map(|s| s.span()),
                     format!("upstream {name:?} lists server {} twice; use weight instead", s.addr.0),
                 );
             }
@@ -257,6 +262,7 @@ impl<'a> Compiler<'a> {
                 100_000,
                 DEFAULT_MAX_IDLE_PER_SERVER,
             ),
+            files,
         }
     }
 

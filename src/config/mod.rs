@@ -6,6 +6,7 @@ mod compile;
 mod error;
 mod raw;
 mod sections;
+mod statics;
 mod values;
 
 use std::collections::BTreeMap;
@@ -134,6 +135,49 @@ pub struct UpstreamSpec {
     pub retries: u32,
     pub passive: PassiveHealth,
     pub max_idle_per_server: usize,
+    /// A static upstream: files from a directory instead of servers
+    /// (`servers` is then empty).
+    pub files: Option<StaticSpec>,
+}
+
+/// `static = DIR` and its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticSpec {
+    /// As written, resolved against the config file's directory; it may be
+    /// a symlink (a release switch), so it is resolved again per request.
+    pub root: PathBuf,
+    /// File names (no `/`) tried in a directory, in order.
+    pub index: Vec<String>,
+    /// A path inside `root`, starting with `/`.
+    pub fallback: Option<String>,
+    pub precompressed: bool,
+    pub follow_symlinks: bool,
+    pub allow_dotfiles: bool,
+    pub cache_control: Vec<CacheRule>,
+}
+
+/// Which paths a `cache_control` rule covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    /// `/assets/`: the path starts with it.
+    Prefix(String),
+    /// `*.html`: the path ends with it.
+    Suffix(String),
+}
+
+impl PathPattern {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Prefix(p) => path.starts_with(p.as_str()),
+            PathPattern::Suffix(s) => path.ends_with(s.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRule {
+    pub pattern: PathPattern,
+    pub value: http::HeaderValue,
 }
 
 /// A middleware definition, checked for shape; the middleware module

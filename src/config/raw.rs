@@ -83,7 +83,23 @@ pub struct RawAcme {
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub balance: Option<Spanned<String>>,
-    pub servers: Spanned<Vec<RawServer>>,
+    /// The servers of a proxied upstream; a static one has `static` instead.
+    pub servers: Option<Spanned<Vec<RawServer>>>,
+    /// A directory whose files this upstream serves (instead of `servers`).
+    #[serde(rename = "static")]
+    pub static_dir: Option<Spanned<String>>,
+    /// Files tried, in order, for a request that names a directory.
+    pub index: Option<Spanned<Vec<String>>>,
+    /// What a path with no file gets (`try_files $uri /index.html`).
+    pub fallback: Option<Spanned<String>>,
+    /// Serve `NAME.br` / `NAME.zst` / `NAME.gz` when the client accepts it.
+    pub precompressed: Option<Spanned<bool>>,
+    /// Serve symlinks whose target lies outside the directory.
+    pub follow_symlinks: Option<Spanned<bool>>,
+    /// Serve names that start with a dot (`.env`, `.git/`).
+    pub allow_dotfiles: Option<Spanned<bool>>,
+    /// `Cache-Control` by path: the first rule that matches applies.
+    pub cache_control: Option<Vec<Spanned<RawCacheRule>>>,
     pub health: Option<Spanned<RawHealth>>,
     pub connect_timeout: Option<HumanDuration>,
     /// Time to wait for the upstream's response head after the request was sent.
@@ -97,6 +113,14 @@ pub struct RawUpstream {
     pub fail_timeout: Option<HumanDuration>,
     /// Idle keep-alive connections kept per server.
     pub max_idle_per_server: Option<Spanned<i64>>,
+}
+
+/// One `cache_control` entry: `{ path = "/assets/", value = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCacheRule {
+    pub path: Spanned<String>,
+    pub value: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

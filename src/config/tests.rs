@@ -141,3 +141,49 @@ fn a_problem_in_each_of_several_sections_is_listed_at_its_position() {
     assert!(e[4].contains("unknown field `wat`"), "{e:?}");
     assert!(e[5].contains("unknown field `extra`"), "{e:?}");
 }
+
+#[test]
+fn a_static_upstream_takes_the_contract_keys_with_their_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let c = parse(&format!("[upstreams.site]\nstatic = \"{d}\"\n[[routes]]\nupstream = \"site\"\n")).unwrap();
+    let f = c.upstreams[0].files.as_ref().unwrap();
+    assert!(c.upstreams[0].servers.is_empty());
+    assert_eq!((f.index.clone(), f.fallback.clone()), (vec!["index.html".to_string()], None));
+    assert!(f.precompressed && !f.follow_symlinks && !f.allow_dotfiles && f.cache_control.is_empty());
+    let c = parse(&format!(
+        "[upstreams.site]\nstatic = \"{d}\"\nindex = [\"index.htm\", \"index.html\"]\nfallback = \"/index.html\"\n\
+         precompressed = false\nfollow_symlinks = true\nallow_dotfiles = true\n\
+         cache_control = [{{ path = \"/assets/\", value = \"immutable\" }}, {{ path = \"*.html\", value = \"no-cache\" }}]\n"
+    ))
+    .unwrap();
+    let f = c.upstreams[0].files.as_ref().unwrap();
+    assert_eq!(f.index, ["index.htm", "index.html"]);
+    assert_eq!(f.fallback.as_deref(), Some("/index.html"));
+    assert!(!f.precompressed && f.follow_symlinks && f.allow_dotfiles);
+    assert_eq!(f.cache_control[0].pattern, PathPattern::Prefix("/assets/".into()));
+    assert_eq!(f.cache_control[1].pattern, PathPattern::Suffix(".html".into()));
+}
+
+#[test]
+fn static_and_servers_are_one_or_the_other_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let e = errors(&format!("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nstatic = \"{d}\"\n"));
+    assert!(e[0].starts_with("rampart.toml:3:10: error: upstream \"a\" has both `static` and `servers`"), "{e:?}");
+    let e = errors("[upstreams.a]\nbalance = \"least_conn\"\n");
+    assert!(e[0].starts_with("rampart.toml:1:1: error: upstream \"a\" needs `servers`"), "{e:?}");
+    let e = errors("[upstreams.a]\nstatic = \"/nonexistent/rampart-site\"\n");
+    assert!(e[0].starts_with("rampart.toml:2:10: error: static directory"), "{e:?}");
+    let e = errors(&format!(
+        "[upstreams.a]\nstatic = \"{d}\"\nretries = 2\nfallback = \"index.html\"\nindex = [\"a/b\"]\n"
+    ));
+    assert!(e[0].starts_with("rampart.toml:3:11: error: upstream \"a\": `retries` is for servers"), "{e:?}");
+    assert!(e[1].starts_with("rampart.toml:4:12: error: fallback must be"), "{e:?}");
+    assert!(e[2].starts_with("rampart.toml:5:9: error: index entries"), "{e:?}");
+    let e = errors("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nfallback = \"/index.html\"\n");
+    assert!(e[0].starts_with("rampart.toml:3:12: error: upstream \"a\": `fallback` needs `static = DIR`"), "{e:?}");
+    let e =
+        errors(&format!("[upstreams.a]\nstatic = \"{d}\"\ncache_control = [{{ path = \"assets\", value = \"x\" }}]\n"));
+    assert!(e[0].starts_with("rampart.toml:3:27: error: cache_control path"), "{e:?}");
+}

@@ -30,6 +30,7 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::middleware::{Ctx, RequestFacts};
 use crate::router::normalize_path;
 use crate::state::Route;
+use crate::upstream::FileRequest;
 use error::ProxyError;
 use exchange::{Exchange, TrackedBody};
 use headers::{add_forwarded, strip_hop_by_hop, Forwarded, X_REQUEST_ID};
@@ -175,6 +176,17 @@ async fn forward(app: &App, r: &mut Routed, ex: &mut Exchange) -> Response<Respo
         if let Err(early) = chain.on_request(&mut r.req, &ctx, &mut facts).await {
             return chain.on_response(early.response, &facts, early.depth);
         }
+    }
+    if let Some(files) = &r.route.pool.files {
+        let req = FileRequest {
+            method: r.req.method(),
+            headers: r.req.headers(),
+            site_path: r.upstream_pq.path(),
+            client_path: r.req.uri().path(),
+            query: r.req.uri().query(),
+        };
+        let resp = files.serve(req).await;
+        return chain.on_response(resp, &facts, chain.len());
     }
     if !r.route.preserve_host {
         r.req.headers_mut().remove(header::HOST);

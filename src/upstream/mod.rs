@@ -8,6 +8,7 @@
 mod balancer;
 mod client;
 mod conn;
+mod files;
 mod h1;
 mod health;
 mod idle;
@@ -18,6 +19,7 @@ mod wire;
 pub use balancer::Balancer;
 pub use client::{is_idempotent, ClientSettings, RequestHead, SendError, UpstreamClient};
 pub use conn::Conn;
+pub use files::{FileRequest, StaticSite};
 pub use health::HealthChecker;
 pub use idle::IdleConns;
 pub use pool::Pool;

@@ -1,10 +1,12 @@
-//! A named pool of servers with its balancer, timeouts and client.
+//! A named pool of servers with its balancer, timeouts and client, or, for
+//! a static upstream, the files it serves instead.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::balancer::Balancer;
 use super::client::{ClientSettings, UpstreamClient};
+use super::files::StaticSite;
 use super::server::Server;
 use crate::config::UpstreamSpec;
 
@@ -16,6 +18,8 @@ pub struct Pool {
     pub spec: UpstreamSpec,
     pub client_settings: ClientSettings,
     pub client: UpstreamClient,
+    /// A static upstream's files (it has no servers).
+    pub files: Option<StaticSite>,
 }
 
 impl Pool {
@@ -53,6 +57,7 @@ impl Pool {
             spec: spec.clone(),
             client_settings,
             client,
+            files: spec.files.clone().map(StaticSite::new),
         })
     }
 
