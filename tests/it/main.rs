@@ -21,5 +21,6 @@ mod middleware;
 mod pooling;
 mod reload;
 mod routing;
+mod static_files;
 mod status_page;
 mod tls;
