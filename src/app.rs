@@ -42,10 +42,15 @@ pub struct App {
 
 impl App {
     pub fn new(snapshot: Snapshot, config_path: Option<PathBuf>) -> Arc<App> {
+        Self::with_metrics(snapshot, config_path, Metrics::new())
+    }
+
+    /// The same with a registry already holding optional families (`[cluster]`'s).
+    pub fn with_metrics(snapshot: Snapshot, config_path: Option<PathBuf>, metrics: Metrics) -> Arc<App> {
         let access_log = if snapshot.config.server.access_log { AccessLog::stdout() } else { AccessLog::disabled() };
         Arc::new(App {
             state: State::new(snapshot),
-            metrics: Metrics::new(),
+            metrics,
             access_log,
             request_ids: RequestIds::default(),
             health: HealthChecker::default(),
@@ -182,6 +187,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.acme != new.acme {
         changed.push("[acme]");
+    }
+    if old.cluster != new.cluster {
+        changed.push("[cluster]");
     }
     changed
 }

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod app;
 pub mod body;
 pub mod busy_poll;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod metrics;
@@ -46,6 +47,8 @@ pub enum StartError {
     Server(#[from] ServerError),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("[cluster]: {0}")]
+    Cluster(#[from] cluster::StoreError),
 }
 
 /// A started proxy: listeners bound, accept loops running.
@@ -66,8 +69,13 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let listen = config.listen.clone();
     let defer_accept = config.server.defer_accept;
     let tls_settings = tls::settings(&config);
-    let snapshot = Snapshot::compile(config, None)?;
-    let app = App::new(snapshot, config_path);
+    let mut metrics = metrics::Metrics::new();
+    let cluster = match config.cluster.clone() {
+        Some(settings) => Some(cluster::Cluster::new(settings, metrics.register_cluster())?),
+        None => None,
+    };
+    let snapshot = Snapshot::compile_with(config, None, cluster.clone())?;
+    let app = App::with_metrics(snapshot, config_path, metrics);
     app.health.sync(app.state.load().pools.values());
     let serving = Serving::new(Arc::clone(&app), CancellationToken::new());
     let admin_stop = CancellationToken::new();
@@ -110,6 +118,12 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         }
     }
     tokio::spawn(maintenance(Arc::clone(&app), admin_stop.clone()));
+    if let Some(cluster) = &cluster {
+        if let Ok(mut a) = cluster.advertised.lock() {
+            *a = serde_json::json!({ "http": http_addr, "https": https_addr, "admin": admin_addr });
+        }
+        cluster.spawn_heartbeat(admin_stop.clone());
+    }
     let background_stop = CancellationToken::new();
     if let Some(path) = app.config_path.clone() {
         watch::spawn(Arc::clone(&app), path, background_stop.clone());

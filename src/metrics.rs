@@ -66,6 +66,20 @@ pub struct DomainLabels {
     pub domain: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: &'static str,
+}
+
+/// The `[cluster]` families, registered only when a cluster is configured.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterMetrics {
+    /// 1 while Redis answers (the circuit breaker is closed).
+    pub up: Gauge,
+    /// Redis calls that failed or timed out, by operation.
+    pub store_errors: Family<OperationLabels, Counter>,
+}
+
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~33 s
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -161,6 +175,18 @@ impl Metrics {
             ratelimit_rejected,
             config_reloads,
         }
+    }
+
+    /// Register `rampart_cluster_up` and `rampart_cluster_store_errors_total`.
+    pub fn register_cluster(&mut self) -> ClusterMetrics {
+        let m = ClusterMetrics::default();
+        self.registry.register("cluster_up", "1 while the cluster store (Redis) answers", m.up.clone());
+        self.registry.register(
+            "cluster_store_errors",
+            "Cluster store (Redis) calls that failed or timed out, by operation",
+            m.store_errors.clone(),
+        );
+        m
     }
 
     /// The OpenMetrics text exposition (what Prometheus asks for).

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::RouteMetrics;
 use crate::middleware::{self, Chain, Compiled};
@@ -35,11 +36,25 @@ pub struct Snapshot {
     pub middleware: HashMap<String, Compiled>,
     /// Routes in file order, for status output.
     pub routes: Vec<Arc<Route>>,
+    /// The shared store (`[cluster]`), made once at start and handed from
+    /// snapshot to snapshot.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Snapshot {
-    /// Build a snapshot, carrying over long-lived state from `previous`.
+    /// Build a snapshot, carrying over long-lived state (and the cluster
+    /// store) from `previous`.
     pub fn compile(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigErrors> {
+        let cluster = previous.and_then(|p| p.cluster.clone());
+        Self::compile_with(config, previous, cluster)
+    }
+
+    /// The same, with the process's cluster store (the first snapshot's).
+    pub fn compile_with(
+        config: Config,
+        previous: Option<&Snapshot>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Vec::new();
         let mut pools = HashMap::new();
         for spec in &config.upstreams {
@@ -59,7 +74,7 @@ impl Snapshot {
                     .insert(name.clone(), Compiled { spec: old.spec.clone(), middleware: Arc::clone(&old.middleware) });
                 continue;
             }
-            match middleware::compile(spec) {
+            match middleware::compile(spec, cluster.as_ref()) {
                 Ok(m) => {
                     compiled.insert(name.clone(), Compiled { spec: spec.kind.clone(), middleware: Arc::new(m) });
                 }
@@ -96,7 +111,7 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        Ok(Snapshot { config: Arc::new(config), router, pools, middleware: compiled, routes })
+        Ok(Snapshot { config: Arc::new(config), router, pools, middleware: compiled, routes, cluster })
     }
 }
 

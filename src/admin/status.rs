@@ -85,6 +85,7 @@ pub fn status_json(app: &App) -> Value {
         "upstreams": upstreams,
         "certificates": app.tls.get().map(|t| t.status_json()).unwrap_or_else(|| json!([])),
         "last_reload": app.last_reload(),
+        "cluster": snapshot.cluster.as_ref().map(|c| c.status_json()),
     })
 }
 

@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawRoute, RawUpstream};
+use super::raw::{RawCluster, RawConfig, RawRoute, RawUpstream};
 use super::*;
 
 /// Idle upstream connections kept per server unless configured. Generous on
@@ -146,6 +146,7 @@ impl<'a> Compiler<'a> {
                 ca_cert: a.ca_cert.as_deref().map(|p| self.relative(p)),
             }
         });
+        let cluster = raw.cluster.as_ref().map(|c| self.cluster(c.get_ref()));
         let upstreams: Vec<UpstreamSpec> = raw.upstreams.iter().map(|(name, u)| self.upstream(name, u)).collect();
         let middleware: BTreeMap<String, MiddlewareSpec> = raw
             .middleware
@@ -164,14 +165,54 @@ impl<'a> Compiler<'a> {
                 )
             })
             .collect();
+        for (name, m) in &raw.middleware {
+            if let RawMiddleware::RateLimit { scope: Some(scope), .. } = m.get_ref() {
+                if scope == "cluster" && cluster.is_none() {
+                    self.err(
+                        Some(m.span()),
+                        format!("middleware {name:?}: scope = \"cluster\" needs a [cluster] section (the Redis that holds the shared buckets)"),
+                    );
+                }
+            }
+        }
         let routes = self.routes(&raw.routes, &upstreams, &middleware);
 
         if self.errors.is_empty() {
-            Ok(Config { source: self.path.to_path_buf(), listen, server, tls, acme, upstreams, middleware, routes })
+            Ok(Config {
+                source: self.path.to_path_buf(),
+                listen,
+                server,
+                tls,
+                acme,
+                cluster,
+                upstreams,
+                middleware,
+                routes,
+            })
         } else {
             self.errors.sort_by_key(|e| (e.line, e.col));
             Err(ConfigErrors(self.errors))
         }
+    }
+
+    fn cluster(&mut self, c: &RawCluster) -> ClusterSettings {
+        let url = c.redis.get_ref().trim().to_string();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            self.err(Some(c.redis.span()), format!("redis must be a redis:// or rediss:// URL, got {url:?}"));
+        } else if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+            self.err(Some(c.redis.span()), format!("invalid redis URL: {e}"));
+        }
+        let key_prefix = c.key_prefix.as_ref().map_or_else(|| "rampart:".to_string(), |p| p.get_ref().clone());
+        if key_prefix.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            let span = c.key_prefix.as_ref().map(|p| p.span());
+            self.err(span, "key_prefix must not contain spaces or control characters");
+        }
+        let timeout = c.timeout.map_or(Duration::from_millis(250), |d| d.0);
+        let connect_timeout = c.connect_timeout.map_or(Duration::from_secs(1), |d| d.0);
+        if timeout.is_zero() || connect_timeout.is_zero() {
+            self.err(Some(c.redis.span()), "cluster timeout and connect_timeout must be greater than zero");
+        }
+        ClusterSettings { redis: url, key_prefix, timeout, connect_timeout }
     }
 
     /// Paths in the file are relative to the file's directory.

@@ -32,6 +32,7 @@ pub struct Config {
     pub server: ServerSettings,
     pub tls: Option<TlsSettings>,
     pub acme: Option<AcmeSettings>,
+    pub cluster: Option<ClusterSettings>,
     pub upstreams: Vec<UpstreamSpec>,
     pub middleware: BTreeMap<String, MiddlewareSpec>,
     pub routes: Vec<RouteSpec>,
@@ -89,6 +90,41 @@ pub struct AcmeSettings {
     /// `None`: 30 days, or a third of the certificate's lifetime if shorter.
     pub renew_before: Option<Duration>,
     pub ca_cert: Option<PathBuf>,
+}
+
+/// `[cluster]`, checked: a URL the Redis client accepts.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// As written; may hold a password, so never printed (see [`Self::redis_redacted`]).
+    pub redis: String,
+    pub key_prefix: String,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl ClusterSettings {
+    /// The URL with any password replaced by `***`, for logs and status.
+    pub fn redis_redacted(&self) -> String {
+        let Some((scheme, rest)) = self.redis.split_once("://") else { return self.redis.clone() };
+        match rest.split_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => format!("{scheme}://***@{host}"),
+            },
+            None => self.redis.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("redis", &self.redis_redacted())
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";

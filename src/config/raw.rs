@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub server: RawServerSettings,
     pub tls: Option<Spanned<RawTls>>,
     pub acme: Option<Spanned<RawAcme>>,
+    pub cluster: Option<Spanned<RawCluster>>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
     #[serde(default)]
@@ -77,6 +78,19 @@ pub struct RawAcme {
     pub challenge: Option<Spanned<String>>,
     pub renew_before: Option<LongDuration>,
     pub ca_cert: Option<String>,
+}
+
+/// `[cluster]`: state shared by several instances, on Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// `redis://[:PASSWORD@]HOST:PORT/DB` or `rediss://` for TLS.
+    pub redis: Spanned<String>,
+    pub key_prefix: Option<Spanned<String>>,
+    /// Longest wait for one Redis answer.
+    pub timeout: Option<HumanDuration>,
+    /// Longest wait for a connection to Redis.
+    pub connect_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +163,11 @@ pub enum RawMiddleware {
         #[serde(default)]
         trusted_proxies: Vec<String>,
         key_header: Option<String>,
+        /// `"local"` (default): this instance's buckets; `"cluster"`: shared on Redis.
+        scope: Option<String>,
+        /// With `scope = "cluster"`, when Redis does not answer: `"local"`
+        /// (default), `"allow"` or `"deny"`.
+        on_store_error: Option<String>,
     },
     SecurityHeaders {
         hsts: Option<String>,

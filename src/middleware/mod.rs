@@ -23,11 +23,12 @@ use std::sync::Arc;
 use http::{HeaderValue, Method, Request, Response};
 
 use crate::body::{RequestBody, ResponseBody};
+use crate::cluster::Cluster;
 use crate::config::{MiddlewareSpec, RawMiddleware};
 use crate::metrics::Metrics;
 
 pub use client_ip::X_FORWARDED_FOR;
-pub use rate_limit::RateLimit;
+pub use rate_limit::{OnStoreError, RateLimit};
 
 /// One compiled middleware.
 #[derive(Debug)]
@@ -51,10 +52,31 @@ pub struct Compiled {
 }
 
 /// Compile one definition; errors are messages for the definition's line.
-pub fn compile(spec: &MiddlewareSpec) -> Result<Middleware, String> {
+/// `cluster` is the process's shared store, when `[cluster]` is configured
+/// (without one, as in `rampart check`, cluster-scoped limits run locally).
+pub fn compile(spec: &MiddlewareSpec, cluster: Option<&Arc<Cluster>>) -> Result<Middleware, String> {
     Ok(match &spec.kind {
-        RawMiddleware::RateLimit { average, burst, trusted_proxies, key_header } => {
-            Middleware::RateLimit(rate_limit::RateLimit::new(*average, *burst, trusted_proxies, key_header.as_deref())?)
+        RawMiddleware::RateLimit { average, burst, trusted_proxies, key_header, scope, on_store_error } => {
+            let on_error = match on_store_error.as_deref() {
+                None | Some("local") => OnStoreError::Local,
+                Some("allow") => OnStoreError::Allow,
+                Some("deny") => OnStoreError::Deny,
+                Some(other) => {
+                    return Err(format!("on_store_error must be \"local\", \"allow\" or \"deny\", got {other:?}"))
+                }
+            };
+            let shared = match scope.as_deref() {
+                None | Some("local") => None,
+                Some("cluster") => cluster.map(|c| (Arc::clone(c), spec.name.as_str(), on_error)),
+                Some(other) => return Err(format!("scope must be \"local\" or \"cluster\", got {other:?}")),
+            };
+            Middleware::RateLimit(rate_limit::RateLimit::scoped(
+                *average,
+                *burst,
+                trusted_proxies,
+                key_header.as_deref(),
+                shared,
+            )?)
         }
         k @ RawMiddleware::SecurityHeaders { .. } => {
             Middleware::SecurityHeaders(security_headers::SecurityHeaders::new(k)?)
@@ -139,7 +161,10 @@ impl Chain {
         facts.range = h.contains_key(http::header::RANGE);
         for (i, m) in self.0.iter().enumerate() {
             let answer = match m.as_ref() {
-                Middleware::RateLimit(x) => x.on_request(req, ctx, facts),
+                Middleware::RateLimit(x) => {
+                    let keys = x.request_keys(req, ctx);
+                    x.on_request(keys, ctx, facts).await
+                }
                 Middleware::Cors(x) => x.on_request(req, facts),
                 Middleware::IpFilter(x) => x.on_request(ctx.peer),
                 Middleware::BasicAuth(x) => x.on_request(req).await,

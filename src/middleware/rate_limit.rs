@@ -4,6 +4,12 @@
 //! carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
 //! Keys are pruned by `prune()`, which the app calls periodically, so
 //! memory stays bounded however many clients pass.
+//!
+//! With `scope = "cluster"` the bucket lives in Redis (`cluster::Cluster::take`,
+//! the same GCRA, one round trip) under `PREFIX rl:NAME:CLIENT`, so every
+//! instance draws from one bucket per client. When Redis does not answer,
+//! `on_store_error` decides: `local` (this instance's own buckets, so the
+//! limit holds per instance), `allow` (no limit) or `deny` (429).
 
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
@@ -21,6 +27,7 @@ use super::client_ip;
 use super::{Ctx, RequestFacts};
 use crate::body::plain_response;
 use crate::body::{RequestBody, ResponseBody};
+use crate::cluster::{Cluster, Verdict};
 use crate::metrics::{Name, RouteLabels};
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -63,8 +70,27 @@ impl Buckets for LocalBuckets {
     }
 }
 
+/// What a cluster-scoped limit does when Redis does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    Local,
+    Allow,
+    Deny,
+}
+
+/// `scope = "cluster"`: the shared bucket and the fallback.
+struct Shared {
+    store: std::sync::Arc<Cluster>,
+    /// `PREFIX rl:NAME:`
+    key_prefix: String,
+    on_error: OnStoreError,
+    interval: Duration,
+    burst: u32,
+}
+
 pub struct RateLimit {
     limiter: Box<dyn Buckets>,
+    shared: Option<Shared>,
     limit_header: HeaderValue,
     trusted: Vec<IpNet>,
     key_header: Option<HeaderName>,
@@ -79,6 +105,13 @@ impl std::fmt::Debug for RateLimit {
     }
 }
 
+/// A request's bucket keys: this instance's, and the shared one.
+#[derive(Debug)]
+pub struct Keys {
+    local: u64,
+    shared: Option<String>,
+}
+
 /// Limiter state to report on the response.
 #[derive(Debug, Clone, Copy)]
 pub struct RateInfo {
@@ -88,6 +121,18 @@ pub struct RateInfo {
 
 impl RateLimit {
     pub fn new(average: f64, burst: Option<u32>, trusted: &[String], key_header: Option<&str>) -> Result<Self, String> {
+        Self::scoped(average, burst, trusted, key_header, None)
+    }
+
+    /// `cluster`: `(store, middleware name, on_store_error)` for `scope =
+    /// "cluster"`; `None` keeps the buckets in this process.
+    pub fn scoped(
+        average: f64,
+        burst: Option<u32>,
+        trusted: &[String],
+        key_header: Option<&str>,
+        cluster: Option<(std::sync::Arc<Cluster>, &str, OnStoreError)>,
+    ) -> Result<Self, String> {
         if !(average.is_finite() && average > 0.0 && average <= 1e9) {
             return Err(format!("average must be a positive number of requests per second, got {average}"));
         }
@@ -100,7 +145,15 @@ impl RateLimit {
             .transpose()?;
         let limit_header =
             HeaderValue::from_str(&format!("{}", average.round().max(1.0) as u64)).map_err(|e| e.to_string())?;
+        let shared = cluster.map(|(store, name, on_error)| Shared {
+            key_prefix: store.key(&format!("rl:{name}:")),
+            store,
+            on_error,
+            interval: per_request,
+            burst: burst.get(),
+        });
         Ok(RateLimit {
+            shared,
             limiter: Box::new(LocalBuckets {
                 limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
                 clock: DefaultClock::default(),
@@ -131,14 +184,40 @@ impl RateLimit {
         h.finish()
     }
 
-    pub fn on_request(
+    /// The client's key as every instance spells it: the address, or a
+    /// stable hash of the key header (never the header's text in Redis).
+    fn shared_key(&self, shared: &Shared, req: &Request<RequestBody>, ctx: &Ctx<'_>) -> String {
+        match self.key_header.as_ref().and_then(|n| req.headers().get(n)) {
+            Some(v) => format!("{}h{:016x}", shared.key_prefix, fnv1a(v.as_bytes())),
+            None => format!("{}{}", shared.key_prefix, client_ip::resolve(ctx.peer, req.headers(), &self.trusted)),
+        }
+    }
+
+    /// The client's keys, taken from the request before any await (a
+    /// request is not `Sync`, so a future must not hold a reference to it).
+    pub fn request_keys(&self, req: &Request<RequestBody>, ctx: &Ctx<'_>) -> Keys {
+        Keys { local: self.key(req, ctx), shared: self.shared.as_ref().map(|s| self.shared_key(s, req, ctx)) }
+    }
+
+    pub async fn on_request(
         &self,
-        req: &Request<RequestBody>,
+        keys: Keys,
         ctx: &Ctx<'_>,
         facts: &mut RequestFacts,
     ) -> Option<Response<ResponseBody>> {
-        let key = self.key(req, ctx);
-        match self.limiter.take(key) {
+        let verdict = match (&self.shared, keys.shared) {
+            (Some(shared), Some(key)) => match shared.store.take(&key, shared.interval, shared.burst).await {
+                Ok(Verdict::Allowed { remaining }) => Ok(remaining),
+                Ok(Verdict::Limited { wait }) => Err(wait),
+                Err(_) => match shared.on_error {
+                    OnStoreError::Local => self.limiter.take(keys.local),
+                    OnStoreError::Allow => return None,
+                    OnStoreError::Deny => Err(Duration::from_secs(1)),
+                },
+            },
+            _ => self.limiter.take(keys.local),
+        };
+        match verdict {
             Ok(remaining) => {
                 facts.rate = Some(RateInfo { remaining, reset_secs: 0 });
                 None
@@ -179,9 +258,20 @@ impl RateLimit {
     }
 }
 
+/// FNV-1a, 64 bits: a hash every instance and version computes alike.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fnv1a_known_values() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
 
     /// Memory for a million distinct clients, and after pruning. Run with
     /// `cargo test --release million -- --ignored --nocapture` to see the figures.

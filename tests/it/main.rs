@@ -3,12 +3,14 @@
 
 mod any_certificate;
 mod pebble;
+mod redis_server;
 mod tls_util;
 mod util;
 
 mod acme;
 mod balancing;
 mod cli;
+mod cluster;
 mod demo;
 mod deploy;
 mod failures;
