@@ -141,6 +141,7 @@ fn bench_headers(c: &mut Criterion) {
                     client_ip: &client_ip,
                     proto: "https",
                     host_header: &http::HeaderValue::from_static("app.example.com"),
+                    trusted: false,
                 },
             );
             h

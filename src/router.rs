@@ -10,7 +10,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::config::HostPattern;
+use crate::config::{EncodedSlashes, HostPattern};
+
+mod canonical;
+pub use canonical::{canonical_path, without_parameters, PathError};
 
 /// Routes of one host, by path prefix (no trailing slash; `""` is the root).
 #[derive(Debug)]
@@ -28,11 +31,21 @@ impl<T> Default for PathTable<T> {
 impl<T> PathTable<T> {
     fn insert(&mut self, prefix: &str, value: T) -> Option<T> {
         self.longest = self.longest.max(prefix.len());
-        self.prefixes.insert(prefix.into(), value)
+        self.prefixes.insert(prefix.to_ascii_lowercase().into(), value)
     }
 
     /// Longest prefix of `path` that ends on a segment boundary.
     fn lookup<'a>(&'a self, path: &str) -> Option<Match<'a, T>> {
+        // Prefixes compare without case: Express, ASP.NET and IIS route
+        // `/ADMIN/` to the `/admin/` handler, so a guard on `/admin/` must
+        // cover it. Lower-casing keeps every byte offset (`prefix_len`).
+        let lower;
+        let path = if path.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = path.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            path
+        };
         let path = path.strip_suffix('/').unwrap_or(path);
         let mut end = path.len();
         // Skip straight to the deepest candidate that could be in the table.
@@ -124,65 +137,9 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
     }
 }
 
-/// A path that tries to climb above the root.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("path escapes the root")]
-pub struct PathEscapesRoot;
-
-/// Merge repeated slashes and resolve `.` and `..` segments (also when
-/// written `%2e`), so `/public/../admin` is matched — and forwarded — as
-/// `/admin`. Borrows when the path is already clean, which is nearly always.
-pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathEscapesRoot> {
-    let b = path.as_bytes();
-    let suspicious = b.windows(2).any(|w| w == b"//" || w == b"/.")
-        || b.windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e');
-    if !suspicious {
-        return Ok(Cow::Borrowed(path));
-    }
-    let mut out: Vec<&str> = Vec::new();
-    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
-    for seg in path.split('/') {
-        let dots = decode_dots(seg);
-        match dots {
-            _ if seg.is_empty() => {}
-            Some(1) => {}
-            Some(2) => {
-                if out.pop().is_none() {
-                    return Err(PathEscapesRoot);
-                }
-            }
-            _ => out.push(seg),
-        }
-    }
-    let mut s = String::with_capacity(path.len());
-    for seg in &out {
-        s.push('/');
-        s.push_str(seg);
-    }
-    if s.is_empty() || trailing {
-        s.push('/');
-    }
-    Ok(Cow::Owned(s))
-}
-
-/// `Some(n)` when a segment is exactly n dots (plain or `%2e`), n <= 2.
-fn decode_dots(seg: &str) -> Option<usize> {
-    let mut n = 0;
-    let mut rest = seg.as_bytes();
-    while !rest.is_empty() {
-        if rest[0] == b'.' {
-            rest = &rest[1..];
-        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && (rest[2] | 0x20) == b'e' {
-            rest = &rest[3..];
-        } else {
-            return None;
-        }
-        n += 1;
-        if n > 2 {
-            return None;
-        }
-    }
-    (n > 0).then_some(n)
+/// [`canonical_path`] with encoded slashes refused (the default).
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    canonical_path(path, EncodedSlashes::Reject)
 }
 
 #[cfg(test)]
@@ -244,15 +201,4 @@ mod tests {
         assert!(r.lookup("h10000.example.com", "/a").is_none());
     }
 
-    #[test]
-    fn paths_normalise() {
-        assert!(matches!(normalize_path("/a/b"), Ok(Cow::Borrowed("/a/b"))));
-        assert_eq!(normalize_path("//a///b").unwrap(), "/a/b");
-        assert_eq!(normalize_path("/public/../admin").unwrap(), "/admin");
-        assert_eq!(normalize_path("/public/%2e%2E/admin/").unwrap(), "/admin/");
-        assert_eq!(normalize_path("/a/./b/.").unwrap(), "/a/b/");
-        assert_eq!(normalize_path("/a/..").unwrap(), "/");
-        assert_eq!(normalize_path("/.well-known/x").unwrap(), "/.well-known/x");
-        assert_eq!(normalize_path("/../etc"), Err(PathEscapesRoot));
-    }
 }

@@ -68,8 +68,10 @@ impl Snapshot {
         }
         let mut compiled = HashMap::new();
         for (name, spec) in &config.middleware {
-            // Unchanged definitions keep their state (rate-limit buckets).
-            if let Some(old) = previous.and_then(|p| p.middleware.get(name)).filter(|old| old.spec == spec.kind) {
+            // Unchanged definitions keep their state (rate-limit buckets),
+            // unless they read a file, which may have changed.
+            let reusable = |old: &&Compiled| old.spec == spec.kind && !spec.kind.reads_files();
+            if let Some(old) = previous.and_then(|p| p.middleware.get(name)).filter(reusable) {
                 compiled
                     .insert(name.clone(), Compiled { spec: old.spec.clone(), middleware: Arc::clone(&old.middleware) });
                 continue;

@@ -97,6 +97,21 @@ impl<'a> Compiler<'a> {
             access_log: s.access_log.unwrap_or(true),
             defer_accept: s.defer_accept.unwrap_or(true),
             busy_poll: s.busy_poll.map(|d| d.0).unwrap_or(Duration::ZERO),
+            encoded_slashes: self.keyword(
+                &s.encoded_slashes,
+                "encoded_slashes",
+                &[("reject", EncodedSlashes::Reject), ("keep", EncodedSlashes::Keep)],
+            ),
+            trusted_proxies: match &s.trusted_proxies {
+                None => Vec::new(),
+                Some(list) => match parse_cidrs(list.get_ref()) {
+                    Ok(nets) => nets,
+                    Err(msg) => {
+                        self.err(Some(list.span()), format!("trusted_proxies: {msg}"));
+                        Vec::new()
+                    }
+                },
+            },
         };
         if !(8192..=MAX_HEADER_BYTES).contains(&server.max_header_bytes) {
             self.err(None, "server.max_header_bytes must be between 8192 and 16MiB");
@@ -350,7 +365,8 @@ impl<'a> Compiler<'a> {
                     format!("route name {:?} is reserved for requests that match no route", n.get_ref()),
                 );
             }
-            if let Some((l, c)) = seen.insert((host.clone(), prefix.clone()), (line, col)) {
+            // Prefixes route without case (`router.rs`), so `/Api` and `/api` are one.
+            if let Some((l, c)) = seen.insert((host.clone(), prefix.to_ascii_lowercase()), (line, col)) {
                 self.err(
                     Some(span.clone()),
                     format!("duplicate route: host {host} and path {display_path} are already routed at line {l}, column {c}"),

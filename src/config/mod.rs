@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use error::{line_col, ConfigError, ConfigErrors, LineIndex};
 pub use raw::RawMiddleware;
-pub use values::{ByteSize, UpstreamAddr};
+pub use values::{parse_cidrs, ByteSize, UpstreamAddr};
 
 use raw::RawConfig;
 
@@ -59,6 +59,22 @@ pub struct ServerSettings {
     pub defer_accept: bool,
     /// Zero: off.
     pub busy_poll: Duration,
+    pub encoded_slashes: EncodedSlashes,
+    /// Peers whose `X-Forwarded-*` and `Forwarded` headers are kept; from
+    /// any other peer they are replaced or removed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// What a request path with an encoded slash or backslash (`%2F`, `%5C`)
+/// or a literal `\` gets (Envoy's `path_with_escaped_slashes_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncodedSlashes {
+    /// 400: a backend that decodes `%2F` before routing would see other
+    /// segments than the proxy judged.
+    #[default]
+    Reject,
+    /// Forwarded as sent, for apps that put encoded slashes in segments.
+    Keep,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,6 +58,11 @@ pub struct RawServerSettings {
     /// After a worker wakes, keep polling for I/O until this long passes
     /// without work, instead of sleeping at once (HAProxy `busy-polling`).
     pub busy_poll: Option<HumanDuration>,
+    /// `%2F`, `%5C` or a literal `\` in a request path: `"reject"` (400)
+    /// or `"keep"` (forwarded untouched).
+    pub encoded_slashes: Option<Spanned<String>>,
+    /// Peers whose `X-Forwarded-*` and `Forwarded` headers are believed.
+    pub trusted_proxies: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +223,15 @@ pub enum RawMiddleware {
     BodyLimit {
         max: ByteSize,
     },
+}
+
+impl RawMiddleware {
+    /// Whether the definition names a file it reads at compile time (an
+    /// htpasswd file): such a middleware is compiled again on every reload,
+    /// even when its text is unchanged, so a reload picks up the file.
+    pub fn reads_files(&self) -> bool {
+        matches!(self, RawMiddleware::BasicAuth { .. })
+    }
 }
 
 #[derive(Debug, Deserialize)]

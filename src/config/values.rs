@@ -183,6 +183,20 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// Parse a CIDR list (`10.0.0.0/8`, `::1/128`, or a bare address).
+pub fn parse_cidrs(list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    list.iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
+                format!(
+                    "invalid CIDR {s:?}; expected an address or network such as \"10.0.0.0/8\" or \"2001:db8::/32\""
+                )
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

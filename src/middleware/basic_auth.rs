@@ -20,6 +20,8 @@ const CACHE_LIMIT: usize = 10_000;
 
 pub struct BasicAuth {
     users: Arc<HashMap<String, String>>,
+    /// Checked for unknown users (see [`verify`]).
+    decoy: Arc<str>,
     /// bcrypt runs on blocking threads, a few at a time, so a flood of bad
     /// passwords cannot starve the proxy's workers.
     bcrypt_slots: tokio::sync::Semaphore,
@@ -62,7 +64,9 @@ impl BasicAuth {
         let realm = realm.unwrap_or("Restricted").replace('"', "");
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
             .map_err(|_| format!("invalid realm {realm:?}"))?;
+        let decoy = Arc::from(decoy_hash(&users)?);
         Ok(BasicAuth {
+            decoy,
             users: Arc::new(users),
             bcrypt_slots: tokio::sync::Semaphore::new(2),
             challenge,
@@ -89,8 +93,9 @@ impl BasicAuth {
         }
         let Ok(_slot) = self.bcrypt_slots.acquire().await else { return false };
         let users = Arc::clone(&self.users);
+        let decoy = Arc::clone(&self.decoy);
         let given = value.as_bytes().to_vec();
-        let ok = tokio::task::spawn_blocking(move || verify(&users, &given)).await.unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || verify(&users, &decoy, &given)).await.unwrap_or(false);
         if ok {
             if let Ok(mut s) = self.verified.lock() {
                 if s.len() >= CACHE_LIMIT {
@@ -103,15 +108,29 @@ impl BasicAuth {
     }
 }
 
-fn verify(users: &HashMap<String, String>, value: &[u8]) -> bool {
-    {
-        let Some(b64) = value.strip_prefix(b"Basic ").or_else(|| value.strip_prefix(b"basic ")) else { return false };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64.trim_ascii()) else { return false };
-        let Ok(decoded) = String::from_utf8(decoded) else { return false };
-        let Some((user, password)) = decoded.split_once(':') else { return false };
-        match users.get(user) {
-            Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
-            None => false,
+/// Whether `value` names a user of `users` with the right password. An
+/// unknown user is checked against `decoy`, a hash of the same cost, so a
+/// wrong password takes as long for a user that does not exist as for one
+/// that does, and the time tells nobody which names are real.
+fn verify(users: &HashMap<String, String>, decoy: &str, value: &[u8]) -> bool {
+    let Some(b64) = value.strip_prefix(b"Basic ").or_else(|| value.strip_prefix(b"basic ")) else { return false };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64.trim_ascii()) else { return false };
+    let Ok(decoded) = String::from_utf8(decoded) else { return false };
+    let Some((user, password)) = decoded.split_once(':') else { return false };
+    match users.get(user) {
+        Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+        None => {
+            let _ = bcrypt::verify(password, decoy);
+            false
         }
     }
+}
+
+/// A bcrypt hash of a random password at the highest cost in `users`.
+fn decoy_hash(users: &HashMap<String, String>) -> Result<String, String> {
+    let cost = users.values().filter_map(|h| h.get(4..6)?.parse::<u32>().ok()).max().unwrap_or(bcrypt::DEFAULT_COST);
+    let mut secret = [0u8; 16];
+    let seed = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    secret[..8].copy_from_slice(&seed.to_le_bytes());
+    bcrypt::hash(secret, cost.clamp(4, 31)).map_err(|e| format!("cannot make the decoy hash: {e}"))
 }

@@ -11,19 +11,7 @@ use ipnet::IpNet;
 /// Read here, appended to by `proxy::headers` (which re-exports it).
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Parse a CIDR list (`10.0.0.0/8`, `::1/128`, or a bare address).
-pub fn parse_cidrs(list: &[String]) -> Result<Vec<IpNet>, String> {
-    list.iter()
-        .map(|s| {
-            let s = s.trim();
-            s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
-                format!(
-                    "invalid CIDR {s:?}; expected an address or network such as \"10.0.0.0/8\" or \"2001:db8::/32\""
-                )
-            })
-        })
-        .collect()
-}
+pub use crate::config::parse_cidrs;
 
 pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = canonical(ip);

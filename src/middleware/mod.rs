@@ -8,7 +8,7 @@
 
 mod basic_auth;
 mod body_limit;
-mod client_ip;
+pub mod client_ip;
 mod compress;
 mod cors;
 mod header_rules;

@@ -11,6 +11,12 @@ pub enum ProxyError {
     BadHost,
     #[error("invalid request path")]
     BadPath,
+    #[error("ambiguous request framing (Content-Length / Transfer-Encoding)")]
+    BadFraming,
+    #[error("transfer coding other than chunked")]
+    UnsupportedTransferCoding,
+    #[error("unsupported expectation")]
+    ExpectationFailed,
     #[error("no route for this host and path")]
     NoRoute,
     #[error("no upstream server available")]
@@ -36,7 +42,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
-            ProxyError::BadHost | ProxyError::BadPath => StatusCode::BAD_REQUEST,
+            ProxyError::BadHost | ProxyError::BadPath | ProxyError::BadFraming => StatusCode::BAD_REQUEST,
+            ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect | ProxyError::Broken => StatusCode::BAD_GATEWAY,
@@ -48,6 +56,12 @@ impl ProxyError {
         }
     }
 
+    /// Whether the connection must close after the answer: the request's
+    /// end, or its host, cannot be trusted, so neither can what follows it.
+    pub fn closes(self) -> bool {
+        matches!(self, ProxyError::BadHost | ProxyError::BadFraming | ProxyError::UnsupportedTransferCoding)
+    }
+
     pub fn response(self) -> Response<ResponseBody> {
         let status = self.status();
         let mut r = plain_response(
@@ -56,6 +70,9 @@ impl ProxyError {
         );
         if self == ProxyError::NoServer {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.closes() {
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         r
     }

@@ -82,7 +82,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
                     // since every one-request connection says it.
                     close_named = true;
                 } else if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    named.push(name);
+                    if !proxy_owned(&name) {
+                        named.push(name);
+                    }
                 }
             }
         }
@@ -108,6 +110,37 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade
 }
 
+/// Headers `Connection` may not remove: the routed host, the framing, and
+/// what the proxy itself tells the upstream. A client listing `Host` or
+/// `X-Forwarded-For` there would otherwise strip what the route was chosen
+/// by or who the client is.
+fn proxy_owned(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    *name == header::HOST
+        || *name == header::CONTENT_LENGTH
+        || n == "forwarded"
+        || n.starts_with("x-forwarded-")
+        || *name == X_REAL_IP
+        || *name == X_REQUEST_ID
+}
+
+/// Remove what only a trusted proxy may say about the request: client-sent
+/// `Forwarded`, `X-Forwarded-*` (those the proxy sets are set again by
+/// [`add_forwarded`]), `X-Original-URL` and `X-Rewrite-URL` (which some
+/// frameworks route by instead of the path). One pass over the names;
+/// nothing is removed from a request that carries none.
+pub fn strip_untrusted_forwarding(headers: &mut HeaderMap) {
+    let claims =
+        |n: &str| n == "forwarded" || n.starts_with("x-forwarded-") || n == "x-original-url" || n == "x-rewrite-url";
+    if !headers.keys().any(|k| claims(k.as_str())) {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers.keys().filter(|k| claims(k.as_str())).cloned().collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
 /// Whether the client said this request is its connection's last: HTTP/1.1
 /// with `Connection: close`, or HTTP/1.0 without `keep-alive`. (HTTP/2
 /// requests never are.)
@@ -129,6 +162,9 @@ pub fn last_on_connection(version: http::Version, headers: &HeaderMap) -> bool {
 pub struct Forwarded<'a> {
     /// The request's host as received (becomes `X-Forwarded-Host`).
     pub host_header: &'a HeaderValue,
+    /// The peer is a trusted proxy: keep the `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` it sent (it saw the client's scheme and host).
+    pub trusted: bool,
     /// The client address, already a header value (see [`ip_header_value`]).
     pub client_ip: &'a HeaderValue,
     pub proto: &'static str,
@@ -162,8 +198,12 @@ pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     // Several X-Forwarded-For lines are one list; `insert` replaces them all
     // with the joined form.
     headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
-    headers.insert(X_FORWARDED_HOST.clone(), f.host_header.clone());
+    if !(f.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
+    }
+    if !(f.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        headers.insert(X_FORWARDED_HOST.clone(), f.host_header.clone());
+    }
     headers.insert(X_REAL_IP.clone(), ip);
 }
 
@@ -321,6 +361,7 @@ mod tests {
                 host_header: &HeaderValue::from_static("a.example"),
                 client_ip: &ip_header_value("192.0.2.7".parse().unwrap()),
                 proto: "https",
+                trusted: false,
             },
         );
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
@@ -328,5 +369,29 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "a.example");
         assert_eq!(h[&X_REAL_IP], "192.0.2.7");
+    }
+
+    #[test]
+    fn connection_cannot_remove_what_the_proxy_owns() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("host, x-forwarded-for, x-real-ip, x-request-id, content-length, forwarded, x-hop"));
+        for name in ["host", "x-forwarded-for", "x-real-ip", "x-request-id", "content-length", "forwarded", "x-hop"] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+        }
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-hop").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.len(), 6, "{h:?}");
+    }
+
+    #[test]
+    fn untrusted_forwarding_claims_are_removed() {
+        let mut h = HeaderMap::new();
+        for name in ["forwarded", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix", "x-original-url", "x-rewrite-url", "x-kept"] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+        }
+        strip_untrusted_forwarding(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
     }
 }

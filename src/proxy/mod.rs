@@ -6,11 +6,13 @@
 pub mod error;
 pub mod exchange;
 mod forward;
+mod framing;
 pub mod headers;
 mod host;
 pub mod request_id;
 mod upgrade;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -28,12 +30,12 @@ use hyper::upgrade::OnUpgrade;
 use crate::app::App;
 use crate::body::{RequestBody, ResponseBody};
 use crate::middleware::{Ctx, RequestFacts};
-use crate::router::normalize_path;
+use crate::router::{canonical_path, without_parameters};
 use crate::state::Route;
 use crate::upstream::FileRequest;
 use error::ProxyError;
 use exchange::{Exchange, TrackedBody};
-use headers::{add_forwarded, strip_hop_by_hop, Forwarded, X_REQUEST_ID};
+use headers::{add_forwarded, strip_hop_by_hop, strip_untrusted_forwarding, Forwarded, X_REQUEST_ID};
 
 /// Facts about the client connection a request arrived on, worked out
 /// once per connection.
@@ -126,6 +128,10 @@ fn route(
     mut req: Request<Incoming>,
     ex: &mut Exchange,
 ) -> Result<Routed, Response<ResponseBody>> {
+    // Before anything answers: the redirect to HTTPS too would leave the
+    // connection open after a request whose end is in doubt.
+    framing::check(req.version(), req.headers()).map_err(ProxyError::response)?;
+    framing::take_expectation(req.headers_mut()).map_err(ProxyError::response)?;
     let snapshot = app.state.load();
     if snapshot.config.server.request_id {
         let id = match req.headers().get(&X_REQUEST_ID) {
@@ -151,17 +157,31 @@ fn route(
     let host = host.value;
     // ASCII only: `request_host` checked every byte.
     let host_str = host.to_str().map_err(|_| ProxyError::BadHost.response())?;
-    let raw_path = req.uri().path();
-    if !raw_path.starts_with('/') {
+    if !req.uri().path().starts_with('/') {
         return Err(ProxyError::BadPath.response());
     }
-    let path = normalize_path(raw_path).map_err(|_| ProxyError::BadPath.response())?;
-    let found = snapshot.router.lookup(host_str, &path).ok_or_else(|| ProxyError::NoRoute.response())?;
+    let slashes = snapshot.config.server.encoded_slashes;
+    if let Cow::Owned(canonical) = canonical_path(req.uri().path(), slashes).map_err(|_| ProxyError::BadPath.response())? {
+        // Middleware and the upstream see the path the route was chosen by.
+        set_path(&mut req, &canonical).map_err(ProxyError::response)?;
+    }
+    let path = req.uri().path();
+    let found = snapshot.router.lookup(host_str, path).ok_or_else(|| ProxyError::NoRoute.response())?;
+    // `;` parameters: Spring and Tomcat route `/admin;x/` as `/admin/`. A
+    // path is served only when the route is the same read either way.
+    if let Some(bare) = without_parameters(path) {
+        let bare = bare.map_err(|_| ProxyError::BadPath.response())?;
+        let same = snapshot.router.lookup(host_str, &bare).is_some_and(|m| std::ptr::eq(m.value, found.value));
+        if !same {
+            return Err(ProxyError::BadPath.response());
+        }
+    }
     let route = Arc::clone(found.value);
     ex.route = Some(Arc::clone(&route));
 
-    let upstream_pq = upstream_path(&req, &path, &route, found.prefix_len).map_err(|e| e.response())?;
-    let client_upgrade = rewrite_request_headers(&mut req, &host, conn);
+    let upstream_pq = upstream_path(&req, &route, found.prefix_len).map_err(|e| e.response())?;
+    let trusted = crate::middleware::client_ip::contains(&snapshot.config.server.trusted_proxies, conn.peer.ip());
+    let client_upgrade = rewrite_request_headers(&mut req, &host, conn, trusted);
     let mut req = req.map(RequestBody::from);
     let upgrade = client_upgrade.map(|proto| (proto, hyper::upgrade::on(&mut req), Arc::clone(conn)));
     Ok(Routed { req, route, upstream_pq, upgrade, peer: conn.peer.ip(), tls: conn.tls })
@@ -230,47 +250,61 @@ fn finish(mut resp: Response<ResponseBody>, mut ex: Box<Exchange>) -> Response<T
     Response::from_parts(parts, TrackedBody::new(body, ex))
 }
 
-/// The path and query sent upstream: the normalised path, less the route
+/// The path and query sent upstream: the canonical path, less the route
 /// prefix when `strip_prefix` is set, and the query exactly as received.
-fn upstream_path(
-    req: &Request<Incoming>,
-    path: &str,
-    route: &Route,
-    prefix_len: usize,
-) -> Result<PathAndQuery, ProxyError> {
-    let unchanged = !route.strip_prefix && path.len() == req.uri().path().len();
-    if unchanged {
+fn upstream_path(req: &Request<Incoming>, route: &Route, prefix_len: usize) -> Result<PathAndQuery, ProxyError> {
+    if !route.strip_prefix {
         if let Some(pq) = req.uri().path_and_query() {
             return Ok(pq.clone());
         }
     }
+    let path = req.uri().path();
     let rest = if route.strip_prefix { &path[prefix_len.min(path.len())..] } else { path };
-    let mut s = String::with_capacity(rest.len() + 1 + req.uri().query().map_or(0, |q| q.len() + 1));
-    if !rest.starts_with('/') {
+    path_and_query(rest, req.uri().query())
+}
+
+fn path_and_query(path: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+    let mut s = String::with_capacity(path.len() + 1 + query.map_or(0, |q| q.len() + 1));
+    if !path.starts_with('/') {
         s.push('/');
     }
-    s.push_str(rest);
-    if let Some(q) = req.uri().query() {
+    s.push_str(path);
+    if let Some(q) = query {
         s.push('?');
         s.push_str(q);
     }
     PathAndQuery::try_from(s).map_err(|_| ProxyError::BadPath)
 }
 
+/// Replace the request's path, keeping its query and authority.
+fn set_path(req: &mut Request<Incoming>, path: &str) -> Result<(), ProxyError> {
+    let pq = path_and_query(path, req.uri().query())?;
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(pq);
+    *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| ProxyError::BadPath)?;
+    Ok(())
+}
+
 /// Strip hop-by-hop headers and add the forwarding ones (`Host` is already
 /// the request's host: see [`host::request_host`]).
 /// Returns the requested upgrade protocol, if any.
-fn rewrite_request_headers(req: &mut Request<Incoming>, host: &HeaderValue, conn: &ConnInfo) -> Option<HeaderValue> {
+fn rewrite_request_headers(
+    req: &mut Request<Incoming>,
+    host: &HeaderValue,
+    conn: &ConnInfo,
+    trusted: bool,
+) -> Option<HeaderValue> {
     let is_h1 = req.version() <= Version::HTTP_11;
     let headers = req.headers_mut();
     // WebSocket only, as nginx's usual `Upgrade $http_upgrade` setup and
     // Traefik do: other upgrades (h2c, TLS) go out as plain requests.
     let upgrade = strip_hop_by_hop(headers)
         .filter(|proto| is_h1 && proto.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"));
-    add_forwarded(
-        headers,
-        &Forwarded { host_header: host, client_ip: &conn.ip_header, proto: if conn.tls { "https" } else { "http" } },
-    );
+    if !trusted {
+        strip_untrusted_forwarding(headers);
+    }
+    let proto = if conn.tls { "https" } else { "http" };
+    add_forwarded(headers, &Forwarded { host_header: host, client_ip: &conn.ip_header, proto, trusted });
     if let Some(proto) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());

@@ -239,7 +239,9 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     } else if has_transfer_encoding {
         // Transfer-Encoding overrides Content-Length (RFC 9112 6.3); such a
         // message may be an attempt at smuggling, so never reuse after it.
-        if content_length.is_some() || bad_length {
+        // An HTTP/1.0 message cannot be chunked (RFC 9112 6.1): one that
+        // says so is framed as chunked and the connection closed after it.
+        if content_length.is_some() || bad_length || version == Version::HTTP_10 {
             close = true;
             headers.remove(header::CONTENT_LENGTH);
         }

@@ -41,6 +41,10 @@ pub(super) struct Wire {
     received_any: bool,
     keep_alive: bool,
     state: BodyState,
+    /// The body's first piece (or its end, or its failure) has been seen:
+    /// the head waits for it, so a body that fails from its first bytes (a
+    /// bad chunk size, a client gone) sends nothing at all upstream.
+    body_started: bool,
 }
 
 enum BodyState {
@@ -69,6 +73,7 @@ impl Wire {
             received_any: false,
             keep_alive: false,
             state: BodyState::Done,
+            body_started: false,
         }
     }
 
@@ -78,6 +83,10 @@ impl Wire {
 
     /// Write as much of the request as can go now.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteError>> {
+        if !self.body_started {
+            ready!(self.poll_body(cx))?;
+            self.body_started = true;
+        }
         loop {
             let stream = Pin::new(&mut self.conn.stream);
             if self.head_written < self.conn.head_buf.len() {
@@ -105,6 +114,16 @@ impl Wire {
                 }
                 continue;
             }
+            if self.body.is_none() {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.poll_body(cx))?;
+        }
+    }
+
+    /// Stage the body's next piece in `out` (or the end of a chunked body).
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteError>> {
+        loop {
             let Some(body) = self.body.as_mut() else { return Poll::Ready(Ok(())) };
             match ready!(Pin::new(body).poll_frame(cx)) {
                 Some(Ok(frame)) => {
@@ -127,6 +146,7 @@ impl Wire {
                     }
                 }
             }
+            return Poll::Ready(Ok(()));
         }
     }
 

@@ -109,8 +109,9 @@ async fn a_malformed_request_body_is_400_and_a_client_that_leaves_mid_upload_is_
     }
     let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
     s.write_all(b"POST /left HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789").await.unwrap();
-    // Let the proxy start the upstream request, then leave.
-    assert!(eventually(Duration::from_secs(5), || up.hits() == 3).await);
+    // The malformed bodies sent nothing upstream (the head waits for the
+    // body's first piece). Let the proxy start this one, then leave.
+    assert!(eventually(Duration::from_secs(5), || up.hits() == 1).await);
     drop(s);
     let logged = || p.access_log().iter().any(|l| l["path"] == "/left" && l["status"] == 499);
     assert!(eventually(Duration::from_secs(10), logged).await, "{:?}", p.access_log());

@@ -18,7 +18,9 @@ fn one_route(up: &Upstream) -> String {
 #[tokio::test]
 async fn headers_are_rewritten_like_a_proper_edge_proxy() {
     let up = Upstream::echo().await;
-    let p = Proxy::start(&one_route(&up));
+    // The test client is a trusted proxy, so its X-Forwarded-For is kept
+    // and appended to (see hardening.rs for an untrusted one).
+    let p = Proxy::start(&format!("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n{}", one_route(&up)));
     let req = Request::get(p.url("/h?q=1"))
         .header("host", "shop.example.com")
         .header("connection", "keep-alive, x-hop")

@@ -15,6 +15,7 @@ mod demo;
 mod deploy;
 mod failures;
 mod forwarding;
+mod hardening;
 mod health;
 mod keepalive;
 mod lifecycle;

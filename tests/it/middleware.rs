@@ -47,7 +47,7 @@ async fn rate_limit_answers_429_with_headers_and_counts_it() {
 async fn rate_limit_keys_by_header_or_by_forwarded_client() {
     let up = Upstream::named("ok").await;
     let p = Proxy::start(&format!(
-        "[upstreams.app]\nservers = [\"{}\"]\n\
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n[upstreams.app]\nservers = [\"{}\"]\n\
          [middleware.by-key]\ntype = \"rate_limit\"\naverage = 1\nburst = 1\nkey_header = \"x-api-key\"\n\
          [middleware.by-ip]\ntype = \"rate_limit\"\naverage = 1\nburst = 1\ntrusted_proxies = [\"127.0.0.0/8\"]\n\
          [[routes]]\npath = \"/key\"\nupstream = \"app\"\nmiddleware = [\"by-key\"]\n\

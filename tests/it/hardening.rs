@@ -1,0 +1,469 @@
+//! Hostile requests through the real binary: paths spelt to walk around a
+//! guard, headers that try to take over what the proxy owns, ambiguous
+//! framing, misbehaving upstreams, and files that change under a reload.
+//! A raw echo upstream answers with the exact bytes it received, so each
+//! test sees what reached the backend.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::util::*;
+
+/// A backend that records every complete HTTP/1.1 request it receives,
+/// byte for byte, and answers each with those bytes as its body.
+struct RawEcho {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<String>>>,
+    /// Bytes received at all, complete requests or not.
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RawEcho {
+    async fn start() -> RawEcho {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (r2, b2) = (Arc::clone(&requests), Arc::clone(&bytes));
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(echo_conn(s, Arc::clone(&r2), Arc::clone(&b2)));
+            }
+        });
+        RawEcho { addr, requests, bytes }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn echo_conn(mut s: TcpStream, requests: Arc<Mutex<Vec<String>>>, bytes: Arc<std::sync::atomic::AtomicUsize>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(len) = complete_request(&buf) else {
+            let mut chunk = [0u8; 8192];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    bytes.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+            continue;
+        };
+        let req: Vec<u8> = buf.drain(..len).collect();
+        let text = String::from_utf8_lossy(&req).into_owned();
+        requests.lock().unwrap().push(text);
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n", req.len());
+        if s.write_all(head.as_bytes()).await.is_err() || s.write_all(&req).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The length of the first complete request in `buf` (head and body, by
+/// Content-Length or chunked), if it is all there.
+fn complete_request(buf: &[u8]) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(head) = req.parse(buf).ok()? else { return None };
+    let value = |name: &str| {
+        req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    if value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut at = head;
+        loop {
+            let line_end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+            let size_text = String::from_utf8_lossy(&buf[at..line_end]);
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            at = line_end + 2;
+            if size == 0 {
+                let end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+                return Some(end + 2);
+            }
+            at += size + 2;
+            if at > buf.len() {
+                return None;
+            }
+        }
+    }
+    let len: usize = value("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    (buf.len() >= head + len).then_some(head + len)
+}
+
+/// Send raw bytes; the answer, and whether the proxy closed the connection
+/// after it (within 5 s).
+async fn raw(addr: SocketAddr, request: &[u8]) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await.is_ok();
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+fn status_of(answer: &str) -> u16 {
+    answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// `/admin/` behind `ip_allow` (which refuses loopback), `/` open, both on
+/// the same backend: the seeds' `backend:7600` layout.
+fn guarded(up: SocketAddr, server: &str) -> String {
+    format!(
+        "[server]\n{server}\n[upstreams.backend]\nservers = [\"{up}\"]\n\
+         [middleware.office]\ntype = \"ip_allow\"\nallow = [\"10.0.0.0/8\"]\n\
+         [[routes]]\nhost = \"*\"\npath = \"/admin/\"\nupstream = \"backend\"\nmiddleware = [\"office\"]\n\
+         [[routes]]\nhost = \"*\"\npath = \"/\"\nupstream = \"backend\"\n"
+    )
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n").into_bytes()
+}
+
+#[tokio::test]
+async fn no_spelling_of_a_guarded_path_reaches_the_backend() {
+    let up = RawEcho::start().await;
+    let p = Proxy::start(&guarded(up.addr, ""));
+    let addr = p.http;
+    let spellings = [
+        "/admin/x",
+        "/admin",
+        "/%61dmin/x",
+        "/%61%64%6D%69%6E/x",
+        "/ADMIN/x",
+        "/Admin/x",
+        "//admin/x",
+        "/./admin/x",
+        "/public/../admin/x",
+        "/public/%2e%2e/admin/x",
+        "/public/.%2E/admin/x",
+        "/public/%2e%2e%2fadmin/x",
+        "/public/..%2Fadmin/x",
+        "/public/..%5Cadmin/x",
+        "/admin%2fx",
+        "/admin;jsessionid=1/x",
+        "/admin;/x",
+        "/public/..;/admin/x",
+        "/admin%00/x",
+        "/admin/%2e%2e/admin/x",
+        "/%2e/admin/x",
+        "/admin%2F",
+        "/adm%69n",
+    ];
+    for path in spellings {
+        let (answer, _) = raw(addr, &get(path)).await;
+        let status = status_of(&answer);
+        assert!(status == 403 || status == 400, "{path} answered {status}: {answer}");
+    }
+    assert_eq!(up.requests(), Vec::<String>::new(), "a guarded path reached the backend");
+
+    // A backslash: 400 (hyper refuses it in the request line, or the proxy does).
+    let (answer, _) = raw(addr, &get("/admin\\x")).await;
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert_eq!(up.requests().len(), 0);
+
+    // Open paths are forwarded in canonical form, query untouched.
+    let (answer, _) = raw(addr, &get("/%70ublic//a/./b/../c%2a%c3%a9?q=%2e%2E&x=..")).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let seen = up.requests();
+    assert!(seen[0].starts_with("GET /public/a/c%2A%C3%A9?q=%2e%2E&x=.. HTTP/1.1\r\n"), "{seen:?}");
+    // `;` parameters that do not change the route are forwarded as sent.
+    let (answer, _) = raw(addr, &get("/shop;jsessionid=1/cart")).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(up.requests()[1].starts_with("GET /shop;jsessionid=1/cart HTTP/1.1\r\n"));
+}
+
+#[tokio::test]
+async fn encoded_slashes_can_be_kept_for_apps_that_need_them() {
+    let up = RawEcho::start().await;
+    let p = Proxy::start(&guarded(up.addr, "encoded_slashes = \"keep\""));
+    let (answer, _) = raw(p.http, &get("/files/a%2fb%2Fc")).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(up.requests()[0].starts_with("GET /files/a%2fb%2Fc HTTP/1.1\r\n"), "{:?}", up.requests());
+    // Still no way around the guard: the router sees `admin%2Fx`, not `admin`.
+    let (answer, _) = raw(p.http, &get("/admin/x")).await;
+    assert_eq!(status_of(&answer), 403, "{answer}");
+}
+
+#[tokio::test]
+async fn a_bad_encoded_slashes_value_is_a_config_error_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rampart.toml");
+    std::fs::write(
+        &path,
+        "[server]\nencoded_slashes = \"decode\"\ntrusted_proxies = [\"nope\"]\n[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary()).arg("check").arg("--config").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(":2:19: error: encoded_slashes must be \"reject\" or \"keep\""), "{err}");
+    assert!(err.contains(":3:19: error: trusted_proxies: invalid CIDR \"nope\""), "{err}");
+}
+
+#[tokio::test]
+async fn connection_cannot_strip_what_the_proxy_owns() {
+    let up = RawEcho::start().await;
+    let p = Proxy::start(&guarded(up.addr, ""));
+    let req = b"GET /x HTTP/1.1\r\nhost: app.test\r\nx-request-id: abc\r\n\
+        connection: close, host, x-forwarded-for, x-forwarded-proto, x-forwarded-host, x-real-ip, x-request-id, x-hop\r\n\
+        x-hop: 1\r\n\r\n";
+    let (answer, _) = raw(p.http, req).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let seen = up.requests()[0].to_ascii_lowercase();
+    for line in [
+        "\r\nhost: app.test\r\n",
+        "\r\nx-forwarded-for: 127.0.0.1\r\n",
+        "\r\nx-forwarded-proto: http\r\n",
+        "\r\nx-forwarded-host: app.test\r\n",
+        "\r\nx-real-ip: 127.0.0.1\r\n",
+        "\r\nx-request-id: abc\r\n",
+    ] {
+        assert!(seen.contains(line), "{line:?} missing from {seen}");
+    }
+    assert!(!seen.contains("x-hop"), "{seen}");
+}
+
+const CLAIMS: &str = "forwarded: for=1.2.3.4;host=evil.test\r\nx-forwarded-for: 1.2.3.4\r\n\
+    x-forwarded-host: evil.test\r\nx-forwarded-port: 8443\r\nx-forwarded-prefix: /admin\r\n\
+    x-forwarded-proto: https\r\nx-original-url: /admin/x\r\nx-rewrite-url: /admin/x\r\n";
+
+#[tokio::test]
+async fn forwarding_claims_are_believed_only_from_trusted_proxies() {
+    let up = RawEcho::start().await;
+    let p = Proxy::start(&guarded(up.addr, ""));
+    let req = format!("GET /x HTTP/1.1\r\nhost: app.test\r\n{CLAIMS}connection: close\r\n\r\n");
+    let (answer, _) = raw(p.http, req.as_bytes()).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let seen = up.requests()[0].to_ascii_lowercase();
+    for gone in ["forwarded:", "x-forwarded-port", "x-forwarded-prefix", "x-original-url", "x-rewrite-url", "evil", "1.2.3.4"]
+    {
+        assert!(!seen.contains(gone), "{gone} reached the backend: {seen}");
+    }
+    assert!(seen.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"), "{seen}");
+    assert!(seen.contains("\r\nx-forwarded-proto: http\r\n"), "{seen}");
+
+    let trusted = RawEcho::start().await;
+    let p = Proxy::start(&guarded(trusted.addr, "trusted_proxies = [\"127.0.0.0/8\"]"));
+    let (answer, _) = raw(p.http, req.as_bytes()).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let seen = trusted.requests()[0].to_ascii_lowercase();
+    for kept in [
+        "\r\nforwarded: for=1.2.3.4;host=evil.test\r\n",
+        "\r\nx-forwarded-for: 1.2.3.4, 127.0.0.1\r\n",
+        "\r\nx-forwarded-host: evil.test\r\n",
+        "\r\nx-forwarded-proto: https\r\n",
+        "\r\nx-forwarded-port: 8443\r\n",
+        "\r\nx-original-url: /admin/x\r\n",
+    ] {
+        assert!(seen.contains(kept), "{kept:?} missing from {seen}");
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_and_closes_the_connection() {
+    let up = RawEcho::start().await;
+    let p = Proxy::start(&guarded(up.addr, ""));
+    let cases: &[(&str, &[u16])] = &[
+        ("POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!", &[400]),
+        ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n", &[501]),
+        ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n", &[501]),
+        ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: identity\r\n\r\n", &[400, 501]),
+        ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: xchunked\r\n\r\n", &[400, 501]),
+        ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", &[400]),
+        ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding:\r\n chunked\r\n\r\n0\r\n\r\n", &[400]),
+        ("GET /x HTTP/1.1\r\nhost: a\r\nx-folded: a\r\n b\r\n\r\n", &[400]),
+        ("GET /x HTTP/1.1\r\nhost : a\r\n\r\n", &[400]),
+        ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", &[400]),
+        ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", &[400]),
+        ("GET /x HTTP/1.1\r\n\r\n", &[400]),
+        ("GET /x HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", &[400]),
+        ("GET /x HTTP/1.1\r\nhost: a b\r\n\r\n", &[400]),
+        ("GET /x HTTP/1.1\r\nhost: a@b\r\n\r\n", &[400]),
+        ("POST /x HTTP/1.0\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", &[400]),
+    ];
+    for (req, wanted) in cases {
+        let (answer, closed) = raw(p.http, req.as_bytes()).await;
+        let status = status_of(&answer);
+        assert!(wanted.contains(&status), "{req:?} answered {status}, wanted {wanted:?}: {answer}");
+        assert!(closed, "{req:?}: the connection stayed open after {status}");
+    }
+    assert_eq!(up.requests(), Vec::<String>::new(), "a refused request reached the backend");
+    assert_eq!(up.bytes(), 0, "bytes of a refused request reached the backend");
+}
+
+/// Two framings that hyper's parser settles before the proxy sees the
+/// request (it keeps `Transfer-Encoding` and drops `Content-Length`, or
+/// keeps one of two equal lengths): the upstream gets exactly one framing,
+/// and after `Content-Length` with `Transfer-Encoding` the connection
+/// closes (RFC 9112 6.3), so nothing can follow the request unjudged.
+#[tokio::test]
+async fn framing_hyper_settles_reaches_the_backend_with_one_length() {
+    let up = RawEcho::start().await;
+    let p = Proxy::start(&guarded(up.addr, ""));
+    for (i, req) in [
+        "POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /admin/x HTTP/1.1\r\nhost: a\r\n\r\n",
+        "POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\nGET /admin/x HTTP/1.1\r\nhost: a\r\n\r\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (answer, closed) = raw(p.http, req.as_bytes()).await;
+        assert!(closed, "{req:?}: {answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+        let seen = up.requests();
+        assert_eq!(seen.len(), i + 1, "{seen:?}");
+        let last = seen[i].to_ascii_lowercase();
+        assert!(!last.contains("content-length") && last.contains("transfer-encoding: chunked"), "{last}");
+    }
+    let (answer, _) = raw(p.http, b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello").await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert_eq!(up.requests()[2].to_ascii_lowercase().matches("content-length").count(), 1, "{:?}", up.requests());
+}
+
+#[tokio::test]
+async fn a_body_shorter_than_declared_never_completes_upstream() {
+    let up = RawEcho::start().await;
+    let p = Proxy::start(&guarded(up.addr, ""));
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nhello").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    // Then a good request, so the echo has had time to record anything.
+    let (answer, _) = raw(p.http, &get("/after")).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].starts_with("GET /after "), "{seen:?}");
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_by_the_proxy() {
+    let up = RawEcho::start().await;
+    let p = Proxy::start(&guarded(up.addr, ""));
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 100 Continue\r\n"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    s.write_all(b"hello").await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let seen = up.requests()[0].to_ascii_lowercase();
+    assert!(!seen.contains("expect"), "{seen}");
+    assert!(seen.ends_with("\r\n\r\nhello"), "{seen}");
+
+    let (answer, _) = raw(p.http, b"GET /x HTTP/1.1\r\nhost: a\r\nexpect: teapot\r\nconnection: close\r\n\r\n").await;
+    assert_eq!(status_of(&answer), 417, "{answer}");
+}
+
+/// An upstream that breaks HTTP/1.1 framing in the ways `mode` says, and
+/// otherwise answers `good`.
+async fn bad_upstream(mode: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(len) = complete_request(&buf) else {
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let req: Vec<u8> = buf.drain(..len).collect();
+                    let head = req.starts_with(b"HEAD ");
+                    let evil = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nEVIL";
+                    let answer: Vec<u8> = match (mode, head) {
+                        ("late-after-head", true) => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n").await;
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            evil.to_vec()
+                        }
+                        ("body-after-204", _) => [&b"HTTP/1.1 204 No Content\r\n\r\n"[..], evil].concat(),
+                        ("past-length", _) => [&b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ngood"[..], evil].concat(),
+                        ("chunked-1.0", _) => b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n4\r\ngood\r\n0\r\n\r\n".to_vec(),
+                        _ => b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ngood".to_vec(),
+                    };
+                    if s.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_pooled_connection_with_unexpected_bytes_is_never_reused() {
+    for mode in ["late-after-head", "body-after-204", "past-length", "chunked-1.0"] {
+        let up = bad_upstream(mode).await;
+        let p = Proxy::start(&format!(
+            "[upstreams.bad]\nservers = [\"{up}\"]\n[[routes]]\nhost = \"*\"\nupstream = \"bad\"\n"
+        ));
+        let c = client();
+        let first = if mode == "late-after-head" { http::Method::HEAD } else { http::Method::GET };
+        let req = http::Request::builder().method(first).uri(p.url("/")).header("host", "a").body(full("")).unwrap();
+        let _ = send(&c, req).await;
+        if mode == "late-after-head" {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        for _ in 0..5 {
+            let a = send(&c, http::Request::get(p.url("/")).header("host", "a").body(full("")).unwrap()).await;
+            assert!(!a.text().contains("EVIL"), "{mode}: another client got the bad upstream's extra bytes");
+            assert!(a.status == 200 || a.status == 204, "{mode}: {}", a.status);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reload_reads_the_htpasswd_file_again_even_when_the_config_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = bcrypt::hash("alice-pw", 4).unwrap();
+    let bob = bcrypt::hash("bob-pw", 4).unwrap();
+    let htpasswd = dir.path().join("users.htpasswd");
+    std::fs::write(&htpasswd, format!("alice:{alice}\nbob:{bob}\n")).unwrap();
+    let up = Upstream::named("in").await;
+    let p = Proxy::start_in(
+        dir,
+        &format!(
+            "[upstreams.app]\nservers = [\"{}\"]\n[middleware.auth]\ntype = \"basic_auth\"\nhtpasswd = \"users.htpasswd\"\n\
+             [[routes]]\nhost = \"*\"\nupstream = \"app\"\nmiddleware = [\"auth\"]\n",
+            up.addr
+        ),
+    );
+    use base64::Engine;
+    let auth = |user: &str, pw: &str| {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
+    };
+    let c = client();
+    let ask = |cred: String| {
+        let c = c.clone();
+        let url = p.url("/");
+        async move { send(&c, http::Request::get(url).header("authorization", cred).body(full("")).unwrap()).await.status }
+    };
+    assert_eq!(ask(auth("bob", "bob-pw")).await, 200);
+    assert_eq!(ask(auth("bob", "bob-pw")).await, 200, "second time from the verified cache");
+    assert_eq!(ask(auth("nobody", "x")).await, 401);
+    std::fs::write(&htpasswd, format!("alice:{alice}\n")).unwrap();
+    assert_eq!(post_reload(&p).await.status, 200);
+    assert_eq!(ask(auth("bob", "bob-pw")).await, 401, "bob was removed from the file");
+    assert_eq!(ask(auth("alice", "alice-pw")).await, 200);
+}
