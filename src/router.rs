@@ -200,5 +200,4 @@ mod tests {
         assert_eq!(r.lookup("h9999.example.com", "/a").map(|m| *m.value), Some(9999));
         assert!(r.lookup("h10000.example.com", "/a").is_none());
     }
-
 }

@@ -374,7 +374,12 @@ mod tests {
     #[test]
     fn connection_cannot_remove_what_the_proxy_owns() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("host, x-forwarded-for, x-real-ip, x-request-id, content-length, forwarded, x-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static(
+                "host, x-forwarded-for, x-real-ip, x-request-id, content-length, forwarded, x-hop",
+            ),
+        );
         for name in ["host", "x-forwarded-for", "x-real-ip", "x-request-id", "content-length", "forwarded", "x-hop"] {
             h.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
         }
@@ -387,7 +392,15 @@ mod tests {
     #[test]
     fn untrusted_forwarding_claims_are_removed() {
         let mut h = HeaderMap::new();
-        for name in ["forwarded", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix", "x-original-url", "x-rewrite-url", "x-kept"] {
+        for name in [
+            "forwarded",
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-kept",
+        ] {
             h.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
         }
         strip_untrusted_forwarding(&mut h);

@@ -161,7 +161,9 @@ fn route(
         return Err(ProxyError::BadPath.response());
     }
     let slashes = snapshot.config.server.encoded_slashes;
-    if let Cow::Owned(canonical) = canonical_path(req.uri().path(), slashes).map_err(|_| ProxyError::BadPath.response())? {
+    if let Cow::Owned(canonical) =
+        canonical_path(req.uri().path(), slashes).map_err(|_| ProxyError::BadPath.response())?
+    {
         // Middleware and the upstream see the path the route was chosen by.
         set_path(&mut req, &canonical).map_err(ProxyError::response)?;
     }

@@ -77,7 +77,10 @@ fn complete_request(buf: &[u8]) -> Option<usize> {
     let mut req = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(head) = req.parse(buf).ok()? else { return None };
     let value = |name: &str| {
-        req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).into_owned())
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
     };
     if value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         let mut at = head;
@@ -245,7 +248,8 @@ async fn forwarding_claims_are_believed_only_from_trusted_proxies() {
     let (answer, _) = raw(p.http, req.as_bytes()).await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     let seen = up.requests()[0].to_ascii_lowercase();
-    for gone in ["forwarded:", "x-forwarded-port", "x-forwarded-prefix", "x-original-url", "x-rewrite-url", "evil", "1.2.3.4"]
+    for gone in
+        ["forwarded:", "x-forwarded-port", "x-forwarded-prefix", "x-original-url", "x-rewrite-url", "evil", "1.2.3.4"]
     {
         assert!(!seen.contains(gone), "{gone} reached the backend: {seen}");
     }
@@ -279,7 +283,10 @@ async fn ambiguous_framing_is_refused_and_closes_the_connection() {
         ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n", &[501]),
         ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: identity\r\n\r\n", &[400, 501]),
         ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: xchunked\r\n\r\n", &[400, 501]),
-        ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", &[400]),
+        (
+            "POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            &[400],
+        ),
         ("POST /x HTTP/1.1\r\nhost: a\r\ntransfer-encoding:\r\n chunked\r\n\r\n0\r\n\r\n", &[400]),
         ("GET /x HTTP/1.1\r\nhost: a\r\nx-folded: a\r\n b\r\n\r\n", &[400]),
         ("GET /x HTTP/1.1\r\nhost : a\r\n\r\n", &[400]),
@@ -325,7 +332,11 @@ async fn framing_hyper_settles_reaches_the_backend_with_one_length() {
         let last = seen[i].to_ascii_lowercase();
         assert!(!last.contains("content-length") && last.contains("transfer-encoding: chunked"), "{last}");
     }
-    let (answer, _) = raw(p.http, b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello").await;
+    let (answer, _) = raw(
+        p.http,
+        b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+    )
+    .await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert_eq!(up.requests()[2].to_ascii_lowercase().matches("content-length").count(), 1, "{:?}", up.requests());
 }

@@ -207,6 +207,10 @@ fn smuggling_shapes_are_refused_or_never_reused() {
     }
     let same = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", Method::GET);
     assert_eq!(same.unwrap().unwrap().framing, ResponseFraming::Length(5));
+    // HTTP/1.0 has no chunked coding: read as chunked, never reused.
+    let old = parse("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET);
+    let old = old.unwrap().unwrap();
+    assert_eq!((old.framing, old.keep_alive), (ResponseFraming::Chunked, false));
 }
 
 #[test]
