@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::access_log::AccessLog;
-use crate::config::{Config, ConfigErrors};
-use crate::metrics::{Metrics, ResultLabels, RouteMetrics};
+use crate::config::{Config, ConfigErrors, Discovered, Skipped};
+use crate::metrics::{Metrics, ProviderLabels, ResultLabels, RouteMetrics};
 use crate::proxy::request_id::RequestIds;
 use crate::state::{Snapshot, State};
 use crate::upstream::HealthChecker;
@@ -18,6 +18,28 @@ pub struct ReloadStatus {
     pub time: Option<String>,
     pub ok: bool,
     pub errors: Vec<String>,
+}
+
+/// A discovery provider's state, for `/api/status` and the status page.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ProviderStatus {
+    /// Its source answers.
+    pub up: bool,
+    /// Where it asks (the Docker endpoint, the DNS resolvers).
+    pub source: String,
+    /// The last successful listing or lookup round.
+    pub last_sync: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_time: Option<String>,
+    /// Provider-specific facts (API version, containers, names and addresses).
+    pub detail: serde_json::Value,
+}
+
+/// What a reload reads: the file again, or the file's last good config
+/// with new discoveries.
+enum Trigger {
+    File(std::path::PathBuf),
+    Discovery,
 }
 
 pub struct App {
@@ -38,6 +60,13 @@ pub struct App {
     ready: AtomicBool,
     last_reload: Mutex<ReloadStatus>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// The config file's last good config, before discovery is merged in.
+    file_config: Mutex<Arc<Config>>,
+    /// What the providers found; merged into the file's config on reload.
+    discovered: Mutex<Discovered>,
+    /// Containers the labels left out at the last merge (logged once each).
+    skipped: Mutex<Vec<Skipped>>,
+    providers: Mutex<std::collections::BTreeMap<&'static str, ProviderStatus>>,
 }
 
 impl App {
@@ -48,6 +77,7 @@ impl App {
     /// The same with a registry already holding optional families (`[cluster]`'s).
     pub fn with_metrics(snapshot: Snapshot, config_path: Option<PathBuf>, metrics: Metrics) -> Arc<App> {
         let access_log = if snapshot.config.server.access_log { AccessLog::stdout() } else { AccessLog::disabled() };
+        let file_config = Mutex::new(Arc::clone(&snapshot.config));
         Arc::new(App {
             state: State::new(snapshot),
             metrics,
@@ -65,7 +95,55 @@ impl App {
                 errors: vec![],
             }),
             reload_lock: tokio::sync::Mutex::new(()),
+            file_config,
+            discovered: Mutex::new(Discovered::default()),
+            skipped: Mutex::new(Vec::new()),
+            providers: Mutex::new(Default::default()),
         })
+    }
+
+    /// The config file's last good config (without discoveries).
+    pub fn file_config(&self) -> Arc<Config> {
+        self.file_config.lock().map(|g| Arc::clone(&g)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    /// Change what the providers found; when it changed, reload (through
+    /// the one reload path: validated, counted, logged, on the status page).
+    pub async fn update_discovered(&self, change: impl FnOnce(&mut Discovered)) -> Result<(), ConfigErrors> {
+        let changed = {
+            let mut d = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+            let before = d.clone();
+            change(&mut d);
+            *d != before
+        };
+        if !changed {
+            return Ok(());
+        }
+        let _one_at_a_time = self.reload_lock.lock().await;
+        self.apply(Trigger::Discovery).await
+    }
+
+    /// What the providers found so far.
+    pub fn discovered(&self) -> Discovered {
+        self.discovered.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// Record a provider's state and set `rampart_provider_up`.
+    pub fn set_provider(&self, name: &'static str, change: impl FnOnce(&mut ProviderStatus)) {
+        let mut all = self.providers.lock().unwrap_or_else(|p| p.into_inner());
+        let status = all.entry(name).or_default();
+        change(status);
+        self.metrics.provider_up.get_or_create(&ProviderLabels { provider: name }).set(i64::from(status.up));
+    }
+
+    /// Every provider's state, by name.
+    pub fn providers(&self) -> std::collections::BTreeMap<&'static str, ProviderStatus> {
+        self.providers.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Containers the labels left out at the last merge, and why.
+    pub fn skipped_containers(&self) -> Vec<Skipped> {
+        self.skipped.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -88,25 +166,15 @@ impl App {
         let Some(path) = self.config_path.clone() else {
             return Ok(());
         };
-        // Static certificates are read again with the config, so a reload
-        // picks up renewed files (as `nginx -s reload` does); one that does
-        // not load fails the reload like a config error.
-        let certs_dir = self.tls.get().map(|tls| tls.settings.certs_dir.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            let config = Config::load(&path)?;
-            let certs = match &certs_dir {
-                Some(dir) => Some(crate::tls::load_static(dir, &config).map_err(|e| ConfigErrors(vec![e]))?),
-                None => None,
-            };
-            Ok((config, certs))
-        })
-        .await;
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => Err(ConfigErrors(vec![crate::config::ConfigError::whole_file(
-                self.config_path.as_deref().unwrap_or(std::path::Path::new("?")),
-                format!("reload task failed: {e}"),
-            )])),
+        self.apply(Trigger::File(path)).await
+    }
+
+    /// Build the next snapshot from `trigger`'s config merged with the
+    /// discoveries, and swap it in; the caller holds `reload_lock`.
+    async fn apply(&self, trigger: Trigger) -> Result<(), ConfigErrors> {
+        let result = match trigger {
+            Trigger::File(path) => self.read_file(path).await,
+            Trigger::Discovery => Ok((self.file_config(), None)),
         };
         let current = self.state.load();
         let outcome = result.and_then(|(config, certs)| {
@@ -123,13 +191,20 @@ impl App {
                     "these settings are read at start only; the running values stay until a restart"
                 );
             }
-            Snapshot::compile(config, Some(&current)).map(|next| (next, certs))
+            let found = self.discovered.lock().map(|d| d.clone()).unwrap_or_default();
+            let (merged, docker) = config.merged(&found);
+            Snapshot::compile(merged, Some(&current)).map(|next| (next, certs, config, docker))
         });
         let mut status = ReloadStatus { time: Some(crate::access_log::rfc3339_now()), ok: true, errors: vec![] };
         let ret = match outcome {
-            Ok((next, certs)) => {
+            Ok((next, certs, file, docker)) => {
                 let routes = next.routes.len();
+                let servers: usize = next.pools.values().map(|p| p.servers.len()).sum();
                 self.state.swap(next);
+                if let Ok(mut g) = self.file_config.lock() {
+                    *g = file;
+                }
+                self.note_skipped(docker.skipped);
                 if let (Some(tls), Some(certs)) = (self.tls.get(), certs) {
                     tracing::info!(static_certificates = certs.len(), "certificates read again");
                     tls.replace_static(certs);
@@ -144,7 +219,7 @@ impl App {
                     }
                 }
                 self.metrics.config_reloads.get_or_create(&ResultLabels { result: "success" }).inc();
-                tracing::info!(routes, "config reloaded");
+                tracing::info!(routes, servers, containers = docker.taking_part, "config reloaded");
                 Ok(())
             }
             Err(errors) => {
@@ -162,7 +237,43 @@ impl App {
         }
         ret
     }
+
+    /// Read the config file and, with TLS, the static certificates again
+    /// (so a reload picks up renewed files, as `nginx -s reload` does; one
+    /// that does not load fails the reload like a config error).
+    async fn read_file(&self, path: std::path::PathBuf) -> Result<(Arc<Config>, Option<Certs>), ConfigErrors> {
+        let certs_dir = self.tls.get().map(|tls| tls.settings.certs_dir.clone());
+        let shown = path.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&path)?;
+            let certs = match &certs_dir {
+                Some(dir) => Some(crate::tls::load_static(dir, &config).map_err(|e| ConfigErrors(vec![e]))?),
+                None => None,
+            };
+            Ok((Arc::new(config), certs))
+        })
+        .await;
+        result.unwrap_or_else(|e| {
+            Err(ConfigErrors(vec![crate::config::ConfigError::whole_file(&shown, format!("reload task failed: {e}"))]))
+        })
+    }
+
+    /// Log each container the labels leave out once, not at every resync.
+    fn note_skipped(&self, now: Vec<Skipped>) {
+        let mut known = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+        for s in now.iter().filter(|s| !known.contains(s)) {
+            tracing::warn!(
+                container = %s.container,
+                label = s.label.as_deref().unwrap_or(""),
+                reason = %s.reason,
+                "docker: container skipped: {s}"
+            );
+        }
+        *known = now;
+    }
 }
+
+type Certs = Vec<crate::tls::certs::Loaded>;
 
 /// Sections a reload accepts but that only take effect on restart: the
 /// runtime, listeners' connection settings, certificates and ACME.
@@ -190,6 +301,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.cluster != new.cluster {
         changed.push("[cluster]");
+    }
+    if old.providers != new.providers {
+        changed.push("[providers]");
     }
     changed
 }

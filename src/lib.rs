@@ -19,6 +19,7 @@ pub mod config;
 pub mod demo;
 pub mod metrics;
 pub mod middleware;
+pub mod providers;
 pub mod proxy;
 pub mod router;
 pub mod server;
@@ -128,6 +129,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     if let Some(path) = app.config_path.clone() {
         watch::spawn(Arc::clone(&app), path, background_stop.clone());
     }
+    providers::spawn(&app, &background_stop);
     app.set_ready(true);
     Ok(Running { app, serving, admin_stop, background_stop, http_addr, https_addr, admin_addr })
 }

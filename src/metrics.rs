@@ -62,6 +62,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DomainLabels {
     pub domain: String,
 }
@@ -100,6 +105,8 @@ pub struct Metrics {
     pub certificate_expiry: Family<DomainLabels, Gauge>,
     pub ratelimit_rejected: Family<RouteLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
+    /// 1 while a discovery provider (docker, dns) gets answers.
+    pub provider_up: Family<ProviderLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -160,6 +167,12 @@ impl Metrics {
         for result in ["success", "failure"] {
             let _ = config_reloads.get_or_create(&ResultLabels { result });
         }
+        let provider_up = Family::default();
+        registry.register(
+            "provider_up",
+            "1 while the discovery provider gets answers from its source",
+            provider_up.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -174,6 +187,7 @@ impl Metrics {
             certificate_expiry,
             ratelimit_rejected,
             config_reloads,
+            provider_up,
         }
     }
 

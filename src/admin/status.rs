@@ -63,6 +63,7 @@ pub fn status_json(app: &App) -> Value {
                 "balance": match p.spec.balance { crate::config::Balance::RoundRobin => "round_robin", crate::config::Balance::LeastConn => "least_conn" },
                 "servers": p.servers.iter().map(|s| json!({
                     "addr": s.addr.0,
+                    "origin": p.spec.servers.iter().find(|o| o.addr == s.addr).map(|o| o.origin.to_string()),
                     "weight": s.weight,
                     "up": s.is_up(),
                     "in_flight": s.in_flight(),
@@ -86,6 +87,7 @@ pub fn status_json(app: &App) -> Value {
         "certificates": app.tls.get().map(|t| t.status_json()).unwrap_or_else(|| json!([])),
         "last_reload": app.last_reload(),
         "cluster": snapshot.cluster.as_ref().map(|c| c.status_json()),
+        "providers": app.providers(),
     })
 }
 

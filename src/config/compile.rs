@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawCluster, RawConfig, RawRoute, RawUpstream};
+use super::raw::{RawCluster, RawConfig, RawProviders, RawRoute, RawUpstream};
 use super::*;
 
 /// Idle upstream connections kept per server unless configured. Generous on
@@ -17,7 +17,7 @@ use super::*;
 /// the concurrency a server sees makes every burst close connections that
 /// the next one has to reconnect (with 512 concurrent HTTP/2 streams and a
 /// cap of 256, about 3% of requests paid a fresh connect).
-const DEFAULT_MAX_IDLE_PER_SERVER: usize = 1024;
+pub(super) const DEFAULT_MAX_IDLE_PER_SERVER: usize = 1024;
 /// The longest `[server] busy_poll` window accepted.
 const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
 /// HTTP/2 carries the header limit as a 32-bit number; 16 MiB is far past
@@ -30,11 +30,13 @@ pub(super) struct Compiler<'a> {
     /// Offsets -> line:col for the spans kept on routes and middleware.
     lines: LineIndex<'a>,
     errors: Vec<ConfigError>,
+    /// `[providers.docker]` is configured: a pool may leave `servers` out.
+    pub(super) discovery: bool,
 }
 
 impl<'a> Compiler<'a> {
     pub(super) fn new(path: &'a Path, text: &'a str) -> Self {
-        Compiler { path, lines: LineIndex::new(text), errors: Vec::new() }
+        Compiler { path, lines: LineIndex::new(text), errors: Vec::new(), discovery: false }
     }
 
     pub(super) fn err(&mut self, span: Option<Range<usize>>, msg: impl Into<String>) {
@@ -162,6 +164,8 @@ impl<'a> Compiler<'a> {
             }
         });
         let cluster = raw.cluster.as_ref().map(|c| self.cluster(c.get_ref()));
+        let providers = self.providers(&raw.providers);
+        self.discovery = providers.docker.is_some();
         let upstreams: Vec<UpstreamSpec> = raw.upstreams.iter().map(|(name, u)| self.upstream(name, u)).collect();
         let middleware: BTreeMap<String, MiddlewareSpec> = raw
             .middleware
@@ -203,6 +207,7 @@ impl<'a> Compiler<'a> {
                 upstreams,
                 middleware,
                 routes,
+                providers,
             })
         } else {
             self.errors.sort_by_key(|e| (e.line, e.col));
@@ -240,6 +245,35 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    fn providers(&mut self, raw: &RawProviders) -> ProviderSettings {
+        let docker = raw.docker.as_ref().map(|d| {
+            let d = d.get_ref();
+            if let Some(e) = &d.endpoint {
+                let v = e.get_ref();
+                let ok = ["unix:///", "tcp://", "http://"].iter().any(|p| v.starts_with(p) && v.len() > p.len());
+                if !ok {
+                    self.err(
+                        Some(e.span()),
+                        format!("endpoint must be unix:///PATH or tcp://HOST:PORT, got {v:?} (TLS to the engine: use a local socket proxy)"),
+                    );
+                }
+            }
+            DockerSettings {
+                endpoint: d.endpoint.as_ref().map(|e| e.get_ref().clone()),
+                exposed_by_default: d.exposed_by_default.unwrap_or(false),
+                network: d.network.clone().filter(|n| !n.is_empty()),
+                refresh: d.refresh.map(|r| r.0).unwrap_or(Duration::from_secs(60)),
+            }
+        });
+        if let Some(d) = &docker {
+            if d.refresh < Duration::from_secs(1) {
+                self.err(raw.docker.as_ref().map(|d| d.span()), "providers.docker.refresh must be at least 1s");
+            }
+        }
+        let dns_resolvers = raw.dns.as_ref().map(|d| d.resolvers.iter().map(|a| a.0).collect()).unwrap_or_default();
+        ProviderSettings { docker, dns_resolvers }
+    }
+
     fn upstream(&mut self, name: &str, u: &serde_spanned::Spanned<RawUpstream>) -> UpstreamSpec {
         let span = u.span();
         let u = u.get_ref();
@@ -249,23 +283,31 @@ impl<'a> Compiler<'a> {
             &[("round_robin", Balance::RoundRobin), ("least_conn", Balance::LeastConn)],
         );
         let files = self.static_spec(name, span.clone(), u);
-        let servers: Vec<ServerSpec> = u
-            .servers
+        let servers_span = u.servers.as_ref().map_or(span.clone(), |s| s.span());
+        let written = u.servers.as_ref().map(|s| s.get_ref().as_slice()).unwrap_or_default();
+        let servers: Vec<ServerSpec> = written
             .iter()
-            .flat_map(|s| s.get_ref())
-            .map(|s| ServerSpec { addr: s.addr.clone(), weight: s.weight })
+            .filter(|s| !s.dns)
+            .map(|s| ServerSpec { addr: s.addr.clone(), weight: s.weight, origin: ServerOrigin::File })
             .collect();
-        if let Some(list) = u.servers.as_ref().filter(|_| servers.is_empty()) {
-            self.err(Some(list.span()), format!("upstream {name:?} has no servers"));
+        let dns: Vec<DnsServerSpec> =
+            written.iter().filter(|s| s.dns).map(|s| DnsServerSpec { name: s.addr.clone(), weight: s.weight }).collect();
+        // With Docker discovery a pool may start empty and be filled by labels.
+        if u.servers.is_some() && written.is_empty() && !self.discovery {
+            self.err(Some(servers_span.clone()), format!("upstream {name:?} has no servers"));
         }
         let mut seen = std::collections::HashSet::new();
-        for s in &servers {
-            if !seen.insert(&s.addr) {
+        for s in written {
+            if !seen.insert((&s.addr, s.dns)) {
                 self.err(
-                    u.servers.as_ref().map(|s| s.span()),
+                    Some(servers_span.clone()),
                     format!("upstream {name:?} lists server {} twice; use weight instead", s.addr.0),
                 );
             }
+        }
+        let dns_refresh = u.dns_refresh.map(|d| d.0).unwrap_or(Duration::from_secs(10));
+        if dns_refresh < Duration::from_secs(1) {
+            self.err(Some(span.clone()), "dns_refresh must be at least 1s");
         }
         let health = u.health.as_ref().map(|h| {
             let hs = h.span();
@@ -303,6 +345,8 @@ impl<'a> Compiler<'a> {
             name: name.to_string(),
             balance,
             servers,
+            dns,
+            dns_refresh,
             health,
             connect_timeout: u.connect_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
             response_timeout: u.response_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
@@ -344,16 +388,10 @@ impl<'a> Compiler<'a> {
             };
             let prefix = match &r.path {
                 None => String::new(),
-                Some(p) => {
-                    let v = p.get_ref();
-                    if !v.starts_with('/') || v.contains(['?', '#', ' ']) || v.contains("//") {
-                        self.err(
-                            Some(p.span()),
-                            format!("invalid path {v:?}; expected a prefix such as \"/\" or \"/api/\""),
-                        );
-                    }
-                    v.trim_end_matches('/').to_string()
-                }
+                Some(p) => route_prefix(p.get_ref()).unwrap_or_else(|e| {
+                    self.err(Some(p.span()), e);
+                    p.get_ref().trim_end_matches('/').to_string()
+                }),
             };
             let display_path = if prefix.is_empty() { "/".to_string() } else { format!("{prefix}/") };
             // The contract's `host+path`, the path as written ("/" if none).
@@ -398,4 +436,12 @@ impl<'a> Compiler<'a> {
         }
         out
     }
+}
+
+/// A route's path as matched: the prefix without its trailing slash.
+pub(super) fn route_prefix(v: &str) -> Result<String, String> {
+    if !v.starts_with('/') || v.contains(['?', '#', ' ']) || v.contains("//") {
+        return Err(format!("invalid path {v:?}; expected a prefix such as \"/\" or \"/api/\""));
+    }
+    Ok(v.trim_end_matches('/').to_string())
 }

@@ -25,6 +25,35 @@ pub struct RawConfig {
     pub middleware: BTreeMap<String, Spanned<RawMiddleware>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub providers: RawProviders,
+}
+
+/// Sources of servers and routes besides this file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProviders {
+    pub docker: Option<Spanned<RawDocker>>,
+    pub dns: Option<RawDnsProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDocker {
+    /// `unix:///var/run/docker.sock` or `tcp://HOST:PORT`; `DOCKER_HOST` when unset.
+    pub endpoint: Option<Spanned<String>>,
+    pub exposed_by_default: Option<bool>,
+    pub network: Option<String>,
+    pub refresh: Option<HumanDuration>,
+}
+
+/// How `{ dns = "NAME:PORT" }` servers are looked up.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnsProvider {
+    /// Ask these name servers (`IP:PORT`) instead of /etc/resolv.conf's.
+    #[serde(default)]
+    pub resolvers: Vec<ListenAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +148,8 @@ pub struct RawUpstream {
     pub allow_dotfiles: Option<Spanned<bool>>,
     /// `Cache-Control` by path: the first rule that matches applies.
     pub cache_control: Option<Vec<Spanned<RawCacheRule>>>,
+    /// How often `{ dns = ... }` servers are looked up again (or their TTL, if shorter).
+    pub dns_refresh: Option<HumanDuration>,
     pub health: Option<Spanned<RawHealth>>,
     pub connect_timeout: Option<HumanDuration>,
     /// Time to wait for the upstream's response head after the request was sent.

@@ -16,7 +16,8 @@ impl Compiler<'_> {
     /// problem is reported at the key (or the upstream's table) it is about.
     pub(super) fn static_spec(&mut self, name: &str, table: Range<usize>, u: &RawUpstream) -> Option<StaticSpec> {
         let Some(dir) = &u.static_dir else {
-            if u.servers.is_none() {
+            // With Docker discovery, labels may fill a pool the file only configures.
+            if u.servers.is_none() && !self.discovery {
                 self.err(
                     Some(table),
                     format!("upstream {name:?} needs `servers` (a proxied upstream) or `static = DIR` (files)"),

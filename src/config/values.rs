@@ -64,7 +64,7 @@ impl<'de> Deserialize<'de> for ListenAddr {
 
 /// An upstream server address, `HOST:PORT` (an IP or a DNS name, as in a
 /// compose file's `backend:7600`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UpstreamAddr(pub String);
 
 impl UpstreamAddr {
@@ -91,11 +91,14 @@ impl UpstreamAddr {
     }
 }
 
-/// One entry of `servers`: a bare `"HOST:PORT"` or `{ addr = "...", weight = N }`.
+/// One entry of `servers`: a bare `"HOST:PORT"`, `{ addr = "...", weight = N }`,
+/// or `{ dns = "NAME:PORT", weight = N }` (one server per A/AAAA record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawServer {
     pub addr: UpstreamAddr,
     pub weight: u32,
+    /// `addr` is a name to expand into every address it resolves to.
+    pub dns: bool,
 }
 
 impl<'de> Deserialize<'de> for RawServer {
@@ -104,19 +107,24 @@ impl<'de> Deserialize<'de> for RawServer {
         impl<'de> Visitor<'de> for V {
             type Value = RawServer;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"HOST:PORT\" or { addr = \"HOST:PORT\", weight = N }")
+                f.write_str("\"HOST:PORT\", { addr = \"HOST:PORT\", weight = N } or { dns = \"NAME:PORT\" }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawServer, E> {
-                Ok(RawServer { addr: UpstreamAddr::parse(v).map_err(E::custom)?, weight: 1 })
+                Ok(RawServer { addr: UpstreamAddr::parse(v).map_err(E::custom)?, weight: 1, dns: false })
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawServer, A::Error> {
                 let mut addr = None;
                 let mut weight = 1u32;
+                let mut dns = false;
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
-                        "addr" => {
+                        "addr" | "dns" => {
+                            if addr.is_some() {
+                                return Err(de::Error::custom("a server has either addr or dns, not both"));
+                            }
                             let s: String = map.next_value()?;
                             addr = Some(UpstreamAddr::parse(&s).map_err(de::Error::custom)?);
+                            dns = key == "dns";
                         }
                         "weight" => {
                             let w: i64 = map.next_value()?;
@@ -125,11 +133,11 @@ impl<'de> Deserialize<'de> for RawServer {
                             }
                             weight = w as u32;
                         }
-                        other => return Err(de::Error::unknown_field(other, &["addr", "weight"])),
+                        other => return Err(de::Error::unknown_field(other, &["addr", "dns", "weight"])),
                     }
                 }
                 let addr = addr.ok_or_else(|| de::Error::missing_field("addr"))?;
-                Ok(RawServer { addr, weight })
+                Ok(RawServer { addr, weight, dns })
             }
         }
         d.deserialize_any(V)
