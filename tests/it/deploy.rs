@@ -181,3 +181,60 @@ async fn shipped_config_serves_the_reference_stack() {
     proxy.signal("TERM");
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// The labels-only variant: its config passes `check`, and the labels of
+/// its compose services, read by the same code the Docker provider runs,
+/// give the reference stack's six routes with nothing skipped.
+#[test]
+fn labels_only_variant_gives_the_reference_routes() {
+    let (code, out, err) = check(&repo_file("deploy/rampart.labels.toml"));
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let compose = read("deploy/docker-compose.labels.yml");
+    assert!(compose.contains("- ./rampart.labels.toml:/etc/rampart/rampart.toml:ro"));
+    assert!(!compose.contains("docker.sock:/var/run/docker.sock\n") || compose.contains("socket-proxy:"));
+    // Services and their labels, from the compose file's `- rampart.K=V` lines.
+    let mut containers = Vec::new();
+    for line in compose.lines() {
+        let line = line.split(" #").next().unwrap().trim_end();
+        if let Some(name) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ') && l.ends_with(':')) {
+            let service = name.split_whitespace().next().unwrap().trim_end_matches(':').to_string();
+            containers.push(rampart::config::Container {
+                id: format!("id-{}", containers.len()),
+                name: format!("logen-{service}-1"),
+                labels: [("com.docker.compose.service".to_string(), service)].into(),
+                networks: [(
+                    "logen_edge".to_string(),
+                    Some(format!("10.0.0.{}", containers.len() + 2).parse().unwrap()),
+                )]
+                .into(),
+                exposed_ports: vec![],
+                ready: true,
+            });
+        } else if let (Some(label), Some(c)) = (line.trim().strip_prefix("- rampart."), containers.last_mut()) {
+            let (k, v) = label.split_once('=').unwrap();
+            c.labels.insert(format!("rampart.{k}"), v.to_string());
+        }
+    }
+    let config = rampart::config::Config::load(&repo_file("deploy/rampart.labels.toml")).unwrap();
+    let found = rampart::config::Discovered { containers: Some(containers), ..Default::default() };
+    let (merged, docker) = config.merged(&found);
+    assert!(docker.skipped.is_empty(), "{:?}", docker.skipped);
+    assert_eq!(docker.taking_part, 3, "backend, frontend, admin-frontend");
+    let mut routes: Vec<(String, String, String)> =
+        merged.routes.iter().map(|r| (r.host.to_string(), format!("{}/", r.prefix), r.upstream.clone())).collect();
+    routes.sort();
+    let expected = [
+        ("admin.logen.example.com", "/", "admin-frontend"),
+        ("admin.logen.example.com", "/admin/", "api"),
+        ("admin.logen.example.com", "/api/", "api"),
+        ("logen.example.com", "/", "frontend"),
+        ("logen.example.com", "/api/", "api"),
+        ("logen.example.com", "/customer/", "api"),
+    ];
+    let expected: Vec<(String, String, String)> =
+        expected.iter().map(|(h, p, u)| (h.to_string(), p.to_string(), u.to_string())).collect();
+    assert_eq!(routes, expected);
+    let api = merged.upstreams.iter().find(|u| u.name == "api").unwrap();
+    assert_eq!(api.balance, rampart::config::Balance::LeastConn, "the file's pool settings stay");
+    assert_eq!(api.servers.len(), 1);
+}

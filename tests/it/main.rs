@@ -2,6 +2,7 @@
 //! `rampart` binary, upstreams, clients) on loopback ephemeral ports.
 
 mod any_certificate;
+mod engine;
 mod pebble;
 mod redis_server;
 mod tls_util;
@@ -13,6 +14,8 @@ mod cli;
 mod cluster;
 mod demo;
 mod deploy;
+mod discovery_dns;
+mod docker;
 mod failures;
 mod forwarding;
 mod hardening;

@@ -246,6 +246,11 @@ impl Proxy {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Proxy {
+        Self::start_in_env(dir, config, &[])
+    }
+
+    /// Start with extra environment variables (`DOCKER_HOST`, ...).
+    pub fn start_in_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Proxy {
         let text = if config.contains("[listen]") { config.to_string() } else { format!("{LISTEN}\n{config}") };
         let path = dir.path().join("rampart.toml");
         std::fs::write(&path, text).unwrap();
@@ -253,6 +258,7 @@ impl Proxy {
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -323,6 +329,11 @@ impl Proxy {
     /// Access-log lines parsed as JSON.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
         self.stdout.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Log lines (stderr) that contain every one of `needles`.
+    pub fn log_lines(&self, needles: &[&str]) -> Vec<String> {
+        self.stderr.lock().unwrap().iter().filter(|l| needles.iter().all(|n| l.contains(n))).cloned().collect()
     }
 
     /// Resident memory of the proxy process, in KiB.
