@@ -290,8 +290,11 @@ impl<'a> Compiler<'a> {
             .filter(|s| !s.dns)
             .map(|s| ServerSpec { addr: s.addr.clone(), weight: s.weight, origin: ServerOrigin::File })
             .collect();
-        let dns: Vec<DnsServerSpec> =
-            written.iter().filter(|s| s.dns).map(|s| DnsServerSpec { name: s.addr.clone(), weight: s.weight }).collect();
+        let dns: Vec<DnsServerSpec> = written
+            .iter()
+            .filter(|s| s.dns)
+            .map(|s| DnsServerSpec { name: s.addr.clone(), weight: s.weight })
+            .collect();
         // With Docker discovery a pool may start empty and be filled by labels.
         if u.servers.is_some() && written.is_empty() && !self.discovery {
             self.err(Some(servers_span.clone()), format!("upstream {name:?} has no servers"));

@@ -165,6 +165,12 @@ fn read_container(c: &Container, settings: &DockerSettings, file: &Config) -> Re
         Some(service) if valid_name(service) => service.clone(),
         _ => c.name.clone(),
     });
+    if file.upstreams.iter().any(|u| u.name == pool && u.files.is_some()) {
+        return Err(bad(
+            "rampart.upstream",
+            format!("pool {pool:?} is a static upstream in the config file; containers cannot join it"),
+        ));
+    }
     let port = match port {
         Some(p) => p,
         None => match c.exposed_ports.as_slice() {
@@ -237,7 +243,7 @@ struct RouteLabels {
 impl RouteLabels {
     /// As `[[routes]]` would be checked; the error names the field.
     fn compile(self, name: &str, pool: &str, file: &Config) -> Result<RouteSpec, (&'static str, String)> {
-        if name == crate::proxy::exchange::NO_ROUTE {
+        if name == super::NO_ROUTE {
             return Err(("host", format!("route name {name:?} is reserved for requests that match no route")));
         }
         let host = match &self.host {

@@ -68,5 +68,6 @@ fn default_upstream(name: &str) -> UpstreamSpec {
         retries: 1,
         passive: PassiveHealth { max_fails: 3, fail_timeout: Duration::from_secs(10) },
         max_idle_per_server: DEFAULT_MAX_IDLE_PER_SERVER,
+        files: None,
     }
 }
