@@ -18,6 +18,9 @@ pub struct ReloadStatus {
     pub time: Option<String>,
     pub ok: bool,
     pub errors: Vec<String>,
+    /// What asked for it: `"file"` (start, watcher, SIGHUP, `POST /api/reload`)
+    /// or `"discovery"` (a provider's change).
+    pub trigger: &'static str,
 }
 
 /// A discovery provider's state, for `/api/status` and the status page.
@@ -93,6 +96,7 @@ impl App {
                 time: Some(crate::access_log::rfc3339_now()),
                 ok: true,
                 errors: vec![],
+                trigger: "file",
             }),
             reload_lock: tokio::sync::Mutex::new(()),
             file_config,
@@ -172,6 +176,7 @@ impl App {
     /// Build the next snapshot from `trigger`'s config merged with the
     /// discoveries, and swap it in; the caller holds `reload_lock`.
     async fn apply(&self, trigger: Trigger) -> Result<(), ConfigErrors> {
+        let by_discovery = matches!(trigger, Trigger::Discovery);
         let result = match trigger {
             Trigger::File(path) => self.read_file(path).await,
             Trigger::Discovery => Ok((self.file_config(), None)),
@@ -195,7 +200,12 @@ impl App {
             let (merged, docker) = config.merged(&found);
             Snapshot::compile(merged, Some(&current)).map(|next| (next, certs, config, docker))
         });
-        let mut status = ReloadStatus { time: Some(crate::access_log::rfc3339_now()), ok: true, errors: vec![] };
+        let mut status = ReloadStatus {
+            time: Some(crate::access_log::rfc3339_now()),
+            ok: true,
+            errors: vec![],
+            trigger: if by_discovery { "discovery" } else { "file" },
+        };
         let ret = match outcome {
             Ok((next, certs, file, docker)) => {
                 let routes = next.routes.len();
@@ -233,7 +243,11 @@ impl App {
             }
         };
         if let Ok(mut g) = self.last_reload.lock() {
-            *g = status;
+            // A discovery change applied on the file's last good config does
+            // not hide that the file's last edit was refused.
+            if !(by_discovery && status.ok && !g.ok && g.trigger == "file") {
+                *g = status;
+            }
         }
         ret
     }

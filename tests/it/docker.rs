@@ -240,6 +240,43 @@ async fn docker_bad_label_is_skipped_and_an_engine_restart_loses_nothing() {
     assert!(skipped.contains("c-bad") && skipped.contains("rampart.port"), "{skipped}");
     assert_eq!(get(&p.url("/"), "bad.test").await.status, 404, "the bad container's route is not there");
     assert_eq!(provider_up(&p).await, Some(1.0));
+    let s = status(&p).await;
+    assert_eq!(
+        (s["last_reload"]["ok"].as_bool(), s["last_reload"]["trigger"].as_str()),
+        (Some(true), Some("discovery"))
+    );
+
+    // A broken edit of the file is refused; discovery goes on over the
+    // file's last good config without hiding that refusal.
+    let good_file = std::fs::read_to_string(p.config_path()).unwrap();
+    std::fs::write(
+        p.config_path(),
+        format!(
+            "{good_file}
+[[routes]]
+upstream = \"nowhere\"
+"
+        ),
+    )
+    .unwrap();
+    assert_eq!(crate::util::post_reload(&p).await.status, 422);
+    let late = site("c-late");
+    let late_labels = [("rampart.enable", "true"), ("rampart.port", "8080"), ("rampart.routes.late.host", "late.test")];
+    e.run("c-late", late.path(), &late_labels, &[]).unwrap();
+    assert!(
+        eventually_async(Duration::from_secs(20), || async { body(&p, "late.test").await == "c-late" }).await,
+        "{}",
+        p.stderr.lock().unwrap().join("\n")
+    );
+    let s = status(&p).await;
+    assert_eq!(s["last_reload"]["ok"], false, "{}", s["last_reload"]);
+    assert_eq!(body(&p, "file.test").await, "file");
+    std::fs::write(p.config_path(), good_file).unwrap();
+    assert!(
+        eventually_async(Duration::from_secs(20), || async { status(&p).await["last_reload"]["ok"] == true }).await
+    );
+    let failures = |text: &str| metric(text, "rampart_config_reloads_total{result=\"failure\"}");
+    let failed_before = failures(&get(&p.admin_url("/metrics"), "admin").await.text());
 
     e.stop();
     assert!(eventually_async(Duration::from_secs(20), || async { provider_up(&p).await == Some(0.0) }).await);
@@ -259,6 +296,6 @@ async fn docker_bad_label_is_skipped_and_an_engine_restart_loses_nothing() {
         assert_eq!(body(&p, "file.test").await, "file");
     }
     let metrics = get(&p.admin_url("/metrics"), "admin").await.text();
-    assert_eq!(metric(&metrics, "rampart_config_reloads_total{result=\"failure\"}"), Some(0.0));
-    e.remove(&["c-good", "c-bad"]);
+    assert_eq!(failures(&metrics), failed_before, "the engine's restart failed no reload");
+    e.remove(&["c-good", "c-bad", "c-late"]);
 }
