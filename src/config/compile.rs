@@ -56,6 +56,15 @@ impl<'a> Compiler<'a> {
         options[0].1
     }
 
+    /// A CIDR list; a bad entry is reported at the list and none is used.
+    fn cidrs(&mut self, v: &Option<serde_spanned::Spanned<Vec<String>>>, name: &str) -> Vec<ipnet::IpNet> {
+        let Some(list) = v else { return Vec::new() };
+        parse_cidrs(list.get_ref()).unwrap_or_else(|msg| {
+            self.err(Some(list.span()), format!("{name}: {msg}"));
+            Vec::new()
+        })
+    }
+
     fn int_in<T: TryFrom<i64>>(
         &mut self,
         v: &Option<serde_spanned::Spanned<i64>>,
@@ -104,16 +113,7 @@ impl<'a> Compiler<'a> {
                 "encoded_slashes",
                 &[("reject", EncodedSlashes::Reject), ("keep", EncodedSlashes::Keep)],
             ),
-            trusted_proxies: match &s.trusted_proxies {
-                None => Vec::new(),
-                Some(list) => match parse_cidrs(list.get_ref()) {
-                    Ok(nets) => nets,
-                    Err(msg) => {
-                        self.err(Some(list.span()), format!("trusted_proxies: {msg}"));
-                        Vec::new()
-                    }
-                },
-            },
+            trusted_proxies: self.cidrs(&s.trusted_proxies, "trusted_proxies"),
         };
         if !(8192..=MAX_HEADER_BYTES).contains(&server.max_header_bytes) {
             self.err(None, "server.max_header_bytes must be between 8192 and 16MiB");
