@@ -100,7 +100,13 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         )?;
         let _ = app.tls.set(Arc::clone(&state));
         if let Some(acme) = config.acme.clone() {
-            let manager = acme::start(acme, Arc::clone(&state), serving.shutdown.clone()).await;
+            // With a cluster, the stored certificates come from Redis: one
+            // heartbeat first (bounded by the connect timeout; a Redis that
+            // is down means the local copies).
+            if let Some(c) = &cluster {
+                c.probe().await;
+            }
+            let manager = acme::start(acme, Arc::clone(&state), serving.shutdown.clone(), cluster.clone()).await;
             let _ = app.acme.set(manager);
         }
         if let Some(l) = https {

@@ -4,6 +4,7 @@
 //! and a cancellable renewal task per host with jitter and capped
 //! exponential backoff. A failed renewal keeps the old certificate live.
 
+pub mod cluster;
 pub mod order;
 pub mod schedule;
 pub mod storage;
@@ -53,25 +54,53 @@ pub struct AcmeManager {
     storage: Arc<dyn CertStorage>,
     tls: Arc<TlsState>,
     account: tokio::sync::Mutex<Option<Account>>,
+    /// With `[cluster]`: the shared store (locks, challenges).
+    shared: Option<Arc<cluster::Shared>>,
     /// Hosts with a renewal task (or a static certificate) already.
     managed: std::sync::Mutex<std::collections::HashSet<String>>,
     cancel: CancellationToken,
 }
 
 /// Load stored certificates for every ACME host into the live map, then
-/// start one renewal task per host; they stop when `cancel` fires.
-pub async fn start(settings: AcmeSettings, tls: Arc<TlsState>, cancel: CancellationToken) -> Arc<AcmeManager> {
-    let storage = Arc::new(FileStorage::new(&tls.settings.certs_dir, &settings.directory));
+/// start one renewal task per host; they stop when `cancel` fires. With a
+/// cluster store, state is shared through it (see [`cluster`]).
+pub async fn start(
+    settings: AcmeSettings,
+    tls: Arc<TlsState>,
+    cancel: CancellationToken,
+    store: Option<Arc<crate::cluster::Cluster>>,
+) -> Arc<AcmeManager> {
+    let files = FileStorage::new(&tls.settings.certs_dir, &settings.directory);
+    let (storage, shared): (Arc<dyn CertStorage>, _) = match store {
+        Some(store) => {
+            let shared = cluster::Shared::new(store, &files);
+            let storage = Arc::new(cluster::ClusterStorage { shared: Arc::clone(&shared), local: files });
+            (storage.clone(), Some((shared, storage)))
+        }
+        None => (Arc::new(files), None),
+    };
     let manager = Arc::new(AcmeManager {
         settings,
         storage,
         tls: Arc::clone(&tls),
         account: tokio::sync::Mutex::new(None),
+        shared: shared.as_ref().map(|(s, _)| Arc::clone(s)),
         managed: std::sync::Mutex::new(std::collections::HashSet::new()),
         cancel,
     });
     for domain in tls.acme_domains.load().iter() {
         manager.manage(domain.clone()).await;
+    }
+    if let Some((shared, storage)) = shared {
+        let m = Arc::clone(&manager);
+        let cancel = manager.cancel.clone();
+        let domains = move || m.managed.lock().map(|g| g.iter().cloned().collect()).unwrap_or_default();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = cluster::sync_loop(shared, storage, tls, domains) => {}
+            }
+        });
     }
     manager
 }
@@ -182,8 +211,23 @@ impl AcmeManager {
                 tracing::info!(%domain, "a static certificate covers the host now; no more ACME orders for it");
                 return;
             }
+            let lock = match self.take_lock(&domain).await {
+                Turn::Ours(lock) => lock,
+                Turn::Adopted => {
+                    failures = 0;
+                    last_success = Some(Instant::now());
+                    continue;
+                }
+                Turn::Wait(d) => {
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+            };
             tracing::info!(%domain, "ordering certificate");
             let attempt = tokio::time::timeout(ORDER_TIMEOUT, self.obtain(&domain)).await;
+            if let Some(lock) = lock {
+                lock.release().await;
+            }
             match attempt.unwrap_or(Err(AcmeError::Timeout(ORDER_TIMEOUT))) {
                 Ok(serial) => {
                     failures = 0;
@@ -201,10 +245,51 @@ impl AcmeManager {
         }
     }
 
+    /// With a cluster: whether this instance orders now. Takes the name's
+    /// lock, then checks again whether the work is still needed: a
+    /// certificate another instance stored since this one decided is
+    /// installed instead of ordering.
+    async fn take_lock(&self, domain: &str) -> Turn {
+        let Some(shared) = &self.shared else { return Turn::Ours(None) };
+        let seen = self.current(domain).map(|c| c.serial);
+        let lock = match shared.lock(domain).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                tracing::info!(%domain, "another instance is ordering this certificate; waiting for it");
+                return Turn::Wait(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::warn!(%domain, error = %e, "cluster store unreachable: no order until it answers (the current certificate stays)");
+                return Turn::Wait(Duration::from_secs(10));
+            }
+        };
+        // Stored by another instance within MIN_GAP, or a serial this
+        // instance has not seen: the work is done already.
+        let recent =
+            shared.stored_at(domain).await.ok().flatten().is_some_and(|t| unix_now() - t < MIN_GAP.as_secs() as i64);
+        if let Ok(Some(stored)) = self.storage.load_cert(domain).await {
+            let path = Path::new(domain);
+            if let Ok(loaded) =
+                certs::from_pem(stored.chain_pem.as_bytes(), stored.key_pem.as_bytes(), Source::Acme, path)
+            {
+                if recent || Some(&loaded.info.serial) != seen.as_ref() {
+                    tracing::info!(%domain, serial = %loaded.info.serial, "another instance renewed it meanwhile; using that certificate");
+                    if Some(&loaded.info.serial) != seen.as_ref() {
+                        self.tls.install(loaded);
+                    }
+                    lock.release().await;
+                    return Turn::Adopted;
+                }
+            }
+        }
+        Turn::Ours(Some(lock))
+    }
+
     /// Order, store and install a certificate; returns its serial.
     async fn obtain(&self, domain: &str) -> Result<String, AcmeError> {
         let account = self.account().await?;
-        let stored: StoredCert = order::issue(&account, domain, self.settings.challenge, &self.tls.challenges).await?;
+        let stored: StoredCert =
+            order::issue(&account, domain, self.settings.challenge, &self.tls.challenges, self.shared.clone()).await?;
         let loaded =
             certs::from_pem(stored.chain_pem.as_bytes(), stored.key_pem.as_bytes(), Source::Acme, Path::new(domain))?;
         self.storage.store_cert(domain, &stored).await?;
@@ -226,7 +311,8 @@ impl AcmeManager {
                 let pem = key.serialize_pem();
                 self.storage.store_account_key(&pem).await?;
                 tracing::info!("created ACME account key");
-                pem
+                // With a cluster the first instance's key wins: read it back.
+                self.storage.load_account_key().await?.unwrap_or(pem)
             }
         };
         let der =
@@ -247,6 +333,16 @@ impl AcmeManager {
         *slot = Some(account.clone());
         Ok(account)
     }
+}
+
+/// What `take_lock` decided.
+enum Turn {
+    /// Order now (holding the lock, with a cluster).
+    Ours(Option<cluster::Lock>),
+    /// Another instance's newer certificate was installed instead.
+    Adopted,
+    /// Come back later.
+    Wait(Duration),
 }
 
 fn unix_now() -> i64 {

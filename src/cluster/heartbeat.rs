@@ -111,6 +111,13 @@ impl Cluster {
         Ok(())
     }
 
+    /// One heartbeat now (at start, before state is read from Redis).
+    pub async fn probe(&self) {
+        if let Err(e) = self.beat().await {
+            tracing::warn!(error = %e, redis = %self.settings.redis_redacted(), "cluster store unreachable at start; using local state");
+        }
+    }
+
     pub(super) async fn heartbeat_loop(&self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -12,6 +12,7 @@ mod acme;
 mod balancing;
 mod cli;
 mod cluster;
+mod cluster_acme;
 mod demo;
 mod deploy;
 mod discovery_dns;
