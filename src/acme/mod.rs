@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod order;
 pub mod schedule;
 pub mod storage;
+mod sync;
 
 use std::path::Path;
 use std::sync::Arc;

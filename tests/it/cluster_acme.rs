@@ -57,6 +57,7 @@ ca_cert = "{}"
 [cluster]
 redis = "{}"
 key_prefix = "c:"
+timeout = "2s"
 
 [upstreams.app]
 servers = ["{}"]
