@@ -115,8 +115,18 @@ fn kubernetes_configmap_config_passes_check() {
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}\nconfig:\n{embedded}");
     let (_, shipped, _) = check(&repo_file("deploy/rampart.toml"));
     assert_eq!(out, shipped, "the ConfigMap routes differently from deploy/rampart.toml");
-    // Several replicas must not each run ACME.
-    assert!(!embedded.lines().any(|l| l.trim() == "[acme]"));
+    // Several replicas run ACME only through a shared store: one order
+    // per name, one renewer (docs/operations.md, "Several instances").
+    let has = |table: &str| embedded.lines().any(|l| l.trim() == table);
+    assert!(!has("[acme]") || has("[cluster]"), "replicas running ACME need [cluster]");
+    // Three replicas, the Redis in the kustomization, the password from a Secret.
+    let deployment = read("deploy/k8s/deployment.yaml");
+    assert!(deployment.contains("  replicas: 3\n"));
+    assert!(deployment.contains("RAMPART_REDIS_PASSWORD"));
+    assert!(read("deploy/k8s/kustomization.yaml").contains("  - redis.yaml\n"));
+    let redis = read("deploy/k8s/redis.yaml");
+    assert!(redis.contains("maxmemory-policy noeviction") && redis.contains("appendonly yes"));
+    assert!(embedded.contains("redis = \"redis://redis:6379/0\""), "[cluster] names redis.yaml's Service");
 }
 
 #[tokio::test]
