@@ -201,6 +201,41 @@ async fn each_on_store_error_mode_while_redis_is_frozen_then_dead_then_back() {
     assert_eq!(accepted, 3, "one shared burst of 3 across the three instances");
 }
 
+/// The password from RAMPART_REDIS_PASSWORD or from the URL; never shown.
+#[tokio::test]
+async fn the_password_comes_from_the_environment_or_the_url_and_is_never_shown() {
+    let redis = RedisServer::start_with_password(Some("s3cret-pw"));
+    let up = Upstream::named("ok").await;
+    let config = |url: &str| {
+        format!("[cluster]\nredis = \"{url}\"\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n", up.addr)
+    };
+    let plain = redis.url();
+    let with_pw = format!("redis://:s3cret-pw@{}/0", redis.addr);
+    let from_env =
+        Proxy::start_in_env(tempfile::tempdir().unwrap(), &config(&plain), &[("RAMPART_REDIS_PASSWORD", "s3cret-pw")]);
+    let from_url = Proxy::start(&config(&with_pw));
+    let wrong =
+        Proxy::start_in_env(tempfile::tempdir().unwrap(), &config(&plain), &[("RAMPART_REDIS_PASSWORD", "wrong")]);
+    for p in [&from_env, &from_url] {
+        assert!(
+            eventually_async(Duration::from_secs(10), || async { cluster_status(p).await["up"] == true }).await,
+            "{}",
+            cluster_status(p).await
+        );
+    }
+    let shown = cluster_status(&from_url).await["redis"].as_str().unwrap().to_string();
+    assert_eq!(shown, format!("redis://:***@{}/0", redis.addr));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cluster_status(&wrong).await["up"], false, "a wrong password must not count as up");
+    for p in [&from_env, &from_url, &wrong] {
+        let logs = p.stderr.lock().unwrap().join("\n");
+        assert!(!logs.contains("s3cret-pw"), "the password reached the log");
+        assert!(!get(&p.admin_url("/api/status"), "a").await.text().contains("s3cret-pw"));
+    }
+    // Both instances are in the list, under the configured prefix.
+    assert_eq!(redis.cli(&["HLEN", "rampart:instances"]), "2");
+}
+
 #[tokio::test]
 async fn cluster_settings_are_checked() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,6 +14,7 @@ pub struct RedisServer {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    password: Option<String>,
 }
 
 fn binary() -> PathBuf {
@@ -28,7 +29,17 @@ fn binary() -> PathBuf {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let mut r = RedisServer { addr: closed_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        Self::start_with_password(None)
+    }
+
+    /// With `requirepass`: clients must AUTH.
+    pub fn start_with_password(password: Option<&str>) -> RedisServer {
+        let mut r = RedisServer {
+            addr: closed_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            password: password.map(str::to_string),
+        };
         r.spawn();
         r
     }
@@ -45,6 +56,7 @@ impl RedisServer {
             .arg(self.dir.path())
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
             .args(["--maxmemory-policy", "noeviction", "--loglevel", "warning", "--daemonize", "no"])
+            .args(self.password.iter().flat_map(|p| ["--requirepass".to_string(), p.clone()]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -56,8 +68,11 @@ impl RedisServer {
                 use std::io::{Read, Write};
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
                 let mut buf = [0u8; 64];
+                // With a password, PING answers NOAUTH: still up.
                 if s.write_all(b"PING\r\n").is_ok()
-                    && s.read(&mut buf).map(|n| buf[..n].starts_with(b"+PONG")).unwrap_or(false)
+                    && s.read(&mut buf)
+                        .map(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
+                        .unwrap_or(false)
                 {
                     return;
                 }
@@ -97,6 +112,7 @@ impl RedisServer {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p"])
             .arg(self.addr.port().to_string())
+            .envs(self.password.iter().map(|p| ("REDISCLI_AUTH", p.as_str())))
             .args(args)
             .output()
             .expect("redis-cli");
