@@ -14,6 +14,7 @@ pub mod admin;
 pub mod app;
 pub mod body;
 pub mod busy_poll;
+pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod demo;

@@ -67,6 +67,19 @@ pub struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub route: Name,
+    /// `hit`, `stale`, `miss`, `bypass` or `revalidated`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    /// `memory` or `disk`.
+    pub tier: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DomainLabels {
     pub domain: String,
 }
@@ -107,6 +120,8 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     /// 1 while a discovery provider (docker, dns) gets answers.
     pub provider_up: Family<ProviderLabels, Gauge>,
+    pub cache_requests: Family<CacheLabels, Counter>,
+    pub cache_bytes: Family<TierLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -173,6 +188,14 @@ impl Metrics {
             "1 while the discovery provider gets answers from its source",
             provider_up.clone(),
         );
+        let cache_requests = Family::default();
+        registry.register(
+            "cache_requests",
+            "Requests on cached routes, by route and result (hit, stale, miss, bypass, revalidated)",
+            cache_requests.clone(),
+        );
+        let cache_bytes = Family::default();
+        registry.register("cache_bytes", "Bytes the caches hold, by tier (memory, disk)", cache_bytes.clone());
         Metrics {
             registry,
             http_requests,
@@ -188,6 +211,8 @@ impl Metrics {
             ratelimit_rejected,
             config_reloads,
             provider_up,
+            cache_requests,
+            cache_bytes,
         }
     }
 

@@ -76,7 +76,8 @@ impl Snapshot {
                     .insert(name.clone(), Compiled { spec: old.spec.clone(), middleware: Arc::clone(&old.middleware) });
                 continue;
             }
-            match middleware::compile(spec, cluster.as_ref()) {
+            let old = previous.and_then(|p| p.middleware.get(name)).map(|c| c.middleware.as_ref());
+            match middleware::compile(spec, cluster.as_ref(), old) {
                 Ok(m) => {
                     compiled.insert(name.clone(), Compiled { spec: spec.kind.clone(), middleware: Arc::new(m) });
                 }

@@ -106,6 +106,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Respon
                 r
             }
         },
+        (&Method::POST, "/api/cache/purge") => purge(&app, req).await,
         (&Method::GET, "/") => {
             let mut r = Response::new(ResponseBody::full(status::PAGE));
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
@@ -129,9 +130,44 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
         "/healthz" | "/readyz" => Some("GET, HEAD"),
         "/metrics" | "/api/status" | "/" => Some("GET"),
-        "/api/reload" => Some("POST"),
+        "/api/reload" | "/api/cache/purge" => Some("POST"),
         _ => None,
     }
+}
+
+/// `POST /api/cache/purge` `{"host": H, "path_prefix": P}` (both optional:
+/// any host, every path): remove matching responses from every cache, on
+/// disk too; answers `{"purged": N}`.
+async fn purge(app: &App, req: Request<Incoming>) -> Response<ResponseBody> {
+    use http_body_util::BodyExt;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Purge {
+        host: Option<String>,
+        path_prefix: Option<String>,
+    }
+    let bad = |msg: String| {
+        let mut r = json(serde_json::json!({ "error": msg }));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        r
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return bad(format!("body: {e}")),
+    };
+    let p: Purge = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return bad(format!("expected {{\"host\": ..., \"path_prefix\": ...}}: {e}")),
+    };
+    let prefix = p.path_prefix.as_deref().unwrap_or("/");
+    let host = p.host.as_deref().map(|h| h.split(':').next().unwrap_or(h));
+    let mut purged = 0;
+    for (name, cache, _) in status::caches(app) {
+        let n = cache.store.purge(host, prefix);
+        tracing::info!(cache = %name, host = host.unwrap_or("*"), path_prefix = prefix, purged = n, "cache purged");
+        purged += n;
+    }
+    json(serde_json::json!({ "purged": purged }))
 }
 
 fn json(v: serde_json::Value) -> Response<ResponseBody> {

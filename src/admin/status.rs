@@ -14,6 +14,7 @@ use crate::metrics::{Name, ServerLabels};
 pub fn refresh_gauges(app: &App) {
     let m = &app.metrics;
     let families = [&m.upstream_server_up, &m.upstream_in_flight, &m.upstream_idle_connections];
+    refresh_cache_gauges(app);
     m.upstream_server_series.refresh(&families, || {
         let snapshot = app.state.load();
         let mut current = std::collections::HashSet::new();
@@ -29,6 +30,58 @@ pub fn refresh_gauges(app: &App) {
         }
         current
     });
+}
+
+/// The cache middleware in the running config, by name.
+pub fn caches(app: &App) -> Vec<(String, Arc<crate::cache::Cache>, crate::cache::Settings)> {
+    let snapshot = app.state.load();
+    let mut out: Vec<_> = snapshot
+        .middleware
+        .iter()
+        .filter_map(|(name, c)| match c.middleware.as_ref() {
+            crate::middleware::Middleware::Cache(m) => Some((name.clone(), Arc::clone(&m.cache), m.settings.clone())),
+            _ => None,
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// `rampart_cache_bytes{tier}` from the caches' own counts, before a scrape.
+fn refresh_cache_gauges(app: &App) {
+    let caches = caches(app);
+    if caches.is_empty() {
+        return;
+    }
+    let memory: u64 = caches.iter().map(|(_, c, _)| c.store.memory_bytes()).sum();
+    let disk: u64 = caches.iter().filter_map(|(_, c, _)| c.store.disk.as_ref().map(|d| d.bytes())).sum();
+    let m = &app.metrics;
+    m.cache_bytes.get_or_create(&crate::metrics::TierLabels { tier: "memory" }).set(memory as i64);
+    m.cache_bytes.get_or_create(&crate::metrics::TierLabels { tier: "disk" }).set(disk as i64);
+}
+
+fn cache_json(app: &App) -> Option<Value> {
+    let caches = caches(app);
+    if caches.is_empty() {
+        return None;
+    }
+    let mut obj = serde_json::Map::new();
+    for (name, c, s) in caches {
+        obj.insert(
+            name,
+            json!({
+                "entries": c.store.entries(),
+                "memory_bytes": c.store.memory_bytes(),
+                "max_size": s.max_size,
+                "max_object_size": s.max_object_size,
+                "dir": s.dir.as_ref().map(|d| d.display().to_string()),
+                "disk_bytes": c.store.disk.as_ref().map(|d| d.bytes()),
+                "disk_entries": c.store.disk.as_ref().map(|d| d.entries()),
+                "fetches_in_flight": c.flights.in_flight(),
+            }),
+        );
+    }
+    Some(Value::Object(obj))
 }
 
 pub fn status_json(app: &App) -> Value {
@@ -76,7 +129,7 @@ pub fn status_json(app: &App) -> Value {
         .collect();
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    json!({
+    let mut status = json!({
         "ready": app.is_ready(),
         "time_ms": now_ms,
         // Requests that matched no route (counted under route="none").
@@ -88,7 +141,11 @@ pub fn status_json(app: &App) -> Value {
         "last_reload": app.last_reload(),
         "cluster": snapshot.cluster.as_ref().map(|c| c.status_json()),
         "providers": app.providers(),
-    })
+    });
+    if let (Some(cache), Some(obj)) = (cache_json(app), status.as_object_mut()) {
+        obj.insert("cache".into(), cache);
+    }
+    status
 }
 
 pub const PAGE: &str = include_str!("status.html");

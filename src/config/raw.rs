@@ -254,6 +254,16 @@ pub enum RawMiddleware {
     BodyLimit {
         max: ByteSize,
     },
+    /// A shared HTTP cache (RFC 9111) in front of the route's upstream.
+    Cache {
+        max_size: Option<ByteSize>,
+        dir: Option<String>,
+        /// Disk tier bound (only with `dir`).
+        max_disk_size: Option<ByteSize>,
+        max_object_size: Option<ByteSize>,
+        default_ttl: Option<HumanDuration>,
+        lock_timeout: Option<HumanDuration>,
+    },
 }
 
 impl RawMiddleware {

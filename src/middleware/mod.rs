@@ -8,6 +8,7 @@
 
 mod basic_auth;
 mod body_limit;
+pub mod cache;
 pub mod client_ip;
 mod compress;
 mod cors;
@@ -41,6 +42,7 @@ pub enum Middleware {
     BasicAuth(basic_auth::BasicAuth),
     Headers(header_rules::HeaderRules),
     BodyLimit(body_limit::BodyLimit),
+    Cache(cache::CacheMiddleware),
 }
 
 /// A compiled definition plus the spec it came from (to reuse it, state
@@ -54,8 +56,33 @@ pub struct Compiled {
 /// Compile one definition; errors are messages for the definition's line.
 /// `cluster` is the process's shared store, when `[cluster]` is configured
 /// (without one, as in `rampart check`, cluster-scoped limits run locally).
-pub fn compile(spec: &MiddlewareSpec, cluster: Option<&Arc<Cluster>>) -> Result<Middleware, String> {
+/// `previous` is the running definition of the same name, whose long-lived
+/// state (a cache's stored responses) the new one takes over.
+pub fn compile(
+    spec: &MiddlewareSpec,
+    cluster: Option<&Arc<Cluster>>,
+    previous: Option<&Middleware>,
+) -> Result<Middleware, String> {
     Ok(match &spec.kind {
+        RawMiddleware::Cache { max_size, dir, max_disk_size, max_object_size, default_ttl, lock_timeout } => {
+            let d = crate::cache::Settings::default();
+            let settings = crate::cache::Settings {
+                max_size: max_size.map_or(d.max_size, |b| b.0),
+                dir: dir.as_deref().map(|p| spec.resolve(p)),
+                max_disk_size: max_disk_size.map_or(d.max_disk_size, |b| b.0),
+                max_object_size: max_object_size.map_or(d.max_object_size, |b| b.0),
+                default_ttl: default_ttl.map_or(d.default_ttl, |t| t.0),
+                lock_timeout: lock_timeout.map_or(d.lock_timeout, |t| t.0),
+            };
+            if settings.max_object_size > settings.max_size {
+                return Err("max_object_size must not be larger than max_size".into());
+            }
+            let previous = match previous {
+                Some(Middleware::Cache(c)) => Some(c),
+                _ => None,
+            };
+            Middleware::Cache(cache::CacheMiddleware::new(&spec.name, settings, previous)?)
+        }
         RawMiddleware::RateLimit { average, burst, trusted_proxies, key_header, scope, on_store_error } => {
             let on_error = match on_store_error.as_deref() {
                 None | Some("local") => OnStoreError::Local,
@@ -111,6 +138,11 @@ pub struct Ctx<'a> {
     pub route: &'a Arc<str>,
     pub peer: IpAddr,
     pub tls: bool,
+    /// The route's upstream, the path and query sent to it, and whether the
+    /// client's `Host` goes with it (for the cache's background fetches).
+    pub pool: &'a Arc<crate::upstream::Pool>,
+    pub upstream_pq: &'a http::uri::PathAndQuery,
+    pub preserve_host: bool,
 }
 
 /// Facts the response phase needs, taken from the request before it is sent.
@@ -125,6 +157,8 @@ pub struct RequestFacts {
     pub rate: Option<rate_limit::RateInfo>,
     /// Set when `body_limit` cut off a streamed body: answer 413, not 502.
     pub body_too_large: Option<Arc<AtomicBool>>,
+    /// The cache's lookup, for its response phase.
+    pub cache: Option<cache::Slot>,
 }
 
 /// A route's middleware, in order.
@@ -173,6 +207,7 @@ impl Chain {
                     None
                 }
                 Middleware::BodyLimit(x) => x.on_request(req, facts),
+                Middleware::Cache(x) => x.on_request(req, ctx, facts).await,
                 Middleware::SecurityHeaders(_) | Middleware::Compress(_) => None,
             };
             if let Some(response) = answer {
@@ -208,6 +243,7 @@ impl Chain {
                     x.on_response(&mut resp, facts);
                     resp
                 }
+                Middleware::Cache(x) => x.on_response(resp, facts),
                 Middleware::IpFilter(_) | Middleware::BasicAuth(_) | Middleware::BodyLimit(_) => resp,
             };
         }

@@ -194,7 +194,15 @@ async fn forward(app: &App, r: &mut Routed, ex: &mut Exchange) -> Response<Respo
     let chain = &r.route.middleware;
     let mut facts = RequestFacts::default();
     {
-        let ctx = Ctx { metrics: &app.metrics, route: &r.route.name, peer: r.peer, tls: r.tls };
+        let ctx = Ctx {
+            metrics: &app.metrics,
+            route: &r.route.name,
+            peer: r.peer,
+            tls: r.tls,
+            pool: &r.route.pool,
+            upstream_pq: &r.upstream_pq,
+            preserve_host: r.route.preserve_host,
+        };
         if let Err(early) = chain.on_request(&mut r.req, &ctx, &mut facts).await {
             return chain.on_response(early.response, &facts, early.depth);
         }

@@ -10,6 +10,7 @@ mod util;
 
 mod acme;
 mod balancing;
+mod cache;
 mod cli;
 mod cluster;
 mod cluster_acme;

@@ -1,0 +1,362 @@
+//! The rules of RFC 9111 as pure functions: `Cache-Control` parsing, whether
+//! a response may be stored by a shared cache, its freshness lifetime, and
+//! its age. No I/O and no clocks: times come in as arguments.
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Method, StatusCode};
+
+/// The directives of one message's `Cache-Control` (request or response).
+/// Where a directive appears twice, the first one counts (RFC 9111 4.2.1).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CacheControl {
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub private: bool,
+    pub public: bool,
+    pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
+    pub must_understand: bool,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+    /// Request: `max-stale` (`Some(None)`: any staleness).
+    pub max_stale: Option<Option<u64>>,
+    pub min_fresh: Option<u64>,
+    pub only_if_cached: bool,
+}
+
+/// A delta-seconds value; one that is not a number counts as 0 (stale),
+/// one too large for the clock as "very long".
+fn delta(v: Option<&str>) -> u64 {
+    let Some(v) = v else { return 0 };
+    let v = v.trim().trim_matches('"');
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    v.parse::<u64>().unwrap_or(u64::from(u32::MAX)).min(u64::from(u32::MAX))
+}
+
+/// Split a list on commas outside quoted strings.
+fn split_list(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+impl CacheControl {
+    pub fn parse(headers: &HeaderMap) -> CacheControl {
+        let mut cc = CacheControl::default();
+        for line in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(line) = line.to_str() else { continue };
+            for item in split_list(line) {
+                let (name, value) = match item.split_once('=') {
+                    Some((n, v)) => (n.trim(), Some(v)),
+                    None => (item.trim(), None),
+                };
+                match name.to_ascii_lowercase().as_str() {
+                    "max-age" => _ = cc.max_age.get_or_insert(delta(value)),
+                    "s-maxage" => _ = cc.s_maxage.get_or_insert(delta(value)),
+                    "no-store" => cc.no_store = true,
+                    // Qualified forms (`no-cache="Set-Cookie"`, `private="x"`)
+                    // are taken as the unqualified ones: stricter, never wrong.
+                    "no-cache" => cc.no_cache = true,
+                    "private" => cc.private = true,
+                    "public" => cc.public = true,
+                    "must-revalidate" => cc.must_revalidate = true,
+                    "proxy-revalidate" => cc.proxy_revalidate = true,
+                    "must-understand" => cc.must_understand = true,
+                    "stale-while-revalidate" => _ = cc.stale_while_revalidate.get_or_insert(delta(value)),
+                    "stale-if-error" => _ = cc.stale_if_error.get_or_insert(delta(value)),
+                    "max-stale" => _ = cc.max_stale.get_or_insert(value.map(|v| delta(Some(v)))),
+                    "min-fresh" => _ = cc.min_fresh.get_or_insert(delta(value)),
+                    "only-if-cached" => cc.only_if_cached = true,
+                    _ => {}
+                }
+            }
+        }
+        cc
+    }
+
+    /// A request's directives, with `Pragma: no-cache` standing in for a
+    /// missing `Cache-Control` (RFC 9111 5.4).
+    pub fn parse_request(headers: &HeaderMap) -> CacheControl {
+        let mut cc = CacheControl::parse(headers);
+        if !headers.contains_key(header::CACHE_CONTROL)
+            && headers
+                .get_all(header::PRAGMA)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("no-cache")))
+        {
+            cc.no_cache = true;
+        }
+        cc
+    }
+
+    /// Whether a stored response must never be served stale.
+    pub fn forbids_stale(&self) -> bool {
+        self.must_revalidate || self.proxy_revalidate || self.no_cache || self.s_maxage.is_some()
+    }
+}
+
+/// Statuses a cache may store with heuristic freshness (RFC 9110 15.1).
+pub fn heuristically_cacheable(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501)
+}
+
+/// Statuses whose semantics this cache understands (for `must-understand`).
+fn understood(s: StatusCode) -> bool {
+    heuristically_cacheable(s) || matches!(s.as_u16(), 302 | 303 | 307)
+}
+
+/// Why a response is not stored; `None` from [`storable`] means it may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    Method,
+    Status,
+    NoStore,
+    Private,
+    Authorization,
+    SetCookie,
+    VaryStar,
+    NoFreshness,
+}
+
+/// RFC 9111 3 for a shared cache, plus this proxy's rule that a response
+/// that sets a cookie is stored only when it says `public` or `s-maxage`.
+pub fn storable(
+    method: &Method,
+    req_headers: &HeaderMap,
+    req_cc: &CacheControl,
+    status: StatusCode,
+    headers: &HeaderMap,
+    cc: &CacheControl,
+) -> Result<(), NotStored> {
+    if method != Method::GET {
+        return Err(NotStored::Method);
+    }
+    // 206 is not stored: ranges are not combined.
+    if status.is_informational() || status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Err(NotStored::Status);
+    }
+    if cc.must_understand {
+        if !understood(status) {
+            return Err(NotStored::Status);
+        }
+    } else if cc.no_store {
+        return Err(NotStored::NoStore);
+    }
+    if req_cc.no_store {
+        return Err(NotStored::NoStore);
+    }
+    if cc.private {
+        return Err(NotStored::Private);
+    }
+    let explicit_shared = cc.public || cc.s_maxage.is_some();
+    if req_headers.contains_key(header::AUTHORIZATION) && !(explicit_shared || cc.must_revalidate) {
+        return Err(NotStored::Authorization);
+    }
+    if headers.contains_key(header::SET_COOKIE) && !explicit_shared {
+        return Err(NotStored::SetCookie);
+    }
+    if vary_names(headers).is_none() {
+        return Err(NotStored::VaryStar);
+    }
+    let explicit = cc.public || cc.max_age.is_some() || cc.s_maxage.is_some() || headers.contains_key(header::EXPIRES);
+    if !explicit && !heuristically_cacheable(status) {
+        return Err(NotStored::NoFreshness);
+    }
+    Ok(())
+}
+
+/// The header names a response varies on, lowercased and in order;
+/// `None` for `Vary: *` (never stored).
+pub fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut names: Vec<HeaderName> = Vec::new();
+    for line in headers.get_all(header::VARY) {
+        let s = line.to_str().ok()?;
+        for part in s.split(',') {
+            let part = part.trim();
+            if part == "*" {
+                return None;
+            }
+            if let Ok(n) = HeaderName::from_bytes(part.as_bytes()) {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+    }
+    Some(names)
+}
+
+pub fn http_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
+    headers.get(name)?.to_str().ok().and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+}
+
+/// Seconds since the epoch (0 for times before it).
+pub fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The freshness lifetime of a response in a shared cache (RFC 9111
+/// 4.2.1), in seconds. `heuristic` (the middleware's `default_ttl`) applies
+/// only where no explicit lifetime is given and the response allows it.
+pub fn freshness_lifetime(
+    status: StatusCode,
+    headers: &HeaderMap,
+    cc: &CacheControl,
+    heuristic: Duration,
+    response_time: SystemTime,
+) -> u64 {
+    if let Some(s) = cc.s_maxage {
+        return s;
+    }
+    if let Some(m) = cc.max_age {
+        return m;
+    }
+    if headers.contains_key(header::EXPIRES) {
+        // An invalid Expires (such as "0") means already expired.
+        let Some(expires) = http_date(headers, &header::EXPIRES) else { return 0 };
+        let date = http_date(headers, &header::DATE).unwrap_or(response_time);
+        return secs(expires).saturating_sub(secs(date));
+    }
+    if heuristically_cacheable(status) || cc.public {
+        return heuristic.as_secs();
+    }
+    0
+}
+
+/// `Age` as sent: the first value, when it is a non-negative integer.
+pub fn age_value(headers: &HeaderMap) -> u64 {
+    let Some(v) = headers.get(header::AGE).and_then(|v| v.to_str().ok()) else { return 0 };
+    let first = v.split(',').next().unwrap_or("").trim();
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    first.parse::<u64>().unwrap_or(u64::from(u32::MAX))
+}
+
+/// The corrected initial age of a response received at `response_time`
+/// for a request sent at `request_time` (RFC 9111 4.2.3).
+pub fn initial_age(headers: &HeaderMap, request_time: SystemTime, response_time: SystemTime) -> u64 {
+    let date = http_date(headers, &header::DATE).map_or(secs(response_time), secs);
+    let apparent = secs(response_time).saturating_sub(date);
+    let delay = secs(response_time).saturating_sub(secs(request_time));
+    apparent.max(age_value(headers) + delay)
+}
+
+/// Whether `If-None-Match` (a list or `*`) matches `etag`, weakly.
+pub fn none_match(if_none_match: &str, etag: Option<&str>) -> bool {
+    let Some(etag) = etag else { return false };
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let tag = strip(etag);
+    split_list(if_none_match).into_iter().any(|t| t.trim() == "*" || strip(t) == tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn parses_directives_first_wins_and_bad_numbers_are_stale() {
+        let cc = CacheControl::parse(&h(&[
+            ("cache-control", "max-age=60, Max-Age=5, s-maxage=\"30\""),
+            ("cache-control", "stale-while-revalidate=10, no-cache=\"set-cookie, x\", PRIVATE"),
+        ]));
+        assert_eq!(cc.max_age, Some(60));
+        assert_eq!(cc.s_maxage, Some(30));
+        assert_eq!(cc.stale_while_revalidate, Some(10));
+        assert!(cc.no_cache && cc.private && !cc.public);
+        assert_eq!(CacheControl::parse(&h(&[("cache-control", "max-age=abc")])).max_age, Some(0));
+        assert_eq!(CacheControl::parse(&h(&[("cache-control", "max-age=-1")])).max_age, Some(0));
+    }
+
+    #[test]
+    fn storability_keeps_private_data_private() {
+        let get = Method::GET;
+        let none = HeaderMap::new();
+        let cc = |s: &str| CacheControl::parse(&h(&[("cache-control", s)]));
+        let ok = |rh: &HeaderMap, s: StatusCode, hs: &HeaderMap| {
+            storable(&get, rh, &CacheControl::default(), s, hs, &CacheControl::parse(hs))
+        };
+        assert_eq!(ok(&none, StatusCode::OK, &h(&[("cache-control", "max-age=60")])), Ok(()));
+        assert_eq!(ok(&none, StatusCode::OK, &h(&[("cache-control", "private, max-age=60")])), Err(NotStored::Private));
+        assert_eq!(ok(&none, StatusCode::OK, &h(&[("cache-control", "no-store")])), Err(NotStored::NoStore));
+        let cookie = h(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]);
+        assert_eq!(ok(&none, StatusCode::OK, &cookie), Err(NotStored::SetCookie));
+        let public_cookie = h(&[("cache-control", "public, max-age=60"), ("set-cookie", "a=b")]);
+        assert_eq!(ok(&none, StatusCode::OK, &public_cookie), Ok(()));
+        let auth = h(&[("authorization", "Basic eDp5")]);
+        assert_eq!(ok(&auth, StatusCode::OK, &h(&[("cache-control", "max-age=60")])), Err(NotStored::Authorization));
+        assert_eq!(ok(&auth, StatusCode::OK, &h(&[("cache-control", "s-maxage=60")])), Ok(()));
+        assert_eq!(ok(&none, StatusCode::OK, &h(&[("vary", "accept, *")])), Err(NotStored::VaryStar));
+        assert_eq!(ok(&none, StatusCode::FOUND, &HeaderMap::new()), Err(NotStored::NoFreshness));
+        let post = storable(&Method::POST, &none, &cc(""), StatusCode::OK, &none, &cc("max-age=5"));
+        assert_eq!(post, Err(NotStored::Method));
+    }
+
+    #[test]
+    fn lifetime_prefers_s_maxage_then_max_age_then_expires_then_heuristic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let d = httpdate::fmt_http_date(now);
+        let e = httpdate::fmt_http_date(now + Duration::from_secs(100));
+        let life = |hs: &HeaderMap, heur: u64| {
+            freshness_lifetime(StatusCode::OK, hs, &CacheControl::parse(hs), Duration::from_secs(heur), now)
+        };
+        assert_eq!(life(&h(&[("cache-control", "max-age=5, s-maxage=7")]), 0), 7);
+        assert_eq!(life(&h(&[("cache-control", "max-age=5"), ("expires", &e)]), 0), 5);
+        assert_eq!(life(&h(&[("date", &d), ("expires", &e)]), 0), 100);
+        assert_eq!(life(&h(&[("expires", "0")]), 50), 0);
+        assert_eq!(life(&HeaderMap::new(), 50), 50);
+        let found = freshness_lifetime(
+            StatusCode::FOUND,
+            &HeaderMap::new(),
+            &CacheControl::default(),
+            Duration::from_secs(50),
+            now,
+        );
+        assert_eq!(found, 0);
+    }
+
+    #[test]
+    fn age_counts_the_age_header_and_the_delay() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(initial_age(&h(&[("age", "30")]), t0, t1), 32);
+        assert_eq!(initial_age(&h(&[("age", "x")]), t0, t1), 2);
+        let old_date = httpdate::fmt_http_date(t1 - Duration::from_secs(100));
+        assert_eq!(initial_age(&h(&[("date", &old_date)]), t0, t1), 100);
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly() {
+        assert!(none_match("\"a\", W/\"b\"", Some("\"b\"")));
+        assert!(none_match("*", Some("\"x\"")));
+        assert!(!none_match("\"a\"", Some("\"b\"")));
+        assert!(!none_match("\"a\"", None));
+    }
+}

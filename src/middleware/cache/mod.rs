@@ -1,0 +1,329 @@
+//! `cache`: a shared HTTP cache (RFC 9111) for GET and HEAD. The request
+//! phase looks the request up and answers a fresh hit (or a stale one that
+//! `stale-while-revalidate` allows, revalidating it in the background);
+//! otherwise it takes the key's lock (one upstream fetch per key: later
+//! requests wait up to `lock_timeout` for the first one's response) and,
+//! for a stale entry with validators, makes the request conditional. The
+//! response phase turns a 304 into the refreshed stored response, serves
+//! stale on a 5xx when `stale-if-error` allows, and streams a storable
+//! response to the client while capturing it ([`capture`]). Every answer
+//! of a cached route carries `Cache-Status` (RFC 9211).
+//!
+//! Key: scheme, `Host`, path and query as received, plus the request's
+//! values of the response's `Vary` headers. Compression: a `compress`
+//! listed before `cache` compresses hits per client from the stored
+//! identity body; listed after it, compressed bodies are stored as
+//! variants under `Vary: Accept-Encoding`.
+
+mod capture;
+mod respond;
+mod revalidate;
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use super::{Ctx, RequestFacts};
+use crate::body::{RequestBody, ResponseBody};
+use crate::cache::flight::{self, Join, Leader, Outcome};
+use crate::cache::policy::{self, CacheControl};
+use crate::cache::store::{now_secs, Entry, Found};
+use crate::cache::{Cache, Settings};
+use crate::metrics::{CacheLabels, Name};
+use respond::Conditionals;
+
+#[derive(Debug)]
+pub struct CacheMiddleware {
+    pub name: String,
+    pub settings: Settings,
+    pub cache: Arc<Cache>,
+}
+
+/// What the request phase hands the response phase.
+#[derive(Debug)]
+pub struct Pending {
+    primary: String,
+    host: String,
+    path: String,
+    method: Method,
+    /// The request's headers as looked up (for the stored variant's key).
+    req_headers: HeaderMap,
+    req_cc: CacheControl,
+    request_time: SystemTime,
+    leader: Option<Leader>,
+    /// A stale stored response: refreshed by a 304, or served on an error.
+    stale: Option<Arc<Entry>>,
+    /// The request carries this cache's own validators.
+    revalidating: bool,
+    client: Conditionals,
+    /// RFC 9211 `fwd` reason.
+    fwd: &'static str,
+    counter: Counters,
+    cache: Arc<Cache>,
+    settings: Settings,
+}
+
+/// The route's `rampart_cache_requests_total` series.
+#[derive(Debug, Clone)]
+struct Counters {
+    family: Family<CacheLabels, Counter>,
+    route: Name,
+}
+
+impl Counters {
+    fn count(&self, result: &'static str) {
+        self.family.get_or_create(&CacheLabels { route: self.route.clone(), result }).inc();
+    }
+}
+
+/// The per-request slot in [`RequestFacts`].
+pub type Slot = Mutex<Option<Box<Pending>>>;
+
+fn is_safe(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
+
+/// `Host` as the key has it (lowercase, port kept) and without the port.
+fn request_host(req: &Request<RequestBody>) -> (String, String) {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let bare = if raw.starts_with('[') {
+        raw.find(']').map_or_else(|| raw.clone(), |i| raw[..=i].to_string())
+    } else {
+        raw.split(':').next().unwrap_or("").to_string()
+    };
+    (raw, bare)
+}
+
+/// How a stored response may be used for a request.
+enum Use {
+    Fresh,
+    /// Stale, but `stale-while-revalidate` allows serving it now.
+    WhileRevalidate,
+    /// Stale, but the request's `max-stale` accepts it.
+    StaleAccepted,
+    Revalidate,
+}
+
+fn usable(e: &Entry, req_cc: &CacheControl, now: u64) -> Use {
+    let age = e.age(now);
+    let ttl = e.ttl(now);
+    let fresh_enough =
+        ttl > 0 && req_cc.max_age.is_none_or(|m| age <= m) && req_cc.min_fresh.is_none_or(|m| ttl >= m as i64);
+    if e.cc.no_cache || req_cc.no_cache {
+        return Use::Revalidate;
+    }
+    if fresh_enough {
+        return Use::Fresh;
+    }
+    if ttl > 0 || e.cc.forbids_stale() {
+        return Use::Revalidate;
+    }
+    let stale_for = (-ttl) as u64;
+    if req_cc.max_stale.is_some_and(|max| max.is_none_or(|m| stale_for <= m)) {
+        return Use::StaleAccepted;
+    }
+    if e.cc.stale_while_revalidate.is_some_and(|w| stale_for <= w) && req_cc.max_age.is_none() {
+        return Use::WhileRevalidate;
+    }
+    Use::Revalidate
+}
+
+impl CacheMiddleware {
+    pub fn new(name: &str, settings: Settings, previous: Option<&CacheMiddleware>) -> Result<Self, String> {
+        let cache = match previous {
+            Some(p) if p.cache.reusable_for(&settings) => {
+                p.cache.store.set_capacity(settings.max_size);
+                Arc::clone(&p.cache)
+            }
+            _ => Arc::new(Cache::open(&settings)?),
+        };
+        Ok(CacheMiddleware { name: name.to_string(), settings, cache })
+    }
+
+    pub async fn on_request(
+        &self,
+        req: &mut Request<RequestBody>,
+        ctx: &Ctx<'_>,
+        facts: &mut RequestFacts,
+    ) -> Option<Response<ResponseBody>> {
+        let counter = Counters { family: ctx.metrics.cache_requests.clone(), route: Name(Arc::clone(ctx.route)) };
+        let (key_host, host) = request_host(req);
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let path = req.uri().path().to_string();
+        let primary = format!("{}://{}{}", if ctx.tls { "https" } else { "http" }, key_host, pq);
+        let method = req.method().clone();
+        let mut pending = Box::new(Pending {
+            primary,
+            host,
+            path,
+            method: method.clone(),
+            req_headers: HeaderMap::new(),
+            req_cc: CacheControl::default(),
+            request_time: SystemTime::now(),
+            leader: None,
+            stale: None,
+            revalidating: false,
+            client: Conditionals::default(),
+            fwd: "method",
+            counter,
+            cache: Arc::clone(&self.cache),
+            settings: self.settings.clone(),
+        });
+        if method != Method::GET && method != Method::HEAD {
+            facts.cache = Some(Mutex::new(Some(pending)));
+            return None;
+        }
+        pending.req_cc = CacheControl::parse_request(req.headers());
+        pending.client = Conditionals::of(req.headers());
+        let store = &self.cache.store;
+        let mut waited = false;
+        let mut leader: Option<Leader> = None;
+        loop {
+            let now = now_secs();
+            match store.lookup(&pending.primary, req.headers()).await {
+                Found::Hit(e) => match usable(&e, &pending.req_cc, now) {
+                    Use::Fresh => {
+                        pending.counter.count("hit");
+                        return Some(respond::from_entry(&e, &method, &pending.client, now, respond::hit(&e, now)));
+                    }
+                    Use::StaleAccepted => {
+                        pending.counter.count("stale");
+                        let status = format!("{}; fwd=stale; detail=max-stale", respond::hit(&e, now));
+                        return Some(respond::from_entry(&e, &method, &pending.client, now, status));
+                    }
+                    Use::WhileRevalidate => {
+                        if let Some(l) = self.cache.flights.try_lead(&pending.primary) {
+                            revalidate::spawn(revalidate::Job {
+                                cache: Arc::clone(&self.cache),
+                                settings: self.settings.clone(),
+                                leader: l,
+                                entry: Arc::clone(&e),
+                                primary: pending.primary.clone(),
+                                req_headers: req.headers().clone(),
+                                pool: Arc::clone(ctx.pool),
+                                path: ctx.upstream_pq.clone(),
+                                preserve_host: ctx.preserve_host,
+                            });
+                        }
+                        pending.counter.count("stale");
+                        let status = format!("{}; fwd=stale; detail=stale-while-revalidate", respond::hit(&e, now));
+                        return Some(respond::from_entry(&e, &method, &pending.client, now, status));
+                    }
+                    Use::Revalidate => {
+                        pending.fwd = if pending.req_cc.no_cache { "request" } else { "stale" };
+                        pending.stale = Some(e);
+                    }
+                },
+                Found::VaryMiss => pending.fwd = "vary-miss",
+                Found::Miss => pending.fwd = "uri-miss",
+            }
+            if leader.is_some() || waited || method == Method::HEAD {
+                break;
+            }
+            match self.cache.flights.join(&pending.primary) {
+                // Look once more: the previous leader may have stored it
+                // between our look-up and taking the lock.
+                Join::Leader(l) => leader = Some(l),
+                Join::Follower(rx) => {
+                    waited = true;
+                    if flight::wait(rx, self.settings.lock_timeout).await != Some(Outcome::Stored) {
+                        break;
+                    }
+                }
+            }
+        }
+        if pending.req_cc.only_if_cached {
+            pending.counter.count("miss");
+            return Some(respond::only_if_cached());
+        }
+        pending.leader = leader;
+        pending.req_headers = req.headers().clone();
+        if method == Method::GET {
+            if let Some(stale) = &pending.stale {
+                pending.revalidating = respond::add_validators(req.headers_mut(), stale);
+            }
+        }
+        facts.cache = Some(Mutex::new(Some(pending)));
+        None
+    }
+
+    pub fn on_response(&self, mut resp: Response<ResponseBody>, facts: &RequestFacts) -> Response<ResponseBody> {
+        let Some(p) = facts.cache.as_ref().and_then(|s| s.lock().ok()?.take()) else { return resp };
+        let status = resp.status();
+        if p.method != Method::GET && p.method != Method::HEAD {
+            if !is_safe(&p.method) && (status.is_success() || status.is_redirection()) {
+                p.cache.store.invalidate(&p.primary);
+            }
+            p.counter.count("bypass");
+            respond::add_status(resp.headers_mut(), "Rampart; fwd=method".to_string());
+            return resp;
+        }
+        let now = now_secs();
+        if let Some(stale) = &p.stale {
+            if status == StatusCode::NOT_MODIFIED && p.revalidating {
+                let fresh = respond::merge_304(stale, resp.headers(), &p.settings, p.request_time, SystemTime::now());
+                let e = p.cache.store.update(&p.primary, &p.req_headers, fresh);
+                if let Some(l) = p.leader {
+                    l.finish(Outcome::Stored);
+                }
+                p.counter.count("revalidated");
+                let cs = format!("Rampart; fwd={}; fwd-status=304; stored", p.fwd);
+                return respond::from_entry(&e, &p.method, &p.client, now, cs);
+            }
+            let sie = p.req_cc.stale_if_error.or(stale.cc.stale_if_error);
+            let error = matches!(status.as_u16(), 500 | 502 | 503 | 504);
+            if error && !stale.cc.forbids_stale() && sie.is_some_and(|w| (-stale.ttl(now)).max(0) as u64 <= w) {
+                p.counter.count("stale");
+                let cs = format!(
+                    "{}; fwd=stale; fwd-status={}; detail=stale-if-error",
+                    respond::hit(stale, now),
+                    status.as_u16()
+                );
+                return respond::from_entry(stale, &p.method, &p.client, now, cs);
+            }
+        }
+        p.counter.count("miss");
+        let cs = format!("Rampart; fwd={}; fwd-status={}", p.fwd, status.as_u16());
+        if p.method == Method::HEAD {
+            respond::add_status(resp.headers_mut(), cs);
+            return resp;
+        }
+        let cc = CacheControl::parse(resp.headers());
+        let ok = policy::storable(&p.method, &p.req_headers, &p.req_cc, status, resp.headers(), &cc);
+        let names = policy::vary_names(resp.headers());
+        let too_big = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > p.settings.max_object_size);
+        // Worth keeping: fresh for a while, or revalidatable, or usable stale.
+        let lifetime =
+            policy::freshness_lifetime(status, resp.headers(), &cc, p.settings.default_ttl, SystemTime::now());
+        let useful = lifetime > 0
+            || resp.headers().contains_key(header::ETAG)
+            || resp.headers().contains_key(header::LAST_MODIFIED)
+            || cc.stale_if_error.is_some();
+        match (ok, names) {
+            (Ok(()), Some(names)) if !too_big && useful => capture::wrap(resp, *p, names, format!("{cs}; stored")),
+            _ => {
+                respond::add_status(resp.headers_mut(), cs);
+                resp
+            }
+        }
+    }
+}
+
+/// A header value from a number.
+pub(crate) fn num(n: u64) -> HeaderValue {
+    HeaderValue::from(n)
+}

@@ -1,0 +1,208 @@
+//! Answers made from stored responses (with `Age`, `Cache-Status` and the
+//! client's own conditionals), the cache's validators on a revalidation,
+//! and stored entries built from or refreshed by upstream responses.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use crate::body::ResponseBody;
+use crate::cache::policy::{self, CacheControl};
+use crate::cache::store::Entry;
+use crate::cache::Settings;
+
+pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// The client's conditional headers, kept before the cache puts its own.
+#[derive(Debug, Default, Clone)]
+pub struct Conditionals {
+    if_none_match: Option<String>,
+    if_modified_since: Option<SystemTime>,
+}
+
+impl Conditionals {
+    pub fn of(h: &HeaderMap) -> Self {
+        Conditionals {
+            if_none_match: h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string),
+            if_modified_since: policy::http_date(h, &header::IF_MODIFIED_SINCE),
+        }
+    }
+
+    /// Whether `e` answers them with 304 (RFC 9110 13.2.2: If-None-Match
+    /// first; If-Modified-Since only without it).
+    fn not_modified(&self, e: &Entry) -> bool {
+        if let Some(inm) = &self.if_none_match {
+            return policy::none_match(inm, e.header_str(&header::ETAG));
+        }
+        let Some(since) = self.if_modified_since else { return false };
+        let last = policy::http_date(&e.headers, &header::LAST_MODIFIED)
+            .or_else(|| policy::http_date(&e.headers, &header::DATE));
+        last.is_some_and(|l| policy::secs(l) <= policy::secs(since))
+    }
+}
+
+/// `Rampart; hit; ttl=N` (negative when stale).
+pub fn hit(e: &Entry, now: u64) -> String {
+    format!("Rampart; hit; ttl={}", e.ttl(now))
+}
+
+/// Add this cache's member to `Cache-Status`, after any from upstream caches.
+pub fn add_status(h: &mut HeaderMap, value: String) {
+    if let Ok(v) = HeaderValue::try_from(value) {
+        h.append(CACHE_STATUS.clone(), v);
+    }
+}
+
+/// The stored response `e` as an answer to a `method` request.
+pub fn from_entry(
+    e: &Entry,
+    method: &Method,
+    client: &Conditionals,
+    now: u64,
+    status: String,
+) -> Response<ResponseBody> {
+    let not_modified = client.not_modified(e) && e.status == StatusCode::OK;
+    let body =
+        if method == Method::HEAD || not_modified { ResponseBody::empty() } else { ResponseBody::full(e.body.clone()) };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = if not_modified { StatusCode::NOT_MODIFIED } else { e.status };
+    let h = resp.headers_mut();
+    *h = e.headers.clone();
+    h.insert(header::AGE, super::num(e.age(now)));
+    if not_modified {
+        h.remove(header::CONTENT_LENGTH);
+    } else if method == Method::HEAD && !h.contains_key(header::CONTENT_LENGTH) {
+        h.insert(header::CONTENT_LENGTH, super::num(e.body.len() as u64));
+    }
+    add_status(h, status);
+    resp
+}
+
+/// `only-if-cached` with nothing usable stored: 504 (RFC 9111 5.2.1.7).
+pub fn only_if_cached() -> Response<ResponseBody> {
+    let mut r = crate::body::plain_response(StatusCode::GATEWAY_TIMEOUT, "not cached\n");
+    add_status(r.headers_mut(), "Rampart; fwd=miss; detail=only-if-cached".to_string());
+    r
+}
+
+/// Replace the client's validators with the stored response's; false if
+/// it has none (the request then goes as it is).
+pub fn add_validators(h: &mut HeaderMap, e: &Entry) -> bool {
+    let etag = e.headers.get(header::ETAG).cloned();
+    let last_modified = e.headers.get(header::LAST_MODIFIED).cloned();
+    if etag.is_none() && last_modified.is_none() {
+        return false;
+    }
+    h.remove(header::IF_NONE_MATCH);
+    h.remove(header::IF_MODIFIED_SINCE);
+    if let Some(v) = etag {
+        h.insert(header::IF_NONE_MATCH, v);
+    }
+    if let Some(v) = last_modified {
+        h.insert(header::IF_MODIFIED_SINCE, v);
+    }
+    true
+}
+
+/// Headers never stored: per hop, recomputed (`Age`), or a cookie meant
+/// for the one client that caused the fetch.
+fn unstored(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "age"
+            | "set-cookie"
+            | "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-connection"
+            | "proxy-authenticate"
+    )
+}
+
+/// A stored entry from an upstream response's head and its whole body.
+#[allow(clippy::too_many_arguments)]
+pub fn new_entry(
+    host: &str,
+    path: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    settings: &Settings,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Entry {
+    let mut stored = HeaderMap::with_capacity(headers.len() + 1);
+    for (k, v) in headers {
+        if !unstored(k) {
+            stored.append(k.clone(), v.clone());
+        }
+    }
+    if !stored.contains_key(header::DATE) {
+        if let Ok(v) = HeaderValue::try_from(httpdate::fmt_http_date(response_time)) {
+            stored.insert(header::DATE, v);
+        }
+    }
+    let cc = CacheControl::parse(headers);
+    Entry {
+        host: host.to_string(),
+        path: path.to_string(),
+        status,
+        lifetime: policy::freshness_lifetime(status, headers, &cc, settings.default_ttl, response_time),
+        initial_age: policy::initial_age(headers, request_time, response_time),
+        response_time: policy::secs(response_time),
+        headers: stored,
+        body,
+        stored: 0,
+        cc,
+    }
+}
+
+/// The stored response `old` refreshed by a 304's headers (RFC 9111 4.3.4):
+/// each header the 304 carries replaces the stored one, `Content-Length`
+/// and hop-by-hop ones aside; freshness counts from now.
+pub fn merge_304(
+    old: &Entry,
+    fresh: &HeaderMap,
+    settings: &Settings,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Entry {
+    let mut headers = old.headers.clone();
+    for name in fresh.keys() {
+        if unstored(name) || name == header::CONTENT_LENGTH || name == CACHE_STATUS {
+            continue;
+        }
+        headers.remove(name);
+        for v in fresh.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    if !fresh.contains_key(header::DATE) {
+        if let Ok(v) = HeaderValue::try_from(httpdate::fmt_http_date(response_time)) {
+            headers.insert(header::DATE, v);
+        }
+    }
+    let mut age_source = headers.clone();
+    age_source.remove(header::AGE);
+    if let Some(a) = fresh.get(header::AGE) {
+        age_source.insert(header::AGE, a.clone());
+    }
+    let cc = CacheControl::parse(&headers);
+    Entry {
+        host: old.host.clone(),
+        path: old.path.clone(),
+        status: old.status,
+        lifetime: policy::freshness_lifetime(old.status, &headers, &cc, settings.default_ttl, response_time),
+        initial_age: policy::initial_age(&age_source, request_time, response_time),
+        response_time: policy::secs(response_time),
+        headers,
+        body: old.body.clone(),
+        stored: 0,
+        cc,
+    }
+}

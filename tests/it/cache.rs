@@ -1,0 +1,351 @@
+//! The `cache` middleware end to end: the real binary in front of real
+//! upstreams that count the requests they get.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::util::*;
+
+fn config(upstream: std::net::SocketAddr, cache: &str) -> String {
+    format!(
+        "[upstreams.app]\nservers = [\"{upstream}\"]\n\n[middleware.edge]\ntype = \"cache\"\n{cache}\n\n\
+         [[routes]]\nname = \"site\"\nhost = \"*\"\npath = \"/\"\nupstream = \"app\"\nmiddleware = [\"edge\"]\n"
+    )
+}
+
+fn reply(status: u16, headers: &[(&str, String)], body: impl Into<bytes::Bytes>) -> Response<BoxBody> {
+    let mut r = Response::new(full(body.into()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    for (k, v) in headers {
+        r.headers_mut().append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    r
+}
+
+/// An upstream answering by path, numbering its answers ("n=1", "n=2" ...).
+async fn origin() -> Upstream {
+    let n = Arc::new(AtomicUsize::new(0));
+    Upstream::start(move |req: Request<Incoming>| {
+        let n = n.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let body = format!("n={n} path={}", req.uri().path());
+            let cc = |v: &str| ("cache-control", v.to_string());
+            match req.uri().path() {
+                "/private" => reply(200, &[cc("private, max-age=60")], body),
+                "/no-store" => reply(200, &[cc("no-store")], body),
+                "/cookie" => reply(200, &[cc("max-age=60"), ("set-cookie", "session=abc".into())], body),
+                "/public-cookie" => reply(200, &[cc("public, max-age=60"), ("set-cookie", "s=1".into())], body),
+                "/vary-star" => reply(200, &[cc("max-age=60"), ("vary", "*".into())], body),
+                "/lang" => {
+                    let lang = req.headers().get("accept-language").map(|v| v.to_str().unwrap().to_string());
+                    reply(200, &[cc("max-age=60"), ("vary", "Accept-Language".into())], format!("{body} lang={lang:?}"))
+                }
+                "/big" => reply(200, &[cc("max-age=60")], vec![b'x'; 64 * 1024]),
+                "/none" => reply(200, &[], body),
+                _ => reply(200, &[cc("max-age=60")], body),
+            }
+        }
+    })
+    .await
+}
+
+async fn get_h(url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut b = Request::get(url).header("host", "site.test");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(&client(), b.body(full("")).unwrap()).await
+}
+
+fn cache_status(a: &Answer) -> String {
+    a.headers.get_all("cache-status").iter().map(|v| v.to_str().unwrap().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+#[tokio::test]
+async fn hits_are_served_from_the_cache_with_age_cache_status_and_metrics() {
+    let up = origin().await;
+    let p = Proxy::start(&config(up.addr, ""));
+    let first = get_h(&p.url("/page?x=1"), &[]).await;
+    assert_eq!(first.text(), "n=1 path=/page");
+    assert!(cache_status(&first).contains("fwd=uri-miss"), "{}", cache_status(&first));
+    assert!(cache_status(&first).contains("stored"));
+    let second = get_h(&p.url("/page?x=1"), &[]).await;
+    assert_eq!(second.text(), "n=1 path=/page");
+    assert!(cache_status(&second).starts_with("Rampart; hit; ttl="), "{}", cache_status(&second));
+    assert!(second.headers.contains_key("age"));
+    // Another query is another key.
+    assert_eq!(get_h(&p.url("/page?x=2"), &[]).await.text(), "n=2 path=/page");
+    // HEAD from the stored GET: headers, no body, no upstream request.
+    let head =
+        send(&client(), Request::head(p.url("/page?x=1")).header("host", "site.test").body(full("")).unwrap()).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.headers["content-length"], "14");
+    assert!(cache_status(&head).contains("hit"));
+    // The client's own validator against the stored response.
+    let etagless = get_h(&p.url("/page?x=1"), &[("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")]).await;
+    assert_eq!(etagless.status, 304);
+    assert_eq!(up.hits(), 2);
+    let metrics = get(&p.admin_url("/metrics"), "admin").await.text();
+    assert!(metrics.contains("rampart_cache_requests_total{route=\"site\",result=\"hit\"} 3"), "{metrics}");
+    assert!(metrics.contains("rampart_cache_requests_total{route=\"site\",result=\"miss\"} 2"), "{metrics}");
+    let bytes_line = metrics.lines().find(|l| l.starts_with("rampart_cache_bytes{tier=\"memory\"}")).unwrap();
+    assert!(!bytes_line.ends_with(" 0"), "{bytes_line}");
+    let status = status(&p).await;
+    assert_eq!(status["cache"]["edge"]["entries"], 2, "{status}");
+}
+
+#[tokio::test]
+async fn private_data_stays_private() {
+    let up = origin().await;
+    let p = Proxy::start(&config(up.addr, ""));
+    for path in ["/private", "/no-store", "/cookie", "/vary-star", "/none"] {
+        let before = up.hits();
+        let a = get_h(&p.url(path), &[]).await;
+        let b = get_h(&p.url(path), &[]).await;
+        assert_ne!(a.text(), b.text(), "{path} was served from the cache");
+        assert_eq!(up.hits(), before + 2, "{path}");
+        assert!(cache_status(&b).contains("fwd=uri-miss") && !cache_status(&b).contains("stored"), "{path}");
+    }
+    // A request with Authorization: its answer is not stored (max-age only).
+    let a = get_h(&p.url("/auth"), &[("authorization", "Bearer x")]).await;
+    let b = get_h(&p.url("/auth"), &[("authorization", "Bearer x")]).await;
+    assert_ne!(a.text(), b.text());
+    // `public` allows storing a response that sets a cookie; the cookie was
+    // for the client that caused the fetch, so stored copies lack it.
+    let a = get_h(&p.url("/public-cookie"), &[]).await;
+    let b = get_h(&p.url("/public-cookie"), &[]).await;
+    assert_eq!(a.text(), b.text());
+    assert!(a.headers.contains_key("set-cookie"));
+    assert!(!b.headers.contains_key("set-cookie"));
+}
+
+#[tokio::test]
+async fn vary_keeps_one_entry_per_variant() {
+    let up = origin().await;
+    let p = Proxy::start(&config(up.addr, ""));
+    let en1 = get_h(&p.url("/lang"), &[("accept-language", "en")]).await.text();
+    let de1 = get_h(&p.url("/lang"), &[("accept-language", "de")]).await.text();
+    let none1 = get_h(&p.url("/lang"), &[]).await.text();
+    assert!(en1.contains("Some(\"en\")") && de1.contains("Some(\"de\")") && none1.contains("None"));
+    assert_eq!(get_h(&p.url("/lang"), &[("accept-language", "en")]).await.text(), en1);
+    assert_eq!(get_h(&p.url("/lang"), &[("accept-language", "de")]).await.text(), de1);
+    assert_eq!(get_h(&p.url("/lang"), &[]).await.text(), none1);
+    assert_eq!(up.hits(), 3);
+}
+
+#[tokio::test]
+async fn a_burst_of_concurrent_misses_makes_one_upstream_request() {
+    let up = Upstream::start(|_req| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        reply(200, &[("cache-control", "max-age=60".into())], "slow and shared")
+    })
+    .await;
+    let p = Proxy::start(&config(up.addr, "lock_timeout = \"20s\""));
+    let url = p.url("/burst");
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            tokio::spawn({
+                let url = url.clone();
+                async move { get_h(&url, &[]).await }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let a = t.await.unwrap();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.text(), "slow and shared");
+    }
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
+async fn waiters_give_up_after_lock_timeout_and_go_upstream() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r2 = Arc::clone(&release);
+    let up = Upstream::start(move |req: Request<Incoming>| {
+        let r = Arc::clone(&r2);
+        async move {
+            if req.headers().contains_key("x-first") {
+                r.notified().await;
+            }
+            reply(200, &[("cache-control", "max-age=60".into())], "answer")
+        }
+    })
+    .await;
+    let p = Proxy::start(&config(up.addr, "lock_timeout = \"200ms\""));
+    let url = p.url("/held");
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { get_h(&url, &[("x-first", "1")]).await }
+    });
+    assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    // The leader is stuck; a follower waits lock_timeout, then goes itself.
+    assert_eq!(get_h(&url, &[]).await.text(), "answer");
+    assert_eq!(up.hits(), 2);
+    release.notify_one();
+    assert_eq!(first.await.unwrap().text(), "answer");
+}
+
+/// An upstream whose answers are already stale (Age past max-age), with an
+/// ETag it answers 304 for; it records the If-None-Match it is sent.
+async fn stale_origin(cc: &'static str, failing: Arc<AtomicBool>, seen: Arc<Mutex<Vec<String>>>) -> Upstream {
+    Upstream::start(move |req: Request<Incoming>| {
+        let failing = Arc::clone(&failing);
+        let seen = Arc::clone(&seen);
+        async move {
+            let inm = req.headers().get("if-none-match").map(|v| v.to_str().unwrap().to_string());
+            seen.lock().unwrap().push(inm.clone().unwrap_or_default());
+            if failing.load(Ordering::SeqCst) {
+                return reply(503, &[], "down");
+            }
+            if inm.as_deref() == Some("\"v1\"") {
+                return reply(304, &[("etag", "\"v1\"".into()), ("cache-control", "max-age=60".into())], "");
+            }
+            reply(200, &[("cache-control", cc.into()), ("age", "61".into()), ("etag", "\"v1\"".into())], "version one")
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_revalidates_in_the_background() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let up =
+        stale_origin("max-age=60, stale-while-revalidate=600", Arc::new(AtomicBool::new(false)), Arc::clone(&seen))
+            .await;
+    let p = Proxy::start(&config(up.addr, ""));
+    assert_eq!(get_h(&p.url("/swr"), &[]).await.text(), "version one");
+    let stale = get_h(&p.url("/swr"), &[]).await;
+    assert_eq!(stale.text(), "version one");
+    assert!(cache_status(&stale).contains("detail=stale-while-revalidate"), "{}", cache_status(&stale));
+    // The background request is conditional; its 304 makes the entry fresh.
+    assert!(eventually(Duration::from_secs(10), || seen.lock().unwrap().iter().any(|s| s == "\"v1\"")).await);
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            cache_status(&get_h(&p.url("/swr"), &[]).await).starts_with("Rampart; hit; ttl=6")
+        })
+        .await
+    );
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test]
+async fn stale_if_error_covers_5xx_and_a_dead_upstream() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let up = stale_origin("max-age=60, stale-if-error=600", Arc::clone(&failing), Arc::new(Mutex::new(vec![]))).await;
+    let p = Proxy::start(&config(up.addr, ""));
+    assert_eq!(get_h(&p.url("/sie"), &[]).await.text(), "version one");
+    failing.store(true, Ordering::SeqCst);
+    let a = get_h(&p.url("/sie"), &[]).await;
+    assert_eq!((a.status, a.text()), (StatusCode::OK, "version one".to_string()));
+    assert!(cache_status(&a).contains("fwd-status=503; detail=stale-if-error"), "{}", cache_status(&a));
+    up.stop();
+    let b = get_h(&p.url("/sie"), &[]).await;
+    assert_eq!((b.status, b.text()), (StatusCode::OK, "version one".to_string()));
+    assert!(cache_status(&b).contains("fwd-status=502"), "{}", cache_status(&b));
+}
+
+#[tokio::test]
+async fn without_stale_if_error_an_error_is_passed_on() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let up = stale_origin("max-age=60", Arc::clone(&failing), Arc::new(Mutex::new(vec![]))).await;
+    let p = Proxy::start(&config(up.addr, ""));
+    assert_eq!(get_h(&p.url("/x"), &[]).await.text(), "version one");
+    failing.store(true, Ordering::SeqCst);
+    assert_eq!(get_h(&p.url("/x"), &[]).await.status, 503);
+}
+
+#[tokio::test]
+async fn a_stale_entry_is_revalidated_with_its_etag() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let up = stale_origin("max-age=60", Arc::new(AtomicBool::new(false)), Arc::clone(&seen)).await;
+    let p = Proxy::start(&config(up.addr, ""));
+    assert_eq!(get_h(&p.url("/r"), &[]).await.text(), "version one");
+    let again = get_h(&p.url("/r"), &[]).await;
+    assert_eq!((again.status, again.text()), (StatusCode::OK, "version one".to_string()));
+    assert!(cache_status(&again).contains("fwd=stale; fwd-status=304"), "{}", cache_status(&again));
+    assert_eq!(seen.lock().unwrap().as_slice(), ["", "\"v1\""]);
+    // Refreshed by the 304: a plain hit now.
+    assert!(cache_status(&get_h(&p.url("/r"), &[]).await).contains("hit"));
+    assert_eq!(up.hits(), 2);
+    let metrics = get(&p.admin_url("/metrics"), "admin").await.text();
+    assert!(metrics.contains("rampart_cache_requests_total{route=\"site\",result=\"revalidated\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn large_objects_stream_through_uncached() {
+    let up = origin().await;
+    let p = Proxy::start(&config(up.addr, "max_object_size = \"16KiB\""));
+    for _ in 0..2 {
+        let a = get_h(&p.url("/big"), &[]).await;
+        assert_eq!(a.body.len(), 64 * 1024);
+    }
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_and_bypass() {
+    let up = origin().await;
+    let p = Proxy::start(&config(up.addr, ""));
+    assert_eq!(get_h(&p.url("/doc"), &[]).await.text(), "n=1 path=/doc");
+    assert_eq!(get_h(&p.url("/doc"), &[]).await.text(), "n=1 path=/doc");
+    let post = send(&client(), Request::post(p.url("/doc")).header("host", "site.test").body(full("x")).unwrap()).await;
+    assert!(cache_status(&post).contains("fwd=method"));
+    assert_eq!(get_h(&p.url("/doc"), &[]).await.text(), "n=3 path=/doc");
+}
+
+#[tokio::test]
+async fn purge_by_host_and_prefix_and_reload_keeps_the_cache() {
+    let up = origin().await;
+    let p = Proxy::start(&config(up.addr, ""));
+    for path in ["/assets/a", "/assets/b", "/other"] {
+        get_h(&p.url(path), &[]).await;
+    }
+    assert_eq!(up.hits(), 3);
+    // A reload with a changed definition keeps what is stored.
+    std::fs::write(p.config_path(), format!("{LISTEN}\n{}", config(up.addr, "default_ttl = \"1s\""))).unwrap();
+    assert_eq!(post_reload(&p).await.status, 200);
+    assert_eq!(get_h(&p.url("/assets/a"), &[]).await.text(), "n=1 path=/assets/a");
+    let c = client();
+    let purge = |body: &'static str| send(&c, Request::post(p.admin_url("/api/cache/purge")).body(full(body)).unwrap());
+    assert_eq!(purge(r#"{"host": "elsewhere.test", "path_prefix": "/assets/"}"#).await.json()["purged"], 0);
+    assert_eq!(purge(r#"{"host": "site.test", "path_prefix": "/assets/"}"#).await.json()["purged"], 2);
+    assert_eq!(purge(r#"{"nonsense": 1}"#).await.status, 400);
+    assert_eq!(get_h(&p.url("/assets/a"), &[]).await.text(), "n=4 path=/assets/a");
+    assert_eq!(get_h(&p.url("/other"), &[]).await.text(), "n=3 path=/other");
+}
+
+#[tokio::test]
+async fn the_disk_tier_survives_a_restart_and_drops_corrupt_files() {
+    let up = origin().await;
+    let cache_dir = tempfile::tempdir().unwrap();
+    let junk = cache_dir.path().join("0123456789abcdef0123456789abcdef");
+    std::fs::write(&junk, b"not a cache file").unwrap();
+    let cfg = config(up.addr, &format!("dir = \"{}\"", cache_dir.path().display()));
+    let p = Proxy::start(&cfg);
+    assert!(!junk.exists(), "a corrupt file is removed at start");
+    assert_eq!(get_h(&p.url("/kept"), &[]).await.text(), "n=1 path=/kept");
+    // Written in the background: a temporary file first, then renamed.
+    let files = || {
+        std::fs::read_dir(cache_dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    assert!(eventually(Duration::from_secs(10), || files() == 1).await);
+    drop(p);
+    let p = Proxy::start(&cfg);
+    let a = get_h(&p.url("/kept"), &[]).await;
+    assert_eq!(a.text(), "n=1 path=/kept");
+    assert!(cache_status(&a).contains("hit"));
+    assert_eq!(up.hits(), 1);
+    let metrics = get(&p.admin_url("/metrics"), "admin").await.text();
+    let disk = metrics.lines().find(|l| l.starts_with("rampart_cache_bytes{tier=\"disk\"}")).unwrap();
+    assert!(!disk.ends_with(" 0"), "{disk}");
+}
