@@ -89,6 +89,9 @@ fn site() -> tempfile::TempDir {
     symlink(dir.path().join("outside.txt"), s.join("leak.txt")).unwrap();
     symlink(dir.path(), s.join("up")).unwrap();
     symlink(s.join("docs/guide.txt"), s.join("guide-link.txt")).unwrap();
+    symlink("docs/guide.txt", s.join("guide-rel.txt")).unwrap();
+    symlink("../outside.txt", s.join("leak-rel.txt")).unwrap();
+    symlink("..", s.join("up-rel")).unwrap();
     dir
 }
 
@@ -303,11 +306,14 @@ async fn paths_never_leave_the_directory() {
         assert!(r.status == 400 || r.status == 404, "{path}: {}", r.status);
         assert!(!r.text().contains("OUTSIDE"), "{path}");
     }
-    // A symlink out, or through a linked directory, is not followed.
-    assert_eq!(get(p.http, "/leak.txt").await.status, 404);
-    assert_eq!(get(p.http, "/up/outside.txt").await.status, 404);
-    // One that stays inside is served.
+    // A symlink out, absolute or relative, or through a linked directory,
+    // is not followed.
+    for path in ["/leak.txt", "/leak-rel.txt", "/up/outside.txt", "/up-rel/outside.txt"] {
+        assert_eq!(get(p.http, path).await.status, 404, "{path}");
+    }
+    // One that stays inside is served, absolute or relative.
     assert_eq!(get(p.http, "/guide-link.txt").await.text(), "the guide\n");
+    assert_eq!(get(p.http, "/guide-rel.txt").await.text(), "the guide\n");
     // Dotfiles are hidden, however the dot is written, but /.well-known/.
     for path in ["/.env", "/.git/config", "/%2egit/config", "/%2Eenv", "/.git/"] {
         assert_eq!(get(p.http, path).await.status, 404, "{path}");
@@ -324,6 +330,7 @@ async fn paths_never_leave_the_directory() {
     let p = start(site(), "follow_symlinks = true\nallow_dotfiles = true", "");
     assert_eq!(get(p.http, "/leak.txt").await.text(), "OUTSIDE\n");
     assert_eq!(get(p.http, "/up/outside.txt").await.text(), "OUTSIDE\n");
+    assert_eq!(get(p.http, "/leak-rel.txt").await.text(), "OUTSIDE\n");
     assert_eq!(get(p.http, "/.env").await.text(), "SECRET=1\n");
     assert_eq!(get(p.http, "/%2e%2e/outside.txt").await.status, 400, "`..` stays out even so");
 }

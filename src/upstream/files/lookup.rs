@@ -2,17 +2,18 @@
 //! inside the site's directory. [`segments`] checks the path's text
 //! (percent-decoded: no `/`, `\` or NUL inside a segment, no `.`/`..`, no
 //! dotfiles unless allowed); [`find`] (blocking file-system calls, run off
-//! the runtime) resolves each candidate to its real path and, unless
-//! `follow_symlinks`, refuses one outside the directory's real path, so a
-//! symlink cannot lead out. Only regular files are served: a directory
-//! gets its index file, or nothing (no listings); FIFOs, sockets and
-//! devices are never opened.
+//! the runtime) opens each candidate through [`Root`], which never resolves
+//! outside the directory unless `follow_symlinks`. Only regular files are
+//! served: a directory gets its index file, or nothing (no listings);
+//! FIFOs, sockets and devices are refused.
 
 use std::ffi::OsString;
+use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
+use super::beneath::{Entry, Root};
 use crate::config::StaticSpec;
 
 /// A request path that cannot name a file of the site.
@@ -66,11 +67,10 @@ impl Coding {
     }
 }
 
-/// The file chosen for a request.
-#[derive(Debug)]
+/// The file chosen for a request, open.
 pub struct Found {
-    /// The real path of what is opened (the sibling, when one is).
-    pub real: PathBuf,
+    pub file: File,
+    pub meta: Metadata,
     /// The site path of the file asked for (the index or the fallback
     /// when those answered): what `Content-Type` and `cache_control`
     /// rules look at.
@@ -78,76 +78,56 @@ pub struct Found {
     pub coding: Option<Coding>,
 }
 
-#[derive(Debug)]
 pub enum Lookup {
-    Found(Found),
+    Found(Box<Found>),
     /// A directory asked for without its trailing slash.
     AddSlash,
     NotFound,
 }
 
-/// Find the file for `segs` (see [`segments`]); `site_path` is the
-/// request's path inside the site, `codings` what the client accepts, best
-/// first. Blocking.
+/// Find and open the file for `segs` (see [`segments`]); `site_path` is
+/// the request's path inside the site, `codings` what the client accepts,
+/// best first. Blocking.
 pub fn find(spec: &StaticSpec, segs: &[OsString], site_path: &str, codings: &[Coding]) -> io::Result<Lookup> {
-    let root = std::fs::canonicalize(&spec.root)?;
-    let mut candidate = root.clone();
-    candidate.extend(segs);
-    let mut found = match real(spec, &root, &candidate) {
-        Some((path, Kind::File)) => Some(Found { real: path, site_path: site_path.to_string(), coding: None }),
-        Some((_, Kind::Dir)) if !site_path.ends_with('/') => return Ok(Lookup::AddSlash),
-        Some((dir, Kind::Dir)) => spec.index.iter().find_map(|name| match real(spec, &root, &dir.join(name)) {
-            Some((path, Kind::File)) => {
-                Some(Found { real: path, site_path: format!("{site_path}{name}"), coding: None })
+    let root = Root::open(&spec.root, spec.follow_symlinks)?;
+    let rel: PathBuf = segs.iter().collect();
+    let file = |rel: &Path| -> io::Result<Option<Entry>> { Ok(root.open_in(rel)?.filter(|e| e.meta.is_file())) };
+    let mut found = match root.open_in(&rel)? {
+        Some(e) if e.meta.is_file() => Some((e, rel, site_path.to_string())),
+        Some(_) if !site_path.ends_with('/') => return Ok(Lookup::AddSlash),
+        Some(_) => {
+            let mut index = None;
+            for name in &spec.index {
+                let candidate = rel.join(name);
+                if let Some(e) = file(&candidate)? {
+                    index = Some((e, candidate, format!("{site_path}{name}")));
+                    break;
+                }
             }
-            _ => None,
-        }),
+            index
+        }
         None => None,
     };
     if found.is_none() {
         if let Some(fallback) = &spec.fallback {
             let segs = segments(fallback, true).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            let mut path = root.clone();
-            path.extend(&segs);
-            if let Some((path, Kind::File)) = real(spec, &root, &path) {
-                found = Some(Found { real: path, site_path: fallback.clone(), coding: None });
-            }
+            let candidate: PathBuf = segs.iter().collect();
+            found = file(&candidate)?.map(|e| (e, candidate, fallback.clone()));
         }
     }
-    let Some(mut found) = found else { return Ok(Lookup::NotFound) };
-    for &coding in codings {
-        let mut name = found.real.clone().into_os_string();
-        name.push(coding.suffix());
-        if let Some((path, Kind::File)) = real(spec, &root, Path::new(&name)) {
-            found.real = path;
-            found.coding = Some(coding);
+    let Some((mut entry, rel, site_path)) = found else { return Ok(Lookup::NotFound) };
+    // Siblings of the name asked for, as nginx's gzip_static looks them up.
+    let mut coding = None;
+    for &c in codings {
+        let mut name = rel.clone().into_os_string();
+        name.push(c.suffix());
+        if let Some(e) = file(Path::new(&name))? {
+            entry = e;
+            coding = Some(c);
             break;
         }
     }
-    Ok(Lookup::Found(found))
-}
-
-enum Kind {
-    File,
-    Dir,
-}
-
-/// The real path of `path` and what it is, if it exists, is a file or a
-/// directory, and (unless `follow_symlinks`) lies inside `root`.
-fn real(spec: &StaticSpec, root: &Path, path: &Path) -> Option<(PathBuf, Kind)> {
-    let real = std::fs::canonicalize(path).ok()?;
-    if !spec.follow_symlinks && !real.starts_with(root) {
-        tracing::debug!(path = %path.display(), target = %real.display(), "static: symlink leads outside the directory");
-        return None;
-    }
-    let meta = std::fs::metadata(&real).ok()?;
-    if meta.is_file() {
-        Some((real, Kind::File))
-    } else if meta.is_dir() {
-        Some((real, Kind::Dir))
-    } else {
-        None
-    }
+    Ok(Lookup::Found(Box::new(Found { file: entry.file, meta: entry.meta, site_path, coding })))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! file's size. Answers are ordinary responses: the route's response
 //! middleware (compression, security headers) applies as to a proxied one.
 
+mod beneath;
 mod conditional;
 mod lookup;
 mod mime;
@@ -138,13 +139,9 @@ impl Job {
             Lookup::NotFound => return Ok(Answer::NotFound),
             Lookup::AddSlash => return Ok(Answer::AddSlash),
         };
-        let mut file = std::fs::File::open(&found.real)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Ok(Answer::NotFound);
-        }
-        let len = meta.len();
-        let v = Validators::new(meta.modified()?, len, found.coding.map(Coding::token));
+        let mut file = found.file;
+        let len = found.meta.len();
+        let v = Validators::new(found.meta.modified()?, len, found.coding.map(Coding::token));
         let decision = conditional::decide(&self.conditions, &v, len);
 
         let mut head = Response::new(());
