@@ -182,7 +182,7 @@ impl UpstreamClient {
                 Poll::Pending
             });
             match answer.await {
-                Ok(resp_head) => return Ok(wire.into_response(resp_head)),
+                Ok(resp_head) => return Ok(wire.into_response(resp_head, timeout)),
                 Err(e) if reused && replayable && !wire.received_any() && e.may_be_stale_connection() => {
                     tracing::debug!(error = %e, "reused upstream connection was closed; sending again on a new one");
                 }

@@ -6,10 +6,12 @@
 //! back to its server's idle stack ([`super::idle`]).
 
 use std::fmt;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tokio::time::Instant;
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Response};
@@ -217,7 +219,14 @@ impl Wire {
     }
 
     /// The response `head` introduces, its body read from this exchange.
-    pub(super) fn into_response(mut self: Box<Self>, head: h1::ResponseHead) -> Response<UpstreamBody> {
+    /// The response, whose body fails if the server then sends nothing
+    /// for `read_timeout` while it is waited for (nginx's
+    /// `proxy_read_timeout`).
+    pub(super) fn into_response(
+        mut self: Box<Self>,
+        head: h1::ResponseHead,
+        read_timeout: Duration,
+    ) -> Response<UpstreamBody> {
         self.keep_alive = head.keep_alive;
         self.state = match head.framing {
             ResponseFraming::Empty | ResponseFraming::Length(0) => BodyState::Done,
@@ -225,7 +234,8 @@ impl Wire {
             ResponseFraming::Chunked => BodyState::Chunked(ChunkedDecoder::default()),
             ResponseFraming::UntilClose => BodyState::UntilClose,
         };
-        let mut resp = Response::new(UpstreamBody { wire: Some(self), guard: None });
+        let mut resp =
+            Response::new(UpstreamBody { wire: Some(self), guard: None, read_timeout, stall: None, moved: false });
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
         *resp.headers_mut() = head.headers;
@@ -297,6 +307,13 @@ pub struct UpstreamBody {
     wire: Option<Box<Wire>>,
     /// The server's in-flight slot, held until the body ends.
     guard: Option<InFlightGuard>,
+    /// How long the server may send nothing while the body is waited for.
+    read_timeout: Duration,
+    /// Armed at the first wait only (most bodies arrive with their head and
+    /// never wait), and moved on when a wait follows data.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// Data came since the stall timer was last set.
+    moved: bool,
 }
 
 impl fmt::Debug for UpstreamBody {
@@ -336,6 +353,22 @@ impl UpstreamBody {
         Some((stream, read_buf, self.guard.take()))
     }
 
+    /// Called when the server has nothing for us: whether it has been
+    /// silent for `read_timeout` since it last sent data while we waited.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let moved = std::mem::take(&mut self.moved);
+        let stall = match &mut self.stall {
+            Some(stall) => {
+                if moved {
+                    stall.as_mut().reset(Instant::now() + self.read_timeout);
+                }
+                stall
+            }
+            None => self.stall.insert(Box::pin(tokio::time::sleep(self.read_timeout))),
+        };
+        stall.as_mut().poll(cx).is_ready()
+    }
+
     fn finish(&mut self) {
         let Some(wire) = self.wire.take() else { return };
         match self.guard.take() {
@@ -363,6 +396,7 @@ impl Body for UpstreamBody {
         }
         match wire.poll_data(cx) {
             Poll::Ready(Ok(Some(data))) => {
+                this.moved = true;
                 // hyper stops polling once `is_end_stream` says so: finish
                 // with the last data frame, not on a later poll.
                 if matches!(wire.state, BodyState::Done) {
@@ -378,6 +412,14 @@ impl Body for UpstreamBody {
                 this.wire = None;
                 this.guard = None;
                 Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending if this.stalled(cx) => {
+                this.wire = None;
+                this.guard = None;
+                Poll::Ready(Some(Err(Box::new(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "upstream sent nothing for response_timeout in the middle of its answer",
+                )))))
             }
             Poll::Pending => Poll::Pending,
         }
