@@ -76,9 +76,16 @@ pub fn http_builders(s: &ServerSettings) -> Builders {
 /// A response body that keeps its request counted as in progress on the
 /// connection until hyper is done with it (and drops it), so a connection
 /// is never parked in the middle of an answer.
+///
+/// An error (an upstream that broke off mid-answer) is handed to hyper one
+/// poll late: hyper drops an HTTP/1 connection at a body error without
+/// writing what it buffered, so a head and data that came with the error
+/// would never reach the client, who would see an empty reply instead of
+/// a truncated answer. The extra poll lets hyper flush first.
 pub struct ConnBody {
     inner: TrackedBody,
     _in_progress: RequestGuard,
+    failed: Option<crate::body::BoxError>,
 }
 
 impl http_body::Body for ConnBody {
@@ -89,11 +96,22 @@ impl http_body::Body for ConnBody {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        use std::task::Poll;
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.failed.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -135,7 +153,7 @@ pub(super) fn proxy_service(
             if last && resp.body().in_memory_to_end() {
                 guard.activity().cork_next_write();
             }
-            Ok(resp.map(|inner| ConnBody { inner, _in_progress: guard }))
+            Ok(resp.map(|inner| ConnBody { inner, _in_progress: guard, failed: None }))
         }
     })
 }
