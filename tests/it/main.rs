@@ -2,6 +2,7 @@
 //! `rampart` binary, upstreams, clients) on loopback ephemeral ports.
 
 mod any_certificate;
+mod chaos_util;
 mod engine;
 mod pebble;
 mod redis_server;
@@ -11,6 +12,7 @@ mod util;
 mod acme;
 mod balancing;
 mod cache;
+mod chaos;
 mod cli;
 mod cluster;
 mod cluster_acme;
