@@ -363,6 +363,20 @@ async fn response_middleware_applies_to_static_answers() {
     assert_eq!(get(p.http, "/mw/docs/").await.text(), "docs home\n");
 }
 
+#[tokio::test]
+async fn http2_streams_a_large_file_with_its_length() {
+    let dir = site();
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    write(&dir.path().join("site"), "assets/blob.bin", &body);
+    let p = start(dir, "", "");
+    let a = h2c_get(p.http, "http://site.test/assets/blob.bin").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["content-length"], "300000");
+    assert!(a.body == body, "the same 300000 bytes over HTTP/2 ({} came)", a.body.len());
+    let a = h2c_get(p.http, "http://site.test/docs").await;
+    assert_eq!((a.status.as_u16(), a.headers["location"].to_str().unwrap()), (301, "/docs/"));
+}
+
 /// Peak resident memory of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
