@@ -12,6 +12,7 @@ mod util;
 mod acme;
 mod balancing;
 mod cache;
+mod cache_conformance;
 mod chaos;
 mod cli;
 mod cluster;

@@ -263,6 +263,12 @@ impl CacheMiddleware {
         if p.method != Method::GET && p.method != Method::HEAD {
             if !is_safe(&p.method) && (status.is_success() || status.is_redirection()) {
                 p.cache.store.invalidate(&p.primary);
+                // And the same-origin URLs the answer names (RFC 9111 4.4).
+                for name in [header::LOCATION, header::CONTENT_LOCATION] {
+                    if let Some(key) = resp.headers().get(&name).and_then(|v| same_origin_key(&p.primary, v)) {
+                        p.cache.store.invalidate(&key);
+                    }
+                }
             }
             p.counter.count("bypass");
             respond::add_status(resp.headers_mut(), "Rampart; fwd=method".to_string());
@@ -321,6 +327,23 @@ impl CacheMiddleware {
             }
         }
     }
+}
+
+/// The cache key of a `Location`/`Content-Location` value when it is on
+/// the same origin as `primary` (a path, or an absolute URL to that origin).
+fn same_origin_key(primary: &str, v: &HeaderValue) -> Option<String> {
+    let v = v.to_str().ok()?.trim();
+    let scheme_end = primary.find("://")? + 3;
+    let origin_end = primary[scheme_end..].find('/').map_or(primary.len(), |i| scheme_end + i);
+    let origin = &primary[..origin_end];
+    if v.starts_with('/') && !v.starts_with("//") {
+        return Some(format!("{origin}{v}"));
+    }
+    let lower = v.to_ascii_lowercase();
+    if lower.starts_with(origin) && lower[origin.len()..].starts_with('/') {
+        return Some(format!("{origin}{}", &v[origin.len()..]));
+    }
+    None
 }
 
 /// A header value from a number.

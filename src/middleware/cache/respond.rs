@@ -174,7 +174,9 @@ pub fn merge_304(
 ) -> Entry {
     let mut headers = old.headers.clone();
     for name in fresh.keys() {
-        if unstored(name) || name == header::CONTENT_LENGTH || name == CACHE_STATUS {
+        // What the stored body depends on stays as stored (RFC 9111 3.2).
+        let body_bound = matches!(name.as_str(), "content-encoding" | "content-md5" | "content-range" | "etag");
+        if unstored(name) || body_bound || name == header::CONTENT_LENGTH || name == CACHE_STATUS {
             continue;
         }
         headers.remove(name);
