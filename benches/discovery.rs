@@ -6,6 +6,10 @@
 //! reads the snapshot as before), so it has no bench here.
 //!
 //! `cargo bench --bench discovery`
+//!
+//! Measured once so far, on a 2-core machine at load average ~20 (figures
+//! for that load, not for an idle machine): 40.5 ms in the dev profile, and
+//! 38.3 ms with this crate at opt-level 3 (its dependencies unoptimised).
 
 use std::collections::BTreeMap;
 use std::path::Path;

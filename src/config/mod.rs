@@ -7,6 +7,7 @@ mod discovered;
 mod error;
 mod labels;
 mod merge;
+mod providers;
 mod raw;
 mod sections;
 mod statics;
@@ -17,7 +18,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use discovered::{Container, Discovered, DockerDiscovery, Skipped};
+pub use discovered::{
+    Container, Discovered, DnsServerSpec, DockerDiscovery, DockerSettings, ProviderSettings, ServerOrigin, Skipped,
+};
 pub use error::{line_col, ConfigError, ConfigErrors, LineIndex};
 pub use labels::discover_containers;
 pub use raw::RawMiddleware;
@@ -42,24 +45,6 @@ pub struct Config {
     pub middleware: BTreeMap<String, MiddlewareSpec>,
     pub routes: Vec<RouteSpec>,
     pub providers: ProviderSettings,
-}
-
-/// Sources of servers and routes besides the file (`[providers]`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProviderSettings {
-    pub docker: Option<DockerSettings>,
-    /// Name servers for `{ dns = ... }` servers; empty: /etc/resolv.conf.
-    pub dns_resolvers: Vec<SocketAddr>,
-}
-
-/// `[providers.docker]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DockerSettings {
-    /// `None`: `DOCKER_HOST`, else `unix:///var/run/docker.sock`.
-    pub endpoint: Option<String>,
-    pub exposed_by_default: bool,
-    pub network: Option<String>,
-    pub refresh: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,44 +167,6 @@ pub struct ServerSpec {
     pub weight: u32,
     /// Where the server came from, for the status page.
     pub origin: ServerOrigin,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerOrigin {
-    /// Written in the config file.
-    File,
-    /// One address of a `{ dns = NAME:PORT }` entry.
-    Dns(String),
-    /// A container found by the Docker provider (its name).
-    Docker(String),
-}
-
-impl std::fmt::Display for ServerOrigin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ServerOrigin::File => f.write_str("file"),
-            ServerOrigin::Dns(name) => write!(f, "dns:{name}"),
-            ServerOrigin::Docker(container) => write!(f, "docker:{container}"),
-        }
-    }
-}
-
-/// A `{ dns = "NAME:PORT" }` server: expanded into one server per address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsServerSpec {
-    /// `NAME:PORT` as written (lower-case).
-    pub name: UpstreamAddr,
-    pub weight: u32,
-}
-
-impl DnsServerSpec {
-    /// The name and the port apart.
-    pub fn host_port(&self) -> (&str, u16) {
-        match self.name.0.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().unwrap_or(0)),
-            None => (self.name.0.as_str(), 0),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
