@@ -139,11 +139,14 @@ pub fn status_json(app: &App) -> Value {
         "upstreams": upstreams,
         "certificates": app.tls.get().map(|t| t.status_json()).unwrap_or_else(|| json!([])),
         "last_reload": app.last_reload(),
-        "cluster": snapshot.cluster.as_ref().map(|c| c.status_json()),
         "providers": app.providers(),
     });
     if let (Some(cache), Some(obj)) = (cache_json(app), status.as_object_mut()) {
         obj.insert("cache".into(), cache);
+    }
+    // Only with [cluster], as the contract has it.
+    if let (Some(c), Some(obj)) = (snapshot.cluster.as_ref(), status.as_object_mut()) {
+        obj.insert("cluster".to_string(), c.status_json());
     }
     status
 }

@@ -237,6 +237,20 @@ async fn the_password_comes_from_the_environment_or_the_url_and_is_never_shown()
 }
 
 #[tokio::test]
+async fn without_a_cluster_there_is_no_cluster_object_or_metric() {
+    let up = Upstream::named("ok").await;
+    let p = Proxy::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
+        up.addr
+    ));
+    let s = status(&p).await;
+    assert!(s.get("cluster").is_none(), "{s}");
+    assert!(s.get("routes").is_some());
+    let m = get(&p.admin_url("/metrics"), "a").await.text();
+    assert!(!m.contains("rampart_cluster_"), "{m}");
+}
+
+#[tokio::test]
 async fn cluster_settings_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rampart.toml");
