@@ -349,3 +349,29 @@ async fn the_disk_tier_survives_a_restart_and_drops_corrupt_files() {
     let disk = metrics.lines().find(|l| l.starts_with("rampart_cache_bytes{tier=\"disk\"}")).unwrap();
     assert!(!disk.ends_with(" 0"), "{disk}");
 }
+
+#[tokio::test]
+async fn compress_before_cache_compresses_hits_per_client_from_one_stored_body() {
+    let up = Upstream::start(|_req| async {
+        reply(
+            200,
+            &[("cache-control", "max-age=60".into()), ("content-type", "text/plain".into())],
+            "abc ".repeat(1000),
+        )
+    })
+    .await;
+    let cfg = config(up.addr, "").replace("middleware = [\"edge\"]", "middleware = [\"gzip\", \"edge\"]")
+        + "\n[middleware.gzip]\ntype = \"compress\"\nalgorithms = [\"gzip\"]\n";
+    let p = Proxy::start(&cfg);
+    let gz = get_h(&p.url("/text"), &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gz.headers["content-encoding"], "gzip");
+    assert!(gz.body.len() < 4000);
+    let plain = get_h(&p.url("/text"), &[]).await;
+    assert!(!plain.headers.contains_key("content-encoding"));
+    assert_eq!(plain.text(), "abc ".repeat(1000));
+    assert!(cache_status(&plain).contains("hit"), "{}", cache_status(&plain));
+    let gz_hit = get_h(&p.url("/text"), &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gz_hit.headers["content-encoding"], "gzip");
+    assert!(cache_status(&gz_hit).contains("hit"));
+    assert_eq!(up.hits(), 1);
+}
