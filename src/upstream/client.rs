@@ -29,11 +29,11 @@ use http::{HeaderMap, Method, Response};
 use http_body::Body;
 use tokio::net::TcpStream;
 
+use super::body::{BoxError, RequestBody};
 use super::conn::Conn;
 use super::h1::{self, ProtocolError, RequestFraming};
 use super::server::Server;
 use super::wire::{UpstreamBody, Wire};
-use crate::body::{BoxError, RequestBody};
 
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 

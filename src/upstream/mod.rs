@@ -6,6 +6,7 @@
 //! balancing and health survive config changes.
 
 mod balancer;
+mod body;
 mod client;
 mod conn;
 mod files;
@@ -17,6 +18,7 @@ mod server;
 mod wire;
 
 pub use balancer::Balancer;
+pub use body::{BoxError, RequestBody, ResponseBody};
 pub use client::{is_idempotent, ClientSettings, RequestHead, SendError, UpstreamClient};
 pub use conn::Conn;
 pub use files::{FileRequest, StaticSite};

@@ -19,11 +19,11 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
+use super::body::{BoxError, RequestBody};
 use super::client::SendError;
 use super::conn::{Conn, MAX_READ, READ_CHUNK};
 use super::h1::{self, ChunkedDecoder, Decoded, ResponseFraming};
 use super::server::InFlightGuard;
-use crate::body::{BoxError, RequestBody};
 
 /// One exchange on one connection: the request still being written and
 /// the response being read.

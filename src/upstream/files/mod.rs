@@ -33,7 +33,7 @@ use http_body_util::StreamBody;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
-use crate::body::{BoxError, ResponseBody};
+use super::body::{BoxError, ResponseBody};
 use crate::config::StaticSpec;
 use conditional::{Conditions, Decision, Validators};
 use lookup::{Coding, Lookup};
