@@ -1,15 +1,15 @@
-//! The long-lived process state every listener shares: the current
-//! snapshot, metrics, access log, readiness, and the last reload's result.
+//! The process: what the listeners share (`proxy::Shared`: the snapshot,
+//! metrics, access log, readiness), the TLS and ACME handles, health probes
+//! and reload with the last reload's result.
 
+use std::ops::Deref;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::access_log::AccessLog;
 use crate::config::{Config, ConfigErrors, Discovered, Skipped};
-use crate::metrics::{Metrics, ProviderLabels, ResultLabels, RouteMetrics};
-use crate::proxy::request_id::RequestIds;
-use crate::state::{Snapshot, State};
+use crate::metrics::{Metrics, ProviderLabels, ResultLabels};
+use crate::proxy::Shared;
+use crate::state::Snapshot;
 use crate::upstream::HealthChecker;
 
 /// Outcome of the most recent reload, for `/api/status` and the status page.
@@ -45,14 +45,13 @@ enum Trigger {
     Discovery,
 }
 
+/// The process: what the listeners share ([`Shared`], which an `App`
+/// derefs to: `app.state`, `app.metrics`), plus what only reloads, ACME and
+/// the status page use.
 pub struct App {
-    pub state: State,
-    pub metrics: Metrics,
-    pub access_log: AccessLog,
-    pub request_ids: RequestIds,
+    /// Handed to the listeners and the proxy, which never see the `App`.
+    pub shared: Arc<Shared>,
     pub health: HealthChecker,
-    /// Metric handles for requests that matched no route.
-    pub no_route_metrics: RouteMetrics,
     /// Where the config came from (`None` for the built-in demo config).
     pub config_path: Option<PathBuf>,
     /// TLS state (certificates, ACME challenges, redirects), set once at
@@ -60,7 +59,6 @@ pub struct App {
     pub tls: std::sync::OnceLock<Arc<crate::tls::TlsState>>,
     /// The ACME manager, when `[acme]` is configured (reloads hand it new hosts).
     pub acme: std::sync::OnceLock<Arc<crate::acme::AcmeManager>>,
-    ready: AtomicBool,
     last_reload: Mutex<ReloadStatus>,
     reload_lock: tokio::sync::Mutex<()>,
     /// The config file's last good config, before discovery is merged in.
@@ -79,19 +77,13 @@ impl App {
 
     /// The same with a registry already holding optional families (`[cluster]`'s).
     pub fn with_metrics(snapshot: Snapshot, config_path: Option<PathBuf>, metrics: Metrics) -> Arc<App> {
-        let access_log = if snapshot.config.server.access_log { AccessLog::stdout() } else { AccessLog::disabled() };
         let file_config = Mutex::new(Arc::clone(&snapshot.config));
         Arc::new(App {
-            state: State::new(snapshot),
-            metrics,
-            access_log,
-            request_ids: RequestIds::default(),
+            shared: Arc::new(Shared::new(snapshot, metrics)),
             health: HealthChecker::default(),
-            no_route_metrics: RouteMetrics::new(Arc::from(crate::config::NO_ROUTE)),
             config_path,
             tls: std::sync::OnceLock::new(),
             acme: std::sync::OnceLock::new(),
-            ready: AtomicBool::new(false),
             last_reload: Mutex::new(ReloadStatus {
                 time: Some(crate::access_log::rfc3339_now()),
                 ok: true,
@@ -148,14 +140,6 @@ impl App {
     /// Containers the labels left out at the last merge, and why.
     pub fn skipped_containers(&self) -> Vec<Skipped> {
         self.skipped.lock().map(|g| g.clone()).unwrap_or_default()
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
     }
 
     pub fn last_reload(&self) -> ReloadStatus {
@@ -284,6 +268,14 @@ impl App {
             );
         }
         *known = now;
+    }
+}
+
+impl Deref for App {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
     }
 }
 

@@ -79,7 +79,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let snapshot = Snapshot::compile_with(config, None, cluster.clone())?;
     let app = App::with_metrics(snapshot, config_path, metrics);
     app.health.sync(app.state.load().pools.values());
-    let serving = Serving::new(Arc::clone(&app), CancellationToken::new());
+    let serving = Serving::new(Arc::clone(&app.shared), CancellationToken::new());
     let admin_stop = CancellationToken::new();
 
     let http = listen.http.map(|a| server::bind_traffic("http", a, defer_accept)).transpose()?;
@@ -100,6 +100,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             app.metrics.certificate_expiry.clone(),
         )?;
         let _ = app.tls.set(Arc::clone(&state));
+        let _ = app.plain_http.set(Arc::clone(&state) as Arc<dyn proxy::PlainHttp>);
         if let Some(acme) = config.acme.clone() {
             // With a cluster, the stored certificates come from Redis: one
             // heartbeat first (bounded by the connect timeout; a Redis that

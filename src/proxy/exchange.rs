@@ -13,12 +13,13 @@ use http::{HeaderValue, Method, Uri};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::access_log::{rfc3339_now, AccessRecord};
-use crate::app::App;
 use crate::body::{BoxError, ResponseBody};
 use crate::state::Route;
 
+use super::Shared;
+
 pub struct Exchange {
-    pub app: Arc<App>,
+    pub app: Arc<Shared>,
     pub start: Instant,
     pub client_ip: IpAddr,
     pub method: Method,

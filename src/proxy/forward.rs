@@ -16,7 +16,7 @@ use http::{Request, Response};
 
 use super::error::ProxyError;
 use super::exchange::Exchange;
-use crate::app::App;
+use super::Shared;
 use crate::body::RequestBody;
 use crate::upstream::{is_idempotent, InFlightGuard, Pool, RequestHead, SendError, Server, Transition, UpstreamBody};
 
@@ -33,7 +33,7 @@ enum Failure {
 /// form) and wait for the response head. The head is borrowed, so a retry
 /// sends it again without a copy; the body goes with the first attempt.
 pub async fn send(
-    app: &App,
+    app: &Shared,
     pool: &Pool,
     req: &mut Request<RequestBody>,
     path: &PathAndQuery,
@@ -108,7 +108,7 @@ pub async fn send(
     }
 }
 
-fn count(app: &App, server: &Server, code: u16) {
+fn count(app: &Shared, server: &Server, code: u16) {
     server.metrics.count(&app.metrics, code);
 }
 

@@ -10,6 +10,7 @@ mod framing;
 pub mod headers;
 mod host;
 pub mod request_id;
+mod shared;
 mod upgrade;
 
 use std::borrow::Cow;
@@ -27,7 +28,6 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use crate::app::App;
 use crate::body::{RequestBody, ResponseBody};
 use crate::middleware::{Ctx, RequestFacts};
 use crate::router::{canonical_path, without_parameters};
@@ -36,6 +36,7 @@ use crate::upstream::FileRequest;
 use error::ProxyError;
 use exchange::{Exchange, TrackedBody};
 use headers::{add_forwarded, strip_hop_by_hop, strip_untrusted_forwarding, Forwarded, X_REQUEST_ID};
+pub use shared::{PlainHttp, Shared};
 
 /// Facts about the client connection a request arrived on, worked out
 /// once per connection.
@@ -80,7 +81,7 @@ impl ConnInfo {
 /// is boxed and moved per request (`server::service`); done inside one
 /// async body, it was 4.3 KiB.
 pub fn serve(
-    app: Arc<App>,
+    app: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<TrackedBody>, Infallible>> + Send + 'static {
@@ -123,7 +124,7 @@ struct Routed {
 // The `Ok` side is larger still; boxing the answer would only add an allocation.
 #[allow(clippy::result_large_err)]
 fn route(
-    app: &App,
+    app: &Shared,
     conn: &Arc<ConnInfo>,
     mut req: Request<Incoming>,
     ex: &mut Exchange,
@@ -143,7 +144,7 @@ fn route(
     }
 
     if !conn.tls {
-        if let Some(resp) = app.tls.get().and_then(|t| crate::tls::redirect::plain_http(t, &req)) {
+        if let Some(resp) = app.plain_http.get().and_then(|p| p.answer(&req)) {
             return Err(resp);
         }
     }
@@ -190,7 +191,7 @@ fn route(
 }
 
 /// The awaiting part: the route's middleware, then the upstream.
-async fn forward(app: &App, r: &mut Routed, ex: &mut Exchange) -> Response<ResponseBody> {
+async fn forward(app: &Shared, r: &mut Routed, ex: &mut Exchange) -> Response<ResponseBody> {
     let chain = &r.route.middleware;
     let mut facts = RequestFacts::default();
     {

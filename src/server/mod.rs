@@ -27,9 +27,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::App;
 use crate::metrics::ListenerLabels;
-use crate::proxy::ConnInfo;
+use crate::proxy::{ConnInfo, Shared};
 use activity::Activity;
 pub use bind::{bind, bind_traffic, Listener};
 use conn::{Builders, Protocol};
@@ -47,7 +46,8 @@ pub enum ServerError {
 /// What the accept loops share.
 #[derive(Clone)]
 pub struct Serving {
-    pub app: Arc<App>,
+    /// The request path's share of the process (snapshot, metrics, log).
+    pub proxy: Arc<Shared>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub permits: Arc<Semaphore>,
@@ -104,10 +104,10 @@ impl Drop for ConnSlot {
 
 impl Serving {
     /// Must be called within the runtime: it starts the parking lot.
-    pub fn new(app: Arc<App>, shutdown: CancellationToken) -> Self {
-        let settings = app.state.load().config.server.clone();
+    pub fn new(proxy: Arc<Shared>, shutdown: CancellationToken) -> Self {
+        let settings = proxy.state.load().config.server.clone();
         let mut serving = Serving {
-            app,
+            proxy,
             shutdown,
             tracker: TaskTracker::new(),
             permits: Arc::new(Semaphore::new(settings.max_connections)),
@@ -164,7 +164,7 @@ impl Serving {
     {
         let this = self.clone();
         self.tracker.spawn(async move {
-            let gauge = this.app.metrics.connections_active.get_or_create(&ListenerLabels { listener: name }).clone();
+            let gauge = this.proxy.metrics.connections_active.get_or_create(&ListenerLabels { listener: name }).clone();
             // One wait for the drain, kept across connections: a new one per
             // select took the token's lock twice per connection.
             let shutdown = this.shutdown.clone();
@@ -327,7 +327,7 @@ impl Serving {
         due: Due,
     ) -> Option<(I, bool)> {
         let activity = Arc::new(Activity::default());
-        let service = proxy_service(Arc::clone(&self.app), Arc::clone(&info), Arc::clone(&activity));
+        let service = proxy_service(Arc::clone(&self.proxy), Arc::clone(&info), Arc::clone(&activity));
         let ctx = conn::ConnCtx {
             activity: Arc::clone(&activity),
             builders: &self.builders,
@@ -356,7 +356,7 @@ impl Serving {
     /// Stop accepting, let connections finish what they are doing, and wait
     /// up to `timeout` for them. Returns whether everything drained.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        self.app.set_ready(false);
+        self.proxy.set_ready(false);
         self.shutdown.cancel();
         self.tracker.close();
         tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok()

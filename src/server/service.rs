@@ -17,10 +17,9 @@ use hyper_util::server::conn::auto;
 
 use super::activity::{Activity, RequestGuard};
 use super::conn::Builders;
-use crate::app::App;
 use crate::config::ServerSettings;
 use crate::proxy::exchange::TrackedBody;
-use crate::proxy::{self, ConnInfo};
+use crate::proxy::{self, ConnInfo, Shared};
 
 /// The same HTTP/1 settings on hyper's builder and on hyper-util's wrapper.
 macro_rules! http1_settings {
@@ -125,7 +124,7 @@ impl http_body::Body for ConnBody {
 /// three times per stream (into its stream state, into the executor, into
 /// a box), HTTP/1 once.
 pub(super) fn proxy_service(
-    app: Arc<App>,
+    app: Arc<Shared>,
     info: Arc<ConnInfo>,
     activity: Arc<Activity>,
 ) -> impl Service<

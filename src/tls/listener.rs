@@ -33,7 +33,7 @@ fn is_plain_http(e: &std::io::Error) -> bool {
 /// Accept TLS connections on `listener` and serve the proxy on them.
 pub fn spawn_https(serving: &Serving, listener: Listener, tls: Arc<TlsState>) {
     let acceptor = TlsAcceptor::from(Arc::clone(&tls.server_config));
-    let handshake_timeout = serving.app.state.load().config.server.client_header_timeout;
+    let handshake_timeout = serving.proxy.state.load().config.server.client_header_timeout;
     serving.spawn_accept_loop(listener, "https", move |this, stream, peer, slot| {
         let acceptor = acceptor.clone();
         async move { serve_tls(&this, &acceptor, stream, peer, slot, handshake_timeout).await }
@@ -58,7 +58,7 @@ async fn serve_tls(
     };
     let deadline = tokio::time::Instant::now() + handshake_timeout;
     let count = |result: &'static str| {
-        serving.app.metrics.tls_handshakes.get_or_create(&ResultLabels { result }).inc();
+        serving.proxy.metrics.tls_handshakes.get_or_create(&ResultLabels { result }).inc();
     };
     // Boxed: the handshake's state is large and would size the task.
     let handshake =

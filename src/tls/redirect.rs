@@ -4,11 +4,19 @@
 //! requests that did not arrive over TLS.
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
 
 use super::TlsState;
 use crate::body::ResponseBody;
+use crate::proxy::PlainHttp;
 
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+impl PlainHttp for TlsState {
+    fn answer(&self, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+        plain_http(self, req)
+    }
+}
 
 /// The answer for a plain-HTTP request, or `None` to route it as usual.
 pub fn plain_http<B>(tls: &TlsState, req: &Request<B>) -> Option<Response<ResponseBody>> {
