@@ -375,3 +375,51 @@ async fn compress_before_cache_compresses_hits_per_client_from_one_stored_body()
     assert!(cache_status(&gz_hit).contains("hit"));
     assert_eq!(up.hits(), 1);
 }
+
+#[tokio::test]
+async fn a_cacheable_body_streams_to_the_client_while_it_is_captured() {
+    use http_body_util::BodyExt;
+    let go_on = Arc::new(tokio::sync::Notify::new());
+    let g2 = Arc::clone(&go_on);
+    let up = Upstream::start(move |_req| {
+        let go_on = Arc::clone(&g2);
+        async move {
+            let chunks = futures_util::stream::unfold(0, move |i| {
+                let go_on = Arc::clone(&go_on);
+                async move {
+                    match i {
+                        0 => Some((Ok(http_body::Frame::data(bytes::Bytes::from_static(b"first,"))), 1)),
+                        1 => {
+                            // The rest only once the client has the first part.
+                            go_on.notified().await;
+                            Some((Ok(http_body::Frame::data(bytes::Bytes::from_static(b"second"))), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            let body: BoxBody = http_body_util::StreamBody::new(chunks).boxed();
+            let mut r = Response::new(body);
+            r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+            r
+        }
+    })
+    .await;
+    let p = Proxy::start(&config(up.addr, ""));
+    let req = Request::get(p.url("/stream")).header("host", "site.test").body(full("")).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client().request(req)).await.unwrap().unwrap();
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("first part streamed");
+    assert_eq!(&first.unwrap().unwrap().into_data().unwrap()[..], b"first,");
+    go_on.notify_one();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(&rest[..], b"second");
+    // And the whole body was stored.
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            get_h(&p.url("/stream"), &[]).await.text() == "first,second"
+        })
+        .await
+    );
+    assert_eq!(up.hits(), 1);
+}
