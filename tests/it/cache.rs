@@ -423,3 +423,20 @@ async fn a_cacheable_body_streams_to_the_client_while_it_is_captured() {
     );
     assert_eq!(up.hits(), 1);
 }
+
+#[tokio::test]
+async fn memory_stays_within_max_size_by_evicting() {
+    let up =
+        Upstream::start(|_req| async { reply(200, &[("cache-control", "max-age=60".into())], vec![b'y'; 8 * 1024]) })
+            .await;
+    let p = Proxy::start(&config(up.addr, "max_size = \"64KiB\"\nmax_object_size = \"16KiB\""));
+    for i in 0..40 {
+        assert_eq!(get_h(&p.url(&format!("/obj/{i}")), &[]).await.body.len(), 8 * 1024);
+    }
+    let status = status(&p).await;
+    let cache = &status["cache"]["edge"];
+    assert!(cache["memory_bytes"].as_u64().unwrap() <= 64 * 1024, "{cache}");
+    let entries = cache["entries"].as_u64().unwrap();
+    assert!((1..40).contains(&entries), "{cache}");
+    assert_eq!(up.hits(), 40);
+}
