@@ -25,6 +25,13 @@ pub struct Activity {
     /// The same, for the parking watcher (each watcher clears its own).
     moved_since_park_check: AtomicBool,
     requests: AtomicUsize,
+    /// HTTP/2 answers whose body hyper has not polled since it last could
+    /// take from it (never polled yet, or it just handed out data): a
+    /// client that opens no flow-control window keeps them so for ever.
+    owed_bodies: AtomicUsize,
+    /// Polls of HTTP/2 answer bodies (wrapping): while it moves, the
+    /// client's windows do.
+    body_polls: AtomicUsize,
     /// Requests begun on the connection, ever (wrapping): tells one request
     /// head being read from the next.
     begun: AtomicUsize,
@@ -236,17 +243,52 @@ impl Activity {
         *stalled >= limit
     }
 
+    /// An HTTP/2 answer's body waits for hyper to take data from it.
+    pub fn body_owed(&self) {
+        self.owed_bodies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// hyper polled an HTTP/2 answer's body, which was owed or not.
+    pub fn body_polled(&self, was_owed: bool) {
+        self.body_polls.fetch_add(1, Ordering::Relaxed);
+        if was_owed {
+            self.owed_bodies.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An owed body was dropped (its stream reset or the connection gone).
+    pub fn owed_body_dropped(&self) {
+        self.owed_bodies.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// One sample of the window stall: counts samples in a row where an
+    /// HTTP/2 answer waited for hyper to take it and no answer body was
+    /// polled (the client's flow-control windows stayed shut, though the
+    /// socket would take bytes); true once there were `limit`.
+    fn window_stalled(&self, stalled: &mut u32, last_polls: &mut usize, limit: u32) -> bool {
+        let polls = self.body_polls.load(Ordering::Relaxed);
+        if self.owed_bodies.load(Ordering::Relaxed) == 0 || polls != *last_polls {
+            *last_polls = polls;
+            *stalled = 0;
+            return false;
+        }
+        *stalled += 1;
+        *stalled >= limit
+    }
+
     /// Resolves once a write to the client has been blocked, with nothing
     /// moving, for about `limit`: for a connection shutting down, whose
     /// other watchers have stopped (hyper's graceful shutdown waits for its
     /// last bytes to go out, and a client that stopped reading would keep
     /// it waiting for ever).
+    /// The same for HTTP/2 answers waiting on shut flow-control windows.
     pub(super) async fn send_stalled_for(&self, limit: Duration) {
         let tick = (limit / 4).max(Duration::from_millis(10));
         let mut stalled_ticks = 0u128;
+        let (mut window_ticks, mut last_polls) = (0, self.body_polls.load(Ordering::Relaxed));
         loop {
             tokio::time::sleep(tick).await;
-            if self.send_stalled(&mut stalled_ticks, 4) {
+            if self.send_stalled(&mut stalled_ticks, 4) || self.window_stalled(&mut window_ticks, &mut last_polls, 4) {
                 return;
             }
         }
@@ -259,16 +301,24 @@ impl Activity {
     /// 30 s, and the client's answers) would keep an idle connection open
     /// for ever, and so would a client trickling frames that start nothing.
     /// Resolves with [`Watched::SendStalled`] instead if a write to the
-    /// client stays blocked, with nothing moving, for as long.
+    /// client stays blocked, with nothing moving, for as long; and as idle
+    /// if answers wait that long on flow-control windows the client never
+    /// opens (a zero-window stall): the connection is then told GOAWAY, and
+    /// closed when its streams still cannot move ([`Self::send_stalled_for`]).
     pub(super) async fn idle_for(&self, limit: Duration) -> Watched {
         let tick = (limit / 4).max(Duration::from_millis(10));
         let mut idle = Duration::ZERO;
         let mut last_begun = self.begun();
         let mut stalled_ticks = 0u128;
+        let (mut window_ticks, mut last_polls) = (0, self.body_polls.load(Ordering::Relaxed));
         loop {
             tokio::time::sleep(tick).await;
             if self.send_stalled(&mut stalled_ticks, 4) {
                 return Watched::SendStalled;
+            }
+            if self.window_stalled(&mut window_ticks, &mut last_polls, 4) {
+                tracing::debug!("HTTP/2 answers waited idle_timeout for the client's flow-control window; closing");
+                return Watched::Idle;
             }
             let begun = self.begun();
             if begun != last_begun || self.requests.load(Ordering::Relaxed) > 0 {

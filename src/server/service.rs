@@ -81,10 +81,35 @@ pub fn http_builders(s: &ServerSettings) -> Builders {
 /// writing what it buffered, so a head and data that came with the error
 /// would never reach the client, who would see an empty reply instead of
 /// a truncated answer. The extra poll lets hyper flush first.
+///
+/// On HTTP/2 it also tells the connection's [`Activity`] when hyper owes
+/// the body a poll (see [`Activity::body_owed`]), so a client whose
+/// flow-control windows stay shut is found out.
 pub struct ConnBody {
     inner: TrackedBody,
-    _in_progress: RequestGuard,
+    in_progress: RequestGuard,
     failed: Option<crate::body::BoxError>,
+    h2: bool,
+    /// Counted as owed on the connection.
+    owed: bool,
+}
+
+impl ConnBody {
+    fn new(inner: TrackedBody, in_progress: RequestGuard, h2: bool) -> Self {
+        let owed = h2 && !http_body::Body::is_end_stream(&inner);
+        if owed {
+            in_progress.activity().body_owed();
+        }
+        ConnBody { inner, in_progress, failed: None, h2, owed }
+    }
+}
+
+impl Drop for ConnBody {
+    fn drop(&mut self) {
+        if self.owed {
+            self.in_progress.activity().owed_body_dropped();
+        }
+    }
 }
 
 impl http_body::Body for ConnBody {
@@ -96,14 +121,25 @@ impl http_body::Body for ConnBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         use std::task::Poll;
-        if let Some(e) = self.failed.take() {
+        let this = &mut *self;
+        if this.h2 {
+            this.in_progress.activity().body_polled(std::mem::take(&mut this.owed));
+        }
+        if let Some(e) = this.failed.take() {
             return Poll::Ready(Some(Err(e)));
         }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
-                self.failed = Some(e);
+                this.failed = Some(e);
                 cx.waker().wake_by_ref();
                 Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.h2 && !this.inner.is_end_stream() {
+                    this.owed = true;
+                    this.in_progress.activity().body_owed();
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
             other => other,
         }
@@ -144,6 +180,7 @@ pub(super) fn proxy_service(
         let app = Arc::clone(&app);
         let info = Arc::clone(&info);
         let last = proxy::headers::last_on_connection(req.version(), req.headers());
+        let h2 = req.version() == hyper::Version::HTTP_2;
         async move {
             let resp = match Box::pin(proxy::serve(app, info, req)).await {
                 Ok(resp) => resp,
@@ -152,7 +189,7 @@ pub(super) fn proxy_service(
             if last && resp.body().in_memory_to_end() {
                 guard.activity().cork_next_write();
             }
-            Ok(resp.map(|inner| ConnBody { inner, _in_progress: guard, failed: None }))
+            Ok(resp.map(|inner| ConnBody::new(inner, guard, h2)))
         }
     })
 }
