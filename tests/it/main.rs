@@ -4,6 +4,7 @@
 mod any_certificate;
 mod chaos_util;
 mod engine;
+mod h2_raw;
 mod pebble;
 mod redis_server;
 mod tls_util;
@@ -23,6 +24,7 @@ mod discovery_dns;
 mod docker;
 mod failures;
 mod forwarding;
+mod h2_abuse;
 mod hardening;
 mod health;
 mod keepalive;
