@@ -206,10 +206,13 @@ impl App {
                 let snapshot = self.state.load();
                 self.health.sync(snapshot.pools.values());
                 if let Some(acme) = self.acme.get() {
-                    // Route hosts new to this config get certificates now.
-                    for host in crate::tls::route_hosts(&snapshot.config) {
+                    if let Some(od) = &acme.on_demand {
+                        od.set_patterns(crate::tls::route_patterns(&snapshot.config));
+                    }
+                    // Certificates new to this config are ordered now.
+                    for names in crate::tls::wanted_certificates(&snapshot.config) {
                         let acme = Arc::clone(acme);
-                        tokio::spawn(async move { acme.manage(host).await });
+                        tokio::spawn(async move { acme.manage(names).await });
                     }
                 }
                 self.metrics.config_reloads.get_or_create(&ResultLabels { result: "success" }).inc();

@@ -108,7 +108,19 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             if let Some(c) = &cluster {
                 c.probe().await;
             }
-            let manager = acme::start(acme, Arc::clone(&state), serving.shutdown.clone(), cluster.clone()).await;
+            let wanted = tls::wanted_certificates(&config);
+            let patterns = tls::route_patterns(&config);
+            let counter = app.metrics.acme_on_demand.clone();
+            let manager = acme::start(
+                acme,
+                Arc::clone(&state),
+                wanted,
+                patterns,
+                counter,
+                serving.shutdown.clone(),
+                cluster.clone(),
+            )
+            .await;
             let _ = app.acme.set(manager);
         }
         if let Some(l) = https {

@@ -122,6 +122,7 @@ pub struct Metrics {
     pub provider_up: Family<ProviderLabels, Gauge>,
     pub cache_requests: Family<CacheLabels, Counter>,
     pub cache_bytes: Family<TierLabels, Gauge>,
+    pub acme_on_demand: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -182,6 +183,12 @@ impl Metrics {
         for result in ["success", "failure"] {
             let _ = config_reloads.get_or_create(&ResultLabels { result });
         }
+        let acme_on_demand = Family::default();
+        registry.register(
+            "acme_on_demand",
+            "On-demand TLS decisions and orders, by result (issued, refused, failed, limited)",
+            acme_on_demand.clone(),
+        );
         let provider_up = Family::default();
         registry.register(
             "provider_up",
@@ -197,6 +204,7 @@ impl Metrics {
         let cache_bytes = Family::default();
         registry.register("cache_bytes", "Bytes the caches hold, by tier (memory, disk)", cache_bytes.clone());
         Metrics {
+            acme_on_demand,
             registry,
             http_requests,
             http_request_duration,

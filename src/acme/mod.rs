@@ -1,10 +1,15 @@
 //! ACME (RFC 8555) certificate management with instant-acme: the account
-//! (key created once and stored), one order per exact route host, the
-//! challenge answers (published in `tls::challenges` for the listeners), storage behind [`CertStorage`],
-//! and a cancellable renewal task per host with jitter and capped
-//! exponential backoff. A failed renewal keeps the old certificate live.
+//! (key created once and stored), one order per certificate (an exact route
+//! host, a wildcard route host under DNS-01, a `[[certificates]]` entry, an
+//! on-demand name), the challenge answers (published in `tls::challenges`
+//! for the listeners) or DNS-01 records ([`dns`]), storage behind
+//! [`CertStorage`], and a cancellable renewal task per certificate with
+//! jitter and capped exponential backoff. A failed renewal keeps the old
+//! certificate live.
 
 pub mod cluster;
+pub mod dns;
+pub mod on_demand;
 pub mod order;
 pub mod schedule;
 pub mod storage;
@@ -38,6 +43,8 @@ pub enum AcmeError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Dns(#[from] dns::DnsError),
     #[error("the order took longer than {0:?}")]
     Timeout(Duration),
 }
@@ -52,22 +59,68 @@ const MIN_GAP: Duration = Duration::from_secs(600);
 
 pub struct AcmeManager {
     settings: AcmeSettings,
+    dns: Option<Arc<dns::Dns>>,
+    /// On-demand TLS, when configured.
+    pub on_demand: Option<Arc<on_demand::OnDemand>>,
+    /// Names ordered on demand (their results are counted).
+    on_demand_names: std::sync::Mutex<std::collections::HashSet<String>>,
     storage: Arc<dyn CertStorage>,
     tls: Arc<TlsState>,
     account: tokio::sync::Mutex<Option<Account>>,
     /// With `[cluster]`: the shared store (locks, challenges).
     shared: Option<Arc<cluster::Shared>>,
-    /// Hosts with a renewal task (or a static certificate) already.
+    /// Certificates (by [`cert_key`]) with a renewal task already.
     managed: std::sync::Mutex<std::collections::HashSet<String>>,
     cancel: CancellationToken,
 }
 
-/// Load stored certificates for every ACME host into the live map, then
-/// start one renewal task per host; they stop when `cancel` fires. With a
-/// cluster store, state is shared through it (see [`cluster`]).
+/// The storage name of a certificate for `names`: the name itself for one
+/// name (`*` spelled `_wildcard`), else the first name and a hash of all.
+pub fn cert_key(names: &[String]) -> String {
+    let first = names.first().map(String::as_str).unwrap_or("none").replace('*', "_wildcard");
+    if names.len() <= 1 {
+        return first;
+    }
+    let mut sorted = names.to_vec();
+    sorted.sort();
+    // FNV-1a: stable across builds, unlike the std hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in sorted.join(",").bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{first}+{:08x}", h as u32)
+}
+
+/// The name to look a certificate up by in the live map, from its key.
+pub fn key_name(key: &str) -> String {
+    key.split('+').next().unwrap_or(key).replace("_wildcard", "*")
+}
+
+/// Whether two name lists are the same set.
+pub fn same_names(a: &[String], b: &[String]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// The on-demand TLS counter family.
+pub type OnDemandCounter = prometheus_client::metrics::family::Family<
+    crate::metrics::ResultLabels,
+    prometheus_client::metrics::counter::Counter,
+>;
+
+/// Load stored certificates for every wanted certificate into the live
+/// map, then start one renewal task per certificate; they stop when
+/// `cancel` fires. With a cluster store, state is shared through it (see
+/// [`cluster`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     settings: AcmeSettings,
     tls: Arc<TlsState>,
+    wanted: Vec<Vec<String>>,
+    patterns: Vec<crate::config::HostPattern>,
+    on_demand_total: OnDemandCounter,
     cancel: CancellationToken,
     store: Option<Arc<crate::cluster::Cluster>>,
 ) -> Arc<AcmeManager> {
@@ -80,8 +133,14 @@ pub async fn start(
         }
         None => (Arc::new(files), None),
     };
-    let manager = Arc::new(AcmeManager {
+    let dns = settings.dns.clone().map(|d| Arc::new(dns::Dns::new(d)));
+    let on_demand_settings = settings.on_demand.clone();
+    let manager = Arc::new_cyclic(|weak| AcmeManager {
+        on_demand: on_demand_settings
+            .map(|s| Arc::new(on_demand::OnDemand::new(s, weak.clone(), patterns, on_demand_total))),
+        on_demand_names: std::sync::Mutex::new(std::collections::HashSet::new()),
         settings,
+        dns,
         storage,
         tls: Arc::clone(&tls),
         account: tokio::sync::Mutex::new(None),
@@ -89,8 +148,12 @@ pub async fn start(
         managed: std::sync::Mutex::new(std::collections::HashSet::new()),
         cancel,
     });
-    for domain in tls.acme_domains.load().iter() {
-        manager.manage(domain.clone()).await;
+    if let Some(od) = &manager.on_demand {
+        let hook: Arc<dyn crate::tls::OnDemandHook> = od.clone();
+        let _ = manager.tls.on_demand.set(hook);
+    }
+    for names in wanted {
+        manager.manage(names).await;
     }
     if let Some((shared, storage)) = shared {
         let m = Arc::clone(&manager);
@@ -107,42 +170,60 @@ pub async fn start(
 }
 
 impl AcmeManager {
-    /// Start managing `domain` (no-op if it already is): serve its stored
-    /// certificate if there is one, then keep it issued and renewed. Called
-    /// at start for every route host, and after every reload for all of
-    /// them: a host whose static certificate a reload removed is taken up
-    /// then.
-    pub async fn manage(self: &Arc<Self>, domain: String) {
-        if !self.tls.acme_domains.load().contains(&domain) {
-            self.tls.acme_domains.rcu(|list| {
-                let mut list = Vec::clone(list);
-                if !list.contains(&domain) {
-                    list.push(domain.clone());
-                }
-                list
-            });
+    /// Start managing the certificate for `names` (no-op if it already
+    /// is): serve its stored certificate if there is one, then keep it
+    /// issued and renewed. Called at start for every wanted certificate,
+    /// and after every reload for all of them: one whose static
+    /// certificate a reload removed is taken up then.
+    pub async fn manage(self: &Arc<Self>, names: Vec<String>) {
+        if names.is_empty() {
+            return;
         }
-        let tls = &self.tls;
-        // Checked before the host counts as managed, so that it is not
-        // marked managed while nothing orders its certificate.
-        if self.has_static(&domain) {
+        self.tls.acme_domains.rcu(|list| {
+            let mut list = Vec::clone(list);
+            for n in &names {
+                if !list.contains(n) {
+                    list.push(n.clone());
+                }
+            }
+            list
+        });
+        let key = cert_key(&names);
+        let domain = key.as_str();
+        // Checked before the certificate counts as managed, so that it is
+        // not marked managed while nothing orders it.
+        if self.has_static(&names) {
             tracing::debug!(%domain, "static certificate present: no ACME order");
             return;
         }
-        let newly_managed = self.managed.lock().map(|mut m| m.insert(domain.clone())).unwrap_or(false);
+        let newly_managed = self.managed.lock().map(|mut m| m.insert(key.clone())).unwrap_or(false);
         if !newly_managed {
             return;
         }
-        match self.storage.load_cert(&domain).await {
+        self.load_stored(&key).await;
+        let m = Arc::clone(self);
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = m.renew_loop(names) => {}
+            }
+        });
+    }
+
+    /// Serve the stored certificate named `key`, if there is a usable one.
+    async fn load_stored(&self, key: &str) {
+        let domain = key;
+        match self.storage.load_cert(key).await {
             Ok(Some(stored)) => match certs::from_pem(
                 stored.chain_pem.as_bytes(),
                 stored.key_pem.as_bytes(),
                 Source::Acme,
-                Path::new(&domain),
+                Path::new(key),
             ) {
                 Ok(loaded) => {
                     tracing::info!(%domain, serial = %loaded.info.serial, "loaded stored ACME certificate");
-                    tls.install(loaded);
+                    self.tls.install(loaded);
                 }
                 Err(e) => {
                     tracing::warn!(%domain, error = %e, "stored certificate unusable; ordering a new one")
@@ -151,34 +232,36 @@ impl AcmeManager {
             Ok(None) => {}
             Err(e) => tracing::warn!(%domain, error = %e, "cannot read stored certificate"),
         }
-        let m = Arc::clone(self);
-        let cancel = self.cancel.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = m.renew_loop(domain) => {}
-            }
-        });
     }
 
-    /// Whether a certificate from `certs_dir` covers `domain`: it is served
-    /// ahead of an ACME one, so ordering one would only spend rate limit.
-    fn has_static(&self, domain: &str) -> bool {
-        self.tls.live.load().lookup(domain).any(|c| c.info.source == Source::Static)
+    /// Whether certificates from `certs_dir` cover every one of `names`:
+    /// they are served ahead of an ACME one, so ordering one would only
+    /// spend rate limit.
+    fn has_static(&self, names: &[String]) -> bool {
+        let live = self.tls.live.load();
+        names.iter().all(|n| live.lookup(n).any(|c| c.info.source == Source::Static))
     }
 
-    fn current(&self, domain: &str) -> Option<certs::CertInfo> {
-        self.tls.live.load().lookup(domain).find(|c| c.info.source == Source::Acme).map(|c| c.info.clone())
+    fn current(&self, names: &[String]) -> Option<certs::CertInfo> {
+        let first = names.first()?;
+        self.tls
+            .live
+            .load()
+            .lookup(first)
+            .find(|c| c.info.source == Source::Acme && same_names(&c.info.names, names))
+            .map(|c| c.info.clone())
     }
 
-    async fn renew_loop(&self, domain: String) {
+    async fn renew_loop(&self, names: Vec<String>) {
+        let key = cert_key(&names);
+        let domain = key.as_str();
         let mut failures = 0u32;
         let mut last_success: Option<Instant> = None;
         loop {
             let wait = if failures > 0 {
                 schedule::backoff(failures)
             } else {
-                let due = match self.current(&domain) {
+                let due = match self.current(&names) {
                     None => Duration::ZERO,
                     Some(info) => schedule::until_renewal(
                         unix_now(),
@@ -202,9 +285,9 @@ impl AcmeManager {
             // between the check and the removal would otherwise find the
             // host still managed, and leave it with no loop at all.
             let ended = self.managed.lock().map(|mut managed| {
-                let covered = self.has_static(&domain);
+                let covered = self.has_static(&names);
                 if covered {
-                    managed.remove(&domain);
+                    managed.remove(domain);
                 }
                 covered
             });
@@ -212,7 +295,7 @@ impl AcmeManager {
                 tracing::info!(%domain, "a static certificate covers the host now; no more ACME orders for it");
                 return;
             }
-            let lock = match self.take_lock(&domain).await {
+            let lock = match self.take_lock(&names).await {
                 Turn::Ours(lock) => lock,
                 Turn::Adopted => {
                     failures = 0;
@@ -224,18 +307,20 @@ impl AcmeManager {
                     continue;
                 }
             };
-            tracing::info!(%domain, "ordering certificate");
-            let attempt = tokio::time::timeout(ORDER_TIMEOUT, self.obtain(&domain)).await;
+            tracing::info!(%domain, names = ?names, "ordering certificate");
+            let attempt = tokio::time::timeout(ORDER_TIMEOUT, self.obtain(&names)).await;
             if let Some(lock) = lock {
                 lock.release().await;
             }
             match attempt.unwrap_or(Err(AcmeError::Timeout(ORDER_TIMEOUT))) {
                 Ok(serial) => {
+                    self.count_on_demand(domain, "issued");
                     failures = 0;
                     last_success = Some(Instant::now());
                     tracing::info!(%domain, %serial, "certificate issued");
                 }
                 Err(e) => {
+                    self.count_on_demand(domain, "failed");
                     failures = failures.saturating_add(1);
                     // The account may be gone (a new CA instance): make it again.
                     *self.account.lock().await = None;
@@ -250,9 +335,11 @@ impl AcmeManager {
     /// lock, then checks again whether the work is still needed: a
     /// certificate another instance stored since this one decided is
     /// installed instead of ordering.
-    async fn take_lock(&self, domain: &str) -> Turn {
+    async fn take_lock(&self, names: &[String]) -> Turn {
         let Some(shared) = &self.shared else { return Turn::Ours(None) };
-        let seen = self.current(domain).map(|c| c.serial);
+        let key = cert_key(names);
+        let domain = key.as_str();
+        let seen = self.current(names).map(|c| c.serial);
         let lock = match shared.lock(domain).await {
             Ok(Some(lock)) => lock,
             Ok(None) => {
@@ -286,14 +373,27 @@ impl AcmeManager {
         Turn::Ours(Some(lock))
     }
 
+    fn count_on_demand(&self, key: &str, result: &'static str) {
+        let listed = self.on_demand_names.lock().is_ok_and(|n| n.contains(key));
+        if let (true, Some(od)) = (listed, &self.on_demand) {
+            od.count(result);
+        }
+    }
+
     /// Order, store and install a certificate; returns its serial.
-    async fn obtain(&self, domain: &str) -> Result<String, AcmeError> {
+    async fn obtain(&self, names: &[String]) -> Result<String, AcmeError> {
+        let key = cert_key(names);
         let account = self.account().await?;
-        let stored: StoredCert =
-            order::issue(&account, domain, self.settings.challenge, &self.tls.challenges, self.shared.clone()).await?;
+        let to = order::Responders {
+            kind: self.settings.challenge,
+            challenges: &self.tls.challenges,
+            dns: self.dns.as_ref(),
+            shared: self.shared.clone(),
+        };
+        let stored: StoredCert = order::issue(&account, names, to).await?;
         let loaded =
-            certs::from_pem(stored.chain_pem.as_bytes(), stored.key_pem.as_bytes(), Source::Acme, Path::new(domain))?;
-        self.storage.store_cert(domain, &stored).await?;
+            certs::from_pem(stored.chain_pem.as_bytes(), stored.key_pem.as_bytes(), Source::Acme, Path::new(&key))?;
+        self.storage.store_cert(&key, &stored).await?;
         let serial = loaded.info.serial.clone();
         self.tls.install(loaded);
         Ok(serial)

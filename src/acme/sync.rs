@@ -35,7 +35,8 @@ pub async fn sync_loop(
         let names = domains();
         let Ok(serials) = shared.serials(&names).await else { continue };
         for (domain, stored) in names.iter().zip(serials) {
-            let live = tls.live.load().lookup(domain).find(|c| c.info.source == Source::Acme).map(|c| c.info.clone());
+            let name = super::key_name(domain);
+            let live = tls.live.load().lookup(&name).find(|c| c.info.source == Source::Acme).map(|c| c.info.clone());
             match (stored, live) {
                 (Some(s), Some(l)) if s == l.serial => {}
                 (Some(_), live) => {

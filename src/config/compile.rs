@@ -26,9 +26,9 @@ const MAX_HEADER_BYTES: usize = 16 << 20;
 
 /// Collects every problem rather than stopping at the first.
 pub(super) struct Compiler<'a> {
-    path: &'a Path,
+    pub(super) path: &'a Path,
     /// Offsets -> line:col for the spans kept on routes and middleware.
-    lines: LineIndex<'a>,
+    pub(super) lines: LineIndex<'a>,
     errors: Vec<ConfigError>,
     /// `[providers.docker]` is configured: a pool may leave `servers` out.
     pub(super) discovery: bool,
@@ -46,7 +46,7 @@ impl<'a> Compiler<'a> {
 
     /// One of a fixed set of words; absent means the first. An unknown word
     /// is reported at its position and the first is used meanwhile.
-    fn keyword<T: Copy>(&mut self, v: &Option<serde_spanned::Spanned<String>>, name: &str, options: &[(&str, T)]) -> T {
+    pub(super) fn keyword<T: Copy>(&mut self, v: &Option<serde_spanned::Spanned<String>>, name: &str, options: &[(&str, T)]) -> T {
         let Some(v) = v else { return options[0].1 };
         if let Some((_, t)) = options.iter().find(|(word, _)| *word == v.get_ref().as_str()) {
             return *t;
@@ -65,7 +65,7 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn int_in<T: TryFrom<i64>>(
+    pub(super) fn int_in<T: TryFrom<i64>>(
         &mut self,
         v: &Option<serde_spanned::Spanned<i64>>,
         name: &str,
@@ -143,26 +143,9 @@ impl<'a> Compiler<'a> {
                 unknown_sni,
             }
         });
-        let acme = raw.acme.as_ref().map(|a| {
-            let a = a.get_ref();
-            let challenge = self.keyword(
-                &a.challenge,
-                "challenge",
-                &[("tls-alpn-01", AcmeChallenge::TlsAlpn01), ("http-01", AcmeChallenge::Http01)],
-            );
-            let directory = match a.directory.as_deref() {
-                None | Some("production") | Some("letsencrypt") => LETS_ENCRYPT_PRODUCTION.to_string(),
-                Some("staging") | Some("letsencrypt-staging") => LETS_ENCRYPT_STAGING.to_string(),
-                Some(url) => url.to_string(),
-            };
-            AcmeSettings {
-                email: a.email.clone(),
-                directory,
-                challenge,
-                renew_before: a.renew_before.map(|d| d.0),
-                ca_cert: a.ca_cert.as_deref().map(|p| self.relative(p)),
-            }
-        });
+        let acme = raw.acme.as_ref().map(|a| self.acme(a));
+        let certificates = self.certificates(&raw.certificates, acme.as_ref());
+        self.check_wildcard_routes(&raw.routes, acme.as_ref());
         let cluster = raw.cluster.as_ref().map(|c| self.cluster(c.get_ref()));
         let providers = self.providers(&raw.providers);
         self.discovery = providers.docker.is_some();
@@ -208,6 +191,7 @@ impl<'a> Compiler<'a> {
                 middleware,
                 routes,
                 providers,
+                certificates,
             })
         } else {
             self.errors.sort_by_key(|e| (e.line, e.col));

@@ -2,6 +2,7 @@
 //! cross-reference, and produce a [`Config`] whose types cannot hold an
 //! invalid state. Every problem is a [`ConfigError`] with `file:line:col`.
 
+mod acme;
 mod compile;
 mod discovered;
 mod error;
@@ -18,6 +19,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use acme::{
+    valid_cert_name, AcmeChallenge, AcmeSettings, CertificateSpec, DnsProviderSpec, DnsSettings, OnDemandSettings,
+    TsigAlgorithm, TsigSpec,
+};
 pub use discovered::{
     Container, Discovered, DnsServerSpec, DockerDiscovery, DockerSettings, ProviderSettings, ServerOrigin, Skipped,
 };
@@ -45,6 +50,8 @@ pub struct Config {
     pub middleware: BTreeMap<String, MiddlewareSpec>,
     pub routes: Vec<RouteSpec>,
     pub providers: ProviderSettings,
+    /// `[[certificates]]`: certificates beyond the route hosts.
+    pub certificates: Vec<CertificateSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,22 +106,6 @@ pub struct TlsSettings {
     pub certs_dir: PathBuf,
     pub redirect_http: bool,
     pub unknown_sni: UnknownSni,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcmeChallenge {
-    TlsAlpn01,
-    Http01,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AcmeSettings {
-    pub email: Option<String>,
-    pub directory: String,
-    pub challenge: AcmeChallenge,
-    /// `None`: 30 days, or a third of the certificate's lifetime if shorter.
-    pub renew_before: Option<Duration>,
-    pub ca_cert: Option<PathBuf>,
 }
 
 /// `[cluster]`, checked: a URL the Redis client accepts.

@@ -27,6 +27,15 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub providers: RawProviders,
+    /// Certificates beyond the route hosts, one per entry.
+    #[serde(default)]
+    pub certificates: Vec<Spanned<RawCertificate>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub names: Spanned<Vec<Spanned<String>>>,
 }
 
 /// Sources of servers and routes besides this file.
@@ -112,6 +121,37 @@ pub struct RawAcme {
     pub challenge: Option<Spanned<String>>,
     pub renew_before: Option<LongDuration>,
     pub ca_cert: Option<String>,
+    pub dns: Option<Spanned<RawAcmeDns>>,
+    pub on_demand: Option<Spanned<RawOnDemand>>,
+}
+
+/// `[acme.dns]`: how DNS-01 answers are published.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcmeDns {
+    pub provider: Option<Spanned<String>>,
+    pub nameserver: Option<Spanned<String>>,
+    pub tsig_key: Option<Spanned<String>>,
+    pub tsig_algorithm: Option<Spanned<String>>,
+    pub tsig_secret: Option<Spanned<String>>,
+    pub tsig_secret_file: Option<Spanned<String>>,
+    pub command: Option<Spanned<String>>,
+    /// How long the hook may run (`exec`), default 60 s.
+    pub timeout: Option<HumanDuration>,
+    pub propagation_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub resolvers: Vec<Spanned<String>>,
+    /// TTL of the TXT records written (`rfc2136`), default 60.
+    pub ttl: Option<Spanned<i64>>,
+}
+
+/// `[acme.on_demand]`: certificates for names first seen in a handshake.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnDemand {
+    pub ask: Spanned<String>,
+    pub wait: Option<HumanDuration>,
+    pub max_per_hour: Option<Spanned<i64>>,
 }
 
 /// `[cluster]`: state shared by several instances, on Redis.

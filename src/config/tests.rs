@@ -186,4 +186,42 @@ fn static_and_servers_are_one_or_the_other_at_their_line() {
     let e =
         errors(&format!("[upstreams.a]\nstatic = \"{d}\"\ncache_control = [{{ path = \"assets\", value = \"x\" }}]\n"));
     assert!(e[0].starts_with("rampart.toml:3:27: error: cache_control path"), "{e:?}");
+
+fn dns01_keys_compile_and_wildcards_need_dns01() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("tsig");
+    std::fs::write(&secret, "key \"rampart.\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0\";\n};\n").unwrap();
+    let text = format!(
+        "[acme]\nchallenge = \"dns-01\"\n[acme.dns]\nprovider = \"rfc2136\"\nnameserver = \"127.0.0.1\"\n\
+         tsig_key = \"rampart.\"\ntsig_algorithm = \"hmac-sha512\"\ntsig_secret_file = \"{}\"\n\
+         [acme.on_demand]\nask = \"http://127.0.0.1:7600/allowed\"\n\
+         [[certificates]]\nnames = [\"Example.com\", \"*.example.com\"]\n{BASE}\
+         [[routes]]\nhost = \"*.wild.example.com\"\nupstream = \"api\"\n",
+        secret.display()
+    );
+    let c = parse(&text).unwrap();
+    let acme = c.acme.as_ref().unwrap();
+    let dns = acme.dns.as_ref().unwrap();
+    // The secret comes out of a BIND key file as well as a bare one.
+    let DnsProviderSpec::Rfc2136 { nameserver, tsig: Some(tsig), ttl } = &dns.provider else { panic!("{dns:?}") };
+    assert_eq!(nameserver.port(), 53);
+    assert_eq!((tsig.secret.as_slice(), tsig.algorithm, *ttl), (&b"secret"[..], TsigAlgorithm::HmacSha512, 60));
+    assert_eq!(dns.propagation_timeout, Duration::from_secs(120));
+    let od = acme.on_demand.as_ref().unwrap();
+    assert_eq!((od.wait, od.max_per_hour), (Duration::from_secs(10), 60));
+    assert_eq!(c.certificates[0].names, ["example.com", "*.example.com"]);
+    assert!(!format!("{tsig:?}").contains("c2VjcmV0") && !format!("{tsig:?}").contains("secret: "));
+
+    // The same wildcard route under tls-alpn-01: an error at its line.
+    let alpn = format!(
+        "[acme]\nchallenge = \"tls-alpn-01\"\n{BASE}[[routes]]\nhost = \"*.wild.example.com\"\nupstream = \"api\"\n"
+    );
+    let e = errors(&alpn);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("rampart.toml:14:8: error: wildcard host \"*.wild.example.com\""), "{e:?}");
+    assert!(errors("[acme]\nchallenge = \"dns-01\"\n")[0].contains("needs an [acme.dns] table"));
+    let e = errors("[acme]\nchallenge = \"http-01\"\n[[certificates]]\nnames = [\"*.a.com\"]\n");
+    assert!(e[0].starts_with("rampart.toml:4:10: error: wildcard name"), "{e:?}");
+    let e = errors("[acme]\nchallenge = \"dns-01\"\n[acme.dns]\nprovider = \"rfc2136\"\nnameserver = \"127.0.0.1\"\ntsig_key = \"k.\"\ntsig_secret_file = \"/nonexistent/tsig\"\n");
+    assert!(e[0].starts_with("rampart.toml:7:20: error: cannot read tsig_secret_file"), "{e:?}");
 }

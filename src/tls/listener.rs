@@ -1,7 +1,9 @@
 //! The HTTPS accept loop: the same connection limit, drain tracker and
 //! hyper serving as the plain listener, with a TLS handshake (bounded by the
 //! client header timeout) in front. Counts `rampart_tls_handshakes_total`
-//! and never hands an `acme-tls/1` connection to HTTP.
+//! and never hands an `acme-tls/1` connection to HTTP. With on-demand TLS,
+//! the ClientHello is read ahead (peeked, left in the socket) and a name
+//! no certificate covers waits for its issuance before the handshake.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,13 +38,52 @@ pub fn spawn_https(serving: &Serving, listener: Listener, tls: Arc<TlsState>) {
     let handshake_timeout = serving.proxy.state.load().config.server.client_header_timeout;
     serving.spawn_accept_loop(listener, "https", move |this, stream, peer, slot| {
         let acceptor = acceptor.clone();
-        async move { serve_tls(&this, &acceptor, stream, peer, slot, handshake_timeout).await }
+        let tls = Arc::clone(&tls);
+        async move { serve_tls(&this, &acceptor, &tls, stream, peer, slot, handshake_timeout).await }
     });
+}
+
+/// The SNI name of the ClientHello waiting in `stream`, read without
+/// consuming it; `None` for none, for an `acme-tls/1` handshake, or when
+/// no complete ClientHello arrives before `deadline`.
+async fn peek_sni(stream: &TcpStream, deadline: tokio::time::Instant) -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut bytes = &buf[..n];
+        while !bytes.is_empty() {
+            if acceptor.read_tls(&mut bytes).is_err() {
+                return None;
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let hello = accepted.client_hello();
+                if hello.alpn().is_some_and(|mut a| a.next() == Some(ACME_TLS_ALPN)) {
+                    return None;
+                }
+                return hello.server_name().map(str::to_owned);
+            }
+            Ok(None) if n < buf.len() => {
+                // Part of the ClientHello so far: look again shortly.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
 }
 
 async fn serve_tls(
     serving: &Serving,
     acceptor: &TlsAcceptor,
+    tls: &TlsState,
     stream: std::net::TcpStream,
     peer: SocketAddr,
     slot: ConnSlot,
@@ -56,6 +97,17 @@ async fn serve_tls(
             return;
         }
     };
+    if let Some(hook) = tls.on_demand.get() {
+        let hello_by = tokio::time::Instant::now() + handshake_timeout;
+        if let Some(name) = peek_sni(&stream, hello_by).await {
+            if !tls.live.load().covers(&name) {
+                tokio::select! {
+                    _ = serving.shutdown.cancelled() => return,
+                    _ = hook.ensure(&name) => {}
+                }
+            }
+        }
+    }
     let deadline = tokio::time::Instant::now() + handshake_timeout;
     let count = |result: &'static str| {
         serving.proxy.metrics.tls_handshakes.get_or_create(&ResultLabels { result }).inc();

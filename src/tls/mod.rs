@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::config::{Config, ConfigError, ConfigErrors, HostPattern, TlsSettings, UnknownSni};
+use crate::config::{AcmeChallenge, Config, ConfigError, ConfigErrors, HostPattern, TlsSettings, UnknownSni};
 use crate::metrics::{DomainLabels, GaugeSeries};
 use certs::Loaded;
 use challenges::Challenges;
@@ -39,6 +39,13 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
+/// Issuance while a handshake waits (on-demand TLS): the listener calls it
+/// for a name no certificate covers, and it returns once one does or when
+/// none will in time. The ACME layer implements it.
+pub trait OnDemandHook: Send + Sync {
+    fn ensure<'a>(&'a self, name: &'a str) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+}
+
 /// Everything TLS that lives as long as the process.
 pub struct TlsState {
     pub settings: TlsSettings,
@@ -50,6 +57,8 @@ pub struct TlsState {
     /// first certificate arrives); grows when a reload adds route hosts.
     pub acme_domains: ArcSwap<Vec<String>>,
     pub server_config: Arc<rustls::ServerConfig>,
+    /// Set when `[acme.on_demand]` is configured.
+    pub on_demand: std::sync::OnceLock<Arc<dyn OnDemandHook>>,
     /// The self-signed fallback, listed in the status output.
     fallback: Arc<Loaded>,
     expiry: Family<DomainLabels, Gauge>,
@@ -71,17 +80,47 @@ pub fn settings(config: &Config) -> Option<TlsSettings> {
     Some(TlsSettings { certs_dir: base.join("certs"), redirect_http: true, unknown_sni: UnknownSni::DefaultCert })
 }
 
-/// Exact hosts the routes use (candidates for ACME).
-pub fn route_hosts(config: &Config) -> Vec<String> {
-    let set: BTreeSet<String> = config
+/// Whether a certificate for `pattern` (a name or `*.name`) covers `host`.
+pub fn name_covers(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(parent) => host.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+        None => pattern == host,
+    }
+}
+
+/// The route host patterns (on-demand TLS orders only names they admit).
+pub fn route_patterns(config: &Config) -> Vec<HostPattern> {
+    let mut out: Vec<HostPattern> = Vec::new();
+    for r in &config.routes {
+        if !out.contains(&r.host) {
+            out.push(r.host.clone());
+        }
+    }
+    out
+}
+
+/// The certificates ACME keeps, each a list of names: every
+/// `[[certificates]]` entry, then one per exact route host and (under
+/// DNS-01) per wildcard route host that no entry already covers.
+pub fn wanted_certificates(config: &Config) -> Vec<Vec<String>> {
+    let Some(acme) = &config.acme else { return Vec::new() };
+    let mut out: Vec<Vec<String>> = config.certificates.iter().map(|c| c.names.clone()).collect();
+    let hosts: BTreeSet<String> = config
         .routes
         .iter()
         .filter_map(|r| match &r.host {
             HostPattern::Exact(h) => Some(h.clone()),
+            HostPattern::Wildcard(suffix) if acme.challenge == AcmeChallenge::Dns01 => Some(format!("*{suffix}")),
             _ => None,
         })
         .collect();
-    set.into_iter().collect()
+    for host in hosts {
+        let covered = config.certificates.iter().flat_map(|c| &c.names).any(|n| n == &host || name_covers(n, &host));
+        if !covered {
+            out.push(vec![host]);
+        }
+    }
+    out
 }
 
 /// For `rampart check`: load the static certificates the way `run` would.
@@ -153,7 +192,7 @@ impl TlsState {
             unknown_sni: settings.unknown_sni,
         };
         let server_config = server_config(Arc::new(resolver))?;
-        let acme_domains = if config.acme.is_some() { route_hosts(config) } else { Vec::new() };
+        let acme_domains: Vec<String> = wanted_certificates(config).into_iter().flatten().collect();
         let state = Arc::new(TlsState {
             settings,
             https_port,
@@ -161,6 +200,7 @@ impl TlsState {
             challenges,
             acme_domains: ArcSwap::from_pointee(acme_domains),
             server_config,
+            on_demand: std::sync::OnceLock::new(),
             fallback,
             expiry,
             expiry_series: GaugeSeries::default(),
@@ -216,7 +256,7 @@ impl TlsState {
     /// Does a real (not self-signed) certificate cover `host`, or will ACME
     /// get one?
     pub fn has_tls(&self, host: &str) -> bool {
-        self.live.load().covers(host) || self.acme_domains.load().iter().any(|d| d == host)
+        self.live.load().covers(host) || self.acme_domains.load().iter().any(|d| name_covers(d, host))
     }
 
     /// `/api/status` "certificates".

@@ -39,11 +39,19 @@ impl CertMap {
         }
     }
 
-    /// Replace every certificate covering exactly `names` (a renewal).
+    /// Replace every certificate from the same source covering exactly
+    /// the same set of names (a renewal).
     pub fn replace(&mut self, cert: Arc<Loaded>) {
+        let mut names = cert.info.names.clone();
+        names.sort();
+        let same = |c: &Arc<Loaded>| {
+            let mut n = c.info.names.clone();
+            n.sort();
+            n == names && c.info.source == cert.info.source
+        };
         for table in [&mut self.exact, &mut self.wildcard] {
             for list in table.values_mut() {
-                list.retain(|c| c.info.names != cert.info.names || c.info.source != cert.info.source);
+                list.retain(|c| !same(c));
             }
             table.retain(|_, l| !l.is_empty());
         }

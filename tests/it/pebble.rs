@@ -18,7 +18,11 @@ pub struct Pebble {
     /// Pebble's HTTPS certificate: the proxy's `ca_cert`.
     pub cert: PathBuf,
     config: PathBuf,
-    dns: SocketAddr,
+    /// The DNS server Pebble asks: challtestsrv's, or the test's own.
+    pub dns: SocketAddr,
+    /// challtestsrv's DNS server and management API (`/set-txt`, `/clear-txt`).
+    pub challtest_dns: SocketAddr,
+    pub challtest_mgmt: SocketAddr,
     pebble: Option<Child>,
     challtest: Child,
 }
@@ -45,6 +49,12 @@ impl Pebble {
     /// Start challtestsrv and Pebble; Pebble validates HTTP-01 on
     /// `http_port` and TLS-ALPN-01 on `tls_port` of 127.0.0.1.
     pub fn start(http_port: u16, tls_port: u16) -> Pebble {
+        Self::start_with_dns(http_port, tls_port, None)
+    }
+
+    /// The same, Pebble asking `dns` (an authoritative server the test
+    /// runs) instead of challtestsrv.
+    pub fn start_with_dns(http_port: u16, tls_port: u16, dns_server: Option<SocketAddr>) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
@@ -76,7 +86,18 @@ impl Pebble {
             .spawn()
             .expect("cannot run pebble-challtestsrv");
         wait_port(dns_mgmt, "pebble-challtestsrv");
-        let mut p = Pebble { dir, listen, mgmt, cert: cert_path, config, dns, pebble: None, challtest };
+        let mut p = Pebble {
+            dir,
+            listen,
+            mgmt,
+            cert: cert_path,
+            config,
+            dns: dns_server.unwrap_or(dns),
+            challtest_dns: dns,
+            challtest_mgmt: dns_mgmt,
+            pebble: None,
+            challtest,
+        };
         p.restart();
         p
     }
@@ -90,6 +111,8 @@ impl Pebble {
             .arg(&self.config)
             .args(["-dnsserver", &self.dns.to_string()])
             .env("PEBBLE_VA_NOSLEEP", "1")
+            // Every order validates: a renewal must show its challenges work.
+            .env("PEBBLE_AUTHZREUSE", "0")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
