@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod dns;
+pub mod names;
 pub mod on_demand;
 pub mod order;
 pub mod schedule;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AcmeSettings;
 use crate::tls::certs::{self, Source};
 use crate::tls::{TlsError, TlsState};
+pub use names::{cert_key, key_name, same_names};
 use storage::{CertStorage, FileStorage, StorageError, StoredCert};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,36 +74,6 @@ pub struct AcmeManager {
     /// Certificates (by [`cert_key`]) with a renewal task already.
     managed: std::sync::Mutex<std::collections::HashSet<String>>,
     cancel: CancellationToken,
-}
-
-/// The storage name of a certificate for `names`: the name itself for one
-/// name (`*` spelled `_wildcard`), else the first name and a hash of all.
-pub fn cert_key(names: &[String]) -> String {
-    let first = names.first().map(String::as_str).unwrap_or("none").replace('*', "_wildcard");
-    if names.len() <= 1 {
-        return first;
-    }
-    let mut sorted = names.to_vec();
-    sorted.sort();
-    // FNV-1a: stable across builds, unlike the std hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in sorted.join(",").bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    format!("{first}+{:08x}", h as u32)
-}
-
-/// The name to look a certificate up by in the live map, from its key.
-pub fn key_name(key: &str) -> String {
-    key.split('+').next().unwrap_or(key).replace("_wildcard", "*")
-}
-
-/// Whether two name lists are the same set.
-pub fn same_names(a: &[String], b: &[String]) -> bool {
-    let (mut a, mut b) = (a.to_vec(), b.to_vec());
-    a.sort();
-    b.sort();
-    a == b
 }
 
 /// The on-demand TLS counter family.

@@ -99,7 +99,8 @@ impl OnDemand {
     pub async fn ensure(&self, sni: &str) {
         let name = sni.trim_end_matches('.').to_ascii_lowercase();
         let Some(manager) = self.manager.upgrade() else { return };
-        if !valid_cert_name(&name) || name.starts_with("*.") || manager.tls.live.load().covers(&name) {
+        let ip = name.parse::<std::net::IpAddr>().is_ok();
+        if ip || !valid_cert_name(&name) || name.starts_with("*.") || manager.tls.live.load().covers(&name) {
             return;
         }
         if !self.patterns.load().iter().any(|p| pattern_matches(p, &name)) {

@@ -138,6 +138,7 @@ pub fn status_json(app: &App) -> Value {
         "routes": routes,
         "upstreams": upstreams,
         "certificates": app.tls.get().map(|t| t.status_json()).unwrap_or_else(|| json!([])),
+        "on_demand": app.acme.get().and_then(|a| a.on_demand.as_ref()).map(|o| o.status_json()),
         "last_reload": app.last_reload(),
         "providers": app.providers(),
     });

@@ -298,20 +298,23 @@ impl Compiler<'_> {
         out
     }
 
-    /// A wildcard route host gets a certificate only under DNS-01.
+    /// A wildcard route host gets a certificate only under DNS-01, or one
+    /// per name under it with on-demand TLS.
     pub(super) fn check_wildcard_routes(
         &mut self,
         routes: &[Spanned<super::raw::RawRoute>],
         acme: Option<&AcmeSettings>,
     ) {
-        let Some(acme) = acme.filter(|a| a.challenge != AcmeChallenge::Dns01) else { return };
+        let Some(acme) = acme.filter(|a| a.challenge != AcmeChallenge::Dns01 && a.on_demand.is_none()) else {
+            return;
+        };
         let word = if acme.challenge == AcmeChallenge::Http01 { "http-01" } else { "tls-alpn-01" };
         for r in routes {
             if let Some(h) = r.get_ref().host.as_ref().filter(|h| h.get_ref().trim().starts_with("*.")) {
                 self.err(
                     Some(h.span()),
                     format!(
-                        "wildcard host {:?} cannot get an ACME certificate with challenge = \"{word}\"; use challenge = \"dns-01\" with [acme.dns]",
+                        "wildcard host {:?} cannot get an ACME certificate with challenge = \"{word}\"; use challenge = \"dns-01\" with [acme.dns], or [acme.on_demand] for a certificate per name",
                         h.get_ref()
                     ),
                 );

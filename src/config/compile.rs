@@ -46,7 +46,12 @@ impl<'a> Compiler<'a> {
 
     /// One of a fixed set of words; absent means the first. An unknown word
     /// is reported at its position and the first is used meanwhile.
-    pub(super) fn keyword<T: Copy>(&mut self, v: &Option<serde_spanned::Spanned<String>>, name: &str, options: &[(&str, T)]) -> T {
+    pub(super) fn keyword<T: Copy>(
+        &mut self,
+        v: &Option<serde_spanned::Spanned<String>>,
+        name: &str,
+        options: &[(&str, T)],
+    ) -> T {
         let Some(v) = v else { return options[0].1 };
         if let Some((_, t)) = options.iter().find(|(word, _)| *word == v.get_ref().as_str()) {
             return *t;

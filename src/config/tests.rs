@@ -186,7 +186,9 @@ fn static_and_servers_are_one_or_the_other_at_their_line() {
     let e =
         errors(&format!("[upstreams.a]\nstatic = \"{d}\"\ncache_control = [{{ path = \"assets\", value = \"x\" }}]\n"));
     assert!(e[0].starts_with("rampart.toml:3:27: error: cache_control path"), "{e:?}");
+}
 
+#[test]
 fn dns01_keys_compile_and_wildcards_need_dns01() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("tsig");

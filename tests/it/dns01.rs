@@ -252,3 +252,25 @@ esac
         .await
     );
 }
+
+/// `_acme-challenge.cname.example.test` is a CNAME: the record is written at
+/// its target, where the CA finds it through the CNAME.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cname_on_the_challenge_name_is_followed() {
+    let knot = Knot::start(Policy::AcmeChallenge);
+    let s = Setup::new(Some(knot.addr)).await;
+    let secret_file = s.certs.path().join("tsig.secret");
+    std::fs::write(&secret_file, &knot.secret).unwrap();
+    let root = s.pebble.root().await;
+    let name = format!("cname.{ZONE}");
+    let config = s
+        .config(&rfc2136_table(&knot, &secret_file), None)
+        .replace(&format!("names = [\"{ZONE}\", \"*.{ZONE}\"]"), &format!("names = [\"{name}\"]"));
+    let p = Proxy::start(&config);
+    let cert =
+        wait_for_cert(s.https, &p, &name, &root, Duration::from_secs(90), |h| h.info.names == [name.clone()]).await;
+    assert_eq!(cert.info.names, [name]);
+    let target = format!("delegated._acme-challenge.{ZONE}.");
+    let applied = logged(&p, "DNS update applied");
+    assert!(applied.iter().any(|v| v["fields"]["fqdn"] == target.as_str()), "{applied:?}");
+}

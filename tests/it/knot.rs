@@ -1,7 +1,8 @@
 //! A real authoritative DNS server for DNS-01 tests: Knot DNS (`knotd`)
 //! on a loopback port, serving `example.test` from a zone file, accepting
 //! RFC 2136 updates signed with one TSIG key under an update policy (TXT
-//! records at `_acme-challenge` names only). Knot rather than BIND: one
+//! records at `_acme-challenge` names only). `_acme-challenge.cname` is a
+//! CNAME to `delegated._acme-challenge` (a delegated validation name). Knot rather than BIND: one
 //! small daemon whose whole setup is one file of explicit paths, started in
 //! milliseconds from a temp directory as any user.
 
@@ -53,7 +54,8 @@ impl Knot {
         let secret = base64::engine::general_purpose::STANDARD.encode(secret);
         let zone = format!(
             "$ORIGIN {ZONE}.\n$TTL 60\n@ SOA ns.invalid. hostmaster.{ZONE}. 1 60 60 3600 60\n\
-             @ NS ns.invalid.\n@ A 127.0.0.1\n* A 127.0.0.1\n"
+             @ NS ns.invalid.\n@ A 127.0.0.1\n* A 127.0.0.1\n\
+             _acme-challenge.cname CNAME delegated._acme-challenge\n"
         );
         std::fs::write(dir.path().join("zone"), zone).unwrap();
         let mut k = Knot { dir, addr: closed_port(), secret, child: None };

@@ -33,6 +33,7 @@ mod keepalive;
 mod lifecycle;
 mod metrics;
 mod middleware;
+mod on_demand;
 mod pooling;
 mod reload;
 mod routing;
