@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
@@ -80,7 +81,7 @@ pin_project! {
         /// until the body ends or the client goes away.
         Upstream { #[pin] body: UpstreamBody },
         /// A short body made by the proxy itself (errors, redirects, admin).
-        Full { data: Option<Bytes> },
+        Full { #[pin] body: Full<Bytes> },
         /// A transformed body (compression and the like).
         Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
     }
@@ -89,7 +90,8 @@ pin_project! {
 impl ResponseBody {
     pub fn full(data: impl Into<Bytes>) -> Self {
         let data: Bytes = data.into();
-        ResponseBody::Full { data: (!data.is_empty()).then_some(data) }
+        // An empty `Full` is at its end from the start.
+        ResponseBody::Full { body: Full::new(data) }
     }
 
     /// Whether all of the body is in memory (nothing is still to come from
@@ -103,7 +105,7 @@ impl ResponseBody {
     }
 
     pub fn empty() -> Self {
-        ResponseBody::Full { data: None }
+        ResponseBody::Full { body: Full::new(Bytes::new()) }
     }
 
     pub fn upstream(mut body: UpstreamBody, guard: InFlightGuard) -> Self {
@@ -119,7 +121,7 @@ impl Body for ResponseBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
-            ResponseBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ResponseBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
             ResponseBodyProj::Boxed { body } => body.poll_frame(cx),
         }
     }
@@ -127,7 +129,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Upstream { body } => body.is_end_stream(),
-            ResponseBody::Full { data } => data.is_none(),
+            ResponseBody::Full { body } => body.is_end_stream(),
             ResponseBody::Boxed { body } => body.is_end_stream(),
         }
     }
@@ -135,7 +137,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Upstream { body } => body.size_hint(),
-            ResponseBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            ResponseBody::Full { body } => body.size_hint(),
             ResponseBody::Boxed { body } => body.size_hint(),
         }
     }
