@@ -1,17 +1,15 @@
 //! `body_limit`: 413 for a request body over `max` bytes, whether declared
 //! up front (`Content-Length`) or found while streaming. The streamed case
 //! cuts the upload off mid-way and flags the exchange, so the proxy answers
-//! 413 instead of the 502 the broken upload would otherwise cause.
+//! 413 instead of the 502 the broken upload would otherwise cause. The cut
+//! is `http_body_util::Limited`'s.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::RequestFacts;
 use crate::body::plain_response;
@@ -47,47 +45,16 @@ impl BodyLimit {
         let flag = Arc::new(AtomicBool::new(false));
         facts.body_too_large = Some(Arc::clone(&flag));
         let body = std::mem::replace(req.body_mut(), RequestBody::empty());
-        let limited = Limited { inner: body, left: self.max, flag };
+        // `Limited` fails the frame that goes over; the flag tells the proxy
+        // the upload broke for that reason.
+        let max = usize::try_from(self.max).unwrap_or(usize::MAX);
+        let limited = Limited::new(body, max).map_err(move |e: BoxError| {
+            if e.is::<LengthLimitError>() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            e
+        });
         *req.body_mut() = RequestBody::Boxed { body: limited.boxed_unsync() };
         None
-    }
-}
-
-struct Limited {
-    inner: RequestBody,
-    left: u64,
-    flag: Arc<AtomicBool>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("request body over the limit")]
-struct TooLarge;
-
-impl Body for Limited {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
-                if n > this.left {
-                    this.flag.store(true, Ordering::Relaxed);
-                    return Poll::Ready(Some(Err(Box::new(TooLarge))));
-                }
-                this.left -= n;
-                Poll::Ready(Some(Ok(frame)))
-            }
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
