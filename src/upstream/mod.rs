@@ -10,7 +10,8 @@ mod body;
 mod client;
 mod conn;
 mod files;
-mod h1;
+#[doc(hidden)]
+pub mod h1; // public for the fuzz targets (fuzz/)
 mod health;
 mod idle;
 mod pool;
