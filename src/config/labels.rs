@@ -284,5 +284,4 @@ fn valid_name(n: &str) -> bool {
 }
 
 #[cfg(test)]
-#[path = "labels_tests.rs"]
 mod tests;
