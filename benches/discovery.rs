@@ -7,9 +7,8 @@
 //!
 //! `cargo bench --bench discovery`
 //!
-//! Measured once so far, on a 2-core machine at load average ~20 (figures
-//! for that load, not for an idle machine): 40.5 ms in the dev profile, and
-//! 38.3 ms with this crate at opt-level 3 (its dependencies unoptimised).
+//! Release profile (fat LTO), 2026-12-06 at `adb26de`, on the project's
+//! shared 2-core machine: 1.83 ms (criterion's interval 1.80-1.86 ms).
 
 use std::collections::BTreeMap;
 use std::path::Path;
