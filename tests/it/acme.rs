@@ -6,121 +6,20 @@
 //! a static certificate a reload adds or removes takes the host from ACME
 //! or gives it back.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::pebble::Pebble;
+use crate::acme_util::{logged, renew_line, wait_for_cert, wait_logged, AcmeSetup};
 use crate::tls_util::*;
 use crate::util::*;
 
-struct Setup {
-    pebble: Pebble,
-    certs: tempfile::TempDir,
-    http: SocketAddr,
-    https: SocketAddr,
-    upstream: Upstream,
+fn config(s: &AcmeSetup, domain: &str, challenge: &str, renew_before: Option<&str>) -> String {
+    let acme = format!("email = \"ops@example.com\"\n{}", renew_line(renew_before));
+    s.config(challenge, &acme, &format!("[[routes]]\nhost = \"{domain}\"\nupstream = \"app\"\n"))
 }
 
-impl Setup {
-    async fn new() -> Setup {
-        let (http, https) = (closed_port(), closed_port());
-        Setup {
-            pebble: Pebble::start(http.port(), https.port()),
-            certs: tempfile::tempdir().unwrap(),
-            http,
-            https,
-            upstream: Upstream::named("app").await,
-        }
-    }
-
-    fn config(&self, domain: &str, challenge: &str, renew_before: Option<&str>) -> String {
-        let renew = renew_before.map(|r| format!("renew_before = \"{r}\"\n")).unwrap_or_default();
-        format!(
-            r#"[listen]
-http = "{}"
-https = "{}"
-admin = "127.0.0.1:0"
-
-[tls]
-certs_dir = "{}"
-
-[acme]
-email = "ops@example.com"
-directory = "{}"
-challenge = "{challenge}"
-ca_cert = "{}"
-{renew}
-[upstreams.app]
-servers = ["{}"]
-
-[[routes]]
-host = "{domain}"
-upstream = "app"
-"#,
-            self.http,
-            self.https,
-            self.certs.path().display(),
-            self.pebble.directory(),
-            self.pebble.cert.display(),
-            self.upstream.addr,
-        )
-    }
-
-    fn start(&self, domain: &str, challenge: &str, renew_before: Option<&str>) -> Proxy {
-        Proxy::start(&self.config(domain, challenge, renew_before))
-    }
-
-    fn stored(&self, name: &str) -> std::path::PathBuf {
-        let slug = self.pebble.listen.to_string().replace(':', "_");
-        self.certs.path().join("acme").join(slug).join(name)
-    }
-}
-
-/// Poll a handshake that trusts `root` until the served certificate
-/// satisfies `want`; panics with the logs after `within`.
-async fn wait_for_cert(
-    s: &Setup,
-    p: &Proxy,
-    domain: &str,
-    root: &rustls::pki_types::CertificateDer<'static>,
-    within: Duration,
-    want: impl Fn(&Handshake) -> bool,
-) -> Handshake {
-    let deadline = Instant::now() + within;
-    loop {
-        // A fresh config each time: a resumed session shows the old chain.
-        let cfg = client_config(Some(std::slice::from_ref(root)), &[b"h2", b"http/1.1"]);
-        let last = handshake_with(cfg, s.https, domain).await;
-        match &last {
-            Ok(h) if want(h) => return last.unwrap(),
-            _ if Instant::now() > deadline => panic!(
-                "no matching certificate for {domain} ({last:?});\nproxy:\n{}\npebble:\n{}",
-                p.stderr.lock().unwrap().join("\n"),
-                s.pebble.log()
-            ),
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-fn logged(p: &Proxy, message: &str) -> Vec<serde_json::Value> {
-    p.stderr
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == message)
-        .collect()
-}
-
-async fn wait_logged(p: &Proxy, message: &str, within: Duration) -> serde_json::Value {
-    assert!(
-        eventually(within, || !logged(p, message).is_empty()).await,
-        "never logged {message:?}:\n{}",
-        p.stderr.lock().unwrap().join("\n")
-    );
-    logged(p, message).remove(0)
+fn start(s: &AcmeSetup, domain: &str, challenge: &str, renew_before: Option<&str>) -> Proxy {
+    Proxy::start(&config(s, domain, challenge, renew_before))
 }
 
 #[cfg(unix)]
@@ -132,11 +31,11 @@ fn assert_private(path: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alpn01_issues_persists_and_renews() {
-    let s = Setup::new().await;
+    let s = AcmeSetup::new().await;
     let domain = "alpn.rampart.test";
     let root = s.pebble.root().await;
 
-    let p = s.start(domain, "tls-alpn-01", None);
+    let p = start(&s, domain, "tls-alpn-01", None);
     let first = wait_for_cert(&s, &p, domain, &root, Duration::from_secs(60), |_| true).await;
     assert_eq!(first.info.names, [domain]);
     #[cfg(unix)]
@@ -151,7 +50,7 @@ async fn tls_alpn01_issues_persists_and_renews() {
     drop(p);
 
     // Restart: the stored certificate is served at once, no new order.
-    let p = s.start(domain, "tls-alpn-01", None);
+    let p = start(&s, domain, "tls-alpn-01", None);
     let again = wait_for_cert(&s, &p, domain, &root, Duration::from_secs(5), |_| true).await;
     assert_eq!(again.info.serial, first.info.serial);
     let next = wait_logged(&p, "next certificate order scheduled", Duration::from_secs(10)).await;
@@ -160,7 +59,7 @@ async fn tls_alpn01_issues_persists_and_renews() {
     drop(p);
 
     // renew_before longer than the certificate's life: renewed right away.
-    let p = s.start(domain, "tls-alpn-01", Some("100000d"));
+    let p = start(&s, domain, "tls-alpn-01", Some("100000d"));
     let renewed =
         wait_for_cert(&s, &p, domain, &root, Duration::from_secs(60), |h| h.info.serial != first.info.serial).await;
     assert_eq!(renewed.info.names, [domain]);
@@ -169,11 +68,11 @@ async fn tls_alpn01_issues_persists_and_renews() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_issues_and_renewal_survives_a_ca_outage() {
-    let mut s = Setup::new().await;
+    let mut s = AcmeSetup::new().await;
     let domain = "http.rampart.test";
     let root = s.pebble.root().await;
 
-    let p = s.start(domain, "http-01", None);
+    let p = start(&s, domain, "http-01", None);
     let first = wait_for_cert(&s, &p, domain, &root, Duration::from_secs(60), |_| true).await;
     assert_eq!(first.info.names, [domain]);
     // Port 80 now redirects the host to HTTPS.
@@ -184,7 +83,7 @@ async fn http01_issues_and_renewal_survives_a_ca_outage() {
 
     // The CA is down when renewal comes due: the old certificate stays.
     s.pebble.stop();
-    let p = s.start(domain, "http-01", Some("100000d"));
+    let p = start(&s, domain, "http-01", Some("100000d"));
     wait_logged(&p, "certificate order failed; keeping the current certificate", Duration::from_secs(30)).await;
     let during = handshake(s.https, domain).await.unwrap();
     assert_eq!(during.info.serial, first.info.serial);
@@ -199,16 +98,16 @@ async fn http01_issues_and_renewal_survives_a_ca_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_added_by_reload_gets_its_certificate() {
-    let s = Setup::new().await;
+    let s = AcmeSetup::new().await;
     let (first, added) = ("first.rampart.test", "added.rampart.test");
     let root = s.pebble.root().await;
-    let p = s.start(first, "tls-alpn-01", None);
+    let p = start(&s, first, "tls-alpn-01", None);
     wait_for_cert(&s, &p, first, &root, Duration::from_secs(60), |_| true).await;
 
     // Add a route for a new host and reload: ACME orders its certificate
     // without a restart.
     let config =
-        format!("{}\n[[routes]]\nhost = \"{added}\"\nupstream = \"app\"\n", s.config(first, "tls-alpn-01", None));
+        format!("{}\n[[routes]]\nhost = \"{added}\"\nupstream = \"app\"\n", config(&s, first, "tls-alpn-01", None));
     std::fs::write(p.config_path(), config).unwrap();
     let r = post_reload(&p).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -221,11 +120,11 @@ async fn a_host_added_by_reload_gets_its_certificate() {
 /// ACME orders one for the host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_whose_static_certificate_a_reload_removed_gets_an_acme_one() {
-    let s = Setup::new().await;
+    let s = AcmeSetup::new().await;
     let domain = "was-static.rampart.test";
     write_cert(s.certs.path(), "static", &[domain], false);
     let root = s.pebble.root().await;
-    let p = s.start(domain, "tls-alpn-01", None);
+    let p = start(&s, domain, "tls-alpn-01", None);
     let first = handshake(s.https, domain).await.unwrap();
     assert_eq!(first.info.names, [domain], "the static certificate is served");
 
@@ -243,10 +142,10 @@ async fn a_host_whose_static_certificate_a_reload_removed_gets_an_acme_one() {
 /// instead of spending the CA's rate limit on a certificate never served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_certificate_added_by_reload_ends_the_hosts_acme_orders() {
-    let mut s = Setup::new().await;
+    let mut s = AcmeSetup::new().await;
     let domain = "now-static.rampart.test";
     s.pebble.stop();
-    let p = s.start(domain, "tls-alpn-01", None);
+    let p = start(&s, domain, "tls-alpn-01", None);
     wait_logged(&p, "certificate order failed; keeping the current certificate", Duration::from_secs(30)).await;
 
     write_cert(s.certs.path(), "static", &[domain], false);

@@ -10,113 +10,50 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::pebble::Pebble;
+use crate::acme_util::{logged, poll_cert, renew_line, AcmeSetup, Root};
 use crate::redis_server::RedisServer;
-use crate::tls_util::*;
 use crate::util::*;
 
 const DOMAIN: &str = "shared.rampart.test";
 
+/// The ACME setup (its HTTP and HTTPS ports shared by every instance, each
+/// on its own address) and Redis.
 struct Setup {
-    pebble: Pebble,
+    acme: AcmeSetup,
     redis: RedisServer,
-    upstream: Upstream,
-    http_port: u16,
-    https_port: u16,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = AcmeSetup;
+    fn deref(&self) -> &AcmeSetup {
+        &self.acme
+    }
 }
 
 impl Setup {
     async fn new() -> Setup {
-        let (http, https) = (closed_port(), closed_port());
-        Setup {
-            pebble: Pebble::start(http.port(), https.port()),
-            redis: RedisServer::start(),
-            upstream: Upstream::named("app").await,
-            http_port: http.port(),
-            https_port: https.port(),
-        }
+        Setup { acme: AcmeSetup::new().await, redis: RedisServer::start() }
     }
 
     /// Instance `n` on 127.0.0.n; `host` is its route's host.
     fn start(&self, n: u8, certs: &std::path::Path, challenge: &str, host: &str, renew: Option<&str>) -> Proxy {
-        let renew = renew.map(|r| format!("renew_before = \"{r}\"\n")).unwrap_or_default();
-        Proxy::start(&format!(
-            r#"[listen]
-http = "127.0.0.{n}:{}"
-https = "127.0.0.{n}:{}"
-admin = "127.0.0.{n}:0"
-
-[tls]
-certs_dir = "{}"
-
-[acme]
-directory = "{}"
-challenge = "{challenge}"
-ca_cert = "{}"
-{renew}
-[cluster]
-redis = "{}"
-key_prefix = "c:"
-timeout = "2s"
-
-[upstreams.app]
-servers = ["{}"]
-
-[[routes]]
-host = "{host}"
-upstream = "app"
-"#,
-            self.http_port,
-            self.https_port,
-            certs.display(),
-            self.pebble.directory(),
-            self.pebble.cert.display(),
-            self.redis.url(),
-            self.upstream.addr,
-        ))
+        let rest = format!(
+            "[cluster]\nredis = \"{}\"\nkey_prefix = \"c:\"\ntimeout = \"2s\"\n\n\
+             [[routes]]\nhost = \"{host}\"\nupstream = \"app\"\n",
+            self.redis.url()
+        );
+        Proxy::start(&self.acme.config_on(&format!("127.0.0.{n}"), certs, challenge, &renew_line(renew), &rest))
     }
 
     fn https(&self, n: u8) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, n], self.https_port))
-    }
-
-    /// Orders Pebble created (not requests: a POST Pebble refused with
-    /// badNonce, as it does to 5% of them, is sent again).
-    fn orders(&self) -> usize {
-        self.pebble.log().lines().filter(|l| l.contains("Added order \"")).count()
+        SocketAddr::from(([127, 0, 0, n], self.acme.https.port()))
     }
 }
 
 /// The serial instance `n` serves for DOMAIN once `want` accepts it.
-async fn served(
-    s: &Setup,
-    n: u8,
-    root: &rustls::pki_types::CertificateDer<'static>,
-    within: Duration,
-    want: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let cfg = client_config(Some(std::slice::from_ref(root)), &[b"http/1.1"]);
-        let last = handshake_with(cfg, s.https(n), DOMAIN).await;
-        match &last {
-            Ok(h) if want(&h.info.serial) => return h.info.serial.clone(),
-            _ if Instant::now() > deadline => {
-                panic!("instance {n} serves no matching certificate ({last:?}); pebble:\n{}", s.pebble.log())
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-fn logged(p: &Proxy, message: &str) -> usize {
-    p.stderr
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == message)
-        .count()
+async fn served(s: &Setup, n: u8, root: &Root, within: Duration, want: impl Fn(&str) -> bool) -> String {
+    let context = || format!("instance {n}; pebble:\n{}", s.pebble.log());
+    poll_cert(s.https(n), DOMAIN, root, within, |h| want(&h.info.serial), context).await.info.serial
 }
 
 async fn one_order_across_the_cluster(challenge: &str) {
@@ -132,17 +69,17 @@ async fn one_order_across_the_cluster(challenge: &str) {
     let t = Instant::now();
     assert_eq!(served(&s, 3, &root, Duration::from_secs(5), |x| x == first).await, first);
     eprintln!("{challenge}: the second instance served the certificate {:?} after the first", t.elapsed());
-    assert_eq!(s.orders(), 1, "one order for the name across the instances:\n{}", s.pebble.log());
-    assert_eq!(logged(&b, "ordering certificate") + logged(&c, "ordering certificate"), 1);
+    assert_eq!(s.pebble.orders(), 1, "one order for the name across the instances:\n{}", s.pebble.log());
+    assert_eq!(logged(&b, "ordering certificate").len() + logged(&c, "ordering certificate").len(), 1);
     assert!(
-        logged(&responder, "answering another instance's ACME challenge") >= 1,
+        !logged(&responder, "answering another instance's ACME challenge").is_empty(),
         "Pebble's check went to the responder"
     );
-    assert_eq!(logged(&responder, "ordering certificate"), 0);
+    assert_eq!(logged(&responder, "ordering certificate").len(), 0);
     // Both keep a local copy.
-    let slug = s.pebble.listen.to_string().replace(':', "_");
+    let slug = s.pebble.slug();
     for d in [&dirs[2], &dirs[3]] {
-        assert!(d.path().join("acme").join(&slug).join(format!("{DOMAIN}.crt")).exists());
+        assert!(s.pebble.stored(d.path(), &format!("{DOMAIN}.crt")).exists());
     }
 
     // Redis restarted (its append-only file kept): nothing lost. A new
@@ -150,7 +87,7 @@ async fn one_order_across_the_cluster(challenge: &str) {
     s.redis.restart();
     let d = s.start(4, dirs[4].path(), challenge, DOMAIN, None);
     assert_eq!(served(&s, 4, &root, Duration::from_secs(15), |_| true).await, first);
-    assert_eq!(s.orders(), 1);
+    assert_eq!(s.pebble.orders(), 1);
     drop(d);
 
     // Forced renewal on both (the stored one made to look 11 minutes old):
@@ -165,8 +102,8 @@ async fn one_order_across_the_cluster(challenge: &str) {
     assert_eq!(served(&s, 3, &root, Duration::from_secs(10), |x| x == renewed).await, renewed);
     // The other one waited for the lock and found the work done.
     tokio::time::sleep(Duration::from_secs(7)).await;
-    assert_eq!(s.orders(), 2, "renewed by exactly one instance:\n{}", s.pebble.log());
-    assert_eq!(logged(&b, "ordering certificate") + logged(&c, "ordering certificate"), 1);
+    assert_eq!(s.pebble.orders(), 2, "renewed by exactly one instance:\n{}", s.pebble.log());
+    assert_eq!(logged(&b, "ordering certificate").len() + logged(&c, "ordering certificate").len(), 1);
     drop(c);
 
     // Redis down: an instance started now serves its local copy.
@@ -174,7 +111,7 @@ async fn one_order_across_the_cluster(challenge: &str) {
     let c = s.start(3, dirs[3].path(), challenge, DOMAIN, None);
     assert_eq!(served(&s, 3, &root, Duration::from_secs(10), |_| true).await, renewed);
     assert_eq!(status(&c).await["cluster"]["up"], false);
-    assert_eq!(s.orders(), 2);
+    assert_eq!(s.pebble.orders(), 2);
     drop(responder);
 }
 

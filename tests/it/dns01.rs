@@ -4,76 +4,21 @@
 //! apex and its wildcard; handshakes for names under both verified against
 //! Pebble's root; renewal; a refused update and a wrong TSIG secret.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::acme_util::{logged, renew_line, sorted, wait_for_cert, wait_logged_n, AcmeSetup, FAILED};
 use crate::knot::{Knot, Policy, KEY, ZONE};
-use crate::pebble::Pebble;
-use crate::tls_util::*;
 use crate::util::*;
 
-struct Setup {
-    pebble: Pebble,
-    certs: tempfile::TempDir,
-    http: SocketAddr,
-    https: SocketAddr,
-    upstream: Upstream,
-}
-
-impl Setup {
-    async fn new(dns: Option<SocketAddr>) -> Setup {
-        let (http, https) = (closed_port(), closed_port());
-        Setup {
-            pebble: Pebble::start_with_dns(http.port(), https.port(), dns),
-            certs: tempfile::tempdir().unwrap(),
-            http,
-            https,
-            upstream: Upstream::named("app").await,
-        }
-    }
-
-    fn config(&self, dns_table: &str, renew_before: Option<&str>) -> String {
-        let renew = renew_before.map(|r| format!("renew_before = \"{r}\"\n")).unwrap_or_default();
-        format!(
-            r#"[listen]
-http = "{}"
-https = "{}"
-admin = "127.0.0.1:0"
-
-[tls]
-certs_dir = "{}"
-
-[acme]
-email = "ops@example.com"
-directory = "{}"
-challenge = "dns-01"
-ca_cert = "{}"
-{renew}
-[acme.dns]
-{dns_table}
-
-[[certificates]]
-names = ["{ZONE}", "*.{ZONE}"]
-
-[upstreams.app]
-servers = ["{}"]
-
-[[routes]]
-host = "*.{ZONE}"
-upstream = "app"
-
-[[routes]]
-host = "{ZONE}"
-upstream = "app"
-"#,
-            self.http,
-            self.https,
-            self.certs.path().display(),
-            self.pebble.directory(),
-            self.pebble.cert.display(),
-            self.upstream.addr,
-        )
-    }
+/// DNS-01 with `dns_table` as `[acme.dns]`: one certificate for the apex
+/// and its wildcard, both route hosts.
+fn config(s: &AcmeSetup, dns_table: &str, renew_before: Option<&str>) -> String {
+    let acme = format!("email = \"ops@example.com\"\n{}", renew_line(renew_before));
+    let rest = format!(
+        "[acme.dns]\n{dns_table}\n[[certificates]]\nnames = [\"{ZONE}\", \"*.{ZONE}\"]\n\n\
+         [[routes]]\nhost = \"*.{ZONE}\"\nupstream = \"app\"\n\n[[routes]]\nhost = \"{ZONE}\"\nupstream = \"app\"\n"
+    );
+    s.config("dns-01", &acme, &rest)
 }
 
 fn rfc2136_table(knot: &Knot, secret_file: &std::path::Path) -> String {
@@ -85,57 +30,6 @@ fn rfc2136_table(knot: &Knot, secret_file: &std::path::Path) -> String {
     )
 }
 
-pub async fn wait_for_cert(
-    https: SocketAddr,
-    p: &Proxy,
-    domain: &str,
-    root: &rustls::pki_types::CertificateDer<'static>,
-    within: Duration,
-    want: impl Fn(&Handshake) -> bool,
-) -> Handshake {
-    let deadline = Instant::now() + within;
-    loop {
-        let cfg = client_config(Some(std::slice::from_ref(root)), &[b"h2", b"http/1.1"]);
-        let last = handshake_with(cfg, https, domain).await;
-        match &last {
-            Ok(h) if want(h) => return last.unwrap(),
-            _ if Instant::now() > deadline => {
-                panic!(
-                    "no matching certificate for {domain} ({last:?});\nproxy:\n{}",
-                    p.stderr.lock().unwrap().join("\n")
-                )
-            }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-pub fn logged(p: &Proxy, message: &str) -> Vec<serde_json::Value> {
-    p.stderr
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == message)
-        .collect()
-}
-
-async fn wait_logged_n(p: &Proxy, message: &str, n: usize, within: Duration) -> Vec<serde_json::Value> {
-    assert!(
-        eventually(within, || logged(p, message).len() >= n).await,
-        "{message:?} not logged {n} times:\n{}",
-        p.stderr.lock().unwrap().join("\n")
-    );
-    logged(p, message)
-}
-
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
-}
-
-const FAILED: &str = "certificate order failed; keeping the current certificate";
-
 /// Names under the wildcard and the apex share one certificate issued
 /// through RFC 2136; the challenge records are gone afterwards; renewal
 /// replaces it for all of them; an update the server refuses fails the
@@ -143,18 +37,18 @@ const FAILED: &str = "certificate order failed; keeping the current certificate"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc2136_issues_one_certificate_for_apex_and_wildcard() {
     let mut knot = Knot::start(Policy::AcmeChallenge);
-    let s = Setup::new(Some(knot.addr)).await;
+    let s = AcmeSetup::with_dns(Some(knot.addr)).await;
     let secret_file = s.certs.path().join("tsig.secret");
     std::fs::write(&secret_file, format!("{}\n", knot.secret)).unwrap();
     let root = s.pebble.root().await;
     let table = rfc2136_table(&knot, &secret_file);
 
-    let p = Proxy::start(&s.config(&table, None));
+    let p = Proxy::start(&config(&s, &table, None));
     let want_names = sorted(vec![ZONE.to_string(), format!("*.{ZONE}")]);
-    let first = wait_for_cert(s.https, &p, &format!("a.{ZONE}"), &root, Duration::from_secs(90), |_| true).await;
+    let first = wait_for_cert(&s, &p, &format!("a.{ZONE}"), &root, Duration::from_secs(90), |_| true).await;
     assert_eq!(sorted(first.info.names.clone()), want_names);
     for name in [format!("b.{ZONE}"), ZONE.to_string()] {
-        let h = wait_for_cert(s.https, &p, &name, &root, Duration::from_secs(5), |_| true).await;
+        let h = wait_for_cert(&s, &p, &name, &root, Duration::from_secs(5), |_| true).await;
         assert_eq!(h.info.serial, first.info.serial, "{name} gets the same certificate");
     }
     // Both values were published at one name, and both are removed.
@@ -166,14 +60,14 @@ async fn rfc2136_issues_one_certificate_for_apex_and_wildcard() {
     drop(p);
 
     // Renewal: one new certificate for all three names.
-    let p = Proxy::start(&s.config(&table, Some("100000d")));
-    let renewed = wait_for_cert(s.https, &p, &format!("a.{ZONE}"), &root, Duration::from_secs(90), |h| {
+    let p = Proxy::start(&config(&s, &table, Some("100000d")));
+    let renewed = wait_for_cert(&s, &p, &format!("a.{ZONE}"), &root, Duration::from_secs(90), |h| {
         h.info.serial != first.info.serial
     })
     .await;
     assert_eq!(sorted(renewed.info.names.clone()), want_names);
     for name in [format!("b.{ZONE}"), ZONE.to_string()] {
-        let h = wait_for_cert(s.https, &p, &name, &root, Duration::from_secs(5), |_| true).await;
+        let h = wait_for_cert(&s, &p, &name, &root, Duration::from_secs(5), |_| true).await;
         assert_eq!(h.info.serial, renewed.info.serial, "{name} gets the renewed certificate");
     }
     drop(p);
@@ -181,13 +75,13 @@ async fn rfc2136_issues_one_certificate_for_apex_and_wildcard() {
     // The server's policy no longer allows the records: the renewal fails,
     // is logged and retried with backoff, the current certificate stays.
     knot.restart(Policy::Refuse);
-    let p = Proxy::start(&s.config(&table, Some("100000d")));
+    let p = Proxy::start(&config(&s, &table, Some("100000d")));
     let failures = wait_logged_n(&p, FAILED, 2, Duration::from_secs(60)).await;
     let error = failures[0]["fields"]["error"].as_str().unwrap().to_string();
     assert!(error.contains("refused"), "{error}");
     assert_eq!(failures[0]["fields"]["retry_in_secs"], 2);
     assert_eq!(failures[1]["fields"]["retry_in_secs"], 4);
-    let served = wait_for_cert(s.https, &p, &format!("b.{ZONE}"), &root, Duration::from_secs(5), |_| true).await;
+    let served = wait_for_cert(&s, &p, &format!("b.{ZONE}"), &root, Duration::from_secs(5), |_| true).await;
     assert_eq!(served.info.serial, renewed.info.serial);
 }
 
@@ -195,10 +89,10 @@ async fn rfc2136_issues_one_certificate_for_apex_and_wildcard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_tsig_secret_is_a_clear_error() {
     let knot = Knot::start(Policy::AcmeChallenge);
-    let s = Setup::new(Some(knot.addr)).await;
+    let s = AcmeSetup::with_dns(Some(knot.addr)).await;
     let secret_file = s.certs.path().join("tsig.secret");
     std::fs::write(&secret_file, "c2VjcmV0IHRoYXQgdGhlIHNlcnZlciBkb2VzIG5vdCBrbm93IGF0IGFsbCE=\n").unwrap();
-    let p = Proxy::start(&s.config(&rfc2136_table(&knot, &secret_file), None));
+    let p = Proxy::start(&config(&s, &rfc2136_table(&knot, &secret_file), None));
     let failures = wait_logged_n(&p, FAILED, 1, Duration::from_secs(60)).await;
     let error = failures[0]["fields"]["error"].as_str().unwrap();
     assert!(error.starts_with("TSIG:"), "{error}");
@@ -210,7 +104,7 @@ async fn a_wrong_tsig_secret_is_a_clear_error() {
 /// management API; its stderr lands in the proxy's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_hook_publishes_through_a_dns_api() {
-    let s = Setup::new(None).await;
+    let s = AcmeSetup::with_dns(None).await;
     let hook = s.certs.path().join("hook.sh");
     let script = format!(
         r#"#!/bin/sh
@@ -237,10 +131,10 @@ esac
         s.pebble.challtest_dns
     );
     let root = s.pebble.root().await;
-    let p = Proxy::start(&s.config(&table, None));
-    let cert = wait_for_cert(s.https, &p, &format!("a.{ZONE}"), &root, Duration::from_secs(90), |_| true).await;
+    let p = Proxy::start(&config(&s, &table, None));
+    let cert = wait_for_cert(&s, &p, &format!("a.{ZONE}"), &root, Duration::from_secs(90), |_| true).await;
     assert_eq!(sorted(cert.info.names.clone()), sorted(vec![ZONE.to_string(), format!("*.{ZONE}")]));
-    let h = wait_for_cert(s.https, &p, ZONE, &root, Duration::from_secs(5), |_| true).await;
+    let h = wait_for_cert(&s, &p, ZONE, &root, Duration::from_secs(5), |_| true).await;
     assert_eq!(h.info.serial, cert.info.serial);
     let fqdn = format!("_acme-challenge.{ZONE}.");
     let lines = p.stderr.lock().unwrap().join("\n");
@@ -258,17 +152,15 @@ esac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cname_on_the_challenge_name_is_followed() {
     let knot = Knot::start(Policy::AcmeChallenge);
-    let s = Setup::new(Some(knot.addr)).await;
+    let s = AcmeSetup::with_dns(Some(knot.addr)).await;
     let secret_file = s.certs.path().join("tsig.secret");
     std::fs::write(&secret_file, &knot.secret).unwrap();
     let root = s.pebble.root().await;
     let name = format!("cname.{ZONE}");
-    let config = s
-        .config(&rfc2136_table(&knot, &secret_file), None)
+    let config = config(&s, &rfc2136_table(&knot, &secret_file), None)
         .replace(&format!("names = [\"{ZONE}\", \"*.{ZONE}\"]"), &format!("names = [\"{name}\"]"));
     let p = Proxy::start(&config);
-    let cert =
-        wait_for_cert(s.https, &p, &name, &root, Duration::from_secs(90), |h| h.info.names == [name.clone()]).await;
+    let cert = wait_for_cert(&s, &p, &name, &root, Duration::from_secs(90), |h| h.info.names == [name.clone()]).await;
     assert_eq!(cert.info.names, [name]);
     let target = format!("delegated._acme-challenge.{ZONE}.");
     let applied = logged(&p, "DNS update applied");

@@ -1,6 +1,7 @@
 //! One integration-test binary: every test starts real servers (the
 //! `rampart` binary, upstreams, clients) on loopback ephemeral ports.
 
+mod acme_util;
 mod any_certificate;
 mod chaos_util;
 mod engine;

@@ -4,30 +4,32 @@
 //! Pebble (and is asked about once), and a flood of random names stays
 //! within max_per_hour asks and orders.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::pebble::Pebble;
+use crate::acme_util::{logged, AcmeSetup};
 use crate::tls_util::*;
 use crate::util::*;
 
+/// The ACME setup, plus the ask endpoint and the names it was asked about.
 struct Setup {
-    pebble: Pebble,
-    certs: tempfile::TempDir,
-    https: SocketAddr,
-    http: SocketAddr,
-    app: Upstream,
+    acme: AcmeSetup,
     ask: Upstream,
     asked: Arc<Mutex<Vec<String>>>,
 }
 
+impl std::ops::Deref for Setup {
+    type Target = AcmeSetup;
+    fn deref(&self) -> &AcmeSetup {
+        &self.acme
+    }
+}
+
 impl Setup {
     async fn new() -> Setup {
-        let (http, https) = (closed_port(), closed_port());
         let asked = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&asked);
         let ask = Upstream::start(move |req: Request<Incoming>| {
@@ -43,52 +45,16 @@ impl Setup {
             }
         })
         .await;
-        Setup {
-            pebble: Pebble::start(http.port(), https.port()),
-            certs: tempfile::tempdir().unwrap(),
-            https,
-            http,
-            app: Upstream::named("app").await,
-            ask,
-            asked,
-        }
+        Setup { acme: AcmeSetup::new().await, ask, asked }
     }
 
     fn start(&self, wait: &str, max_per_hour: u32) -> Proxy {
-        Proxy::start(&format!(
-            r#"[listen]
-http = "{}"
-https = "{}"
-admin = "127.0.0.1:0"
-
-[tls]
-certs_dir = "{}"
-
-[acme]
-directory = "{}"
-challenge = "tls-alpn-01"
-ca_cert = "{}"
-
-[acme.on_demand]
-ask = "http://{}/api/domains/allowed"
-wait = "{wait}"
-max_per_hour = {max_per_hour}
-
-[upstreams.app]
-servers = ["{}"]
-
-[[routes]]
-host = "*.shop.test"
-upstream = "app"
-"#,
-            self.http,
-            self.https,
-            self.certs.path().display(),
-            self.pebble.directory(),
-            self.pebble.cert.display(),
-            self.ask.addr,
-            self.app.addr,
-        ))
+        let on_demand = format!(
+            "[acme.on_demand]\nask = \"http://{}/api/domains/allowed\"\nwait = \"{wait}\"\nmax_per_hour = {max_per_hour}\n\n\
+             [[routes]]\nhost = \"*.shop.test\"\nupstream = \"app\"\n",
+            self.ask.addr
+        );
+        Proxy::start(&self.acme.config("tls-alpn-01", "", &on_demand))
     }
 
     fn asked(&self, name: &str) -> usize {
@@ -102,7 +68,7 @@ fn metric(text: &str, result: &str) -> u64 {
 }
 
 fn orders(p: &Proxy) -> Vec<String> {
-    crate::dns01::logged(p, "ordering certificate").iter().map(|v| v["fields"]["domain"].to_string()).collect()
+    logged(p, "ordering certificate").iter().map(|v| v["fields"]["domain"].to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,8 +123,6 @@ async fn a_flood_of_random_names_stays_within_max_per_hour() {
     assert_eq!(metric(&text, "limited"), 27, "{text}");
     assert!(eventually(Duration::from_secs(30), || orders(&p).len() == 3).await);
     // The three allowed names get their certificates; no other order came.
-    assert!(
-        eventually(Duration::from_secs(60), || { crate::dns01::logged(&p, "certificate issued").len() == 3 }).await
-    );
+    assert!(eventually(Duration::from_secs(60), || { logged(&p, "certificate issued").len() == 3 }).await);
     assert_eq!(orders(&p).len(), 3);
 }

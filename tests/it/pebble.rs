@@ -5,7 +5,7 @@
 //! `closed_port`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,13 +47,9 @@ fn wait_port(addr: SocketAddr, what: &str) {
 
 impl Pebble {
     /// Start challtestsrv and Pebble; Pebble validates HTTP-01 on
-    /// `http_port` and TLS-ALPN-01 on `tls_port` of 127.0.0.1.
-    pub fn start(http_port: u16, tls_port: u16) -> Pebble {
-        Self::start_with_dns(http_port, tls_port, None)
-    }
-
-    /// The same, Pebble asking `dns` (an authoritative server the test
-    /// runs) instead of challtestsrv.
+    /// `http_port` and TLS-ALPN-01 on `tls_port` of 127.0.0.1, and asks
+    /// `dns_server` (an authoritative server the test runs), else
+    /// challtestsrv, for DNS-01.
     pub fn start_with_dns(http_port: u16, tls_port: u16, dns_server: Option<SocketAddr>) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
@@ -145,6 +141,22 @@ impl Pebble {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+
+    /// Orders Pebble created (not requests: a POST Pebble refused with
+    /// badNonce, as it does to 5% of them, is sent again).
+    pub fn orders(&self) -> usize {
+        self.log().lines().filter(|l| l.contains("Added order \"")).count()
+    }
+
+    /// The proxy's name for this CA's state (its directory's address).
+    pub fn slug(&self) -> String {
+        self.listen.to_string().replace(':', "_")
+    }
+
+    /// Where a proxy with `certs_dir` keeps `name` for this CA.
+    pub fn stored(&self, certs_dir: &Path, name: &str) -> PathBuf {
+        certs_dir.join("acme").join(self.slug()).join(name)
     }
 }
 
