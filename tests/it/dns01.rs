@@ -2,7 +2,9 @@
 //! 2136 updates signed with TSIG, under an update policy) or through
 //! pebble-challtestsrv fed by an `exec` hook script. One certificate for an
 //! apex and its wildcard; handshakes for names under both verified against
-//! Pebble's root; renewal; a refused update and a wrong TSIG secret.
+//! Pebble's root; renewal; a refused update and a wrong TSIG secret. The
+//! propagation check with no `resolvers` set, which asks the zone's name
+//! servers on port 53, is tested in `dns01_propagation.rs`.
 
 use std::time::Duration;
 

@@ -251,10 +251,23 @@ impl Proxy {
 
     /// Start with extra environment variables (`DOCKER_HOST`, ...).
     pub fn start_in_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Proxy {
+        Self::launch(Command::new(binary()), dir, config, env)
+    }
+
+    /// Start through `wrapper`, a command prefix that execs the binary in
+    /// place (`ip netns exec NAME`), so the child is still the proxy.
+    pub fn start_wrapped(wrapper: &[String], config: &str) -> Proxy {
+        let (program, args) = wrapper.split_first().expect("a wrapper command");
+        let mut cmd = Command::new(program);
+        cmd.args(args).arg(binary());
+        Self::launch(cmd, tempfile::tempdir().unwrap(), config, &[])
+    }
+
+    fn launch(mut cmd: Command, dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Proxy {
         let text = if config.contains("[listen]") { config.to_string() } else { format!("{LISTEN}\n{config}") };
         let path = dir.path().join("rampart.toml");
         std::fs::write(&path, text).unwrap();
-        let mut child = Command::new(binary())
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
