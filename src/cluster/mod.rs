@@ -2,13 +2,15 @@
 //! owns the one connection (the redis crate's `ConnectionManager`, with its
 //! connection and response timeouts always set), the circuit breaker in
 //! front of it, the instance heartbeat, and the Redis-side scripts
-//! (`gcra.rs` for cluster-wide rate limits). Callers never wait on a Redis
+//! (`gcra.rs` for cluster-wide rate limits); `client.rs` makes the client
+//! from the URL (password, TLS roots for `rediss://`). Callers never wait on a Redis
 //! that is known to be down: after the first failure the breaker is open
 //! and every call fails at once until the heartbeat (the only probe, once a
 //! second) gets an answer again. Each caller decides what a failure means
 //! (`rate_limit`'s `on_store_error`).
 
 mod breaker;
+mod client;
 mod gcra;
 mod heartbeat;
 
@@ -18,17 +20,15 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, RedisResult};
+use redis::RedisResult;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterSettings;
 use crate::metrics::{ClusterMetrics, OperationLabels};
 
+pub use client::{CA_FILE_ENV, PASSWORD_ENV};
 pub use gcra::Verdict;
 pub use heartbeat::Instance;
-
-/// Environment variable holding the Redis password when the URL has none.
-pub const PASSWORD_ENV: &str = "RAMPART_REDIS_PASSWORD";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -40,6 +40,9 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("cluster store answered unexpectedly: {0}")]
     Protocol(String),
+    /// A setting the client cannot be made with (the TLS roots, the URL).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The shared store: one per process, made at start from `[cluster]`.
@@ -72,15 +75,7 @@ impl Cluster {
     /// Prepare the client; no I/O here (the heartbeat task connects, so a
     /// Redis that is down at start delays nothing).
     pub fn new(settings: ClusterSettings, metrics: ClusterMetrics) -> Result<Arc<Cluster>, StoreError> {
-        let mut info = settings.redis.as_str().into_connection_info()?;
-        if info.redis.password.is_none() {
-            if let Ok(pw) = std::env::var(PASSWORD_ENV) {
-                if !pw.is_empty() {
-                    info.redis.password = Some(pw);
-                }
-            }
-        }
-        let client = redis::Client::open(info)?;
+        let client = client::from_env(&settings.redis)?;
         metrics.up.set(0);
         Ok(Arc::new(Cluster {
             instance_id: format!("{}-{}-{}", hostname(), std::process::id(), &random_hex()[..6]),
