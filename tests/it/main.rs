@@ -21,6 +21,7 @@ mod chaos;
 mod cli;
 mod cluster;
 mod cluster_acme;
+mod cluster_tls;
 mod demo;
 mod deploy;
 mod discovery_dns;

@@ -1,6 +1,7 @@
 //! TLS test helpers: certificates made with rcgen, and a rustls client that
 //! reports what the server presented (certificate, ALPN, version,
-//! resumption), either verifying against given roots or accepting anything.
+//! resumption), either verifying against given roots or accepting anything;
+//! a small CA ([`TestCa`]) for peers whose chain must verify.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -124,4 +125,43 @@ pub async fn curl(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A certificate authority for tests: a self-signed root (ECDSA P-256)
+/// that issues server certificates, for peers that must verify a chain.
+pub struct TestCa {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    cert: rcgen::Certificate,
+}
+
+impl TestCa {
+    pub fn new(common_name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { params, key, cert }
+    }
+
+    /// The root certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A server certificate for `sans` (names or IP addresses) and its
+    /// private key, both PEM.
+    pub fn issue(&self, sans: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, sans[0]);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
 }
