@@ -1,29 +1,30 @@
 //! One HTTP/1.1 exchange on an upstream connection ([`Conn`]): the request
 //! written (its head, then the client's body as it streams in, sized or
-//! chunked), the response head read, and the response body handed out as
-//! [`UpstreamBody`] frames sliced from the connection's read buffer. When
-//! the body ends cleanly and the server allows reuse, the connection goes
-//! back to its server's idle stack ([`super::idle`]).
+//! chunked), the response head read, and the response body read as
+//! frames sliced from the connection's read buffer. The body the proxy
+//! holds, [`UpstreamBody`] (`body.rs`), returns the connection to its
+//! server's idle stack ([`super::idle`]) when it ends cleanly and the
+//! server allows reuse.
 
-use std::fmt;
-use std::future::Future;
+mod body;
+
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::{Method, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 
 use super::body::{BoxError, RequestBody};
 use super::client::SendError;
 use super::conn::{Conn, MAX_READ, READ_CHUNK};
 use super::h1::{self, ChunkedDecoder, Decoded, ResponseFraming};
-use super::server::InFlightGuard;
+
+pub use body::UpstreamBody;
 
 /// One exchange on one connection: the request still being written and
 /// the response being read.
@@ -234,8 +235,7 @@ impl Wire {
             ResponseFraming::Chunked => BodyState::Chunked(ChunkedDecoder::default()),
             ResponseFraming::UntilClose => BodyState::UntilClose,
         };
-        let mut resp =
-            Response::new(UpstreamBody { wire: Some(self), guard: None, read_timeout, stall: None, moved: false });
+        let mut resp = Response::new(UpstreamBody::new(self, read_timeout));
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
         *resp.headers_mut() = head.headers;
@@ -296,145 +296,6 @@ impl Wire {
             && self.write_error.is_none()
             && self.request_written()
             && self.conn.read_buf.is_empty()
-    }
-}
-
-/// A response body read from an upstream connection. When it ends cleanly
-/// the connection goes back to the server's idle stack; dropped early, the
-/// connection is closed (which is how a client that left cancels its
-/// upstream request).
-pub struct UpstreamBody {
-    wire: Option<Box<Wire>>,
-    /// The server's in-flight slot, held until the body ends.
-    guard: Option<InFlightGuard>,
-    /// How long the server may send nothing while the body is waited for.
-    read_timeout: Duration,
-    /// Armed at the first wait only (most bodies arrive with their head and
-    /// never wait), and moved on when a wait follows data.
-    stall: Option<Pin<Box<Sleep>>>,
-    /// Data came since the stall timer was last set.
-    moved: bool,
-}
-
-impl fmt::Debug for UpstreamBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamBody").field("open", &self.wire.is_some()).finish()
-    }
-}
-
-impl UpstreamBody {
-    /// Hold `guard` until the body ends. An already finished body (HEAD,
-    /// 204, 304, empty) releases it, and its connection, at once.
-    pub fn attach(&mut self, guard: InFlightGuard) {
-        self.guard = Some(guard);
-        if self.is_end_stream() {
-            self.finish();
-        }
-    }
-
-    /// Whether the rest of the body has already been read from the server,
-    /// so all of it can be written out at once.
-    pub fn in_memory_to_end(&self) -> bool {
-        match self.wire.as_deref() {
-            None => true,
-            Some(wire) => match wire.state {
-                BodyState::Done => true,
-                BodyState::Length(n) => wire.conn.read_buf.len() as u64 >= n,
-                BodyState::Chunked(_) | BodyState::UntilClose => false,
-            },
-        }
-    }
-
-    /// The connection after a `101 Switching Protocols`, with any bytes of
-    /// the new protocol already read, and the in-flight slot.
-    pub fn into_upgraded(mut self) -> Option<(TcpStream, BytesMut, Option<InFlightGuard>)> {
-        let wire = self.wire.take()?;
-        let Conn { stream, read_buf, .. } = wire.conn;
-        Some((stream, read_buf, self.guard.take()))
-    }
-
-    /// Called when the server has nothing for us: whether it has been
-    /// silent for `read_timeout` since it last sent data while we waited.
-    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
-        let moved = std::mem::take(&mut self.moved);
-        let stall = match &mut self.stall {
-            Some(stall) => {
-                if moved {
-                    stall.as_mut().reset(Instant::now() + self.read_timeout);
-                }
-                stall
-            }
-            None => self.stall.insert(Box::pin(tokio::time::sleep(self.read_timeout))),
-        };
-        stall.as_mut().poll(cx).is_ready()
-    }
-
-    fn finish(&mut self) {
-        let Some(wire) = self.wire.take() else { return };
-        match self.guard.take() {
-            Some(guard) if wire.reusable() => {
-                let Wire { mut conn, .. } = *wire;
-                conn.shed_large_buffers();
-                guard.release(conn);
-            }
-            _ => {}
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let Some(wire) = this.wire.as_mut() else { return Poll::Ready(None) };
-        if let Err(e) = wire.pump_request(cx) {
-            this.wire = None;
-            this.guard = None;
-            return Poll::Ready(Some(Err(Box::new(e))));
-        }
-        match wire.poll_data(cx) {
-            Poll::Ready(Ok(Some(data))) => {
-                this.moved = true;
-                // hyper stops polling once `is_end_stream` says so: finish
-                // with the last data frame, not on a later poll.
-                if matches!(wire.state, BodyState::Done) {
-                    this.finish();
-                }
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Poll::Ready(Ok(None)) => {
-                this.finish();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Err(e)) => {
-                this.wire = None;
-                this.guard = None;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Pending if this.stalled(cx) => {
-                this.wire = None;
-                this.guard = None;
-                Poll::Ready(Some(Err(Box::new(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "upstream sent nothing for response_timeout in the middle of its answer",
-                )))))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.wire.as_ref().is_none_or(|w| matches!(w.state, BodyState::Done))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.wire.as_ref().map(|w| &w.state) {
-            None | Some(BodyState::Done) => SizeHint::with_exact(0),
-            Some(BodyState::Length(n)) => SizeHint::with_exact(*n),
-            Some(_) => SizeHint::default(),
-        }
     }
 }
 
