@@ -2,11 +2,13 @@
 //! whether trying another server is safe. Live-traffic outcomes feed the
 //! servers' passive health.
 //!
-//! Retry rules: a request is tried on another server only if it has no body
-//! (bodies are streamed, never buffered, so they cannot be replayed) and
-//! either the connection failed before anything was sent, or the method is
-//! idempotent and the connection broke before any response byte arrived.
-//! Timeouts are not retried: the first server may still be working on it.
+//! Retry rules: a request whose connection could not be made (refused,
+//! unreachable, connect timeout) is tried on another server, body or not:
+//! nothing of it was sent, and its body has not been read yet. Once sent,
+//! only a request without a body (bodies are streamed, never buffered, so
+//! they cannot be replayed) with an idempotent method is tried again, when
+//! the connection broke before any response byte arrived. Timeouts after
+//! sending are not retried: the first server may still be working on it.
 
 use std::sync::Arc;
 
@@ -40,7 +42,10 @@ pub async fn send(
     ex: &mut Exchange,
 ) -> Result<(Response<UpstreamBody>, InFlightGuard), ProxyError> {
     let bodiless = http_body::Body::is_end_stream(req.body());
-    let max_attempts = if bodiless { 1 + pool.spec.retries as usize } else { 1 }.min(pool.servers.len());
+    let max_attempts = (1 + pool.spec.retries as usize).min(pool.servers.len());
+    // The body leaves this function with the first attempt that gets a
+    // connection; until then it stays here for the next server.
+    let mut body = Some(std::mem::replace(req.body_mut(), RequestBody::empty()));
     // No `Host` left (the route does not keep the client's, or a header rule
     // removed it): each attempt names its own server, as HTTP/1.1 needs one.
     let names_server = !req.headers().contains_key(header::HOST);
@@ -63,11 +68,14 @@ pub async fn send(
             };
         }
         let idempotent = is_idempotent(req.method());
-        // The body goes with the first attempt; a retry (bodiless only) sends none.
-        let attempt_body = std::mem::replace(req.body_mut(), RequestBody::empty());
         let guard = server.start_request();
         let head = RequestHead { method: req.method(), path_and_query: path.as_str(), headers: req.headers() };
-        let sent = pool.client.request(server, head, attempt_body).await;
+        let sent = match pool.client.connection(server).await {
+            // The body goes with the first attempt that connects; a later
+            // one (bodiless only) sends none.
+            Ok(conn) => pool.client.send_on(server, conn, head, body.take().unwrap_or_else(RequestBody::empty)).await,
+            Err(e) => Err(e),
+        };
         let failure = match sent {
             Ok(resp) => {
                 count(app, server, resp.status().as_u16());
@@ -102,7 +110,9 @@ pub async fn send(
         // No upstream status: count the attempt under the status the proxy
         // would answer for it (502 connect/reset, 504 timeout), as Traefik does.
         count(app, server, error.status().as_u16());
-        if !(retry_safe && bodiless && attempts < max_attempts.min(tried_buf.len())) {
+        // A bodied request can go again only while its body is still here.
+        let resendable = bodiless || body.is_some();
+        if !(retry_safe && resendable && attempts < max_attempts.min(tried_buf.len())) {
             return Err(error);
         }
     }

@@ -73,6 +73,14 @@ impl<'a> RequestHead<'a> {
     }
 }
 
+/// A connection taken for one request ([`UpstreamClient::connection`]):
+/// an idle one from the server's stack, or a new one.
+#[derive(Debug)]
+pub struct Checkout {
+    conn: Conn,
+    reused: bool,
+}
+
 /// Why a request got no response.
 #[derive(Debug)]
 pub enum SendError {
@@ -126,37 +134,61 @@ impl UpstreamClient {
     }
 
     /// Send a request to `server` on an idle connection or a new one, and
-    /// wait for the response head. The body streams from the returned
-    /// response. The head is borrowed, not consumed, so a caller can send
-    /// the same head to another server without copying it.
-    ///
-    /// `response_timeout` counts from the last byte of the request that
-    /// went out, not from the start: an upload that keeps moving is never
-    /// cut off (nginx buffers the body first, so its `proxy_read_timeout`
-    /// starts after it too), and one that stops for that long ends the
-    /// exchange, blamed on whichever side stopped it.
+    /// wait for the response head: [`Self::connection`] then
+    /// [`Self::send_on`].
     pub async fn request(
         &self,
         server: &Server,
         head: RequestHead<'_>,
         body: RequestBody,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        let conn = self.connection(server).await?;
+        self.send_on(server, conn, head, body).await
+    }
+
+    /// A connection to `server`: an idle one, else a new one. Nothing of a
+    /// request has moved yet, so on failure the caller still holds its
+    /// body and may try another server with it, bodied or not.
+    pub async fn connection(&self, server: &Server) -> Result<Checkout, SendError> {
+        match server.idle.checkout() {
+            Some(conn) => Ok(Checkout { conn, reused: true }),
+            // Boxed: connecting is the rare path, and its state (the
+            // connect future and its timer) would otherwise grow the
+            // caller's future, which is moved several times per request.
+            None => Ok(Checkout { conn: Box::pin(self.connect(server)).await?, reused: false }),
+        }
+    }
+
+    /// Send a request on `conn` and wait for the response head. The body
+    /// streams from the returned response. The head is borrowed, not
+    /// consumed, so a caller can send the same head to another server
+    /// without copying it.
+    ///
+    /// `response_timeout` counts from the last byte of the request that
+    /// went out, not from the start: an upload that keeps moving is never
+    /// cut off (nginx buffers the body first, so its `proxy_read_timeout`
+    /// starts after it too), and one that stops for that long ends the
+    /// exchange, blamed on whichever side stopped it.
+    pub async fn send_on(
+        &self,
+        server: &Server,
+        conn: Checkout,
+        head: RequestHead<'_>,
+        body: RequestBody,
+    ) -> Result<Response<UpstreamBody>, SendError> {
         let framing = request_framing(head, &body);
         let replayable = matches!(framing, RequestFraming::Empty { .. }) && is_idempotent(head.method);
         let mut body = Some(body);
-        let mut parked = server.idle.checkout();
+        let Checkout { conn, mut reused } = conn;
+        let mut next = Some(conn);
         let timeout = self.settings.response_timeout;
         let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
         loop {
-            let reused = parked.is_some();
             // A block, so the connection's slot in this future is free again
             // once the exchange owns it.
             let mut wire = {
-                let mut conn = match parked.take() {
+                let mut conn = match next.take() {
                     Some(conn) => conn,
-                    // Boxed: connecting is the rare path, and its state (the
-                    // connect future and its timer) would otherwise grow this
-                    // future, which is moved several times per request.
                     None => Box::pin(self.connect(server)).await?,
                 };
                 conn.max_idle = self.settings.max_idle_per_server;
@@ -185,6 +217,7 @@ impl UpstreamClient {
                 Ok(resp_head) => return Ok(wire.into_response(resp_head, timeout)),
                 Err(e) if reused && replayable && !wire.received_any() && e.may_be_stale_connection() => {
                     tracing::debug!(error = %e, "reused upstream connection was closed; sending again on a new one");
+                    reused = false;
                 }
                 Err(e) => return Err(e),
             }

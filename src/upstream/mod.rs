@@ -20,7 +20,7 @@ mod wire;
 
 pub use balancer::Balancer;
 pub use body::{BoxError, RequestBody, ResponseBody};
-pub use client::{is_idempotent, ClientSettings, RequestHead, SendError, UpstreamClient};
+pub use client::{is_idempotent, Checkout, ClientSettings, RequestHead, SendError, UpstreamClient};
 pub use conn::Conn;
 pub use files::{FileRequest, StaticSite};
 pub use health::HealthChecker;

@@ -168,6 +168,24 @@ async fn bodiless_requests_are_retried_on_another_server_after_a_connect_failure
 }
 
 #[tokio::test]
+async fn requests_with_a_body_are_retried_on_another_server_after_a_connect_failure() {
+    // Nothing was sent to a server that refused the connection, and the
+    // body was not read yet: it goes to the next server whole (nginx's
+    // proxy_next_upstream error, HAProxy's redispatch on connect failure).
+    let echo = Upstream::echo().await;
+    let p = Proxy::start(&route(&format!("\"{}\", \"{}\"", closed_port(), echo.addr), ""));
+    let c = client();
+    for i in 0..10 {
+        let body = format!("upload number {i}");
+        let req = http::Request::post(p.url("/up")).header("host", "x").body(full(body.clone())).unwrap();
+        let a = send(&c, req).await;
+        assert_eq!(a.status, 200, "request {i}: {}", a.text());
+        assert_eq!(a.json()["body_len"], body.len(), "request {i}: {}", a.text());
+    }
+    assert_eq!(echo.hits(), 10);
+}
+
+#[tokio::test]
 async fn a_retried_request_names_the_server_it_reached_when_the_route_does_not_keep_host() {
     let echo = Upstream::echo().await;
     let config = format!(
