@@ -79,7 +79,7 @@ impl Snapshot {
             let old = previous.and_then(|p| p.middleware.get(name)).map(|c| c.middleware.as_ref());
             match middleware::compile(spec, cluster.as_ref(), old) {
                 Ok(m) => {
-                    compiled.insert(name.clone(), Compiled { spec: spec.kind.clone(), middleware: Arc::new(m) });
+                    compiled.insert(name.clone(), Compiled { spec: spec.kind.clone(), middleware: m });
                 }
                 Err(msg) => errors.push(ConfigError {
                     path: config.source.clone(),

@@ -38,9 +38,9 @@ pub fn caches(app: &App) -> Vec<(String, Arc<crate::cache::Cache>, crate::cache:
     let mut out: Vec<_> = snapshot
         .middleware
         .iter()
-        .filter_map(|(name, c)| match c.middleware.as_ref() {
-            crate::middleware::Middleware::Cache(m) => Some((name.clone(), Arc::clone(&m.cache), m.settings.clone())),
-            _ => None,
+        .filter_map(|(name, c)| {
+            let m = c.middleware.downcast_ref::<crate::middleware::cache::CacheMiddleware>()?;
+            Some((name.clone(), Arc::clone(&m.cache), m.settings.clone()))
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));

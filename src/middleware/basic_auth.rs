@@ -13,8 +13,10 @@ use base64::Engine;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
+use super::{Ctx, Env, Flow, Middleware, State, Step};
 use crate::body::plain_response;
 use crate::body::{RequestBody, ResponseBody};
+use crate::config::{MiddlewareSpec, RawMiddleware};
 
 const CACHE_LIMIT: usize = 10_000;
 
@@ -35,6 +37,15 @@ impl std::fmt::Debug for BasicAuth {
         // Never print hashes or users.
         f.debug_struct("BasicAuth").field("users", &self.users.len()).finish()
     }
+}
+
+/// The `[middleware.NAME]` definition of `type = "basic_auth"`; its
+/// htpasswd path is relative to the config file.
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+    let RawMiddleware::BasicAuth { htpasswd, realm } = &spec.kind else {
+        return Err(super::not_mine("basic_auth"));
+    };
+    Ok(Arc::new(BasicAuth::load(&spec.resolve(htpasswd), realm.as_deref())?))
 }
 
 impl BasicAuth {
@@ -75,22 +86,19 @@ impl BasicAuth {
         })
     }
 
-    pub async fn on_request(&self, req: &mut Request<RequestBody>) -> Option<Response<ResponseBody>> {
-        if let Some(v) = req.headers().get(header::AUTHORIZATION) {
-            if self.check(v).await {
-                return None;
-            }
-        }
+    fn refusal(&self) -> Response<ResponseBody> {
         let mut r = plain_response(StatusCode::UNAUTHORIZED, "401 Unauthorized\n");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, self.challenge.clone());
-        Some(r)
+        r
     }
 
-    async fn check(&self, value: &HeaderValue) -> bool {
-        let key = self.hasher.hash_one(value.as_bytes());
-        if self.verified.lock().map(|s| s.contains(&key)).unwrap_or(false) {
-            return true;
-        }
+    /// Whether this `Authorization` value passed the check recently.
+    fn remembered(&self, key: u64) -> bool {
+        self.verified.lock().map(|s| s.contains(&key)).unwrap_or(false)
+    }
+
+    /// The bcrypt check, on a blocking thread; a success is remembered.
+    async fn check(&self, key: u64, value: HeaderValue) -> bool {
         let Ok(_slot) = self.bcrypt_slots.acquire().await else { return false };
         let users = Arc::clone(&self.users);
         let decoy = Arc::clone(&self.decoy);
@@ -105,6 +113,28 @@ impl BasicAuth {
             }
         }
         ok
+    }
+}
+
+impl Middleware for BasicAuth {
+    /// A remembered `Authorization` passes at once; an unknown one waits
+    /// for bcrypt.
+    fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, _: &'a Ctx<'_>) -> Step<'a> {
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return Flow::Answer(self.refusal()).into();
+        };
+        let key = self.hasher.hash_one(value.as_bytes());
+        if self.remembered(key) {
+            return Flow::Continue(State::Skip).into();
+        }
+        let value = value.clone();
+        Step::Wait(Box::pin(async move {
+            if self.check(key, value).await {
+                Flow::Continue(State::Skip)
+            } else {
+                Flow::Answer(self.refusal())
+            }
+        }))
     }
 }
 

@@ -1,19 +1,20 @@
 //! `body_limit`: 413 for a request body over `max` bytes, whether declared
 //! up front (`Content-Length`) or found while streaming. The streamed case
-//! cuts the upload off mid-way and flags the exchange, so the proxy answers
-//! 413 instead of the 502 the broken upload would otherwise cause. The cut
-//! is `http_body_util::Limited`'s.
+//! is `http_body_util::Limited`'s: it fails the frame that goes over, which
+//! cuts the upload off mid-way; the proxy answers that failure (its
+//! `LengthLimitError` in the send error's chain) with 413 instead of the
+//! 502 a broken upload would otherwise cause.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::{header, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Limited};
 
-use super::RequestFacts;
+use super::{Ctx, Env, Flow, Middleware, State, Step};
 use crate::body::plain_response;
-use crate::body::{BoxError, RequestBody, ResponseBody};
+use crate::body::{RequestBody, ResponseBody};
+use crate::config::{MiddlewareSpec, RawMiddleware};
 
 #[derive(Debug)]
 pub struct BodyLimit {
@@ -24,37 +25,32 @@ pub fn too_large() -> Response<ResponseBody> {
     plain_response(StatusCode::PAYLOAD_TOO_LARGE, "413 Payload Too Large: request body over the limit\n")
 }
 
+/// The `[middleware.NAME]` definition of `type = "body_limit"`.
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+    let RawMiddleware::BodyLimit { max } = &spec.kind else {
+        return Err(super::not_mine("body_limit"));
+    };
+    Ok(Arc::new(BodyLimit::new(max.0)))
+}
+
 impl BodyLimit {
     pub fn new(max: u64) -> Self {
         BodyLimit { max }
     }
+}
 
-    pub fn on_request(
-        &self,
-        req: &mut Request<RequestBody>,
-        facts: &mut RequestFacts,
-    ) -> Option<Response<ResponseBody>> {
+impl Middleware for BodyLimit {
+    fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, _: &'a Ctx<'_>) -> Step<'a> {
         let declared =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max) {
-            return Some(too_large());
+            return Flow::Answer(too_large()).into();
         }
-        if req.body().is_end_stream() {
-            return None;
+        if !req.body().is_end_stream() {
+            let body = std::mem::replace(req.body_mut(), RequestBody::empty());
+            let max = usize::try_from(self.max).unwrap_or(usize::MAX);
+            *req.body_mut() = RequestBody::Boxed { body: Limited::new(body, max).boxed_unsync() };
         }
-        let flag = Arc::new(AtomicBool::new(false));
-        facts.body_too_large = Some(Arc::clone(&flag));
-        let body = std::mem::replace(req.body_mut(), RequestBody::empty());
-        // `Limited` fails the frame that goes over; the flag tells the proxy
-        // the upload broke for that reason.
-        let max = usize::try_from(self.max).unwrap_or(usize::MAX);
-        let limited = Limited::new(body, max).map_err(move |e: BoxError| {
-            if e.is::<LengthLimitError>() {
-                flag.store(true, Ordering::Relaxed);
-            }
-            e
-        });
-        *req.body_mut() = RequestBody::Boxed { body: limited.boxed_unsync() };
-        None
+        Flow::Continue(State::Skip).into()
     }
 }

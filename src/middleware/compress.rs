@@ -8,18 +8,21 @@
 //! `Content-Length` and `Accept-Ranges`, weaken a strong `ETag`, and every
 //! answer that could have been compressed says `Vary: Accept-Encoding`.
 
+use std::sync::Arc;
+
 use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZstdEncoder};
 use async_compression::Level;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::header::{self, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyDataStream, BodyExt, StreamBody};
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use super::RequestFacts;
-use crate::body::{BoxError, ResponseBody};
+use super::{Ctx, Env, Flow, Middleware, State, Step};
+use crate::body::{BoxError, RequestBody, ResponseBody};
+use crate::config::{MiddlewareSpec, RawMiddleware};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algo {
@@ -44,6 +47,14 @@ pub struct Compress {
     /// Server preference order.
     algorithms: Vec<Algo>,
     level: Level,
+}
+
+/// The `[middleware.NAME]` definition of `type = "compress"`.
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+    let RawMiddleware::Compress { min_size, algorithms, level } = &spec.kind else {
+        return Err(super::not_mine("compress"));
+    };
+    Ok(Arc::new(Compress::new(min_size.map(|b| b.0), algorithms.as_deref(), *level)?))
 }
 
 impl Compress {
@@ -86,13 +97,14 @@ impl Compress {
         best.map(|(a, _)| a)
     }
 
-    pub fn on_response(&self, mut resp: Response<ResponseBody>, facts: &RequestFacts) -> Response<ResponseBody> {
-        if !self.eligible(&resp, facts) {
+    /// Compress `resp` if it qualifies, for a client that sent `accept`.
+    fn compress(&self, mut resp: Response<ResponseBody>, accept: Option<&HeaderValue>) -> Response<ResponseBody> {
+        if !self.eligible(&resp) {
             return resp;
         }
         let h = resp.headers_mut();
         append_vary(h);
-        let Some(algo) = self.choose(facts.accept_encoding.as_ref()) else { return resp };
+        let Some(algo) = self.choose(accept) else { return resp };
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(algo.token()));
         h.remove(header::CONTENT_LENGTH);
         h.remove(header::ACCEPT_RANGES);
@@ -109,11 +121,9 @@ impl Compress {
         Response::from_parts(parts, compress_body(body, algo, self.level))
     }
 
-    fn eligible(&self, resp: &Response<ResponseBody>, facts: &RequestFacts) -> bool {
+    fn eligible(&self, resp: &Response<ResponseBody>) -> bool {
         let s = resp.status();
-        if facts.method == Method::HEAD
-            || facts.range
-            || s.is_informational()
+        if s.is_informational()
             || s == StatusCode::NO_CONTENT
             || s == StatusCode::PARTIAL_CONTENT
             || s == StatusCode::NOT_MODIFIED
@@ -137,6 +147,29 @@ impl Compress {
         match h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
             Some(ct) => compressible(ct),
             None => false,
+        }
+    }
+}
+
+impl Middleware for Compress {
+    /// HEAD and ranged requests are never compressed; otherwise the
+    /// response phase gets the client's `Accept-Encoding`, if any.
+    fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, _: &'a Ctx<'_>) -> Step<'a> {
+        let state = if req.method() == Method::HEAD || req.headers().contains_key(header::RANGE) {
+            State::Skip
+        } else {
+            match req.headers().get(header::ACCEPT_ENCODING) {
+                Some(accept) => State::Header(accept.clone()),
+                None => State::Run,
+            }
+        };
+        Flow::Continue(state).into()
+    }
+
+    fn on_response(&self, resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
+        match state {
+            State::Header(accept) => self.compress(resp, Some(&accept)),
+            _ => self.compress(resp, None),
         }
     }
 }

@@ -4,13 +4,15 @@
 //! and never reach the upstream; a disallowed origin gets no CORS headers
 //! and a 403 preflight. Answers say `Vary: Origin` so caches keep them apart.
 
+use std::sync::Arc;
+
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use super::RequestFacts;
+use super::{Ctx, Env, Flow, Middleware, State, Step};
 use crate::body::plain_response;
 use crate::body::{RequestBody, ResponseBody};
-use crate::config::RawMiddleware;
+use crate::config::{MiddlewareSpec, RawMiddleware};
 
 #[derive(Debug)]
 enum OriginPattern {
@@ -36,6 +38,11 @@ pub struct Cors {
 
 fn join(list: &[String], what: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(&list.join(", ")).map_err(|_| format!("invalid {what}: {list:?}"))
+}
+
+/// The `[middleware.NAME]` definition of `type = "cors"`.
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+    Ok(Arc::new(Cors::new(&spec.kind)?))
 }
 
 impl Cors {
@@ -115,8 +122,9 @@ impl Cors {
         }
     }
 
-    pub fn on_request(&self, req: &Request<RequestBody>, facts: &RequestFacts) -> Option<Response<ResponseBody>> {
-        let origin = facts.origin.as_ref()?;
+    /// A preflight's answer: 204 with the allowed methods and headers, or
+    /// 403 for an origin not listed. `None`: not a preflight.
+    fn preflight(&self, req: &Request<RequestBody>, origin: &HeaderValue) -> Option<Response<ResponseBody>> {
         let preflight =
             req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if !preflight {
@@ -149,18 +157,43 @@ impl Cors {
         Some(r)
     }
 
-    pub fn on_response(&self, resp: &mut Response<ResponseBody>, facts: &RequestFacts) {
+    /// Whether answers vary by `Origin` (they do unless every origin gets `*`).
+    fn varies(&self) -> bool {
+        !self.any || self.credentials
+    }
+}
+
+impl Middleware for Cors {
+    /// Answers preflights; otherwise hands the response phase the request's
+    /// `Origin`, if any.
+    fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, _: &'a Ctx<'_>) -> Step<'a> {
+        let flow = match req.headers().get(header::ORIGIN) {
+            Some(origin) => match self.preflight(req, origin) {
+                Some(answer) => Flow::Answer(answer),
+                None => Flow::Continue(State::Header(origin.clone())),
+            },
+            None if self.varies() => Flow::Continue(State::Run),
+            None => Flow::Continue(State::Skip),
+        };
+        flow.into()
+    }
+
+    fn on_response(&self, mut resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
         let h = resp.headers_mut();
-        if !self.any || self.credentials {
+        if self.varies() {
             h.append(header::VARY, HeaderValue::from_static("origin"));
         }
-        let Some(origin) = facts.origin.as_ref().filter(|o| self.allowed(o)) else { return };
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(origin));
+        let State::Header(origin) = state else { return resp };
+        if !self.allowed(&origin) {
+            return resp;
+        }
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(&origin));
         if self.credentials {
             h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
         }
         if let Some(v) = &self.expose {
             h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
         }
+        resp
     }
 }

@@ -1,11 +1,14 @@
 //! `headers`: set, add or remove request and response headers; names and
 //! values are checked and parsed once at config load.
 
+use std::sync::Arc;
+
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
 
+use super::{Ctx, Env, Flow, Middleware, State, Step};
 use crate::body::{RequestBody, ResponseBody};
-use crate::config::RawMiddleware;
+use crate::config::{MiddlewareSpec, RawMiddleware};
 
 #[derive(Debug, Default)]
 struct Rules {
@@ -15,6 +18,10 @@ struct Rules {
 }
 
 impl Rules {
+    fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
     fn apply(&self, h: &mut HeaderMap) {
         for name in &self.remove {
             h.remove(name);
@@ -48,6 +55,11 @@ fn names(l: &[String]) -> Result<Vec<HeaderName>, String> {
     l.iter().map(|k| HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name {k:?}"))).collect()
 }
 
+/// The `[middleware.NAME]` definition of `type = "headers"`.
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+    Ok(Arc::new(HeaderRules::new(&spec.kind)?))
+}
+
 impl HeaderRules {
     pub fn new(spec: &RawMiddleware) -> Result<Self, String> {
         let RawMiddleware::Headers {
@@ -66,12 +78,16 @@ impl HeaderRules {
             response: Rules { set: pairs(response_set)?, add: pairs(response_add)?, remove: names(response_remove)? },
         })
     }
+}
 
-    pub fn on_request(&self, req: &mut Request<RequestBody>) {
+impl Middleware for HeaderRules {
+    fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, _: &'a Ctx<'_>) -> Step<'a> {
         self.request.apply(req.headers_mut());
+        Flow::Continue(if self.response.is_empty() { State::Skip } else { State::Run }).into()
     }
 
-    pub fn on_response(&self, resp: &mut Response<ResponseBody>) {
+    fn on_response(&self, mut resp: Response<ResponseBody>, _: State) -> Response<ResponseBody> {
         self.response.apply(resp.headers_mut());
+        resp
     }
 }

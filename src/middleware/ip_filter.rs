@@ -1,20 +1,31 @@
 //! `ip_allow` / `ip_deny`: answer 403 unless (allow) or if (deny) the
 //! client's address is in one of the listed networks, IPv4 or IPv6.
 
-use std::net::IpAddr;
+use std::sync::Arc;
 
-use http::{Response, StatusCode};
+use http::{Request, StatusCode};
 use ipnet::IpNet;
 
 use super::client_ip::{contains, parse_cidrs};
+use super::{Ctx, Env, Flow, Middleware, State, Step};
 use crate::body::plain_response;
-use crate::body::ResponseBody;
+use crate::body::RequestBody;
+use crate::config::{MiddlewareSpec, RawMiddleware};
 
 #[derive(Debug)]
 pub struct IpFilter {
     nets: Vec<IpNet>,
     /// true: only listed addresses pass; false: listed addresses are refused.
     allow: bool,
+}
+
+/// The `[middleware.NAME]` definition of `type = "ip_allow"` or `"ip_deny"`.
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+    Ok(Arc::new(match &spec.kind {
+        RawMiddleware::IpAllow { allow } => IpFilter::allow(allow)?,
+        RawMiddleware::IpDeny { deny } => IpFilter::deny(deny)?,
+        _ => return Err(super::not_mine("ip_allow or ip_deny")),
+    }))
 }
 
 impl IpFilter {
@@ -28,8 +39,13 @@ impl IpFilter {
     pub fn deny(list: &[String]) -> Result<Self, String> {
         Ok(IpFilter { nets: parse_cidrs(list)?, allow: false })
     }
+}
 
-    pub fn on_request(&self, peer: IpAddr) -> Option<Response<ResponseBody>> {
-        (contains(&self.nets, peer) != self.allow).then(|| plain_response(StatusCode::FORBIDDEN, "403 Forbidden\n"))
+impl Middleware for IpFilter {
+    fn on_request<'a>(&'a self, _: &'a mut Request<RequestBody>, ctx: &'a Ctx<'_>) -> Step<'a> {
+        if contains(&self.nets, ctx.peer) != self.allow {
+            return Flow::Answer(plain_response(StatusCode::FORBIDDEN, "403 Forbidden\n")).into();
+        }
+        Flow::Continue(State::Skip).into()
     }
 }

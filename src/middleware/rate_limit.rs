@@ -13,6 +13,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -24,10 +25,11 @@ use http::{Request, Response, StatusCode};
 use ipnet::IpNet;
 
 use super::client_ip;
-use super::{Ctx, RequestFacts};
+use super::{Ctx, Env, Flow, Middleware, State, Step};
 use crate::body::plain_response;
 use crate::body::{RequestBody, ResponseBody};
 use crate::cluster::{Cluster, Verdict};
+use crate::config::{MiddlewareSpec, RawMiddleware};
 use crate::metrics::{Name, RouteLabels};
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -105,18 +107,24 @@ impl std::fmt::Debug for RateLimit {
     }
 }
 
-/// A request's bucket keys: this instance's, and the shared one.
-#[derive(Debug)]
-pub struct Keys {
-    local: u64,
-    shared: Option<String>,
-}
-
-/// Limiter state to report on the response.
-#[derive(Debug, Clone, Copy)]
-pub struct RateInfo {
-    pub remaining: u32,
-    pub reset_secs: u64,
+/// The `[middleware.NAME]` definition of `type = "rate_limit"`.
+pub(super) fn compile(spec: &MiddlewareSpec, env: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+    let RawMiddleware::RateLimit { average, burst, trusted_proxies, key_header, scope, on_store_error } = &spec.kind
+    else {
+        return Err(super::not_mine("rate_limit"));
+    };
+    let on_error = match on_store_error.as_deref() {
+        None | Some("local") => OnStoreError::Local,
+        Some("allow") => OnStoreError::Allow,
+        Some("deny") => OnStoreError::Deny,
+        Some(other) => return Err(format!("on_store_error must be \"local\", \"allow\" or \"deny\", got {other:?}")),
+    };
+    let shared = match scope.as_deref() {
+        None | Some("local") => None,
+        Some("cluster") => env.cluster.map(|c| (Arc::clone(c), spec.name.as_str(), on_error)),
+        Some(other) => return Err(format!("scope must be \"local\" or \"cluster\", got {other:?}")),
+    };
+    Ok(Arc::new(RateLimit::scoped(*average, *burst, trusted_proxies, key_header.as_deref(), shared)?))
 }
 
 impl RateLimit {
@@ -193,57 +201,30 @@ impl RateLimit {
         }
     }
 
-    /// The client's keys, taken from the request before any await (a
-    /// request is not `Sync`, so a future must not hold a reference to it).
-    pub fn request_keys(&self, req: &Request<RequestBody>, ctx: &Ctx<'_>) -> Keys {
-        Keys { local: self.key(req, ctx), shared: self.shared.as_ref().map(|s| self.shared_key(s, req, ctx)) }
-    }
-
-    pub async fn on_request(
-        &self,
-        keys: Keys,
-        ctx: &Ctx<'_>,
-        facts: &mut RequestFacts,
-    ) -> Option<Response<ResponseBody>> {
-        let verdict = match (&self.shared, keys.shared) {
-            (Some(shared), Some(key)) => match shared.store.take(&key, shared.interval, shared.burst).await {
-                Ok(Verdict::Allowed { remaining }) => Ok(remaining),
-                Ok(Verdict::Limited { wait }) => Err(wait),
-                Err(_) => match shared.on_error {
-                    OnStoreError::Local => self.limiter.take(keys.local),
-                    OnStoreError::Allow => return None,
-                    OnStoreError::Deny => Err(Duration::from_secs(1)),
-                },
-            },
-            _ => self.limiter.take(keys.local),
-        };
+    /// The answer to a take from the buckets: go on (the response reports
+    /// what is left) or 429. `None`: no limit applied (the shared store is
+    /// down and `on_store_error = "allow"`), so nothing to report either.
+    fn decide(&self, verdict: Option<Result<u32, Duration>>, ctx: &Ctx<'_>) -> Flow {
         match verdict {
-            Ok(remaining) => {
-                facts.rate = Some(RateInfo { remaining, reset_secs: 0 });
-                None
-            }
-            Err(wait) => {
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            None => Flow::Continue(State::Skip),
+            Some(Ok(remaining)) => Flow::Continue(State::Small(u64::from(remaining))),
+            Some(Err(wait)) => {
+                let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 ctx.metrics.ratelimit_rejected.get_or_create(&RouteLabels { route: Name(ctx.route.clone()) }).inc();
                 let mut r = plain_response(StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests\n");
                 let h = r.headers_mut();
-                h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-                facts.rate = Some(RateInfo { remaining: 0, reset_secs: secs.max(1) });
-                self.set_headers(h, facts.rate);
-                Some(r)
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                self.set_headers(h, 0, secs);
+                Flow::Answer(r)
             }
         }
     }
 
-    pub fn on_response(&self, resp: &mut Response<ResponseBody>, facts: &RequestFacts) {
-        self.set_headers(resp.headers_mut(), facts.rate);
-    }
-
-    fn set_headers(&self, h: &mut http::HeaderMap, rate: Option<RateInfo>) {
-        let Some(rate) = rate else { return };
+    /// `RateLimit-*`: `reset_secs` 0 means a full bucket's refill time.
+    fn set_headers(&self, h: &mut http::HeaderMap, remaining: u32, reset_secs: u64) {
         h.insert(RATELIMIT_LIMIT.clone(), self.limit_header.clone());
-        h.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(rate.remaining));
-        let reset = if rate.reset_secs > 0 { rate.reset_secs } else { self.period.as_secs().max(1) };
+        h.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
+        let reset = if reset_secs > 0 { reset_secs } else { self.period.as_secs().max(1) };
         h.insert(RATELIMIT_RESET.clone(), HeaderValue::from(reset));
     }
 
@@ -255,6 +236,43 @@ impl RateLimit {
     /// Number of client keys held.
     pub fn keys(&self) -> usize {
         self.limiter.len()
+    }
+}
+
+impl Middleware for RateLimit {
+    /// Takes a token: from this process's buckets at once, or from the
+    /// shared store (`scope = "cluster"`) after its round trip. The keys
+    /// are read from the request before that await (a request is not
+    /// `Sync`, so the waiting future must not hold a reference to it).
+    fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, ctx: &'a Ctx<'_>) -> Step<'a> {
+        let local = self.key(req, ctx);
+        let Some(shared) = &self.shared else {
+            return self.decide(Some(self.limiter.take(local)), ctx).into();
+        };
+        let key = self.shared_key(shared, req, ctx);
+        Step::Wait(Box::pin(async move {
+            let verdict = match shared.store.take(&key, shared.interval, shared.burst).await {
+                Ok(Verdict::Allowed { remaining }) => Some(Ok(remaining)),
+                Ok(Verdict::Limited { wait }) => Some(Err(wait)),
+                Err(_) => match shared.on_error {
+                    OnStoreError::Local => Some(self.limiter.take(local)),
+                    OnStoreError::Allow => None,
+                    OnStoreError::Deny => Some(Err(Duration::from_secs(1))),
+                },
+            };
+            self.decide(verdict, ctx)
+        }))
+    }
+
+    fn on_response(&self, mut resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
+        if let State::Small(remaining) = state {
+            self.set_headers(resp.headers_mut(), u32::try_from(remaining).unwrap_or(u32::MAX), 0);
+        }
+        resp
+    }
+
+    fn maintain(&self) {
+        self.prune();
     }
 }
 

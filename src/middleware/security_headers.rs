@@ -4,12 +4,14 @@
 //! misleads). `Server` and `X-Powered-By` from upstreams are stripped unless
 //! `strip_server = false`.
 
-use http::header::{self, HeaderName, HeaderValue};
-use http::Response;
+use std::sync::Arc;
 
-use super::RequestFacts;
-use crate::body::ResponseBody;
-use crate::config::RawMiddleware;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response};
+
+use super::{Ctx, Env, Flow, Middleware, State, Step};
+use crate::body::{RequestBody, ResponseBody};
+use crate::config::{MiddlewareSpec, RawMiddleware};
 
 static PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
 static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
@@ -32,6 +34,11 @@ fn pick(name: &str, configured: &Option<String>, default: Option<&str>) -> Resul
         },
     };
     HeaderValue::from_str(v).map(Some).map_err(|_| format!("invalid value for {name}: {v:?}"))
+}
+
+/// The `[middleware.NAME]` definition of `type = "security_headers"`.
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+    Ok(Arc::new(SecurityHeaders::new(&spec.kind)?))
 }
 
 impl SecurityHeaders {
@@ -76,13 +83,20 @@ impl SecurityHeaders {
             strip_server: strip_server.unwrap_or(true),
         })
     }
+}
 
-    pub fn on_response(&self, resp: &mut Response<ResponseBody>, facts: &RequestFacts) {
+impl Middleware for SecurityHeaders {
+    /// Carries whether the request came over TLS (HSTS only then).
+    fn on_request<'a>(&'a self, _: &'a mut Request<RequestBody>, ctx: &'a Ctx<'_>) -> Step<'a> {
+        Flow::Continue(State::Small(u64::from(ctx.tls))).into()
+    }
+
+    fn on_response(&self, mut resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
         let h = resp.headers_mut();
         for (n, v) in &self.always {
             h.insert(n.clone(), v.clone());
         }
-        if facts.tls {
+        if matches!(state, State::Small(1)) {
             if let Some(v) = &self.hsts {
                 h.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
             }
@@ -91,5 +105,6 @@ impl SecurityHeaders {
             h.remove(header::SERVER);
             h.remove(&X_POWERED_BY);
         }
+        resp
     }
 }

@@ -146,13 +146,18 @@ fn classify(e: &SendError) -> Failure {
     }
 }
 
-/// A malformed body (a bad chunk size line, more data than announced) is
-/// the client's 400; anything else (it reset or closed the connection, or
-/// an HTTP/2 stream) means it left: 499. hyper reports the former as an
-/// `InvalidInput` or `InvalidData` I/O error somewhere in the chain.
+/// A body cut off by a limit (`body_limit`'s `http_body_util::Limited`)
+/// is 413; a malformed body (a bad chunk size line, more data than
+/// announced) is the client's 400; anything else (it reset or closed the
+/// connection, or an HTTP/2 stream) means it left: 499. hyper reports the
+/// malformed kind as an `InvalidInput` or `InvalidData` I/O error somewhere
+/// in the chain.
 fn client_body_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
     let mut cur = Some(e);
     while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return ProxyError::BodyTooLarge;
+        }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             if matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData) {
                 return ProxyError::BadBody;

@@ -17,7 +17,6 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,7 +28,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use crate::body::{RequestBody, ResponseBody};
-use crate::middleware::{Ctx, RequestFacts};
+use crate::middleware::Ctx;
 use crate::router::{canonical_path, without_parameters};
 use crate::state::Route;
 use crate::upstream::FileRequest;
@@ -192,21 +191,19 @@ fn route(
 
 /// The awaiting part: the route's middleware, then the upstream.
 async fn forward(app: &Shared, r: &mut Routed, ex: &mut Exchange) -> Response<ResponseBody> {
-    let chain = &r.route.middleware;
-    let mut facts = RequestFacts::default();
-    {
-        let ctx = Ctx {
-            metrics: &app.metrics,
-            route: &r.route.name,
-            peer: r.peer,
-            tls: r.tls,
-            pool: &r.route.pool,
-            upstream_pq: &r.upstream_pq,
-            preserve_host: r.route.preserve_host,
-        };
-        if let Err(early) = chain.on_request(&mut r.req, &ctx, &mut facts).await {
-            return chain.on_response(early.response, &facts, early.depth);
-        }
+    let ctx = Ctx {
+        metrics: &app.metrics,
+        route: &r.route.name,
+        peer: r.peer,
+        tls: r.tls,
+        pool: &r.route.pool,
+        upstream_pq: &r.upstream_pq,
+        preserve_host: r.route.preserve_host,
+    };
+    // The response phases owed: each item's own state, handed back below.
+    let (owed, early) = r.route.middleware.on_request(&mut r.req, &ctx).await;
+    if let Some(resp) = early {
+        return owed.on_response(resp);
     }
     if let Some(files) = &r.route.pool.files {
         let req = FileRequest {
@@ -217,7 +214,7 @@ async fn forward(app: &Shared, r: &mut Routed, ex: &mut Exchange) -> Response<Re
             query: r.req.uri().query(),
         };
         let resp = files.serve(req).await;
-        return chain.on_response(resp, &facts, chain.len());
+        return owed.on_response(resp);
     }
     if !r.route.preserve_host {
         r.req.headers_mut().remove(header::HOST);
@@ -242,12 +239,9 @@ async fn forward(app: &Shared, r: &mut Routed, ex: &mut Exchange) -> Response<Re
                 Response::from_parts(parts, ResponseBody::upstream(body, guard))
             }
         }
-        Err(_) if facts.body_too_large.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) => {
-            ProxyError::BodyTooLarge.response()
-        }
         Err(e) => e.response(),
     };
-    chain.on_response(resp, &facts, chain.len())
+    owed.on_response(resp)
 }
 
 /// The answer as it leaves: the request id added, and the exchange riding

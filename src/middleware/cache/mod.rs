@@ -19,7 +19,7 @@ mod capture;
 mod respond;
 mod revalidate;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -27,12 +27,13 @@ use http::{Method, Request, Response, StatusCode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use super::{Ctx, RequestFacts};
+use super::{Ctx, Env, Flow, Middleware, State, Step};
 use crate::body::{RequestBody, ResponseBody};
 use crate::cache::flight::{self, Join, Leader, Outcome};
 use crate::cache::policy::{self, CacheControl};
 use crate::cache::store::{now_secs, Entry, Found};
 use crate::cache::{Cache, Settings};
+use crate::config::{MiddlewareSpec, RawMiddleware};
 use crate::metrics::{CacheLabels, Name};
 use respond::Conditionals;
 
@@ -43,7 +44,30 @@ pub struct CacheMiddleware {
     pub cache: Arc<Cache>,
 }
 
-/// What the request phase hands the response phase.
+/// The `[middleware.NAME]` definition of `type = "cache"`; a reload with
+/// compatible settings keeps the running definition's store.
+pub(super) fn compile(spec: &MiddlewareSpec, env: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+    let RawMiddleware::Cache { max_size, dir, max_disk_size, max_object_size, default_ttl, lock_timeout } = &spec.kind
+    else {
+        return Err(super::not_mine("cache"));
+    };
+    let d = Settings::default();
+    let settings = Settings {
+        max_size: max_size.map_or(d.max_size, |b| b.0),
+        dir: dir.as_deref().map(|p| spec.resolve(p)),
+        max_disk_size: max_disk_size.map_or(d.max_disk_size, |b| b.0),
+        max_object_size: max_object_size.map_or(d.max_object_size, |b| b.0),
+        default_ttl: default_ttl.map_or(d.default_ttl, |t| t.0),
+        lock_timeout: lock_timeout.map_or(d.lock_timeout, |t| t.0),
+    };
+    if settings.max_object_size > settings.max_size {
+        return Err("max_object_size must not be larger than max_size".into());
+    }
+    let previous = env.previous.and_then(|p| p.downcast_ref::<CacheMiddleware>());
+    Ok(Arc::new(CacheMiddleware::new(&spec.name, settings, previous)?))
+}
+
+/// What the request phase hands the response phase (as `State::Boxed`).
 #[derive(Debug)]
 pub struct Pending {
     primary: String,
@@ -79,9 +103,6 @@ impl Counters {
         self.family.get_or_create(&CacheLabels { route: self.route.clone(), result }).inc();
     }
 }
-
-/// The per-request slot in [`RequestFacts`].
-pub type Slot = Mutex<Option<Box<Pending>>>;
 
 fn is_safe(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
@@ -150,12 +171,9 @@ impl CacheMiddleware {
         Ok(CacheMiddleware { name: name.to_string(), settings, cache })
     }
 
-    pub async fn on_request(
-        &self,
-        req: &mut Request<RequestBody>,
-        ctx: &Ctx<'_>,
-        facts: &mut RequestFacts,
-    ) -> Option<Response<ResponseBody>> {
+    /// The request phase: answer from the store, or go on holding the
+    /// key's lock (and validators for a stale entry).
+    async fn lookup(&self, req: &mut Request<RequestBody>, ctx: &Ctx<'_>) -> Flow {
         let counter = Counters { family: ctx.metrics.cache_requests.clone(), route: Name(Arc::clone(ctx.route)) };
         let (key_host, host) = request_host(req);
         let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -180,8 +198,7 @@ impl CacheMiddleware {
             settings: self.settings.clone(),
         });
         if method != Method::GET && method != Method::HEAD {
-            facts.cache = Some(Mutex::new(Some(pending)));
-            return None;
+            return Flow::Continue(State::Boxed(pending));
         }
         pending.req_cc = CacheControl::parse_request(req.headers());
         pending.client = Conditionals::of(req.headers());
@@ -194,12 +211,18 @@ impl CacheMiddleware {
                 Found::Hit(e) => match usable(&e, &pending.req_cc, now) {
                     Use::Fresh => {
                         pending.counter.count("hit");
-                        return Some(respond::from_entry(&e, &method, &pending.client, now, respond::hit(&e, now)));
+                        return Flow::Answer(respond::from_entry(
+                            &e,
+                            &method,
+                            &pending.client,
+                            now,
+                            respond::hit(&e, now),
+                        ));
                     }
                     Use::StaleAccepted => {
                         pending.counter.count("stale");
                         let status = format!("{}; fwd=stale; detail=max-stale", respond::hit(&e, now));
-                        return Some(respond::from_entry(&e, &method, &pending.client, now, status));
+                        return Flow::Answer(respond::from_entry(&e, &method, &pending.client, now, status));
                     }
                     Use::WhileRevalidate => {
                         if let Some(l) = self.cache.flights.try_lead(&pending.primary) {
@@ -217,7 +240,7 @@ impl CacheMiddleware {
                         }
                         pending.counter.count("stale");
                         let status = format!("{}; fwd=stale; detail=stale-while-revalidate", respond::hit(&e, now));
-                        return Some(respond::from_entry(&e, &method, &pending.client, now, status));
+                        return Flow::Answer(respond::from_entry(&e, &method, &pending.client, now, status));
                     }
                     Use::Revalidate => {
                         pending.fwd = if pending.req_cc.no_cache { "request" } else { "stale" };
@@ -244,7 +267,7 @@ impl CacheMiddleware {
         }
         if pending.req_cc.only_if_cached {
             pending.counter.count("miss");
-            return Some(respond::only_if_cached());
+            return Flow::Answer(respond::only_if_cached());
         }
         pending.leader = leader;
         pending.req_headers = req.headers().clone();
@@ -253,12 +276,11 @@ impl CacheMiddleware {
                 pending.revalidating = respond::add_validators(req.headers_mut(), stale);
             }
         }
-        facts.cache = Some(Mutex::new(Some(pending)));
-        None
+        Flow::Continue(State::Boxed(pending))
     }
 
-    pub fn on_response(&self, mut resp: Response<ResponseBody>, facts: &RequestFacts) -> Response<ResponseBody> {
-        let Some(p) = facts.cache.as_ref().and_then(|s| s.lock().ok()?.take()) else { return resp };
+    /// The response phase: refresh on 304, stale on error, store on the way.
+    fn response_phase(&self, mut resp: Response<ResponseBody>, p: Box<Pending>) -> Response<ResponseBody> {
         let status = resp.status();
         if p.method != Method::GET && p.method != Method::HEAD {
             if !is_safe(&p.method) && (status.is_success() || status.is_redirection()) {
@@ -325,6 +347,22 @@ impl CacheMiddleware {
                 respond::add_status(resp.headers_mut(), cs);
                 resp
             }
+        }
+    }
+}
+
+impl Middleware for CacheMiddleware {
+    fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, ctx: &'a Ctx<'_>) -> Step<'a> {
+        Step::Wait(Box::pin(self.lookup(req, ctx)))
+    }
+
+    fn on_response(&self, resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
+        match state {
+            State::Boxed(b) => match b.downcast::<Pending>() {
+                Ok(p) => self.response_phase(resp, p),
+                Err(_) => resp,
+            },
+            _ => resp,
         }
     }
 }
