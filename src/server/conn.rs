@@ -38,7 +38,6 @@ use super::coalesce::CoalescingIo;
 use super::drive::{drive, Http1Watch};
 pub use super::parkable::Parkable;
 use super::streams::{StreamExecutor, Streams};
-use super::ticker::Ticker;
 use crate::body::BoxError;
 
 /// The HTTP/2 connection preface a prior-knowledge client starts with.
@@ -149,10 +148,8 @@ pub struct ConnCtx<'a> {
     /// serves no request meanwhile.
     pub rest_deadline: tokio::time::Instant,
     /// On a new connection, when its first request head must be in: the
-    /// time since its first bytes came counts (see [`Activity::watch`]).
+    /// time since its first bytes came counts.
     pub first_head_by: Option<tokio::time::Instant>,
-    /// The clock HTTP/1.1 connections are watched by.
-    pub ticker: &'a Ticker,
     /// Whether a parking lot takes resting connections that can leave their task.
     pub lot: bool,
 }

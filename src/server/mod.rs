@@ -7,12 +7,12 @@ pub mod client_socket;
 mod coalesce;
 pub mod conn;
 mod drive;
+mod gate;
 mod lazy_socket;
 pub mod lot;
 mod parkable;
 mod service;
 mod streams;
-mod ticker;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,7 +35,6 @@ use conn::{Builders, Protocol};
 use lazy_socket::LazySocket;
 use lot::{ParkingLot, Resting, Resumed};
 use service::{http_builders, proxy_service};
-use ticker::Ticker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -54,8 +53,6 @@ pub struct Serving {
     pub builders: Arc<Builders>,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
-    /// The clock busy HTTP/1.1 connections are watched by.
-    ticker: Arc<Ticker>,
     /// Where resting plain connections wait; `None` if it could not start
     /// (they then rest in their tasks).
     lot: Option<Arc<ParkingLot>>,
@@ -67,7 +64,7 @@ pub struct Due {
     /// A connection that serves nothing by then is closed.
     expires: Instant,
     /// A new connection's first head must be whole by then, however its
-    /// bytes trickle (see `Activity::watch`).
+    /// bytes trickle (see `Deadlines`).
     first_head_by: Option<Instant>,
 }
 
@@ -114,10 +111,8 @@ impl Serving {
             builders: Arc::new(http_builders(&settings)),
             idle_timeout: settings.idle_timeout,
             header_timeout: settings.client_header_timeout,
-            ticker: Ticker::new(conn::PARK_AFTER),
             lot: None,
         };
-        serving.tracker.spawn(Arc::clone(&serving.ticker).run(serving.shutdown.clone()));
         match ParkingLot::new() {
             Ok((lot, poller)) => {
                 serving.lot = Some(Arc::clone(&lot));
@@ -336,7 +331,6 @@ impl Serving {
             header_timeout: self.header_timeout,
             rest_deadline: due.expires,
             first_head_by: due.first_head_by,
-            ticker: &self.ticker,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
         };
         let Some(resting) = conn::serve(io, protocol, first_bytes, service, ctx).await else {
