@@ -9,31 +9,29 @@
 //! from the first `cache_control` rule matching the served file's path.
 //!
 //! The file-system work of one request (resolving, opening, the headers,
-//! and the body too when it is small) is one blocking task; a larger body
-//! streams in [`CHUNK`]-sized reads, so memory stays flat whatever the
-//! file's size. Answers are ordinary responses: the route's response
+//! and the body too when it is small) runs on the worker thread, as nginx
+//! does without `aio`; a larger body streams in [`CHUNK`]-sized reads
+//! ([`stream`]), so memory stays flat whatever the file's size. Handing
+//! each request to tokio's blocking pool instead cost more than the file
+//! work itself (benches/README.md, `static-1k`). Answers are ordinary responses: the route's response
 //! middleware (compression, security headers) applies as to a proxied one.
 
 mod beneath;
 mod conditional;
 mod lookup;
 mod mime;
+mod stream;
 
 use std::ffi::OsString;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
-use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::StreamBody;
-use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
 
-use super::body::{BoxError, ResponseBody};
+use super::body::ResponseBody;
 use crate::config::StaticSpec;
 use conditional::{Conditions, Decision, Validators};
 use lookup::{Coding, Lookup};
@@ -86,10 +84,9 @@ impl StaticSite {
             codings,
             conditions: Conditions::from_headers(get, req.headers),
         };
-        let answer = match tokio::task::spawn_blocking(move || job.run()).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return io_error(&self.spec, req.site_path, &e),
-            Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR),
+        let answer = match job.run() {
+            Ok(answer) => answer,
+            Err(e) => return io_error(&self.spec, req.site_path, &e),
         };
         match answer {
             Answer::NotFound => text(StatusCode::NOT_FOUND),
@@ -98,7 +95,9 @@ impl StaticSite {
                 let body = match body {
                     Body::Empty => ResponseBody::empty(),
                     Body::Bytes(b) => ResponseBody::full(b),
-                    Body::Stream { file, len } => stream(file, len),
+                    Body::Stream { file, len } => {
+                        ResponseBody::Boxed { body: UnsyncBoxBody::new(stream::FileBody::new(file, len)) }
+                    }
                 };
                 let (parts, ()) = head.into_parts();
                 Response::from_parts(parts, body)
@@ -107,7 +106,7 @@ impl StaticSite {
     }
 }
 
-/// The blocking part of one request.
+/// The file-system part of one request.
 struct Job {
     spec: Arc<StaticSpec>,
     segs: Vec<OsString>,
@@ -201,13 +200,6 @@ impl Job {
         }
         Ok(Answer::File { head, body: Body::Stream { file, len: count } })
     }
-}
-
-/// `len` bytes of `file` from its position, in [`CHUNK`]-sized reads.
-fn stream(file: std::fs::File, len: u64) -> ResponseBody {
-    let reader = tokio::fs::File::from_std(file).take(len);
-    let frames = ReaderStream::with_capacity(reader, CHUNK).map_ok(Frame::data).map_err(BoxError::from);
-    ResponseBody::Boxed { body: UnsyncBoxBody::new(StreamBody::new(frames)) }
 }
 
 /// The codings with a sibling the client accepts, best first: by q-value,
