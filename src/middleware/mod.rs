@@ -9,7 +9,10 @@
 //! Each type is one file implementing [`Middleware`]: its request phase
 //! hands its own response phase a [`State`] (or `State::Skip`: nothing to
 //! do on the way back), which the chain keeps for it and gives back, so no
-//! type's per-request facts live anywhere else. `registry.rs` is the one
+//! type's per-request facts live anywhere else. Each item reads the request
+//! as the items before it left it (a `headers` rule listed before
+//! `compress` that rewrites `Accept-Encoding` changes what compress
+//! negotiates; listed after it, it does not). `registry.rs` is the one
 //! place that maps a config `type` to its constructor; [`Chain`] runs the
 //! phases.
 
