@@ -81,7 +81,7 @@ pub(super) struct Http1Watch {
 }
 
 /// Drive a connection until it ends (`None`) or, with an [`Http1Watch`]
-/// that parks, until it has been at rest for [`PARK_AFTER`](super::conn::PARK_AFTER) (`Some`, handed
+/// that parks, until it has been at rest for [`PARK_AFTER`](super::lifecycle::PARK_AFTER) (`Some`, handed
 /// back to be parked).
 pub(super) async fn drive<C: HttpConn>(
     mut conn: Pin<Box<C>>,

@@ -13,7 +13,7 @@
 //! tokio, so one task serves the whole lot; a socket that turns readable
 //! (a request, or the client closing) is handed back to tokio and served on
 //! a new task. Parking and resuming each cost two `epoll_ctl` calls, paid
-//! only by connections that rested for [`super::conn::PARK_AFTER`].
+//! only by connections that rested for [`super::lifecycle::PARK_AFTER`].
 //! A TLS connection parks with its session: its stream sits on a
 //! [`ClientSocket`](super::client_socket::ClientSocket) whose socket can leave tokio and come back in place,
 //! so the session itself never has to be taken apart.

@@ -26,8 +26,8 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use super::{Activity, EofCheckWatch, Watched, EOF_CHECK_WAITING};
-use crate::server::conn::PARK_AFTER;
 use crate::server::gate::Gate;
+use crate::server::lifecycle::PARK_AFTER;
 
 /// How long hyper's read for a departed client waits, on a socket not yet
 /// in the poller, before it goes to the socket (see

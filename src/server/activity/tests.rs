@@ -10,7 +10,7 @@ use crate::server::conn::Parkable;
 use tokio::time::Instant;
 
 /// How late a deadline may be looked at: the rest check's period.
-const TICK: Duration = crate::server::conn::PARK_AFTER;
+const TICK: Duration = crate::server::lifecycle::PARK_AFTER;
 const HEADER_TIMEOUT: Duration = Duration::from_millis(500);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
