@@ -70,7 +70,7 @@ impl Snapshot {
         for (name, spec) in &config.middleware {
             // Unchanged definitions keep their state (rate-limit buckets),
             // unless they read a file, which may have changed.
-            let reusable = |old: &&Compiled| old.spec == spec.kind && !spec.kind.reads_files();
+            let reusable = |old: &&Compiled| old.spec == spec.kind && !old.middleware.reads_files();
             if let Some(old) = previous.and_then(|p| p.middleware.get(name)).filter(reusable) {
                 compiled
                     .insert(name.clone(), Compiled { spec: old.spec.clone(), middleware: Arc::clone(&old.middleware) });

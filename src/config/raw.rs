@@ -306,15 +306,6 @@ pub enum RawMiddleware {
     },
 }
 
-impl RawMiddleware {
-    /// Whether the definition names a file it reads at compile time (an
-    /// htpasswd file): such a middleware is compiled again on every reload,
-    /// even when its text is unchanged, so a reload picks up the file.
-    pub fn reads_files(&self) -> bool {
-        matches!(self, RawMiddleware::BasicAuth { .. })
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {

@@ -117,6 +117,10 @@ impl BasicAuth {
 }
 
 impl Middleware for BasicAuth {
+    fn reads_files(&self) -> bool {
+        true
+    }
+
     /// A remembered `Authorization` passes at once; an unknown one waits
     /// for bcrypt.
     fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, _: &'a Ctx<'_>) -> Step<'a> {

@@ -65,6 +65,14 @@ pub trait Middleware: AsAny + Send + Sync + std::fmt::Debug {
 
     /// Periodic housekeeping (forgetting idle rate-limit keys).
     fn maintain(&self) {}
+
+    /// Whether the definition names a file read when it was compiled (an
+    /// htpasswd file): such a middleware is compiled again on every
+    /// reload, even when its text is unchanged, so a reload picks up the
+    /// file. Others keep their state (rate-limit buckets) across reloads.
+    fn reads_files(&self) -> bool {
+        false
+    }
 }
 
 impl dyn Middleware + '_ {

@@ -89,3 +89,23 @@ fn the_status_page_finds_a_cache_by_its_type() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].0, "c");
 }
+
+#[test]
+fn a_reload_keeps_unchanged_definitions_but_reads_an_htpasswd_file_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("users.htpasswd");
+    std::fs::write(&htpasswd, format!("ops:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+    let defs = format!(
+        "[middleware.limit]\ntype = \"rate_limit\"\naverage = 5\n\
+         [middleware.auth]\ntype = \"basic_auth\"\nhtpasswd = \"{}\"\n",
+        htpasswd.display()
+    );
+    let text =
+        format!("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n{defs}[[routes]]\nupstream = \"a\"\nmiddleware = [\"limit\", \"auth\"]\n");
+    let parse = || Config::parse(Path::new("rampart.toml"), &text).unwrap();
+    let first = Snapshot::compile(parse(), None).unwrap();
+    let second = Snapshot::compile(parse(), Some(&first)).unwrap();
+    let same = |name: &str| Arc::ptr_eq(&first.middleware[name].middleware, &second.middleware[name].middleware);
+    assert!(same("limit"), "an unchanged rate limit keeps its buckets");
+    assert!(!same("auth"), "basic_auth reads its file again");
+}
