@@ -58,6 +58,8 @@ mod connection;
 #[cfg(test)]
 mod tests;
 mod ticker;
+#[path = "../shared/timerfd.rs"]
+mod timerfd;
 
 #[derive(Parser)]
 #[command(about = "Open-loop HTTP/1.1 load at a fixed rate; prints one JSON object")]

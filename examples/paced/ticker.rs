@@ -22,23 +22,7 @@ impl Ticker {
 
     /// Wait for the timer to fire at least once since the last call.
     pub async fn wait(&self) -> io::Result<()> {
-        loop {
-            let mut ready = self.0.readable().await?;
-            let fired = ready.try_io(|fd| {
-                let mut expirations = [0u8; 8];
-                // SAFETY: reads at most 8 bytes into a buffer of 8.
-                let n = unsafe { libc::read(fd.as_raw_fd(), expirations.as_mut_ptr().cast(), expirations.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            });
-            match fired {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
-            }
-        }
+        crate::timerfd::expired(&self.0).await
     }
 }
 

@@ -44,6 +44,8 @@ use pause::Pauses;
 mod pause;
 #[cfg(test)]
 mod tests;
+#[path = "../shared/timerfd.rs"]
+mod timerfd;
 
 #[derive(Parser)]
 #[command(about = "A benchmark origin: fixed files, with a delay, split writes or chunked bodies")]

@@ -74,23 +74,7 @@ impl Pauses {
     }
 
     async fn fired(&self) -> io::Result<()> {
-        loop {
-            let mut ready = self.timer.readable().await?;
-            let read = ready.try_io(|fd| {
-                let mut expirations = [0u8; 8];
-                // SAFETY: reads at most 8 bytes into a buffer of 8.
-                let n = unsafe { libc::read(fd.as_raw_fd(), expirations.as_mut_ptr().cast(), expirations.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            });
-            match read {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
-            }
-        }
+        crate::timerfd::expired(&self.timer).await
     }
 }
 
