@@ -2,8 +2,6 @@
 //! lately, whether a request is in progress, whether a write is blocked and
 //! whether a request is half-read. The idle timeout and the decision to
 //! park a resting HTTP/1.1 connection read it; [`ActivityIo`] feeds it.
-//! An HTTP/1.1 connection's deadlines, on a timer of its own, are in
-//! [`Deadlines`].
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,20 +10,20 @@ use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 
-mod deadlines;
+use super::ticker::Ticker;
+
 mod stream;
-pub(super) use deadlines::Deadlines;
 pub use stream::ActivityIo;
 
 /// Whether a connection has moved bytes lately, and whether a request is
 /// being handled on it; together they say whether it is idle. Reads and
-/// writes only set a flag (no clock read on the hot path); the connection's
-/// timer looks at them only when one of its deadlines is due.
+/// writes only set a flag (no clock read on the hot path); the idle timer
+/// samples and clears it a few times per timeout period.
 #[derive(Debug, Default)]
 pub struct Activity {
     moved: AtomicBool,
-    /// The same, for the idle deadline (each deadline clears its own).
-    moved_since_idle_check: AtomicBool,
+    /// The same, for the parking watcher (each watcher clears its own).
+    moved_since_park_check: AtomicBool,
     requests: AtomicUsize,
     /// HTTP/2 answers whose body hyper has not polled since it last could
     /// take from it (never polled yet, or it just handed out data): a
@@ -53,27 +51,27 @@ pub struct Activity {
     /// The request in progress has been read whole (an HTTP/1.x request
     /// without a body): a read now can only find whether the client left.
     request_read: AtomicBool,
-    /// [`Deadlines`] watch the connection: only then may that read wait
-    /// for their timer.
+    /// A watcher ticks for the connection (see [`Activity::watch`]): only
+    /// then may that read wait for a tick.
     watched: AtomicBool,
     /// That check, on a socket not in the poller yet (see
     /// [`ActivityIo`]'s `poll_read`): one of the `EOF_CHECK_*` states.
     eof_check: AtomicU8,
-    /// The read waiting for the deadline that makes its check due.
+    /// The read waiting for the tick that makes its check due.
     eof_check_waker: AtomicWaker,
 }
 
 /// No end-of-stream check is waiting.
 const EOF_CHECK_NONE: u8 = 0;
-/// A check waits for its deadline.
+/// A check waits for the next tick.
 const EOF_CHECK_WAITING: u8 = 1;
-/// The deadline came: the check reads the socket (and so registers it).
+/// A tick came: the check reads the socket (and so registers it).
 const EOF_CHECK_DUE: u8 = 2;
 
 impl Activity {
     fn touch(&self) {
         self.moved.store(true, Ordering::Relaxed);
-        self.moved_since_idle_check.store(true, Ordering::Relaxed);
+        self.moved_since_park_check.store(true, Ordering::Relaxed);
     }
 
     /// Nothing is in progress on the connection: no request being read or
@@ -88,6 +86,77 @@ impl Activity {
     /// request head is in progress (hyper holds part of it).
     pub(super) fn reading_head(&self) -> bool {
         self.requests.load(Ordering::Relaxed) == 0 && self.read_since_response.load(Ordering::Relaxed)
+    }
+
+    /// Watch a busy HTTP/1.1 connection at every tick of `ticker`. With
+    /// `park`, resolves with [`Watched::Rested`] once it has been at rest,
+    /// moving no bytes, for a whole tick (at most three after its last
+    /// activity). Resolves with [`Watched::HeaderTimeout`] once a request
+    /// head has been arriving for about `header_timeout` (ticks are sampled
+    /// when the task runs, so within a tick early or two late) without
+    /// completing, however its bytes trickle in; and with
+    /// [`Watched::Idle`] once nothing has moved, and no request been in
+    /// progress, for `idle_timeout` (as [`Activity::idle_for`]). Sampling a
+    /// few flags at a shared tick replaces timers armed and cleared for
+    /// every connection and every request.
+    pub(super) async fn watch(
+        &self,
+        ticker: &Ticker,
+        park: bool,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+        first_head_by: Option<tokio::time::Instant>,
+    ) -> Watched {
+        let _watching = ticker.watching();
+        let _eof_checks = EofCheckTicks::start(self);
+        let ticks = |d: Duration| d.as_nanos().div_ceil(ticker.period().as_nanos().max(1));
+        let (head_ticks, idle_ticks) = (ticks(header_timeout), ticks(idle_timeout));
+        // The head being read: requests begun before it, and ticks it has
+        // been seen.
+        let mut head: Option<(usize, u128)> = None;
+        let mut quiet_ticks = 0u128;
+        let mut stalled_ticks = 0u128;
+        // The first tick may come at once: rest is measured from it.
+        ticker.tick().await;
+        loop {
+            self.moved_since_park_check.store(false, Ordering::Relaxed);
+            ticker.tick().await;
+            self.eof_check_due();
+            if park && !self.moved_since_park_check.load(Ordering::Relaxed) && self.at_rest() {
+                return Watched::Rested;
+            }
+            let requests = self.requests.load(Ordering::Relaxed);
+            let moved = self.moved.swap(false, Ordering::Relaxed);
+            if self.send_stalled(&mut stalled_ticks, idle_ticks) {
+                return Watched::SendStalled;
+            }
+            if moved || requests > 0 {
+                quiet_ticks = 0;
+            } else {
+                quiet_ticks += 1;
+                if quiet_ticks >= idle_ticks {
+                    return Watched::Idle;
+                }
+            }
+            let reading_head = self.reading_head();
+            let begun = self.begun.load(Ordering::Relaxed);
+            // A new connection's first head: `client_header_timeout` ran
+            // from its first bytes (or its handshake), not from the tick
+            // that first saw the head.
+            if reading_head && begun == 0 && first_head_by.is_some_and(|by| tokio::time::Instant::now() >= by) {
+                return Watched::HeaderTimeout;
+            }
+            head = match head {
+                Some((before, seen)) if reading_head && before == begun => {
+                    if seen >= head_ticks {
+                        return Watched::HeaderTimeout;
+                    }
+                    Some((before, seen + 1))
+                }
+                _ if reading_head => Some((begun, 1)),
+                _ => None,
+            };
+        }
     }
 
     /// The next answer closes the connection and will be written at once:
@@ -106,18 +175,18 @@ impl Activity {
         self.request_read.store(true, Ordering::SeqCst);
     }
 
-    /// Whether a read should wait, without touching the socket, for a
-    /// deadline ([`deadlines::EOF_CHECK_AFTER`] on the connection's timer):
-    /// it is the check for a client that left, made while the answer is on
-    /// its way, the socket is not in the poller, and [`Deadlines`] watch
-    /// the connection. Most answers come before it, and a one-request
+    /// Whether a read should wait, without touching the socket, for the
+    /// next tick: it is the check for a client that left, made while the
+    /// answer is on its way, the socket is not in the poller, and a watcher
+    /// ticks. Most answers come before the tick, and a one-request
     /// connection is then served without ever entering the poller (two
-    /// `epoll_ctl` fewer). A slower answer gets the check that late, which
-    /// is when a client that left is noticed and its upstream request
-    /// dropped; a client that only half-closed gets an answer that comes
-    /// before the check. Registers `cx`'s waker for that deadline.
+    /// `epoll_ctl` fewer). A slower answer gets the check a tick or two
+    /// late (up to 50 ms), which is when a client that left is noticed and
+    /// its upstream request dropped; a client that only half-closed gets
+    /// an answer that comes before the check. Registers `cx`'s waker for
+    /// that tick.
     ///
-    /// The reads, the deadlines and the end of the answer all run on the
+    /// The reads, the ticks and the end of the answer all run on the
     /// connection's task; the orderings and the second look at
     /// `request_read` keep a wake-up from being lost even if they did not.
     fn defer_eof_check(&self, cx: &Context<'_>) -> bool {
@@ -138,7 +207,7 @@ impl Activity {
         true
     }
 
-    /// Its deadline, or the watch stopping: a waiting check is due, and its
+    /// A tick, or the watcher stopping: a waiting check is due, and its
     /// read is woken.
     fn eof_check_due(&self) {
         if self.eof_check.compare_exchange(EOF_CHECK_WAITING, EOF_CHECK_DUE, Ordering::SeqCst, Ordering::SeqCst).is_ok()
@@ -228,7 +297,7 @@ impl Activity {
     /// Resolves once no request has begun or been in progress on the
     /// connection for about `limit` (within a quarter of it): for HTTP/2
     /// and connections whose protocol is not known yet. Bytes alone do not
-    /// count, unlike HTTP/1's [`Deadlines`]: HTTP/2 PINGs (ours every
+    /// count, unlike HTTP/1's [`Activity::watch`]: HTTP/2 PINGs (ours every
     /// 30 s, and the client's answers) would keep an idle connection open
     /// for ever, and so would a client trickling frames that start nothing.
     /// Resolves with [`Watched::SendStalled`] instead if a write to the
@@ -265,8 +334,7 @@ impl Activity {
     }
 }
 
-/// Why a connection's watch ended (see [`Deadlines`] and
-/// [`Activity::idle_for`]).
+/// Why [`Activity::watch`] resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Watched {
     /// At rest: the connection can be parked.
@@ -280,19 +348,19 @@ pub enum Watched {
     SendStalled,
 }
 
-/// Marks a connection as watched while its [`Deadlines`] live. When they
-/// stop (a drain, an idle shutdown, parking), a read waiting for its
-/// deadline is made due and woken: no deadline would come.
-struct EofCheckWatch<'a>(&'a Activity);
+/// Marks a connection as watched while [`Activity::watch`] runs. When the
+/// watcher stops (a drain, an idle shutdown, parking), a read waiting for
+/// its tick is made due and woken: no tick would come.
+struct EofCheckTicks<'a>(&'a Activity);
 
-impl<'a> EofCheckWatch<'a> {
+impl<'a> EofCheckTicks<'a> {
     fn start(activity: &'a Activity) -> Self {
         activity.watched.store(true, Ordering::SeqCst);
-        EofCheckWatch(activity)
+        EofCheckTicks(activity)
     }
 }
 
-impl Drop for EofCheckWatch<'_> {
+impl Drop for EofCheckTicks<'_> {
     fn drop(&mut self) {
         self.0.watched.store(false, Ordering::SeqCst);
         self.0.eof_check_due();

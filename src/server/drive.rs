@@ -1,12 +1,16 @@
 //! Driving one hyper connection: polling it and, inside the same task, its
 //! HTTP/2 streams; watching an HTTP/1.1 one for the header timeout, the idle
-//! timeout and rest (to hand it back for parking), on its own timer
-//! ([`Deadlines`]); and a graceful shutdown on drain or idle timeout.
+//! timeout and rest (to hand it back for parking); and a graceful shutdown
+//! on drain or idle timeout.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
@@ -14,9 +18,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 
-use super::activity::{Deadlines, Watched};
+use super::activity::Watched;
 use super::conn::ConnCtx;
-use super::gate::Gate;
 use super::streams::{StreamExecutor, Streams};
 use crate::body::BoxError;
 
@@ -73,8 +76,7 @@ where
 
 /// How [`drive`] watches an HTTP/1.1 connection served by our own builder:
 /// it enforces `client_header_timeout` (the builder has no header timer),
-/// and with `park` hands the connection back once it rests; see
-/// [`Deadlines`].
+/// and with `park` hands the connection back once it rests.
 #[derive(Clone, Copy)]
 pub(super) struct Http1Watch {
     pub park: bool,
@@ -89,26 +91,44 @@ pub(super) async fn drive<C: HttpConn>(
     ctx: &ConnCtx<'_>,
     http1: Option<Http1Watch>,
 ) -> Option<Pin<Box<C>>> {
+    let park = http1.is_some_and(|w| w.park);
     let conn_gate = Gate::new();
-    // The watchers (drain signal, HTTP/2's idle timer) are polled only when
-    // one of them was woken, not at every read and write of the
-    // connection: polling them each time cost 3.5% of a keep-alive
-    // request's instructions.
+    // The watchers (clock, drain signal, timers) are polled only when one of
+    // them was woken, not at every read and write of the connection: polling
+    // them each time cost 3.5% of a keep-alive request's instructions.
     let watch_gate = Gate::new();
-    // An HTTP/1.1 connection's deadlines, on its own timer, until it closes.
-    let deadlines = http1.map(|w| {
-        let a = &ctx.activity;
-        Deadlines::new(a, w.park, ctx.header_timeout, ctx.idle_timeout, ctx.first_head_by)
-    });
-    let mut deadlines = std::pin::pin!(deadlines);
     let mut closing = false;
     // Set on drain when a request head is in progress.
     let mut head_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         let event = {
+            let running = std::future::poll_fn(|cx| {
+                conn_gate.register(cx);
+                loop {
+                    // Only when the connection asked: an HTTP/2 connection's
+                    // poll is not free, and most wake-ups are for streams.
+                    if conn_gate.take() {
+                        if let Poll::Ready(res) = conn.as_mut().poll(&mut conn_gate.context()) {
+                            return Poll::Ready(res);
+                        }
+                    }
+                    if let Some(s) = streams.as_mut() {
+                        let _ = s.poll_run(cx);
+                    }
+                    // Streams that answered woke the connection to send: do it
+                    // now, in the same pass, for all of them at once.
+                    if !conn_gate.is_open() {
+                        return Poll::Pending;
+                    }
+                }
+            });
             let mut watchers = std::pin::pin!(async {
                 tokio::select! {
                     biased;
+                    // A head already overdue closes before a drain would
+                    // give it a fresh client_header_timeout.
+                    watched = ctx.activity.watch(ctx.ticker, park, ctx.header_timeout, ctx.idle_timeout, ctx.first_head_by),
+                        if http1.is_some() && !closing => Event::Watched(watched),
                     _ = ctx.shutdown.cancelled(), if !closing => Event::Drain,
                     _ = async {
                         match head_deadline.as_mut() {
@@ -123,52 +143,28 @@ pub(super) async fn drive<C: HttpConn>(
             });
             // A new set of watchers is polled once, to register its wakers.
             watch_gate.open();
-            std::future::poll_fn(|cx| {
-                // The deadlines and the watchers first: behind their gates
-                // they cost one atomic swap when nothing woke them, and
-                // polled after a connection that used up tokio's task
-                // budget they would find none left and wait for a pass that
-                // leaves some. A head already overdue closes before a drain
-                // would give it a fresh client_header_timeout.
-                if let Some(deadlines) = deadlines.as_mut().as_pin_mut() {
-                    if let Poll::Ready(watched) = deadlines.poll_due(cx) {
-                        return Poll::Ready(Event::Watched(watched));
-                    }
-                }
+            let watched = std::future::poll_fn(|cx| {
                 watch_gate.register(cx);
                 if watch_gate.take() {
-                    if let Poll::Ready(event) = watchers.as_mut().poll(&mut watch_gate.context()) {
-                        return Poll::Ready(event);
-                    }
+                    watchers.as_mut().poll(&mut watch_gate.context())
+                } else {
+                    Poll::Pending
                 }
-                conn_gate.register(cx);
-                loop {
-                    // Only when the connection asked: an HTTP/2 connection's
-                    // poll is not free, and most wake-ups are for streams.
-                    if conn_gate.take() {
-                        if let Poll::Ready(res) = conn.as_mut().poll(&mut conn_gate.context()) {
-                            if let Err(e) = res {
-                                tracing::debug!(error = %e, "connection ended with an error");
-                            }
-                            return Poll::Ready(Event::Ended);
-                        }
+            });
+            // The watchers first: behind their gate they cost one atomic
+            // swap when nothing woke them, and polled after a connection
+            // that used up tokio's task budget they would find none left
+            // (select! checks it) and wait for a pass that leaves some.
+            tokio::select! {
+                biased;
+                event = watched => event,
+                res = running => {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "connection ended with an error");
                     }
-                    if let Some(s) = streams.as_mut() {
-                        let _ = s.poll_run(cx);
-                    }
-                    // Streams that answered woke the connection to send: do it
-                    // now, in the same pass, for all of them at once.
-                    if !conn_gate.is_open() {
-                        break;
-                    }
+                    Event::Ended
                 }
-                // What the pass left the connection waiting for.
-                if let Some(deadlines) = deadlines.as_mut().as_pin_mut() {
-                    deadlines.note(cx);
-                }
-                Poll::Pending
-            })
-            .await
+            }
         };
         match event {
             Event::Ended => return None,
@@ -192,19 +188,17 @@ pub(super) async fn drive<C: HttpConn>(
                 // A graceful shutdown was requested: poll the connection.
                 conn_gate.open();
                 closing = true;
-                deadlines.set(None);
             }
             Event::Drain => {
                 if http1.is_some() && ctx.activity.reading_head() {
-                    // The same on drain, where the deadlines stop: the head
-                    // gets client_header_timeout from now to finish.
+                    // The same on drain, where the shared tick has stopped:
+                    // the head gets client_header_timeout from now to finish.
                     head_deadline = Some(Box::pin(tokio::time::sleep(ctx.header_timeout)));
                 }
                 conn.as_mut().shutdown();
                 // A graceful shutdown was requested: poll the connection.
                 conn_gate.open();
                 closing = true;
-                deadlines.set(None);
             }
             Event::HeadDeadline => {
                 tracing::debug!("no complete request head within client_header_timeout while draining; closing");
@@ -218,12 +212,64 @@ pub(super) async fn drive<C: HttpConn>(
 enum Event {
     /// The connection finished (or failed).
     Ended,
-    /// A watcher resolved: HTTP/1.1's deadlines, the idle watcher of HTTP/2
-    /// (and sniffed) connections, or the send-stall one of a closing
-    /// connection.
+    /// A watcher resolved: HTTP/1.1's, the idle watcher of HTTP/2 (and
+    /// sniffed) connections, or the send-stall one of a closing connection.
     Watched(Watched),
     /// The server is draining.
     Drain,
     /// Draining, and the head in progress did not finish in time.
     HeadDeadline,
+}
+
+/// Part of a task's work that is polled only when its own waker fired (or
+/// it was opened by hand), not at every wake-up of the task: the
+/// connection itself (not its streams), and the watchers.
+struct Gate {
+    flag: Arc<GateFlag>,
+    waker: std::task::Waker,
+}
+
+impl Gate {
+    /// Open, so the first pass polls what is behind it.
+    fn new() -> Self {
+        let flag = Arc::new(GateFlag { woken: AtomicBool::new(true), task: AtomicWaker::new() });
+        let waker = futures_util::task::waker(Arc::clone(&flag));
+        Gate { flag, waker }
+    }
+
+    /// The task to wake when this gate's waker fires.
+    fn register(&self, cx: &Context<'_>) {
+        self.flag.task.register(cx.waker());
+    }
+
+    /// Whether to poll what is behind the gate now; closes it.
+    fn take(&self) -> bool {
+        self.flag.woken.swap(false, Ordering::AcqRel)
+    }
+
+    fn is_open(&self) -> bool {
+        self.flag.woken.load(Ordering::Acquire)
+    }
+
+    /// Have the next pass poll what is behind the gate.
+    fn open(&self) {
+        self.flag.woken.store(true, Ordering::Release);
+    }
+
+    /// The context to poll what is behind the gate with.
+    fn context(&self) -> Context<'_> {
+        Context::from_waker(&self.waker)
+    }
+}
+
+struct GateFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl futures_util::task::ArcWake for GateFlag {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.woken.store(true, Ordering::Release);
+        arc_self.task.wake();
+    }
 }

@@ -22,7 +22,7 @@
 //!   HTTP/2 by them ([`sniff`]); nothing of hyper's exists yet.
 //! - **serving h1 / h2**: hyper drives the connection in its task
 //!   ([`Serving::serve_io`], [`serve`], `drive.rs`); an HTTP/1.1 one is
-//!   watched by its deadlines (`activity/deadlines.rs`: header timeout, send
+//!   watched at a shared 25 ms tick (`activity.rs`: header timeout, send
 //!   stall, rest), an HTTP/2 one for idleness and stalls.
 //! - **resting**: an HTTP/1.1 connection quiet for [`PARK_AFTER`] between
 //!   requests: hyper's state is dropped ([`serve_http1`]); the stream goes
@@ -68,7 +68,7 @@ pub(super) struct Due {
     /// A connection that serves nothing by then is closed.
     expires: Instant,
     /// A new connection's first head must be whole by then, however its
-    /// bytes trickle (see `Deadlines`).
+    /// bytes trickle (see `Activity::watch`).
     first_head_by: Option<Instant>,
 }
 
@@ -194,6 +194,7 @@ impl Serving {
             header_timeout: self.header_timeout,
             rest_deadline: due.expires,
             first_head_by: due.first_head_by,
+            ticker: &self.ticker,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
         };
         let Some(resting) = serve(io, protocol, first_bytes, service, ctx).await else {

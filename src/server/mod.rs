@@ -8,13 +8,13 @@ pub mod client_socket;
 mod coalesce;
 pub mod conn;
 mod drive;
-mod gate;
 mod lazy_socket;
 mod lifecycle;
 pub mod lot;
 mod parkable;
 mod service;
 mod streams;
+mod ticker;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +32,7 @@ pub use bind::{bind, bind_traffic, Listener};
 use conn::Builders;
 use lot::ParkingLot;
 use service::http_builders;
+use ticker::Ticker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -50,6 +51,8 @@ pub struct Serving {
     pub builders: Arc<Builders>,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
+    /// The clock busy HTTP/1.1 connections are watched by.
+    ticker: Arc<Ticker>,
     /// Where resting plain connections wait; `None` if it could not start
     /// (they then rest in their tasks).
     lot: Option<Arc<ParkingLot>>,
@@ -88,8 +91,10 @@ impl Serving {
             builders: Arc::new(http_builders(&settings)),
             idle_timeout: settings.idle_timeout,
             header_timeout: settings.client_header_timeout,
+            ticker: Ticker::new(lifecycle::PARK_AFTER),
             lot: None,
         };
+        serving.tracker.spawn(Arc::clone(&serving.ticker).run(serving.shutdown.clone()));
         match ParkingLot::new() {
             Ok((lot, poller)) => {
                 serving.lot = Some(Arc::clone(&lot));

@@ -56,8 +56,8 @@ macro_rules! http2_settings {
 pub fn http_builders(s: &ServerSettings) -> Builders {
     let mut http1 = http1::Builder::new();
     http1_settings!(http1, s);
-    // No per-request header timer: the connection's own deadlines keep it
-    // (see `Deadlines`). hyper-util's builder, for the rare connections of
+    // No per-request header timer: the connection's watcher samples it (see
+    // `Activity::watch`). hyper-util's builder, for the rare connections of
     // unknown protocol, keeps hyper's.
     http1.header_read_timeout(None);
     let h2_settings = s.clone();

@@ -9,8 +9,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use crate::server::conn::Parkable;
 use tokio::time::Instant;
 
-/// How late a deadline may be looked at: the rest check's period.
-const TICK: Duration = crate::server::lifecycle::PARK_AFTER;
+const TICK: Duration = Duration::from_millis(25);
 const HEADER_TIMEOUT: Duration = Duration::from_millis(500);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -20,10 +19,8 @@ fn bytes_arrive(activity: &Arc<Activity>) {
     activity.read_since_response.store(true, Ordering::Relaxed);
 }
 
-/// Watch the connection's [`Deadlines`] while `client` acts every 10 ms,
-/// noting after each action what it changed, as `drive` does after each
-/// pass; returns what ended the watch and when, or `None` if nothing did
-/// within `limit`.
+/// Run `watch` while `client` acts every 10 ms; returns what it
+/// resolved with and when, or `None` if it did not within `limit`.
 async fn watch_while(
     activity: &Arc<Activity>,
     park: bool,
@@ -41,18 +38,16 @@ async fn watch_first_head_while(
     limit: Duration,
     mut client: impl FnMut(&Arc<Activity>),
 ) -> Option<(Watched, Duration)> {
+    let ticker = Ticker::new(TICK);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_ticker = stop.clone().drop_guard();
+    tokio::spawn(Arc::clone(&ticker).run(stop));
     let start = Instant::now();
-    let mut deadlines = std::pin::pin!(Deadlines::new(activity, park, HEADER_TIMEOUT, IDLE_TIMEOUT, first_head_by));
+    let watcher = activity.watch(&ticker, park, HEADER_TIMEOUT, IDLE_TIMEOUT, first_head_by);
+    tokio::pin!(watcher);
     while start.elapsed() < limit {
-        let due = std::future::poll_fn(|cx| {
-            if let Poll::Ready(watched) = deadlines.as_mut().poll_due(cx) {
-                return Poll::Ready(watched);
-            }
-            deadlines.as_mut().note(cx);
-            Poll::Pending
-        });
         tokio::select! {
-            w = due => return Some((w, start.elapsed())),
+            w = &mut watcher => return Some((w, start.elapsed())),
             _ = tokio::time::sleep(Duration::from_millis(10)) => client(activity),
         }
     }
@@ -156,20 +151,20 @@ fn unpolled_io(activity: &Arc<Activity>, polled: bool) -> ActivityIo<CountingIo>
 }
 
 #[test]
-fn a_read_request_defers_the_check_for_a_departed_client_to_its_deadline() {
+fn a_read_request_defers_the_check_for_a_departed_client_to_the_next_tick() {
     let activity = Arc::new(Activity::default());
     let mut io = unpolled_io(&activity, false);
     let flag = Arc::new(Flag(AtomicBool::new(false)));
     let waker = std::task::Waker::from(Arc::clone(&flag));
-    let _watch = EofCheckWatch::start(&activity);
+    let _ticks = EofCheckTicks::start(&activity);
     let _request = activity.begin();
     activity.request_read();
-    assert!(!read(&mut io, &waker), "the check went to the socket before its deadline");
-    assert!(!read(&mut io, &waker), "a second poll went to the socket before its deadline");
+    assert!(!read(&mut io, &waker), "the check went to the socket before the tick");
+    assert!(!read(&mut io, &waker), "a second poll went to the socket before the tick");
     assert_eq!(io.inner.reads, 0);
     assert!(!flag.0.load(Ordering::SeqCst));
     activity.eof_check_due();
-    assert!(flag.0.load(Ordering::SeqCst), "the deadline did not wake the waiting read");
+    assert!(flag.0.load(Ordering::SeqCst), "the tick did not wake the waiting read");
     assert!(read(&mut io, &waker));
     assert_eq!(io.inner.reads, 1);
 }
@@ -177,12 +172,12 @@ fn a_read_request_defers_the_check_for_a_departed_client_to_its_deadline() {
 #[test]
 fn the_end_of_the_answer_sends_a_waiting_read_to_the_socket_at_once() {
     // hyper's read for the next request head can start before it drops
-    // the answer's body: waiting for its deadline would stall that request.
+    // the answer's body: waiting for a tick would stall that request.
     let activity = Arc::new(Activity::default());
     let mut io = unpolled_io(&activity, false);
     let flag = Arc::new(Flag(AtomicBool::new(false)));
     let waker = std::task::Waker::from(Arc::clone(&flag));
-    let _watch = EofCheckWatch::start(&activity);
+    let _ticks = EofCheckTicks::start(&activity);
     let request = activity.begin();
     activity.request_read();
     assert!(!read(&mut io, &waker));
@@ -194,18 +189,18 @@ fn the_end_of_the_answer_sends_a_waiting_read_to_the_socket_at_once() {
 
 #[test]
 fn a_watcher_that_stops_sends_a_waiting_read_to_the_socket() {
-    // On drain the watch stops and no deadline comes: the check must not
+    // On drain the watcher stops and no tick comes: the check must not
     // wait for the answer's end (a long poll would hide a departed
     // client until then).
     let activity = Arc::new(Activity::default());
     let mut io = unpolled_io(&activity, false);
     let flag = Arc::new(Flag(AtomicBool::new(false)));
     let waker = std::task::Waker::from(Arc::clone(&flag));
-    let watch = EofCheckWatch::start(&activity);
+    let ticks = EofCheckTicks::start(&activity);
     let _request = activity.begin();
     activity.request_read();
     assert!(!read(&mut io, &waker));
-    drop(watch);
+    drop(ticks);
     assert!(flag.0.load(Ordering::SeqCst), "the waiting read was not woken when the watcher stopped");
     assert!(read(&mut io, &waker));
     assert_eq!(io.inner.reads, 1);
@@ -220,11 +215,11 @@ fn other_reads_go_to_the_socket_at_once() {
     // A socket in the poller: hyper's check costs nothing more there.
     let activity = Arc::new(Activity::default());
     let mut io = unpolled_io(&activity, true);
-    let _watch = EofCheckWatch::start(&activity);
+    let _ticks = EofCheckTicks::start(&activity);
     let _request = activity.begin();
     activity.request_read();
     assert!(read(&mut io, &waker));
-    // No deadlines (hyper-util's builder, a drain).
+    // No watcher to tick (hyper-util's builder, a drain).
     let activity = Arc::new(Activity::default());
     let mut io = unpolled_io(&activity, false);
     let _request = activity.begin();
@@ -234,7 +229,7 @@ fn other_reads_go_to_the_socket_at_once() {
     for begun in [true, false] {
         let activity = Arc::new(Activity::default());
         let mut io = unpolled_io(&activity, false);
-        let _watch = EofCheckWatch::start(&activity);
+        let _ticks = EofCheckTicks::start(&activity);
         let _request = begun.then(|| activity.begin());
         assert!(read(&mut io, &waker));
         assert_eq!(io.inner.reads, 1);
@@ -281,8 +276,8 @@ async fn a_request_begun_starts_the_idle_time_over() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_mid_answer_is_cut_off_after_the_idle_timeout() {
-    // A request in progress whose answer cannot be written: no quiet time
-    // ever counted towards idle, so only the send stall ends it.
+    // A request in progress whose answer cannot be written: no tick ever
+    // counted towards idle, so only the send stall ends it.
     let activity = Arc::new(Activity::default());
     std::mem::forget(activity.begin());
     activity.write_blocked.store(true, Ordering::Relaxed);
@@ -351,40 +346,4 @@ async fn a_new_connections_first_head_is_due_from_its_first_bytes() {
         watch_first_head_while(&activity, true, Some(due), Duration::from_secs(10), bytes_arrive).await.unwrap();
     assert_eq!(watched, Watched::HeaderTimeout);
     assert!(after >= Duration::from_millis(100) && after < HEADER_TIMEOUT, "cut off after {after:?}");
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_connection_s_timer_sends_a_deferred_check_to_the_socket() {
-    // An answer slower than EOF_CHECK_AFTER: the check for a departed
-    // client goes to the socket then, not when the answer ends.
-    let activity = Arc::new(Activity::default());
-    let mut io = unpolled_io(&activity, false);
-    let flag = Arc::new(Flag(AtomicBool::new(false)));
-    let waker = std::task::Waker::from(Arc::clone(&flag));
-    let mut deadlines = std::pin::pin!(Deadlines::new(&activity, true, HEADER_TIMEOUT, IDLE_TIMEOUT, None));
-    let _request = activity.begin();
-    activity.request_read();
-    assert!(!read(&mut io, &waker));
-    let start = Instant::now();
-    let never = std::future::poll_fn(|cx| {
-        if deadlines.as_mut().poll_due(cx).is_ready() {
-            return Poll::Ready(());
-        }
-        deadlines.as_mut().note(cx);
-        Poll::Pending
-    });
-    let woken = async {
-        while !flag.0.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    tokio::select! {
-        _ = never => panic!("a request in progress ended the watch"),
-        _ = woken => {}
-        _ = tokio::time::sleep(Duration::from_secs(1)) => panic!("the deferred check was never made due"),
-    }
-    let after = start.elapsed();
-    assert!(after >= deadlines::EOF_CHECK_AFTER && after <= 2 * deadlines::EOF_CHECK_AFTER, "due after {after:?}");
-    assert!(read(&mut io, &waker));
-    assert_eq!(io.inner.reads, 1);
 }
