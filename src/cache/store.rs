@@ -205,6 +205,19 @@ impl Store {
         }
     }
 
+    /// [`Self::lookup`] in memory only: the stored response, if memory
+    /// holds one for this request (its variant, under `Vary`). `None` says
+    /// nothing about the disk tier.
+    pub fn lookup_memory(&self, primary: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
+        match self.get(primary)? {
+            Slot::Object(e) => Some(e),
+            Slot::Variants(m) => match self.get(&variant_key(primary, &m.names, req))? {
+                Slot::Object(e) if e.stored >= m.created => Some(e),
+                _ => None,
+            },
+        }
+    }
+
     async fn read_disk(&self, key: &str) -> Option<Slot> {
         let slot = self.disk.as_ref()?.read(key).await?;
         self.mem.insert(key.to_string(), slot.clone());

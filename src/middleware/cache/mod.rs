@@ -16,6 +16,7 @@
 //! variants under `Vary: Accept-Encoding`.
 
 mod capture;
+mod freshness;
 mod respond;
 mod revalidate;
 
@@ -35,6 +36,7 @@ use crate::cache::store::{now_secs, Entry, Found};
 use crate::cache::{Cache, Settings};
 use crate::config::{MiddlewareSpec, RawMiddleware};
 use crate::metrics::{CacheLabels, Name};
+use freshness::{usable, Use};
 use respond::Conditionals;
 
 #[derive(Debug)]
@@ -125,40 +127,6 @@ fn request_host(req: &Request<RequestBody>) -> (String, String) {
     (raw, bare)
 }
 
-/// How a stored response may be used for a request.
-enum Use {
-    Fresh,
-    /// Stale, but `stale-while-revalidate` allows serving it now.
-    WhileRevalidate,
-    /// Stale, but the request's `max-stale` accepts it.
-    StaleAccepted,
-    Revalidate,
-}
-
-fn usable(e: &Entry, req_cc: &CacheControl, now: u64) -> Use {
-    let age = e.age(now);
-    let ttl = e.ttl(now);
-    let fresh_enough =
-        ttl > 0 && req_cc.max_age.is_none_or(|m| age <= m) && req_cc.min_fresh.is_none_or(|m| ttl >= m as i64);
-    if e.cc.no_cache || req_cc.no_cache {
-        return Use::Revalidate;
-    }
-    if fresh_enough {
-        return Use::Fresh;
-    }
-    if ttl > 0 || e.cc.forbids_stale() {
-        return Use::Revalidate;
-    }
-    let stale_for = (-ttl) as u64;
-    if req_cc.max_stale.is_some_and(|max| max.is_none_or(|m| stale_for <= m)) {
-        return Use::StaleAccepted;
-    }
-    if e.cc.stale_while_revalidate.is_some_and(|w| stale_for <= w) && req_cc.max_age.is_none() {
-        return Use::WhileRevalidate;
-    }
-    Use::Revalidate
-}
-
 impl CacheMiddleware {
     pub fn new(name: &str, settings: Settings, previous: Option<&CacheMiddleware>) -> Result<Self, String> {
         let cache = match previous {
@@ -169,6 +137,27 @@ impl CacheMiddleware {
             _ => Arc::new(Cache::open(&settings)?),
         };
         Ok(CacheMiddleware { name: name.to_string(), settings, cache })
+    }
+
+    /// The common case answered without a boxed future or the miss path's
+    /// state: a fresh response in memory. Anything else goes through
+    /// [`Self::lookup`], which looks again (disk, stale rules, the lock).
+    fn fresh_hit_in_memory(&self, req: &Request<RequestBody>, ctx: &Ctx<'_>) -> Option<Flow> {
+        let method = req.method();
+        if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
+        let (key_host, _) = request_host(req);
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let primary = format!("{}://{}{}", if ctx.tls { "https" } else { "http" }, key_host, pq);
+        let e = self.cache.store.lookup_memory(&primary, req.headers())?;
+        let now = now_secs();
+        if !matches!(usable(&e, &CacheControl::parse_request(req.headers()), now), Use::Fresh) {
+            return None;
+        }
+        Counters { family: ctx.metrics.cache_requests.clone(), route: Name(Arc::clone(ctx.route)) }.count("hit");
+        let client = Conditionals::of(req.headers());
+        Some(Flow::Answer(respond::from_entry(&e, method, &client, now, respond::hit(&e, now))))
     }
 
     /// The request phase: answer from the store, or go on holding the
@@ -353,7 +342,10 @@ impl CacheMiddleware {
 
 impl Middleware for CacheMiddleware {
     fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, ctx: &'a Ctx<'_>) -> Step<'a> {
-        Step::Wait(Box::pin(self.lookup(req, ctx)))
+        match self.fresh_hit_in_memory(req, ctx) {
+            Some(answer) => Step::Ready(answer),
+            None => Step::Wait(Box::pin(self.lookup(req, ctx))),
+        }
     }
 
     fn on_response(&self, resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
