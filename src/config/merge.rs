@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use super::compile::DEFAULT_MAX_IDLE_PER_SERVER;
 use super::discovered::{Discovered, DockerDiscovery};
 use super::labels::discover_containers;
+use super::upstreams::DEFAULT_MAX_IDLE_PER_SERVER;
 use super::{Balance, Config, PassiveHealth, ServerOrigin, ServerSpec, UpstreamAddr, UpstreamSpec};
 
 impl Config {

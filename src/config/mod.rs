@@ -12,6 +12,7 @@ mod providers;
 mod raw;
 mod sections;
 mod statics;
+mod upstreams;
 mod values;
 
 use std::collections::BTreeMap;
