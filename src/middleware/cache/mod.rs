@@ -141,16 +141,13 @@ impl CacheMiddleware {
 
     /// The common case answered without a boxed future or the miss path's
     /// state: a fresh response in memory. Anything else goes through
-    /// [`Self::lookup`], which looks again (disk, stale rules, the lock).
-    fn fresh_hit_in_memory(&self, req: &Request<RequestBody>, ctx: &Ctx<'_>) -> Option<Flow> {
+    /// [`Self::lookup`] with the same key (disk, stale rules, the lock).
+    fn fresh_hit_in_memory(&self, req: &Request<RequestBody>, ctx: &Ctx<'_>, primary: &str) -> Option<Flow> {
         let method = req.method();
         if method != Method::GET && method != Method::HEAD {
             return None;
         }
-        let (key_host, _) = request_host(req);
-        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let primary = format!("{}://{}{}", if ctx.tls { "https" } else { "http" }, key_host, pq);
-        let e = self.cache.store.lookup_memory(&primary, req.headers())?;
+        let e = self.cache.store.lookup_memory(primary, req.headers())?;
         let now = now_secs();
         if !matches!(usable(&e, &CacheControl::parse_request(req.headers()), now), Use::Fresh) {
             return None;
@@ -162,12 +159,9 @@ impl CacheMiddleware {
 
     /// The request phase: answer from the store, or go on holding the
     /// key's lock (and validators for a stale entry).
-    async fn lookup(&self, req: &mut Request<RequestBody>, ctx: &Ctx<'_>) -> Flow {
+    async fn lookup(&self, req: &mut Request<RequestBody>, ctx: &Ctx<'_>, primary: String, host: String) -> Flow {
         let counter = Counters { family: ctx.metrics.cache_requests.clone(), route: Name(Arc::clone(ctx.route)) };
-        let (key_host, host) = request_host(req);
-        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let path = req.uri().path().to_string();
-        let primary = format!("{}://{}{}", if ctx.tls { "https" } else { "http" }, key_host, pq);
         let method = req.method().clone();
         let mut pending = Box::new(Pending {
             primary,
@@ -342,9 +336,12 @@ impl CacheMiddleware {
 
 impl Middleware for CacheMiddleware {
     fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, ctx: &'a Ctx<'_>) -> Step<'a> {
-        match self.fresh_hit_in_memory(req, ctx) {
+        let (key_host, host) = request_host(req);
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let primary = format!("{}://{}{}", if ctx.tls { "https" } else { "http" }, key_host, pq);
+        match self.fresh_hit_in_memory(req, ctx, &primary) {
             Some(answer) => Step::Ready(answer),
-            None => Step::Wait(Box::pin(self.lookup(req, ctx))),
+            None => Step::Wait(Box::pin(self.lookup(req, ctx, primary, host))),
         }
     }
 
