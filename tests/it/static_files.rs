@@ -455,3 +455,40 @@ fn check_reports_static_and_servers_both_or_neither_at_the_line() {
     assert!(text.contains(&format!("{p}:5:1: error: upstream \"neither\" needs `servers`")), "{text}");
     assert!(text.contains(&format!("{p}:9:10: error: static directory")), "{text}");
 }
+
+/// Answers come from memory once a file was read (the open-file cache),
+/// but never for a file that changed: an edit in place, a replacement, a
+/// removal and a `current -> releases/N` switch are each seen by the very
+/// next request.
+#[tokio::test]
+async fn changes_are_seen_by_the_next_request_though_answers_come_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("releases/1"), "app.js", b"release one\n");
+    write(&dir.path().join("releases/2"), "app.js", b"release two\n");
+    symlink("releases/1", dir.path().join("site")).unwrap();
+    let root = dir.path().to_path_buf();
+    let p = start(dir, "", "");
+    let body = |addr| async move { get(addr, "/app.js").await.text() };
+    for _ in 0..3 {
+        assert_eq!(body(p.http).await, "release one\n");
+    }
+    let next = root.join("site.next");
+    symlink("releases/2", &next).unwrap();
+    std::fs::rename(&next, root.join("site")).unwrap();
+    assert_eq!(body(p.http).await, "release two\n", "the switch");
+    assert_eq!(body(p.http).await, "release two\n");
+
+    let file = root.join("releases/2/app.js");
+    std::fs::write(&file, b"release two, edited\n").unwrap();
+    assert_eq!(body(p.http).await, "release two, edited\n", "an edit in place");
+    let r = raw(p.http, "GET", "/app.js", &[("Range", "bytes=8-10")]).await;
+    assert_eq!((r.status, r.text().as_str()), (206, "two"), "a range of the cached bytes");
+
+    let tmp = root.join("releases/2/app.js.tmp");
+    std::fs::write(&tmp, b"release two, replaced\n").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    assert_eq!(body(p.http).await, "release two, replaced\n", "a replacement");
+
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(get(p.http, "/app.js").await.status, 404, "a removal");
+}

@@ -58,6 +58,12 @@ impl Coding {
         }
     }
 
+    /// An ordered list of codings as one byte (two bits each, 0 ends
+    /// it): the open-file cache's key part for what a client accepts.
+    pub fn key(codings: &[Coding]) -> u8 {
+        codings.iter().take(4).fold(0, |k, &c| (k << 2) | (c as u8 + 1))
+    }
+
     fn suffix(self) -> &'static str {
         match self {
             Coding::Br => ".br",
@@ -76,6 +82,9 @@ pub struct Found {
     /// rules look at.
     pub site_path: String,
     pub coding: Option<Coding>,
+    /// The file's path through the site's directory as configured (its
+    /// symlinks unresolved): what the open-file cache checks again.
+    pub path: PathBuf,
 }
 
 pub enum Lookup {
@@ -118,16 +127,20 @@ pub fn find(spec: &StaticSpec, segs: &[OsString], site_path: &str, codings: &[Co
     let Some((mut entry, rel, site_path)) = found else { return Ok(Lookup::NotFound) };
     // Siblings of the name asked for, as nginx's gzip_static looks them up.
     let mut coding = None;
+    let mut served = rel;
     for &c in codings {
-        let mut name = rel.clone().into_os_string();
+        let mut name = served.clone().into_os_string();
         name.push(c.suffix());
-        if let Some(e) = file(Path::new(&name))? {
+        let name = PathBuf::from(name);
+        if let Some(e) = file(&name)? {
             entry = e;
             coding = Some(c);
+            served = name;
             break;
         }
     }
-    Ok(Lookup::Found(Box::new(Found { file: entry.file, meta: entry.meta, site_path, coding })))
+    let path = spec.root.join(served);
+    Ok(Lookup::Found(Box::new(Found { file: entry.file, meta: entry.meta, site_path, coding, path })))
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //! The file-system work of one request (resolving, opening, the headers,
 //! and the body too when it is small) runs on the worker thread, as nginx
 //! does without `aio`; a larger body streams in [`CHUNK`]-sized reads
-//! ([`stream`]), so memory stays flat whatever the file's size. Handing
+//! ([`stream`]), so memory stays flat whatever the file's size. Files up to
+//! [`memo::MAX_FILE`] are kept in memory with their headers ([`memo`]), so
+//! a repeated request costs one `statx`. Handing
 //! each request to tokio's blocking pool instead cost more than the file
 //! work itself (benches/README.md, `static-1k`). Answers are ordinary responses: the route's response
 //! middleware (compression, security headers) applies as to a proxied one.
@@ -19,6 +21,7 @@
 mod beneath;
 mod conditional;
 mod lookup;
+mod memo;
 mod mime;
 mod stream;
 
@@ -44,6 +47,7 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct StaticSite {
     spec: Arc<StaticSpec>,
+    memo: memo::Memo,
 }
 
 /// The parts of a request a static answer depends on.
@@ -59,7 +63,7 @@ pub struct FileRequest<'a> {
 
 impl StaticSite {
     pub fn new(spec: StaticSpec) -> Self {
-        StaticSite { spec: Arc::new(spec) }
+        StaticSite { spec: Arc::new(spec), memo: memo::Memo::new() }
     }
 
     pub fn spec(&self) -> &StaticSpec {
@@ -73,18 +77,21 @@ impl StaticSite {
             r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
-        let Ok(segs) = lookup::segments(req.site_path, self.spec.allow_dotfiles) else {
-            return text(StatusCode::NOT_FOUND);
-        };
         let codings = if self.spec.precompressed { accepted(req.headers.get(header::ACCEPT_ENCODING)) } else { vec![] };
-        let job = Job {
-            spec: Arc::clone(&self.spec),
-            segs,
-            site_path: req.site_path.to_string(),
-            codings,
-            conditions: Conditions::from_headers(get, req.headers),
+        let codings_key = Coding::key(&codings);
+        let conditions = Conditions::from_headers(get, req.headers);
+        // Only paths that passed every check below were ever stored.
+        let answer = match self.memo.usable(req.site_path, codings_key) {
+            Some(hit) => Ok(from_memory(&hit.rep, &hit.body, &conditions, self.spec.precompressed)),
+            None => {
+                let Ok(segs) = lookup::segments(req.site_path, self.spec.allow_dotfiles) else {
+                    return text(StatusCode::NOT_FOUND);
+                };
+                let job = Job { site: self, segs, site_path: req.site_path, codings, codings_key, conditions };
+                job.run()
+            }
         };
-        let answer = match job.run() {
+        let answer = match answer {
             Ok(answer) => answer,
             Err(e) => return io_error(&self.spec, req.site_path, &e),
         };
@@ -106,12 +113,95 @@ impl StaticSite {
     }
 }
 
+/// What a file answers with, whatever the request's conditions: made
+/// once per version of the file and kept in the [`memo`].
+pub struct Representation {
+    validators: Validators,
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+    cache_control: Option<HeaderValue>,
+    content_type: &'static str,
+    coding: Option<Coding>,
+    len: u64,
+}
+
+impl Representation {
+    fn of(spec: &StaticSpec, found: &lookup::Found) -> io::Result<Self> {
+        let len = found.meta.len();
+        let validators = Validators::new(found.meta.modified()?, len, found.coding.map(Coding::token));
+        Ok(Representation {
+            etag: header_value(&validators.etag),
+            last_modified: header_value(&validators.last_modified()),
+            validators,
+            cache_control: spec
+                .cache_control
+                .iter()
+                .find(|r| r.pattern.matches(&found.site_path))
+                .map(|r| r.value.clone()),
+            content_type: mime::content_type(&found.site_path),
+            coding: found.coding,
+            len,
+        })
+    }
+
+    /// The head of the answer to `conditions`, and the bytes it sends
+    /// (offset, count) if any.
+    fn head(&self, conditions: &Conditions, vary: bool) -> (Response<()>, Option<(u64, u64)>) {
+        let len = self.len;
+        let mut head = Response::new(());
+        let h = head.headers_mut();
+        h.insert(header::ETAG, self.etag.clone());
+        h.insert(header::LAST_MODIFIED, self.last_modified.clone());
+        if let Some(cc) = &self.cache_control {
+            h.insert(header::CACHE_CONTROL, cc.clone());
+        }
+        if vary {
+            h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        let (status, range) = match conditional::decide(conditions, &self.validators, len) {
+            Decision::NotModified => (StatusCode::NOT_MODIFIED, None),
+            Decision::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, None),
+            Decision::Unsatisfiable => {
+                h.insert(header::CONTENT_RANGE, header_value(&format!("bytes */{len}")));
+                (StatusCode::RANGE_NOT_SATISFIABLE, None)
+            }
+            Decision::Full => (StatusCode::OK, Some((0, len))),
+            Decision::Partial { start, end } => {
+                h.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{end}/{len}")));
+                (StatusCode::PARTIAL_CONTENT, Some((start, end - start + 1)))
+            }
+        };
+        *head.status_mut() = status;
+        let Some((start, count)) = range else { return (head, None) };
+        let h = head.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        if let Some(c) = self.coding {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c.token()));
+        }
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+        let sends = conditions.get && count > 0;
+        (head, sends.then_some((start, count)))
+    }
+}
+
+/// The answer from a file's bytes in memory.
+fn from_memory(rep: &Representation, body: &Bytes, conditions: &Conditions, vary: bool) -> Answer {
+    let (head, range) = rep.head(conditions, vary);
+    let body = match range {
+        Some((start, count)) => Body::Bytes(body.slice(start as usize..(start + count) as usize)),
+        None => Body::Empty,
+    };
+    Answer::File { head, body }
+}
+
 /// The file-system part of one request.
-struct Job {
-    spec: Arc<StaticSpec>,
+struct Job<'a> {
+    site: &'a StaticSite,
     segs: Vec<OsString>,
-    site_path: String,
+    site_path: &'a str,
     codings: Vec<Coding>,
+    codings_key: u8,
     conditions: Conditions,
 }
 
@@ -131,75 +221,54 @@ enum Body {
     },
 }
 
-impl Job {
+impl Job<'_> {
     fn run(self) -> io::Result<Answer> {
-        let found = match lookup::find(&self.spec, &self.segs, &self.site_path, &self.codings)? {
+        let spec = &self.site.spec;
+        let vary = spec.precompressed;
+        let found = match lookup::find(spec, &self.segs, self.site_path, &self.codings)? {
             Lookup::Found(f) => f,
             Lookup::NotFound => return Ok(Answer::NotFound),
             Lookup::AddSlash => return Ok(Answer::AddSlash),
         };
+        let identity = memo::Identity::of(&found.meta);
+        let memo = &self.site.memo;
+        if let Some(known) = memo.get(self.site_path, self.codings_key).filter(|e| e.identity == identity) {
+            known.confirmed();
+            return Ok(from_memory(&known.rep, &known.body, &self.conditions, vary));
+        }
+        let rep = Representation::of(spec, &found)?;
+        let found_path = found.path;
         let mut file = found.file;
-        let len = found.meta.len();
-        let v = Validators::new(found.meta.modified()?, len, found.coding.map(Coding::token));
-        let decision = conditional::decide(&self.conditions, &v, len);
-
-        let mut head = Response::new(());
-        let h = head.headers_mut();
-        let mut set = |name: header::HeaderName, value: &str| {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                h.insert(name, v);
-            }
-        };
-        set(header::ETAG, &v.etag);
-        set(header::LAST_MODIFIED, &v.last_modified());
-        if let Some(rule) = self.spec.cache_control.iter().find(|r| r.pattern.matches(&found.site_path)) {
-            h.insert(header::CACHE_CONTROL, rule.value.clone());
+        if rep.len <= memo::MAX_FILE {
+            let body = read_exactly(&mut file, rep.len)?;
+            let answer = from_memory(&rep, &body, &self.conditions, vary);
+            memo.insert(self.site_path, self.codings_key, memo::Entry::new(rep, identity, body, found_path));
+            return Ok(answer);
         }
-        if self.spec.precompressed {
-            h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-        }
-        let (status, start, count) = match decision {
-            Decision::NotModified => (StatusCode::NOT_MODIFIED, 0, None),
-            Decision::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, 0, None),
-            Decision::Unsatisfiable => {
-                h.insert(header::CONTENT_RANGE, header_value(&format!("bytes */{len}")));
-                (StatusCode::RANGE_NOT_SATISFIABLE, 0, None)
-            }
-            Decision::Full => (StatusCode::OK, 0, Some(len)),
-            Decision::Partial { start, end } => {
-                h.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{end}/{len}")));
-                (StatusCode::PARTIAL_CONTENT, start, Some(end - start + 1))
-            }
-        };
-        *head.status_mut() = status;
-        let Some(count) = count else {
+        let (head, range) = rep.head(&self.conditions, vary);
+        let Some((start, count)) = range else {
             return Ok(Answer::File { head, body: Body::Empty });
         };
-        let h = head.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime::content_type(&found.site_path)));
-        if let Some(c) = found.coding {
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c.token()));
-        }
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
-        if !self.conditions.get || count == 0 {
-            return Ok(Answer::File { head, body: Body::Empty });
-        }
         if start > 0 {
             file.seek(SeekFrom::Start(start))?;
         }
         if count <= CHUNK as u64 {
-            let mut buf = Vec::with_capacity(count as usize);
-            file.take(count).read_to_end(&mut buf)?;
-            if buf.len() as u64 != count {
-                // The file shrank under us: an answer shorter than its
-                // Content-Length would hang the client.
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while read"));
-            }
-            return Ok(Answer::File { head, body: Body::Bytes(Bytes::from(buf)) });
+            return Ok(Answer::File { head, body: Body::Bytes(read_exactly(&mut file, count)?) });
         }
         Ok(Answer::File { head, body: Body::Stream { file, len: count } })
     }
+}
+
+/// `count` bytes from the file's position, all of them.
+fn read_exactly(file: &mut std::fs::File, count: u64) -> io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(count as usize);
+    file.take(count).read_to_end(&mut buf)?;
+    if buf.len() as u64 != count {
+        // The file shrank under us: an answer shorter than its
+        // Content-Length would hang the client.
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while read"));
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// The codings with a sibling the client accepts, best first: by q-value,

@@ -1,0 +1,241 @@
+//! The open-file cache of a static site: for a request path (and the
+//! precompressed codings its client accepts), which file answered, its
+//! response headers made once, and, for files up to [`MAX_FILE`], its
+//! bytes. nginx keeps descriptors and metadata with `open_file_cache` and
+//! lets the kernel's page cache hold the bytes; Rampart keeps the bytes
+//! itself, so a repeated asset costs one `statx` instead of opening the
+//! directory and the file, `statx`, reading and two `close`s, three
+//! quarters of a small file's cost (benches/README.md, `static-1k`).
+//!
+//! Each use checks the file by its path through the site's directory as
+//! configured (so a `current -> releases/N` switch is seen at once): the
+//! bytes are served only if it is still the file they were read from
+//! (device, inode, size, modification time), so an edited, replaced or
+//! removed file is never answered from memory. That check follows
+//! symlinks without `openat2`'s walls, which is safe because a match
+//! means the very file that passed them. What the check cannot see, a
+//! file newly shadowing the answer (a precompressed sibling or an earlier
+//! `index` name created, a file appearing where the `fallback` answered),
+//! is seen when the entry is resolved again through every check, at most
+//! [`VALID_FOR`] after the last time. Memory is bounded by [`MAX_BYTES`]
+//! per site, weighed by bytes with `quick_cache` (as the response cache),
+//! and the whole cache goes with a reload.
+
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::Representation;
+
+/// Files up to this size are kept in memory; larger ones stream from disk.
+pub const MAX_FILE: u64 = 256 * 1024;
+/// The most bytes one site's cache holds (bodies, headers and keys).
+pub const MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// How long an entry is used before its path is resolved again.
+pub const VALID_FOR: Duration = Duration::from_secs(1);
+
+/// Which file a lookup found: it is the same file as long as these are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Identity {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        Identity { dev: meta.dev(), ino: meta.ino(), len: meta.len(), mtime: (meta.mtime(), meta.mtime_nsec()) }
+    }
+}
+
+/// One request path's answer, as of its last check.
+pub struct Entry {
+    pub rep: Representation,
+    pub identity: Identity,
+    pub body: Bytes,
+    /// The file's path through the site's directory as configured.
+    path: PathBuf,
+    /// When the path was last resolved through every check, in [`ticks`].
+    checked: AtomicU64,
+}
+
+impl Entry {
+    pub fn new(rep: Representation, identity: Identity, body: Bytes, path: PathBuf) -> Self {
+        Entry { rep, identity, body, path, checked: AtomicU64::new(ticks()) }
+    }
+
+    fn fresh(&self, now: u64) -> bool {
+        now.saturating_sub(self.checked.load(Ordering::Relaxed)) < VALID_FOR.as_millis() as u64
+    }
+
+    /// Whether the bytes may answer now: resolved recently, and the path
+    /// still names the file they were read from.
+    fn usable(&self) -> bool {
+        self.fresh(ticks()) && std::fs::metadata(&self.path).is_ok_and(|m| Identity::of(&m) == self.identity)
+    }
+
+    /// The file system was looked at again and found the same file.
+    pub fn confirmed(&self) {
+        self.checked.store(ticks(), Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds since the first call: a clock for freshness only.
+fn ticks() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    path: Box<str>,
+    codings: u8,
+}
+
+/// A lookup's key, borrowed from the request: hashes as [`Key`] does.
+struct KeyRef<'a> {
+    path: &'a str,
+    codings: u8,
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.path.hash(state);
+        self.codings.hash(state);
+    }
+}
+
+impl quick_cache::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *key.path == *self.path && key.codings == self.codings
+    }
+}
+
+#[derive(Clone)]
+struct Weight;
+
+impl quick_cache::Weighter<Key, Arc<Entry>> for Weight {
+    fn weight(&self, key: &Key, entry: &Arc<Entry>) -> u64 {
+        // Headers and bookkeeping: a few hundred bytes whatever the file.
+        key.path.len() as u64 + entry.body.len() as u64 + 512
+    }
+}
+
+/// One site's open-file cache.
+pub struct Memo {
+    entries: quick_cache::sync::Cache<Key, Arc<Entry>, Weight>,
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo").field("entries", &self.entries.len()).finish()
+    }
+}
+
+impl Memo {
+    pub fn new() -> Self {
+        // Room for about one entry per 4 KiB: the item estimate only sizes
+        // the table; the weight is what bounds it.
+        let estimated = (MAX_BYTES / 4096) as usize;
+        let entries = match quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(estimated)
+            .weight_capacity(MAX_BYTES)
+            .build()
+        {
+            Ok(o) => quick_cache::sync::Cache::with_options(o, Weight, Default::default(), Default::default()),
+            Err(_) => quick_cache::sync::Cache::with_weighter(estimated, MAX_BYTES, Weight),
+        };
+        Memo { entries }
+    }
+
+    /// The entry for `path` and `codings`, fresh or not.
+    pub fn get(&self, path: &str, codings: u8) -> Option<Arc<Entry>> {
+        self.entries.get(&KeyRef { path, codings })
+    }
+
+    /// The entry for `path` and `codings` if it may answer as it is.
+    pub fn usable(&self, path: &str, codings: u8) -> Option<Arc<Entry>> {
+        self.get(path, codings).filter(|e| e.usable())
+    }
+
+    pub fn insert(&self, path: &str, codings: u8, entry: Entry) {
+        self.entries.insert(Key { path: path.into(), codings }, Arc::new(entry));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use std::path::Path;
+
+    fn entry(path: &Path) -> Entry {
+        let meta = std::fs::metadata(path).unwrap();
+        let body = Bytes::from(std::fs::read(path).unwrap());
+        let rep = Representation {
+            validators: super::super::conditional::Validators::new(meta.modified().unwrap(), meta.len(), None),
+            etag: HeaderValue::from_static("\"0-1\""),
+            last_modified: HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+            cache_control: None,
+            content_type: "text/plain",
+            coding: None,
+            len: meta.len(),
+        };
+        Entry::new(rep, Identity::of(&meta), body, path.to_path_buf())
+    }
+
+    #[test]
+    fn entries_are_kept_per_path_and_codings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, br) = (dir.path().join("a.js"), dir.path().join("a.js.br"));
+        std::fs::write(&plain, b"plain").unwrap();
+        std::fs::write(&br, b"br").unwrap();
+        let memo = Memo::new();
+        memo.insert("/a.js", 0, entry(&plain));
+        memo.insert("/a.js", 1, entry(&br));
+        assert_eq!(&memo.usable("/a.js", 0).map(|e| e.body.clone()).unwrap()[..], b"plain");
+        assert_eq!(&memo.usable("/a.js", 1).map(|e| e.body.clone()).unwrap()[..], b"br");
+        assert!(memo.get("/a.js", 2).is_none());
+        assert!(memo.get("/b.js", 0).is_none());
+    }
+
+    #[test]
+    fn an_entry_answers_only_for_the_file_it_was_read_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        std::fs::write(&path, b"one").unwrap();
+        let e = entry(&path);
+        assert!(e.usable());
+        std::fs::write(&path, b"three").unwrap();
+        assert!(!e.usable(), "edited in place");
+        let e = entry(&path);
+        let next = dir.path().join("next.txt");
+        std::fs::write(&next, b"three").unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        assert!(!e.usable(), "replaced by a rename, same size");
+        let e = entry(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert!(!e.usable(), "removed");
+    }
+
+    #[test]
+    fn an_entry_is_resolved_again_after_its_validity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        std::fs::write(&path, b"one").unwrap();
+        let e = entry(&path);
+        let now = ticks();
+        assert!(e.fresh(now));
+        assert!(!e.fresh(now + VALID_FOR.as_millis() as u64));
+        e.checked.store(0, Ordering::Relaxed);
+        assert!(!e.fresh(VALID_FOR.as_millis() as u64 + 1));
+        e.confirmed();
+        assert!(e.fresh(ticks()));
+    }
+}
