@@ -51,6 +51,8 @@ use super::activity::{Activity, ActivityIo};
 use super::coalesce::CoalescingIo;
 use super::conn::{ClientIo, ConnCtx, ConnService, Protocol, SendBody};
 use super::drive::{drive, Http1Watch};
+use super::framing::io::FramingIo;
+use super::framing::RequestFraming;
 use super::lazy_socket::LazySocket;
 use super::lot::{self, Resting, Resumed};
 use super::service::proxy_service;
@@ -301,7 +303,9 @@ where
             None
         }
         Protocol::Detect => {
-            let io = TokioIo::new(ActivityIo::new(io, Arc::clone(&ctx.activity), first_bytes));
+            let io = ActivityIo::new(io, Arc::clone(&ctx.activity), first_bytes);
+            // Guarded as HTTP/1 until the bytes are the HTTP/2 preface.
+            let io = TokioIo::new(FramingIo::new(io, RequestFraming::default(), 0));
             // hyper-util's builder keeps hyper's own header timer.
             let conn = Box::pin(ctx.builders.auto.serve_connection_with_upgrades(io, service));
             Box::pin(drive(conn, None, &ctx, None)).await;
@@ -327,8 +331,13 @@ where
     // not from the last bytes (see `Activity::begun`).
     let mut idle_deadline = ctx.rest_deadline;
     let mut begun = ctx.activity.begun();
+    // The request framing guard follows the connection's bytes across
+    // hyper connections: `judged` of the next prefix it has seen already.
+    let mut framing = RequestFraming::default();
+    let mut judged = 0;
     loop {
-        let wrapped = TokioIo::new(ActivityIo::new(io, Arc::clone(&ctx.activity), prefix));
+        let activity_io = ActivityIo::new(io, Arc::clone(&ctx.activity), prefix);
+        let wrapped = TokioIo::new(FramingIo::new(activity_io, framing, judged));
         let conn = Box::pin(ctx.builders.http1.serve_connection(wrapped, service.clone()).with_upgrades());
         // Boxed, like every state that is not parking: the task itself then
         // only holds what a parked connection needs.
@@ -336,9 +345,13 @@ where
         let conn = driven?;
         // Everything of hyper's is dropped here, at the end of this block,
         // including an empty read buffer that still owns its allocation.
-        (io, prefix) = {
+        (io, prefix, framing, judged) = {
             let parts = Pin::into_inner(conn).into_parts()?;
-            let (inner, unread_prefix) = parts.io.into_inner().into_parts();
+            let (activity_io, framing) = parts.io.into_inner().into_parts();
+            let (inner, unread_prefix) = activity_io.into_parts();
+            // hyper's unparsed bytes came through the guard; the rest of
+            // the prefix did not.
+            let judged = parts.read_buf.len();
             // Bytes already read but not parsed go to the next connection.
             let prefix = match (parts.read_buf.is_empty(), unread_prefix.is_empty()) {
                 (true, true) => Bytes::new(),
@@ -346,7 +359,7 @@ where
                 (false, true) => parts.read_buf,
                 (false, false) => [parts.read_buf, unread_prefix].concat().into(),
             };
-            (inner, prefix)
+            (inner, prefix, framing, judged)
         };
         if prefix.is_empty() {
             if I::LEAVES_TASK && ctx.lot {

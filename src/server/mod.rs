@@ -8,6 +8,7 @@ pub mod client_socket;
 mod coalesce;
 pub mod conn;
 mod drive;
+pub mod framing;
 mod lazy_socket;
 mod lifecycle;
 pub mod lot;

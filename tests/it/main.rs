@@ -30,6 +30,7 @@ mod dns01_propagation;
 mod docker;
 mod failures;
 mod forwarding;
+mod framing_guard;
 mod h2_abuse;
 mod hardening;
 mod health;

@@ -1,0 +1,114 @@
+//! The request framing guard on every HTTP/1 path a connection can take:
+//! TLS (with ALPN `http/1.1`, and without ALPN, told by its first bytes),
+//! a first read that could still have been the HTTP/2 preface (hyper-util's
+//! auto builder), and a keep-alive connection that rested between requests
+//! (hyper's state dropped and made again), and behind pipelined requests.
+//! Each refused request gets 400,
+//! the connection closes, and the upstream never sees it.
+//! (`hardening.rs` has the cases themselves, on a first request.)
+
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::tls_util::{client_config, write_cert};
+use crate::util::*;
+
+const REFUSED: &[u8] =
+    b"POST /x HTTP/1.1\r\nhost: app.example.test\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n";
+
+/// Everything to `up`; with `tls`, an HTTPS listener too.
+fn config(up: &Upstream, tls: bool) -> String {
+    let (https, certs) = if tls { ("https = \"127.0.0.1:0\"\n", "[tls]\ncerts_dir = \"certs\"\n") } else { ("", "") };
+    format!(
+        "[listen]\nhttp = \"127.0.0.1:0\"\n{https}admin = \"127.0.0.1:0\"\n{certs}\
+         [upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nhost = \"*\"\nupstream = \"app\"\n",
+        up.addr
+    )
+}
+
+/// Write `parts` with a pause between them, then read until the proxy
+/// closes (at most 10 s): the answer, and whether it closed.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, parts: &[&[u8]]) -> (String, bool) {
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            // Long enough for a resting connection to be parked.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        s.write_all(part).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await.is_ok();
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn refused_over_tls_with_and_without_alpn() {
+    let up = Upstream::named("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(&dir.path().join("certs"), "app", &["app.example.test"], false);
+    let p = Proxy::start_in(dir, &config(&up, true));
+    let https = p.https.expect("https listener");
+    for alpn in [&[&b"http/1.1"[..]][..], &[]] {
+        let connector = tokio_rustls::TlsConnector::from(client_config(None, alpn));
+        let tcp = TcpStream::connect(https).await.unwrap();
+        let name = ServerName::try_from("app.example.test").unwrap();
+        let mut s = connector.connect(name, tcp).await.unwrap();
+        let (answer, closed) = exchange(&mut s, &[REFUSED]).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "alpn {alpn:?}: {answer}");
+        assert!(closed, "alpn {alpn:?}: {answer}");
+    }
+    assert_eq!(up.hits(), 0, "a refused request reached the upstream");
+}
+
+#[tokio::test]
+async fn refused_after_a_first_read_that_could_have_been_http2() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start(&config(&up, false));
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let (answer, closed) = exchange(&mut s, &[b"P", &REFUSED[1..]]).await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(closed, "{answer}");
+    assert_eq!(up.hits(), 0, "a refused request reached the upstream");
+}
+
+#[tokio::test]
+async fn refused_on_a_connection_that_rested_between_requests() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start(&config(&up, false));
+    let good = b"GET /a HTTP/1.1\r\nhost: app.example.test\r\n\r\n";
+    let body = b"POST /b HTTP/1.1\r\nhost: app.example.test\r\ncontent-length: 5\r\n\r\nhello";
+    let twice = b"POST /c HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello";
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    // Requests split across rests, the second refused.
+    let (answer, closed) = exchange(&mut s, &[good, &body[..30], &body[30..], &twice[..40], &twice[40..]]).await;
+    assert!(closed, "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 200 ").count(), 2, "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 3, "{answer}");
+    assert!(answer.contains("HTTP/1.1 400 "), "{answer}");
+    assert_eq!(up.hits(), 2, "only the two good requests reach the upstream");
+}
+
+#[tokio::test]
+async fn refused_behind_a_pipelined_request_in_the_same_read() {
+    let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&paths);
+    let up = Upstream::start(move |req: hyper::Request<hyper::body::Incoming>| {
+        seen.lock().unwrap().push(req.uri().path().to_string());
+        async { hyper::Response::new(full("ok")) }
+    })
+    .await;
+    let p = Proxy::start(&config(&up, false));
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let pipelined =
+        [&b"GET /first HTTP/1.1\r\nhost: a\r\n\r\n"[..], REFUSED, b"GET /admin/x HTTP/1.1\r\nhost: a\r\n\r\n"];
+    let (answer, closed) = exchange(&mut s, &[&pipelined.concat()]).await;
+    assert!(closed, "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains("HTTP/1.1 400 "), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer}");
+    assert_eq!(*paths.lock().unwrap(), ["/first"]);
+}
