@@ -82,7 +82,7 @@ impl StaticSite {
         let conditions = Conditions::from_headers(get, req.headers);
         // Only paths that passed every check below were ever stored.
         let answer = match self.memo.usable(req.site_path, codings_key) {
-            Some(hit) => Ok(from_memory(&hit.rep, &hit.body, &conditions, self.spec.precompressed)),
+            Some(hit) => Ok(from_memory(&hit.rep, &hit.body, &conditions)),
             None => {
                 let Ok(segs) = lookup::segments(req.site_path, self.spec.allow_dotfiles) else {
                     return text(StatusCode::NOT_FOUND);
@@ -117,11 +117,9 @@ impl StaticSite {
 /// once per version of the file and kept in the [`memo`].
 pub struct Representation {
     validators: Validators,
-    etag: HeaderValue,
-    last_modified: HeaderValue,
-    cache_control: Option<HeaderValue>,
-    content_type: &'static str,
-    coding: Option<Coding>,
+    /// Every header of the whole file's 200 (a request without
+    /// conditions gets a copy: cheaper than inserting each).
+    whole: HeaderMap,
     len: u64,
 }
 
@@ -129,65 +127,66 @@ impl Representation {
     fn of(spec: &StaticSpec, found: &lookup::Found) -> io::Result<Self> {
         let len = found.meta.len();
         let validators = Validators::new(found.meta.modified()?, len, found.coding.map(Coding::token));
-        Ok(Representation {
-            etag: header_value(&validators.etag),
-            last_modified: header_value(&validators.last_modified()),
-            validators,
-            cache_control: spec
-                .cache_control
-                .iter()
-                .find(|r| r.pattern.matches(&found.site_path))
-                .map(|r| r.value.clone()),
-            content_type: mime::content_type(&found.site_path),
-            coding: found.coding,
-            len,
-        })
+        let mut h = HeaderMap::with_capacity(8);
+        h.insert(header::ETAG, header_value(&validators.etag));
+        h.insert(header::LAST_MODIFIED, header_value(&validators.last_modified()));
+        if let Some(rule) = spec.cache_control.iter().find(|r| r.pattern.matches(&found.site_path)) {
+            h.insert(header::CACHE_CONTROL, rule.value.clone());
+        }
+        if spec.precompressed {
+            h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime::content_type(&found.site_path)));
+        if let Some(c) = found.coding {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c.token()));
+        }
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        Ok(Representation { validators, whole: h, len })
     }
 
     /// The head of the answer to `conditions`, and the bytes it sends
     /// (offset, count) if any.
-    fn head(&self, conditions: &Conditions, vary: bool) -> (Response<()>, Option<(u64, u64)>) {
+    fn head(&self, conditions: &Conditions) -> (Response<()>, Option<(u64, u64)>) {
         let len = self.len;
         let mut head = Response::new(());
-        let h = head.headers_mut();
-        h.insert(header::ETAG, self.etag.clone());
-        h.insert(header::LAST_MODIFIED, self.last_modified.clone());
-        if let Some(cc) = &self.cache_control {
-            h.insert(header::CACHE_CONTROL, cc.clone());
-        }
-        if vary {
-            h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-        }
-        let (status, range) = match conditional::decide(conditions, &self.validators, len) {
+        let decision =
+            if conditions.any() { conditional::decide(conditions, &self.validators, len) } else { Decision::Full };
+        let (status, range) = match decision {
             Decision::NotModified => (StatusCode::NOT_MODIFIED, None),
             Decision::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, None),
-            Decision::Unsatisfiable => {
-                h.insert(header::CONTENT_RANGE, header_value(&format!("bytes */{len}")));
-                (StatusCode::RANGE_NOT_SATISFIABLE, None)
-            }
+            Decision::Unsatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, None),
             Decision::Full => (StatusCode::OK, Some((0, len))),
-            Decision::Partial { start, end } => {
-                h.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{end}/{len}")));
-                (StatusCode::PARTIAL_CONTENT, Some((start, end - start + 1)))
-            }
+            Decision::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, Some((start, end - start + 1))),
         };
         *head.status_mut() = status;
-        let Some((start, count)) = range else { return (head, None) };
+        *head.headers_mut() = match range {
+            Some(_) => self.whole.clone(),
+            // Without a body: the validators and caching headers only.
+            None => [header::ETAG, header::LAST_MODIFIED, header::CACHE_CONTROL, header::VARY]
+                .into_iter()
+                .filter_map(|name| Some((name.clone(), self.whole.get(&name)?.clone())))
+                .collect(),
+        };
         let h = head.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
-        if let Some(c) = self.coding {
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c.token()));
+        match decision {
+            Decision::Unsatisfiable => {
+                h.insert(header::CONTENT_RANGE, header_value(&format!("bytes */{len}")));
+            }
+            Decision::Partial { start, end } => {
+                h.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{end}/{len}")));
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+            }
+            _ => {}
         }
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
-        let sends = conditions.get && count > 0;
-        (head, sends.then_some((start, count)))
+        let sends = conditions.get && range.is_some_and(|(_, count)| count > 0);
+        (head, range.filter(|_| sends))
     }
 }
 
 /// The answer from a file's bytes in memory.
-fn from_memory(rep: &Representation, body: &Bytes, conditions: &Conditions, vary: bool) -> Answer {
-    let (head, range) = rep.head(conditions, vary);
+fn from_memory(rep: &Representation, body: &Bytes, conditions: &Conditions) -> Answer {
+    let (head, range) = rep.head(conditions);
     let body = match range {
         Some((start, count)) => Body::Bytes(body.slice(start as usize..(start + count) as usize)),
         None => Body::Empty,
@@ -224,7 +223,6 @@ enum Body {
 impl Job<'_> {
     fn run(self) -> io::Result<Answer> {
         let spec = &self.site.spec;
-        let vary = spec.precompressed;
         let found = match lookup::find(spec, &self.segs, self.site_path, &self.codings)? {
             Lookup::Found(f) => f,
             Lookup::NotFound => return Ok(Answer::NotFound),
@@ -234,18 +232,18 @@ impl Job<'_> {
         let memo = &self.site.memo;
         if let Some(known) = memo.get(self.site_path, self.codings_key).filter(|e| e.identity == identity) {
             known.confirmed();
-            return Ok(from_memory(&known.rep, &known.body, &self.conditions, vary));
+            return Ok(from_memory(&known.rep, &known.body, &self.conditions));
         }
         let rep = Representation::of(spec, &found)?;
         let found_path = found.path;
         let mut file = found.file;
         if rep.len <= memo::MAX_FILE {
             let body = read_exactly(&mut file, rep.len)?;
-            let answer = from_memory(&rep, &body, &self.conditions, vary);
+            let answer = from_memory(&rep, &body, &self.conditions);
             memo.insert(self.site_path, self.codings_key, memo::Entry::new(rep, identity, body, found_path));
             return Ok(answer);
         }
-        let (head, range) = rep.head(&self.conditions, vary);
+        let (head, range) = rep.head(&self.conditions);
         let Some((start, count)) = range else {
             return Ok(Answer::File { head, body: Body::Empty });
         };
