@@ -45,7 +45,13 @@ impl Conditionals {
 
 /// `Rampart; hit; ttl=N` (negative when stale).
 pub fn hit(e: &Entry, now: u64) -> String {
-    format!("Rampart; hit; ttl={}", e.ttl(now))
+    const HIT: &str = "Rampart; hit; ttl=";
+    let mut digits = itoa::Buffer::new();
+    let ttl = digits.format(e.ttl(now));
+    let mut s = String::with_capacity(HIT.len() + ttl.len());
+    s.push_str(HIT);
+    s.push_str(ttl);
+    s
 }
 
 /// Add this cache's member to `Cache-Status`, after any from upstream caches.
