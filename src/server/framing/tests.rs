@@ -260,3 +260,67 @@ async fn hyper_answers_a_refused_head_400_and_closes_however_it_came() {
     let (answer, served) = through_hyper(good, 20, false).await;
     assert!(answer.starts_with("HTTP/1.1 200 ") && served == 1, "{answer:?}");
 }
+
+/// Streams made of framing's building blocks at random (a fixed seed):
+/// the verdict and the bytes handed on never depend on how reads split
+/// them, nothing is changed unless refused, and a refusal hands on
+/// exactly the head up to its altered last `\n`, then the tail.
+#[test]
+fn random_streams_give_one_verdict_however_they_are_read() {
+    const PARTS: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\n",
+        b"POST /x HTTP/1.1\r\n",
+        b"CONNECT a:1 HTTP/1.1\r\n",
+        b"PRI * HTTP/2.0\r\n",
+        b"content-length: 5\r\n",
+        b"Content-Length:0\n",
+        b"transfer-encoding: chunked\r\n",
+        b"upgrade: x\r\n",
+        b"transfer-encoding: gzip, chunked\r\n",
+        b"host: a\r\n",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"5\r\nhello\r\n",
+        b"0\r\n",
+        b"a;e=1\r\n",
+        b"hello",
+        b"\r\n\r\n",
+        b"x-t: 1\r\n",
+        b" ",
+        b"\0",
+        b"content-length:",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut refused, mut through) = (0, 0);
+    for _ in 0..4000 {
+        let len = next() % 24;
+        let stream: Vec<u8> = (0..len).flat_map(|_| PARTS[(next() % PARTS.len() as u64) as usize].to_vec()).collect();
+        let cuts: Vec<usize> = {
+            let mut c: Vec<usize> = (0..next() % 6).map(|_| (next() as usize) % (stream.len() + 1)).collect();
+            c.sort_unstable();
+            c
+        };
+        let (out, g) = feed(&stream);
+        let (split, h) = feed_cut(&stream, &cuts);
+        assert_eq!(out, split, "{:?} cut at {cuts:?}", String::from_utf8_lossy(&stream));
+        assert_eq!((g.refused(), g.passing_through()), (h.refused(), h.passing_through()));
+        if g.refused() {
+            refused += 1;
+            let head = out.len() - super::REFUSAL_TAIL.len() - 1;
+            assert_eq!((out[head], stream[head]), (0, b'\n'));
+            assert_eq!(out[..head], stream[..head]);
+        } else {
+            through += usize::from(g.passing_through());
+            assert_eq!(out, stream);
+        }
+    }
+    // The blocks make both outcomes common enough to be checked.
+    assert!(refused > 100 && through > 100, "{refused} refused, {through} passed through");
+}
