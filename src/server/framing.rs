@@ -139,12 +139,12 @@ impl RequestFraming {
 
     /// Whether the guard stopped judging.
     pub fn passing_through(&self) -> bool {
-        self.state == State::PassThrough
+        matches!(self.state, State::PassThrough)
     }
 
     /// Between two requests (nothing of the next one seen yet).
     pub fn between_requests(&self) -> bool {
-        self.state == State::Head && !self.head.started && self.line == Line::Start
+        matches!((self.state, self.line), (State::Head, Line::Start)) && !self.head.started
     }
 
     /// A head ended at `at` (its last byte): refuse it, or follow its body.

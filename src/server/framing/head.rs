@@ -83,25 +83,32 @@ impl RequestFraming {
     /// with where it stopped; `Err` with how many bytes to hand on when
     /// the head is refused.
     pub(super) fn head(&mut self, buf: &mut [u8], mut pos: usize) -> Result<usize, usize> {
+        // The line's state stays local while the loop runs (the hot path:
+        // a whole head in one read, most lines skipped).
+        let mut line = self.line;
         while pos < buf.len() {
-            let b = buf[pos];
-            if self.line == Line::Skip {
-                let Some(i) = memchr(b'\n', &buf[pos..]) else { return Ok(buf.len()) };
-                pos += i;
-                self.line = Line::Start;
-                pos += 1;
+            if let Line::Skip = line {
+                let Some(i) = memchr(b'\n', &buf[pos..]) else {
+                    self.line = line;
+                    return Ok(buf.len());
+                };
+                pos += i + 1;
+                line = Line::Start;
                 continue;
             }
+            let b = buf[pos];
             pos += 1;
             if b == b'\n' {
-                let empty = matches!(self.line, Line::Start | Line::Cr);
-                self.end_line();
+                self.end_line(line);
+                let empty = matches!(line, Line::Start | Line::Cr);
+                line = Line::Start;
                 if empty && self.head.started {
+                    self.line = line;
                     return self.end_head(buf, pos - 1).map(|()| pos);
                 }
                 continue;
             }
-            self.line = match self.line {
+            line = match line {
                 Line::Start if b == b'\r' => Line::Cr,
                 Line::Start if !self.head.started => {
                     self.head.started = true;
@@ -142,10 +149,12 @@ impl RequestFraming {
                 },
                 Line::Skip => Line::Skip,
             };
-            if self.state == State::PassThrough {
+            if matches!(self.state, State::PassThrough) {
+                self.line = line;
                 return Ok(pos);
             }
         }
+        self.line = line;
         Ok(pos)
     }
 
@@ -171,8 +180,8 @@ impl RequestFraming {
     }
 
     /// A line of the head ended: keep what its value said.
-    fn end_line(&mut self) {
-        match self.line {
+    fn end_line(&mut self, line: Line) {
+        match line {
             Line::Length { value, digits, bad, .. } => {
                 self.head.lengths = self.head.lengths.saturating_add(1);
                 self.head.length = (digits && !bad).then_some(value);
@@ -183,7 +192,6 @@ impl RequestFraming {
             }
             _ => {}
         }
-        self.line = Line::Start;
     }
 }
 
