@@ -44,9 +44,9 @@
 //! tunnel's), after the HTTP/2 preface (hyper-util's auto builder serves
 //! it), and at framing hyper refuses itself (a bad length or chunk size, a
 //! transfer coding other than chunked), where hyper closes the connection
-//! anyway. From there on hyper's own RFC 9112 handling still applies: a
-//! later request with both headers is read as chunked and closes the
-//! connection after it.
+//! anyway. After an upgrade request that gets no 101, the service closes
+//! the connection behind its answer (`service.rs`), so nothing unjudged is
+//! read; after a framing hyper refuses, hyper closes it.
 //!
 //! HTTP/2 frames its own messages and is not guarded; TLS connections are,
 //! on the decrypted bytes. `head.rs` reads heads, `chunked.rs` follows

@@ -181,11 +181,19 @@ pub(super) fn proxy_service(
         let info = Arc::clone(&info);
         let last = proxy::headers::last_on_connection(req.version(), req.headers());
         let h2 = req.version() == hyper::Version::HTTP_2;
+        // The framing guard stops judging after a head that asks to switch
+        // protocols (the bytes behind it may be a tunnel's): if no switch
+        // comes, nothing more is read from this connection.
+        let may_switch =
+            !h2 && (req.method() == hyper::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE));
         async move {
-            let resp = match Box::pin(proxy::serve(app, info, req)).await {
+            let mut resp = match Box::pin(proxy::serve(app, info, req)).await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             };
+            if may_switch && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
             if last && resp.body().in_memory_to_end() {
                 guard.activity().cork_next_write();
             }

@@ -112,3 +112,29 @@ async fn refused_behind_a_pipelined_request_in_the_same_read() {
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer}");
     assert_eq!(*paths.lock().unwrap(), ["/first"]);
 }
+
+/// The guard stops judging after a head asking for an upgrade (what
+/// follows may be a tunnel's bytes). When the answer is not a 101, the
+/// connection closes after it, so nothing the guard did not judge, here
+/// a request with both framings, is ever read.
+#[tokio::test]
+async fn an_upgrade_that_did_not_happen_closes_the_connection() {
+    let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&paths);
+    let up = Upstream::start(move |req: hyper::Request<hyper::body::Incoming>| {
+        seen.lock().unwrap().push(req.uri().path().to_string());
+        async { hyper::Response::new(full("ok")) }
+    })
+    .await;
+    let p = Proxy::start(&config(&up, false));
+    for upgrade in ["h2c", "websocket", "TLS/1.2"] {
+        let mut s = TcpStream::connect(p.http).await.unwrap();
+        let asks =
+            format!("GET /asks HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: {upgrade}\r\n\r\n").into_bytes();
+        let (answer, closed) = exchange(&mut s, &[&asks, REFUSED]).await;
+        assert!(closed, "{upgrade}: {answer}");
+        assert!(!answer.starts_with("HTTP/1.1 101 "), "{upgrade}: {answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{upgrade}: {answer}");
+    }
+    assert!(paths.lock().unwrap().iter().all(|p| p == "/asks"), "{:?}", paths.lock().unwrap());
+}
