@@ -29,6 +29,12 @@ fn config(up: &Upstream, tls: bool) -> String {
     )
 }
 
+/// The refused request's answer: a 400, and the connection closed.
+fn assert_refused(what: &str, answer: &str, closed: bool) {
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{what}: {answer}");
+    assert!(closed, "{what}: {answer}");
+}
+
 /// Write `parts` with a pause between them, then read until the proxy
 /// closes (at most 10 s): the answer, and whether it closed.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, parts: &[&[u8]]) -> (String, bool) {
@@ -58,8 +64,7 @@ async fn refused_over_tls_with_and_without_alpn() {
         let name = ServerName::try_from("app.example.test").unwrap();
         let mut s = connector.connect(name, tcp).await.unwrap();
         let (answer, closed) = exchange(&mut s, &[REFUSED]).await;
-        assert!(answer.starts_with("HTTP/1.1 400 "), "alpn {alpn:?}: {answer}");
-        assert!(closed, "alpn {alpn:?}: {answer}");
+        assert_refused(&format!("alpn {alpn:?}"), &answer, closed);
     }
     assert_eq!(up.hits(), 0, "a refused request reached the upstream");
 }
@@ -70,8 +75,7 @@ async fn refused_after_a_first_read_that_could_have_been_http2() {
     let p = Proxy::start(&config(&up, false));
     let mut s = TcpStream::connect(p.http).await.unwrap();
     let (answer, closed) = exchange(&mut s, &[b"P", &REFUSED[1..]]).await;
-    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
-    assert!(closed, "{answer}");
+    assert_refused("a first byte alone", &answer, closed);
     assert_eq!(up.hits(), 0, "a refused request reached the upstream");
 }
 

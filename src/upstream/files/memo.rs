@@ -174,6 +174,14 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    /// A file `name` holding `body` in a new temporary directory.
+    fn written(name: &str, body: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        (dir, path)
+    }
+
     fn entry(path: &Path) -> Entry {
         let meta = std::fs::metadata(path).unwrap();
         let body = Bytes::from(std::fs::read(path).unwrap());
@@ -202,9 +210,7 @@ mod tests {
 
     #[test]
     fn an_entry_answers_only_for_the_file_it_was_read_from() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.txt");
-        std::fs::write(&path, b"one").unwrap();
+        let (dir, path) = written("a.txt", b"one");
         let e = entry(&path);
         assert!(e.usable());
         std::fs::write(&path, b"three").unwrap();
@@ -221,9 +227,7 @@ mod tests {
 
     #[test]
     fn an_entry_is_resolved_again_after_its_validity() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.txt");
-        std::fs::write(&path, b"one").unwrap();
+        let (_dir, path) = written("a.txt", b"one");
         let e = entry(&path);
         let now = ticks();
         assert!(e.fresh(now));
