@@ -7,6 +7,7 @@
 //! the connection closes, and the upstream never sees it.
 //! (`hardening.rs` has the cases themselves, on a first request.)
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -33,6 +34,18 @@ fn config(up: &Upstream, tls: bool) -> String {
 fn assert_refused(what: &str, answer: &str, closed: bool) {
     assert!(answer.starts_with("HTTP/1.1 400 "), "{what}: {answer}");
     assert!(closed, "{what}: {answer}");
+}
+
+/// An upstream answering `ok`, and the paths it was asked for.
+async fn path_recording_upstream() -> (Upstream, Arc<Mutex<Vec<String>>>) {
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&paths);
+    let up = Upstream::start(move |req: hyper::Request<hyper::body::Incoming>| {
+        seen.lock().unwrap().push(req.uri().path().to_string());
+        async { hyper::Response::new(full("ok")) }
+    })
+    .await;
+    (up, paths)
 }
 
 /// Write `parts` with a pause between them, then read until the proxy
@@ -98,13 +111,7 @@ async fn refused_on_a_connection_that_rested_between_requests() {
 
 #[tokio::test]
 async fn refused_behind_a_pipelined_request_in_the_same_read() {
-    let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = std::sync::Arc::clone(&paths);
-    let up = Upstream::start(move |req: hyper::Request<hyper::body::Incoming>| {
-        seen.lock().unwrap().push(req.uri().path().to_string());
-        async { hyper::Response::new(full("ok")) }
-    })
-    .await;
+    let (up, paths) = path_recording_upstream().await;
     let p = Proxy::start(&config(&up, false));
     let mut s = TcpStream::connect(p.http).await.unwrap();
     let pipelined =
@@ -123,13 +130,7 @@ async fn refused_behind_a_pipelined_request_in_the_same_read() {
 /// a request with both framings, is ever read.
 #[tokio::test]
 async fn an_upgrade_that_did_not_happen_closes_the_connection() {
-    let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = std::sync::Arc::clone(&paths);
-    let up = Upstream::start(move |req: hyper::Request<hyper::body::Incoming>| {
-        seen.lock().unwrap().push(req.uri().path().to_string());
-        async { hyper::Response::new(full("ok")) }
-    })
-    .await;
+    let (up, paths) = path_recording_upstream().await;
     let p = Proxy::start(&config(&up, false));
     for upgrade in ["h2c", "websocket", "TLS/1.2"] {
         let mut s = TcpStream::connect(p.http).await.unwrap();
