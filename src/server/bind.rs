@@ -27,7 +27,7 @@ pub fn bind(listener: &'static str, addr: SocketAddr, defer_accept: bool) -> Res
 }
 
 /// The same, as a traffic listener: its connections start out of tokio's
-/// poller (see [`LazySocket`](super::lazy_socket::LazySocket)).
+/// poller (see [`ClientSocket`](super::client_socket::ClientSocket)).
 pub fn bind_traffic(listener: &'static str, addr: SocketAddr, defer_accept: bool) -> Result<Listener, ServerError> {
     bind_socket(listener, addr, defer_accept)
         .and_then(|socket| poll_listener(mio::net::TcpListener::from_std(socket.into())))

@@ -13,10 +13,10 @@
 //!
 //! - **new**: accepted by an accept loop (`mod.rs`) within
 //!   `max_connections`, its [`ConnSlot`] taken; a plain socket is not in
-//!   tokio's poller yet ([`LazySocket`]). Its first request is due within
+//!   tokio's poller yet ([`ClientSocket::plain`]). Its first request is due within
 //!   `client_header_timeout` ([`Due::new_connection`]).
 //! - **TLS handshake**: in `tls/listener.rs`, over a
-//!   [`ClientSocket`](super::client_socket::ClientSocket); ALPN then names
+//!   [`ClientSocket`] registered at once; ALPN then names
 //!   the protocol ([`Serving::serve_tls_session`]), else the first bytes do.
 //! - **sniffing**: waiting for the first bytes and telling HTTP/1.1 from
 //!   HTTP/2 by them ([`sniff`]); nothing of hyper's exists yet.
@@ -48,12 +48,12 @@ use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
 use super::activity::{Activity, ActivityIo};
+use super::client_socket::ClientSocket;
 use super::coalesce::CoalescingIo;
 use super::conn::{ClientIo, ConnCtx, ConnService, Protocol, SendBody};
 use super::drive::{drive, Http1Watch};
 use super::framing::io::FramingIo;
 use super::framing::RequestFraming;
-use super::lazy_socket::LazySocket;
 use super::lot::{self, Resting, Resumed};
 use super::service::proxy_service;
 use super::streams::{StreamExecutor, Streams};
@@ -88,7 +88,7 @@ impl Serving {
     /// A plain connection, from accept to close.
     pub(super) async fn serve_plain(&self, stream: std::net::TcpStream, peer: SocketAddr, slot: ConnSlot) {
         let first_request_by = Instant::now() + self.header_timeout;
-        let mut stream = LazySocket::new(stream);
+        let mut stream = ClientSocket::plain(stream);
         let Some((protocol, first_bytes)) = self.first_bytes(&mut stream, peer).await else { return };
         let info = Arc::new(ConnInfo::new(peer, false));
         if let Some((resting, served)) =
@@ -168,7 +168,7 @@ impl Serving {
         if !tls.get_mut().0.send_held(expires, &self.shutdown).await {
             return;
         }
-        match tls.get_mut().0.detach() {
+        match tls.get_mut().0.leave_poller() {
             Ok(()) => lot.park(Resting::Tls(Box::new(tls)), peer, slot, self.rest_until(served, expires)),
             Err(e) => tracing::debug!(error = %e, "cannot park a connection; closing it"),
         }
@@ -227,7 +227,7 @@ impl Serving {
     }
 
     /// Hand a resting plain connection to the parking lot.
-    fn park(&self, stream: LazySocket, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
+    fn park(&self, stream: ClientSocket, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
         let Some(lot) = &self.lot else { return };
         match stream.into_std() {
             Ok(stream) => lot.park(Resting::Plain(stream), peer, slot, expires),
@@ -240,9 +240,9 @@ impl Serving {
     pub(super) fn resume(&self, stream: Resumed, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
         let this = self.clone();
         match stream {
-            Resumed::Plain(stream) => {
-                self.tracker.spawn(async move { this.resume_plain(LazySocket::new(stream), peer, slot, expires).await })
-            }
+            Resumed::Plain(stream) => self
+                .tracker
+                .spawn(async move { this.resume_plain(ClientSocket::plain(stream), peer, slot, expires).await }),
             Resumed::Tls(tls) => self.tracker.spawn(async move {
                 let due = Due::resumed(expires);
                 this.serve_tls_resting(*tls, Protocol::Http1, Bytes::new(), peer, slot, due).await
@@ -251,7 +251,7 @@ impl Serving {
     }
 
     /// Serve a plain HTTP/1.1 connection again after it left the parking lot.
-    async fn resume_plain(&self, stream: LazySocket, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
+    async fn resume_plain(&self, stream: ClientSocket, peer: SocketAddr, slot: ConnSlot, expires: Instant) {
         let info = Arc::new(ConnInfo::new(peer, false));
         let served = self.serve_io(stream, Protocol::Http1, bytes::Bytes::new(), info, Due::resumed(expires)).await;
         if let Some((resting, served)) = served {
@@ -273,7 +273,7 @@ pub async fn sniff<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Option<(P
     // `read_buf`, not `try_read_buf`: on a registered socket (TLS), tokio
     // then knows after a short read that it is drained, and hyper's next
     // read waits for readiness instead of making a syscall that finds
-    // nothing. A plain one is not registered yet (see `LazySocket`).
+    // nothing. A plain one is not registered yet (see `ClientSocket`).
     match tokio::io::AsyncReadExt::read_buf(stream, &mut buf).await? {
         0 => Ok(None),
         _ => Ok(Some((Protocol::from_prefix(&buf), buf.freeze()))),

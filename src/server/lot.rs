@@ -15,7 +15,7 @@
 //! a new task. Parking and resuming each cost two `epoll_ctl` calls, paid
 //! only by connections that rested for [`super::lifecycle::PARK_AFTER`].
 //! A TLS connection parks with its session: its stream sits on a
-//! [`ClientSocket`](super::client_socket::ClientSocket) whose socket can leave tokio and come back in place,
+//! [`ClientSocket`] whose socket can leave tokio and come back in place,
 //! so the session itself never has to be taken apart.
 
 use std::io;
@@ -52,7 +52,7 @@ pub type TlsClient = tokio_rustls::server::TlsStream<ClientSocket>;
 /// A resting connection's stream, out of tokio.
 pub enum Resting {
     Plain(std::net::TcpStream),
-    /// The session, with its socket detached.
+    /// The session, its socket out of tokio's poller.
     Tls(Box<TlsClient>),
 }
 
@@ -60,7 +60,7 @@ pub enum Resting {
 /// tokio, or a plain socket to be registered only when it must wait.
 pub enum Resumed {
     /// Not registered with tokio: its client has spoken (or closed), so the
-    /// first read usually finds something (see `LazySocket`).
+    /// first read usually finds something (see [`ClientSocket::plain`]).
     Plain(std::net::TcpStream),
     Tls(Box<TlsClient>),
 }
@@ -69,7 +69,7 @@ impl Resting {
     fn raw_fd(&self) -> Option<RawFd> {
         match self {
             Resting::Plain(s) => Some(s.as_raw_fd()),
-            Resting::Tls(tls) => tls.get_ref().0.detached_fd(),
+            Resting::Tls(tls) => tls.get_ref().0.unpolled_fd(),
         }
     }
 
@@ -77,7 +77,7 @@ impl Resting {
         match self {
             Resting::Plain(s) => Ok(Resumed::Plain(s)),
             Resting::Tls(mut tls) => {
-                tls.get_mut().0.attach()?;
+                tls.get_mut().0.register()?;
                 Ok(Resumed::Tls(tls))
             }
         }

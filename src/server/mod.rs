@@ -9,7 +9,6 @@ mod coalesce;
 pub mod conn;
 mod drive;
 pub mod framing;
-mod lazy_socket;
 mod lifecycle;
 pub mod lot;
 mod parkable;

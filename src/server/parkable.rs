@@ -1,13 +1,13 @@
 //! What a client stream must offer to be parked: waiting for the client's
 //! next bytes without reading them, whether it may leave its task for the
-//! parking lot, and corking the socket under it. Implemented for plain TCP
-//! (a [`LazySocket`]) and for TLS over a
-//! [`ClientSocket`](super::client_socket::ClientSocket).
+//! parking lot, and corking the socket under it. Every client stream sits
+//! on a [`ClientSocket`], which does the work; plain TCP is the socket
+//! itself, TLS a session over it.
 
 use std::io;
 use std::task::{Context, Poll};
 
-use super::lazy_socket::LazySocket;
+use super::client_socket::ClientSocket;
 
 /// A client stream that can wait for the client's next bytes without
 /// reading them, so an idle connection can be parked without hyper.
@@ -19,36 +19,24 @@ pub trait Parkable {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Set TCP_CORK on the socket (see `Activity::cork_next_write`).
     fn cork(&self);
-    /// Whether the socket is in tokio's poller (see [`LazySocket`]).
+    /// Whether the socket is in tokio's poller (see [`ClientSocket`]).
     fn is_polled(&self) -> bool {
         true
     }
 }
 
-/// TCP_CORK where the platform has it (Linux); elsewhere nothing.
-fn cork_socket(socket: socket2::SockRef<'_>) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        let _ = socket.set_cork(true);
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = socket;
-}
-
 /// A plain connection: waiting for readiness registers its socket.
-impl Parkable for LazySocket {
+impl Parkable for ClientSocket {
     const PARKS: bool = true;
     const LEAVES_TASK: bool = true;
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        LazySocket::poll_read_ready(self, cx)
+        ClientSocket::poll_read_ready(self, cx)
     }
     fn cork(&self) {
-        if let Some(socket) = self.sock_ref() {
-            cork_socket(socket);
-        }
+        ClientSocket::cork(self)
     }
     fn is_polled(&self) -> bool {
-        LazySocket::is_polled(self)
+        ClientSocket::is_polled(self)
     }
 }
 
@@ -62,16 +50,12 @@ impl Parkable for super::lot::TlsClient {
     const PARKS: bool = true;
     const LEAVES_TASK: bool = true;
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Waiting for the client: it gets what is held first.
-        std::task::ready!(self.get_mut().0.poll_send_held(cx))?;
-        match self.get_ref().0.live() {
-            Some(socket) => socket.poll_read_ready(cx),
-            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
+        self.get_mut().0.poll_read_ready(cx)
     }
     fn cork(&self) {
-        if let Some(socket) = self.get_ref().0.live() {
-            cork_socket(socket2::SockRef::from(socket));
-        }
+        self.get_ref().0.cork()
+    }
+    fn is_polled(&self) -> bool {
+        self.get_ref().0.is_polled()
     }
 }
