@@ -3,8 +3,8 @@
 //! non-blocking syscalls; a parked connection's socket is in this state
 //! too, watched by the lot's own poller), **in the poller** (since a call
 //! would have blocked, or since it was registered at once), or **gone** (a
-//! registration failed; the error was returned and every later call fails
-//! at once). A socket moves from the first state to the second when a call
+//! registration or deregistration failed; the error was returned and every
+//! later call fails at once). A socket moves from the first state to the second when a call
 //! would block, and back when its connection parks; a TLS session stays
 //! where it is meanwhile, wrapped around the same `ClientSocket`.
 //!
@@ -29,11 +29,12 @@
 //! Why TLS sockets register at once (on accept, and when they leave the
 //! parking lot): a handshake always waits for its client, so a new TLS
 //! socket would register within its first round trip anyway and lazy
-//! registration would save nothing; and a resumed session's reads go
-//! through tokio-rustls, which reads ahead of what hyper asked for and
-//! sends the held session tickets when a read finds nothing, so the
-//! deferred end-of-stream read above would have to be proven right through
-//! both first. Two `epoll_ctl` per parking visit are what it costs.
+//! registration would save nothing there. A resumed session could start
+//! unregistered, but the end-of-stream read `ActivityIo` holds back on an
+//! unregistered socket would then reach it through tokio-rustls, which
+//! decides itself when to read the socket, and no test shows that holding
+//! it back stays right through that; so it registers at once, as before,
+//! for two `epoll_ctl` per parking visit.
 //!
 //! Why a TLS socket holds writes (`held.rs`): at the end of a TLS 1.3
 //! handshake the server's session tickets follow the client's Finished,

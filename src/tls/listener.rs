@@ -89,7 +89,8 @@ async fn serve_tls(
     slot: ConnSlot,
     handshake_timeout: Duration,
 ) {
-    // Registered at once: a handshake always waits for its client.
+    // Registered at once: a handshake always waits for its client (see
+    // `ClientSocket` for why TLS sockets do not register lazily).
     let stream = match TcpStream::from_std(stream) {
         Ok(s) => s,
         Err(e) => {
