@@ -19,9 +19,9 @@
 //! stays so; one back from the parking lot, whose client has spoken,
 //! starts unregistered again. hyper reads once more while an answer is on
 //! its way, to notice a client that leaves; that read would find nothing
-//! and register the socket. `ActivityIo` holds it back until the
-//! connection's next tick instead (see `Activity::defer_eof_check`), so a
-//! quick answer goes out first. Nothing is lost between a read that finds
+//! and register the socket. `ActivityIo` holds it back for a moment
+//! instead, on an unregistered socket only (see its read), so a quick
+//! answer goes out first. Nothing is lost between a read that finds
 //! nothing and the registration that follows it: the poller is
 //! edge-triggered, and adding a socket that is already readable reports it
 //! at once.
