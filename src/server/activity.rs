@@ -1,29 +1,45 @@
-//! What a client connection is doing, tracked cheaply: whether bytes moved
-//! lately, whether a request is in progress, whether a write is blocked and
-//! whether a request is half-read. The idle timeout and the decision to
-//! park a resting HTTP/1.1 connection read it; [`ActivityIo`] feeds it.
+//! What a client connection is doing, tracked cheaply: when bytes last
+//! moved, whether a request is in progress, whether a write is blocked and
+//! whether a request head is half-read. The connection's watcher
+//! (`watch.rs`) reads it to enforce the header, idle and send timeouts and
+//! to decide when a resting HTTP/1.1 connection parks; [`ActivityIo`]
+//! feeds it.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Context;
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 
-use super::ticker::Ticker;
+use super::deadlines::{Deadlines, Entry, Millis, NEVER};
 
 mod stream;
+mod watch;
 pub use stream::ActivityIo;
+pub use watch::Watched;
+
+/// How long a read that can only find a departed client waits, while an
+/// answer is on its way (see [`Activity::defer_eof_check`]).
+const EOF_CHECK_AFTER: Millis = 25;
 
 /// Whether a connection has moved bytes lately, and whether a request is
 /// being handled on it; together they say whether it is idle. Reads and
-/// writes only set a flag (no clock read on the hot path); the idle timer
-/// samples and clears it a few times per timeout period.
-#[derive(Debug, Default)]
+/// writes stamp the time from the shared coarse clock (one atomic load, no
+/// clock read on the hot path); the watcher compares the stamps with its
+/// deadlines when one is due.
+#[derive(Debug)]
 pub struct Activity {
-    moved: AtomicBool,
-    /// The same, for the parking watcher (each watcher clears its own).
-    moved_since_park_check: AtomicBool,
+    clock: Arc<Deadlines>,
+    /// When bytes last moved, either way.
+    last_moved: AtomicU64,
+    /// When the request head being read began to arrive.
+    head_began: AtomicU64,
+    /// When a write to the client last moved bytes. Reads do not count: an
+    /// HTTP/2 client that sends frames but reads nothing must not look busy.
+    last_wrote: AtomicU64,
+    /// When the write that is blocked now first blocked.
+    blocked_since: AtomicU64,
     requests: AtomicUsize,
     /// HTTP/2 answers whose body hyper has not polled since it last could
     /// take from it (never polled yet, or it just handed out data): a
@@ -38,9 +54,8 @@ pub struct Activity {
     /// The last write to the client could not complete: hyper still holds
     /// bytes to send.
     write_blocked: AtomicBool,
-    /// A write to the client moved bytes since the send-stall check last
-    /// looked. Reads do not count: an HTTP/2 client that sends frames but
-    /// reads nothing must not look busy.
+    /// A write to the client moved bytes since the sampling send-stall
+    /// check (HTTP/2, closing connections) last looked.
     wrote: AtomicBool,
     /// Bytes arrived since the last response ended (a request may be
     /// half-read).
@@ -51,27 +66,150 @@ pub struct Activity {
     /// The request in progress has been read whole (an HTTP/1.x request
     /// without a body): a read now can only find whether the client left.
     request_read: AtomicBool,
-    /// A watcher ticks for the connection (see [`Activity::watch`]): only
-    /// then may that read wait for a tick.
+    /// A watcher runs for the connection (see [`Activity::watch`]): only
+    /// then may that read wait, and only then do events set deadlines.
     watched: AtomicBool,
     /// That check, on a socket not in the poller yet (see
     /// [`ActivityIo`]'s `poll_read`): one of the `EOF_CHECK_*` states.
     eof_check: AtomicU8,
-    /// The read waiting for the tick that makes its check due.
+    /// When a waiting check is due.
+    eof_check_at: AtomicU64,
+    /// The read waiting for its check to be due.
     eof_check_waker: AtomicWaker,
+    /// The watcher, woken by its deadline.
+    watcher: AtomicWaker,
+    /// The watcher's deadline on `clock` ([`NEVER`]: none), and its entry.
+    wake_at: AtomicU64,
+    wake_entry: AtomicU64,
+    /// The watcher's limits, for the events that start a deadline: how
+    /// long a head may take, how long a connection may idle, and whether
+    /// a resting one parks.
+    header_limit: AtomicU64,
+    /// On a new connection, when its first head must be whole.
+    first_head_by: AtomicU64,
+    idle_limit: AtomicU64,
+    rest_limit: AtomicU64,
+    parks: AtomicBool,
 }
 
 /// No end-of-stream check is waiting.
 const EOF_CHECK_NONE: u8 = 0;
-/// A check waits for the next tick.
+/// A check waits for its time.
 const EOF_CHECK_WAITING: u8 = 1;
-/// A tick came: the check reads the socket (and so registers it).
+/// Its time came: the check reads the socket (and so registers it).
 const EOF_CHECK_DUE: u8 = 2;
 
+fn millis(d: Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(NEVER)
+}
+
 impl Activity {
-    fn touch(&self) {
-        self.moved.store(true, Ordering::Relaxed);
-        self.moved_since_park_check.store(true, Ordering::Relaxed);
+    pub fn new(clock: Arc<Deadlines>) -> Self {
+        let now = clock.now();
+        Activity {
+            clock,
+            last_moved: AtomicU64::new(now),
+            head_began: AtomicU64::new(now),
+            last_wrote: AtomicU64::new(now),
+            blocked_since: AtomicU64::new(now),
+            requests: AtomicUsize::new(0),
+            owed_bodies: AtomicUsize::new(0),
+            body_polls: AtomicUsize::new(0),
+            begun: AtomicUsize::new(0),
+            write_blocked: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
+            read_since_response: AtomicBool::new(false),
+            cork: AtomicBool::new(false),
+            request_read: AtomicBool::new(false),
+            watched: AtomicBool::new(false),
+            eof_check: AtomicU8::new(EOF_CHECK_NONE),
+            eof_check_at: AtomicU64::new(NEVER),
+            eof_check_waker: AtomicWaker::new(),
+            watcher: AtomicWaker::new(),
+            wake_at: AtomicU64::new(NEVER),
+            wake_entry: AtomicU64::new(0),
+            header_limit: AtomicU64::new(NEVER),
+            first_head_by: AtomicU64::new(NEVER),
+            idle_limit: AtomicU64::new(NEVER),
+            rest_limit: AtomicU64::new(NEVER),
+            parks: AtomicBool::new(false),
+        }
+    }
+
+    /// Bytes moved: stamped with the coarse time, which is returned.
+    fn touch(&self) -> Millis {
+        let now = self.clock.now();
+        self.last_moved.store(now, Ordering::Relaxed);
+        now
+    }
+
+    /// Bytes of the client's arrived. The first after an answer (or on a
+    /// new connection) begin a request head, which has
+    /// `client_header_timeout` from now to be whole.
+    fn bytes_read(self: &Arc<Self>) {
+        let now = self.touch();
+        if self.read_since_response.load(Ordering::Relaxed) {
+            return;
+        }
+        self.read_since_response.store(true, Ordering::Relaxed);
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            self.head_began.store(now, Ordering::Relaxed);
+            if self.watched.load(Ordering::Relaxed) {
+                let mut by = now.saturating_add(self.header_limit.load(Ordering::Relaxed));
+                if self.begun() == 0 {
+                    by = by.min(self.first_head_by.load(Ordering::Relaxed));
+                }
+                self.wake_watcher_at(by);
+            }
+        }
+    }
+
+    /// A write to the client moved bytes.
+    fn bytes_written(&self) {
+        let now = self.touch();
+        self.last_wrote.store(now, Ordering::Relaxed);
+        self.wrote.store(true, Ordering::Relaxed);
+    }
+
+    /// An event started a deadline `limit` from `now`: the watcher must
+    /// look then, if it would not anyway.
+    fn deadline_from_event(self: &Arc<Self>, now: Millis, limit: &AtomicU64) {
+        if self.watched.load(Ordering::Relaxed) {
+            self.wake_watcher_at(now.saturating_add(limit.load(Ordering::Relaxed)));
+        }
+    }
+
+    /// Something that kept the connection from resting ended (its last
+    /// answer, a blocked write): from `now` it may park, or idle out.
+    fn rest_may_begin(self: &Arc<Self>, now: Millis) {
+        let rest = if self.parks.load(Ordering::Relaxed) { &self.rest_limit } else { &self.idle_limit };
+        self.deadline_from_event(now, rest);
+    }
+
+    /// Have the watcher look again at `at`, unless it looks sooner.
+    fn wake_watcher_at(self: &Arc<Self>, at: Millis) {
+        let pending = self.wake_at.load(Ordering::Relaxed);
+        if at >= pending {
+            return;
+        }
+        if pending != NEVER {
+            self.clock.cancel(Entry { at: pending, id: self.wake_entry.load(Ordering::Relaxed) });
+        }
+        match self.clock.set(at, std::task::Waker::from(Arc::clone(self))) {
+            Some(entry) => {
+                self.wake_at.store(at, Ordering::Relaxed);
+                self.wake_entry.store(entry.id, Ordering::Relaxed);
+            }
+            None => self.wake_at.store(NEVER, Ordering::Relaxed),
+        }
+    }
+
+    /// Forget the watcher's deadline (it stopped).
+    fn cancel_watcher_deadline(&self) {
+        let pending = self.wake_at.swap(NEVER, Ordering::Relaxed);
+        if pending != NEVER {
+            self.clock.cancel(Entry { at: pending, id: self.wake_entry.load(Ordering::Relaxed) });
+        }
     }
 
     /// Nothing is in progress on the connection: no request being read or
@@ -86,77 +224,6 @@ impl Activity {
     /// request head is in progress (hyper holds part of it).
     pub(super) fn reading_head(&self) -> bool {
         self.requests.load(Ordering::Relaxed) == 0 && self.read_since_response.load(Ordering::Relaxed)
-    }
-
-    /// Watch a busy HTTP/1.1 connection at every tick of `ticker`. With
-    /// `park`, resolves with [`Watched::Rested`] once it has been at rest,
-    /// moving no bytes, for a whole tick (at most three after its last
-    /// activity). Resolves with [`Watched::HeaderTimeout`] once a request
-    /// head has been arriving for about `header_timeout` (ticks are sampled
-    /// when the task runs, so within a tick early or two late) without
-    /// completing, however its bytes trickle in; and with
-    /// [`Watched::Idle`] once nothing has moved, and no request been in
-    /// progress, for `idle_timeout` (as [`Activity::idle_for`]). Sampling a
-    /// few flags at a shared tick replaces timers armed and cleared for
-    /// every connection and every request.
-    pub(super) async fn watch(
-        &self,
-        ticker: &Ticker,
-        park: bool,
-        header_timeout: Duration,
-        idle_timeout: Duration,
-        first_head_by: Option<tokio::time::Instant>,
-    ) -> Watched {
-        let _watching = ticker.watching();
-        let _eof_checks = EofCheckTicks::start(self);
-        let ticks = |d: Duration| d.as_nanos().div_ceil(ticker.period().as_nanos().max(1));
-        let (head_ticks, idle_ticks) = (ticks(header_timeout), ticks(idle_timeout));
-        // The head being read: requests begun before it, and ticks it has
-        // been seen.
-        let mut head: Option<(usize, u128)> = None;
-        let mut quiet_ticks = 0u128;
-        let mut stalled_ticks = 0u128;
-        // The first tick may come at once: rest is measured from it.
-        ticker.tick().await;
-        loop {
-            self.moved_since_park_check.store(false, Ordering::Relaxed);
-            ticker.tick().await;
-            self.eof_check_due();
-            if park && !self.moved_since_park_check.load(Ordering::Relaxed) && self.at_rest() {
-                return Watched::Rested;
-            }
-            let requests = self.requests.load(Ordering::Relaxed);
-            let moved = self.moved.swap(false, Ordering::Relaxed);
-            if self.send_stalled(&mut stalled_ticks, idle_ticks) {
-                return Watched::SendStalled;
-            }
-            if moved || requests > 0 {
-                quiet_ticks = 0;
-            } else {
-                quiet_ticks += 1;
-                if quiet_ticks >= idle_ticks {
-                    return Watched::Idle;
-                }
-            }
-            let reading_head = self.reading_head();
-            let begun = self.begun.load(Ordering::Relaxed);
-            // A new connection's first head: `client_header_timeout` ran
-            // from its first bytes (or its handshake), not from the tick
-            // that first saw the head.
-            if reading_head && begun == 0 && first_head_by.is_some_and(|by| tokio::time::Instant::now() >= by) {
-                return Watched::HeaderTimeout;
-            }
-            head = match head {
-                Some((before, seen)) if reading_head && before == begun => {
-                    if seen >= head_ticks {
-                        return Watched::HeaderTimeout;
-                    }
-                    Some((before, seen + 1))
-                }
-                _ if reading_head => Some((begun, 1)),
-                _ => None,
-            };
-        }
     }
 
     /// The next answer closes the connection and will be written at once:
@@ -175,28 +242,35 @@ impl Activity {
         self.request_read.store(true, Ordering::SeqCst);
     }
 
-    /// Whether a read should wait, without touching the socket, for the
-    /// next tick: it is the check for a client that left, made while the
-    /// answer is on its way, the socket is not in the poller, and a watcher
-    /// ticks. Most answers come before the tick, and a one-request
-    /// connection is then served without ever entering the poller (two
-    /// `epoll_ctl` fewer). A slower answer gets the check a tick or two
-    /// late (up to 50 ms), which is when a client that left is noticed and
-    /// its upstream request dropped; a client that only half-closed gets
-    /// an answer that comes before the check. Registers `cx`'s waker for
-    /// that tick.
+    /// Whether a read should wait, without touching the socket, for
+    /// [`EOF_CHECK_AFTER`]: it is the check for a client that left, made
+    /// while the answer is on its way, the socket is not in the poller,
+    /// and a watcher runs. Most answers come before the check is due, and
+    /// a one-request connection is then served without ever entering the
+    /// poller (two `epoll_ctl` fewer). A slower answer gets the check
+    /// 25 ms late, which is when a client that left is noticed and its
+    /// upstream request dropped; a client that only half-closed gets an
+    /// answer that comes before the check. Registers `cx`'s waker for
+    /// that time.
     ///
-    /// The reads, the ticks and the end of the answer all run on the
+    /// The reads, the watcher and the end of the answer all run on the
     /// connection's task; the orderings and the second look at
     /// `request_read` keep a wake-up from being lost even if they did not.
-    fn defer_eof_check(&self, cx: &Context<'_>) -> bool {
+    fn defer_eof_check(self: &Arc<Self>, cx: &Context<'_>) -> bool {
         if !self.request_read.load(Ordering::SeqCst) || !self.watched.load(Ordering::SeqCst) {
             return false;
         }
-        if self.eof_check.load(Ordering::SeqCst) == EOF_CHECK_DUE {
-            return false;
+        match self.eof_check.load(Ordering::SeqCst) {
+            EOF_CHECK_DUE => return false,
+            EOF_CHECK_WAITING => {
+                self.eof_check_waker.register(cx.waker());
+                return true;
+            }
+            _ => {}
         }
         self.eof_check_waker.register(cx.waker());
+        let at = self.clock.now().saturating_add(EOF_CHECK_AFTER);
+        self.eof_check_at.store(at, Ordering::SeqCst);
         self.eof_check.store(EOF_CHECK_WAITING, Ordering::SeqCst);
         // The answer may have ended, or the watcher stopped, in between:
         // then read now.
@@ -204,11 +278,12 @@ impl Activity {
             self.eof_check.store(EOF_CHECK_NONE, Ordering::SeqCst);
             return false;
         }
+        self.wake_watcher_at(at);
         true
     }
 
-    /// A tick, or the watcher stopping: a waiting check is due, and its
-    /// read is woken.
+    /// A waiting check is due (its time came, or the watcher stopped), and
+    /// its read is woken.
     fn eof_check_due(&self) {
         if self.eof_check.compare_exchange(EOF_CHECK_WAITING, EOF_CHECK_DUE, Ordering::SeqCst, Ordering::SeqCst).is_ok()
         {
@@ -334,39 +409,6 @@ impl Activity {
     }
 }
 
-/// Why [`Activity::watch`] resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Watched {
-    /// At rest: the connection can be parked.
-    Rested,
-    /// A request head took longer than `client_header_timeout`.
-    HeaderTimeout,
-    /// Nothing happened for `idle_timeout`.
-    Idle,
-    /// A write to the client has been blocked, with no byte moving, for
-    /// `idle_timeout`: the client stopped reading (nginx's `send_timeout`).
-    SendStalled,
-}
-
-/// Marks a connection as watched while [`Activity::watch`] runs. When the
-/// watcher stops (a drain, an idle shutdown, parking), a read waiting for
-/// its tick is made due and woken: no tick would come.
-struct EofCheckTicks<'a>(&'a Activity);
-
-impl<'a> EofCheckTicks<'a> {
-    fn start(activity: &'a Activity) -> Self {
-        activity.watched.store(true, Ordering::SeqCst);
-        EofCheckTicks(activity)
-    }
-}
-
-impl Drop for EofCheckTicks<'_> {
-    fn drop(&mut self) {
-        self.0.watched.store(false, Ordering::SeqCst);
-        self.0.eof_check_due();
-    }
-}
-
 pub struct RequestGuard(Arc<Activity>);
 
 impl RequestGuard {
@@ -377,7 +419,7 @@ impl RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.touch();
+        let now = self.0.touch();
         self.0.read_since_response.store(false, Ordering::Relaxed);
         if self.0.request_read.load(Ordering::SeqCst) {
             self.0.request_read.store(false, Ordering::SeqCst);
@@ -387,7 +429,28 @@ impl Drop for RequestGuard {
                 self.0.eof_check_waker.wake();
             }
         }
-        self.0.requests.fetch_sub(1, Ordering::Relaxed);
+        if self.0.requests.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.rest_may_begin(now);
+        }
+    }
+}
+
+impl std::task::Wake for Activity {
+    /// The watcher's deadline came.
+    fn wake(self: Arc<Self>) {
+        self.watcher.wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.watcher.wake();
+    }
+}
+
+#[cfg(test)]
+impl Default for Activity {
+    /// On a clock of its own (nothing ticks it unless a test runs it).
+    fn default() -> Self {
+        Activity::new(Deadlines::new(Duration::from_millis(10)))
     }
 }
 

@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 use super::activity::Activity;
 pub use super::parkable::Parkable;
 use super::streams::StreamExecutor;
-use super::ticker::Ticker;
 use crate::body::BoxError;
 
 /// The HTTP/2 connection preface a prior-knowledge client starts with.
@@ -122,8 +121,6 @@ pub struct ConnCtx<'a> {
     /// On a new connection, when its first request head must be in: the
     /// time since its first bytes came counts.
     pub first_head_by: Option<tokio::time::Instant>,
-    /// The clock HTTP/1.1 connections are watched by.
-    pub ticker: &'a Ticker,
     /// Whether a parking lot takes resting connections that can leave their task.
     pub lot: bool,
 }

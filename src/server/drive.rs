@@ -127,7 +127,7 @@ pub(super) async fn drive<C: HttpConn>(
                     biased;
                     // A head already overdue closes before a drain would
                     // give it a fresh client_header_timeout.
-                    watched = ctx.activity.watch(ctx.ticker, park, ctx.header_timeout, ctx.idle_timeout, ctx.first_head_by),
+                    watched = ctx.activity.watch(park, ctx.header_timeout, ctx.idle_timeout, ctx.first_head_by),
                         if http1.is_some() && !closing => Event::Watched(watched),
                     _ = ctx.shutdown.cancelled(), if !closing => Event::Drain,
                     _ = async {
@@ -191,8 +191,8 @@ pub(super) async fn drive<C: HttpConn>(
             }
             Event::Drain => {
                 if http1.is_some() && ctx.activity.reading_head() {
-                    // The same on drain, where the shared tick has stopped:
-                    // the head gets client_header_timeout from now to finish.
+                    // The same on drain, where the watcher has stopped: the
+                    // head gets client_header_timeout from now to finish.
                     head_deadline = Some(Box::pin(tokio::time::sleep(ctx.header_timeout)));
                 }
                 conn.as_mut().shutdown();

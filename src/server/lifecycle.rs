@@ -22,8 +22,9 @@
 //!   HTTP/2 by them ([`sniff`]); nothing of hyper's exists yet.
 //! - **serving h1 / h2**: hyper drives the connection in its task
 //!   ([`Serving::serve_io`], [`serve`], `drive.rs`); an HTTP/1.1 one is
-//!   watched at a shared 25 ms tick (`activity.rs`: header timeout, send
-//!   stall, rest), an HTTP/2 one for idleness and stalls.
+//!   watched by deadlines on a shared coarse clock (`activity/watch.rs`,
+//!   `deadlines.rs`: header timeout, idle, send stall, rest), an HTTP/2
+//!   one for idleness and stalls.
 //! - **resting**: an HTTP/1.1 connection quiet for [`PARK_AFTER`] between
 //!   requests: hyper's state is dropped ([`serve_http1`]); the stream goes
 //!   to the parking lot, or waits in its task when there is none, until its
@@ -186,7 +187,9 @@ impl Serving {
         info: Arc<ConnInfo>,
         due: Due,
     ) -> Option<(I, bool)> {
-        let activity = Arc::new(Activity::default());
+        // The coarse clock is current while any connection is served.
+        let _serving = self.deadlines.serving();
+        let activity = Arc::new(Activity::new(Arc::clone(&self.deadlines)));
         let service = proxy_service(Arc::clone(&self.proxy), Arc::clone(&info), Arc::clone(&activity));
         let ctx = ConnCtx {
             activity: Arc::clone(&activity),
@@ -196,7 +199,6 @@ impl Serving {
             header_timeout: self.header_timeout,
             rest_deadline: due.expires,
             first_head_by: due.first_head_by,
-            ticker: &self.ticker,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
         };
         let Some(resting) = serve(io, protocol, first_bytes, service, ctx).await else {

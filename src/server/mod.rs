@@ -7,6 +7,7 @@ mod bind;
 pub mod client_socket;
 mod coalesce;
 pub mod conn;
+mod deadlines;
 mod drive;
 pub mod framing;
 mod lifecycle;
@@ -14,7 +15,6 @@ pub mod lot;
 mod parkable;
 mod service;
 mod streams;
-mod ticker;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,15 +30,19 @@ use crate::metrics::ListenerLabels;
 use crate::proxy::Shared;
 pub use bind::{bind, bind_traffic, Listener};
 use conn::Builders;
+use deadlines::Deadlines;
 use lot::ParkingLot;
 use service::http_builders;
-use ticker::Ticker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr} ({listener}): {source}")]
     Bind { listener: &'static str, addr: SocketAddr, source: std::io::Error },
 }
+
+/// How coarse connection deadlines are: each fires within this after its
+/// time (see `deadlines.rs`).
+const DEADLINE_RESOLUTION: Duration = Duration::from_millis(10);
 
 /// What the accept loops share.
 #[derive(Clone)]
@@ -51,8 +55,9 @@ pub struct Serving {
     pub builders: Arc<Builders>,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
-    /// The clock busy HTTP/1.1 connections are watched by.
-    ticker: Arc<Ticker>,
+    /// The coarse clock connections stamp their activity with, and their
+    /// deadlines.
+    deadlines: Arc<Deadlines>,
     /// Where resting plain connections wait; `None` if it could not start
     /// (they then rest in their tasks).
     lot: Option<Arc<ParkingLot>>,
@@ -91,10 +96,10 @@ impl Serving {
             builders: Arc::new(http_builders(&settings)),
             idle_timeout: settings.idle_timeout,
             header_timeout: settings.client_header_timeout,
-            ticker: Ticker::new(lifecycle::PARK_AFTER),
+            deadlines: Deadlines::new(DEADLINE_RESOLUTION),
             lot: None,
         };
-        serving.tracker.spawn(Arc::clone(&serving.ticker).run(serving.shutdown.clone()));
+        serving.tracker.spawn(Arc::clone(&serving.deadlines).run(serving.shutdown.clone()));
         match ParkingLot::new() {
             Ok((lot, poller)) => {
                 serving.lot = Some(Arc::clone(&lot));

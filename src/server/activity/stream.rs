@@ -1,6 +1,7 @@
 //! [`ActivityIo`]: the client stream wrapped so that every read and write
 //! records what it did in the connection's [`Activity`], and a read that
-//! could only find a departed client waits for the watcher's tick.
+//! could only find a departed client waits a little (see
+//! `Activity::defer_eof_check`).
 
 use std::io;
 use std::pin::Pin;
@@ -38,7 +39,7 @@ impl<I> ActivityIo<I> {
     pub fn new(inner: I, activity: Arc<Activity>, prefix: Bytes) -> Self {
         activity.touch();
         if !prefix.is_empty() {
-            activity.read_since_response.store(true, Ordering::Relaxed);
+            activity.bytes_read();
         }
         ActivityIo { inner, activity, prefix }
     }
@@ -66,19 +67,27 @@ impl<I: AsyncRead + Parkable> AsyncRead for ActivityIo<I> {
         let before = buf.filled().len();
         let r = this.inner.poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.touch();
-            this.activity.read_since_response.store(true, Ordering::Relaxed);
+            this.activity.bytes_read();
         }
         r
     }
 }
 
 impl Activity {
-    /// Whether the write to the client blocked (see `write_blocked`).
-    fn record_write<T>(&self, r: &Poll<io::Result<T>>) {
+    /// Whether the write to the client blocked (see `write_blocked`). A
+    /// write that starts to block starts the send-stall deadline; one that
+    /// goes through again may leave the connection at rest.
+    fn record_write<T>(self: &Arc<Self>, r: &Poll<io::Result<T>>) {
         let blocked = r.is_pending();
         if self.write_blocked.load(Ordering::Relaxed) != blocked {
             self.write_blocked.store(blocked, Ordering::Relaxed);
+            let now = self.clock.now();
+            if blocked {
+                self.blocked_since.store(now, Ordering::Relaxed);
+                self.deadline_from_event(now, &self.idle_limit);
+            } else {
+                self.rest_may_begin(now);
+            }
         }
     }
 }
@@ -95,8 +104,7 @@ impl<I: AsyncWrite + Parkable> ActivityIo<I> {
         let r = write(this.inner);
         this.activity.record_write(&r);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-            this.activity.wrote.store(true, Ordering::Relaxed);
+            this.activity.bytes_written();
         }
         r
     }

@@ -1,4 +1,6 @@
+use super::watch::Watching;
 use super::*;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
@@ -9,14 +11,15 @@ use tokio::io::{AsyncRead, ReadBuf};
 use crate::server::conn::Parkable;
 use tokio::time::Instant;
 
+/// The most a watcher's verdict may come after its time: the rest after
+/// `PARK_AFTER` (25 ms) plus a tick of the 10 ms clock, rounded up.
 const TICK: Duration = Duration::from_millis(25);
 const HEADER_TIMEOUT: Duration = Duration::from_millis(500);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What `ActivityIo` records when bytes of a request arrive.
 fn bytes_arrive(activity: &Arc<Activity>) {
-    activity.touch();
-    activity.read_since_response.store(true, Ordering::Relaxed);
+    activity.bytes_read();
 }
 
 /// Run `watch` while `client` acts every 10 ms; returns what it
@@ -38,12 +41,11 @@ async fn watch_first_head_while(
     limit: Duration,
     mut client: impl FnMut(&Arc<Activity>),
 ) -> Option<(Watched, Duration)> {
-    let ticker = Ticker::new(TICK);
     let stop = tokio_util::sync::CancellationToken::new();
-    let _stop_ticker = stop.clone().drop_guard();
-    tokio::spawn(Arc::clone(&ticker).run(stop));
+    let _stop_clock = stop.clone().drop_guard();
+    tokio::spawn(Arc::clone(&activity.clock).run(stop));
     let start = Instant::now();
-    let watcher = activity.watch(&ticker, park, HEADER_TIMEOUT, IDLE_TIMEOUT, first_head_by);
+    let watcher = activity.watch(park, HEADER_TIMEOUT, IDLE_TIMEOUT, first_head_by);
     tokio::pin!(watcher);
     while start.elapsed() < limit {
         tokio::select! {
@@ -151,20 +153,20 @@ fn unpolled_io(activity: &Arc<Activity>, polled: bool) -> ActivityIo<CountingIo>
 }
 
 #[test]
-fn a_read_request_defers_the_check_for_a_departed_client_to_the_next_tick() {
+fn a_read_request_defers_the_check_for_a_departed_client_until_it_is_due() {
     let activity = Arc::new(Activity::default());
     let mut io = unpolled_io(&activity, false);
     let flag = Arc::new(Flag(AtomicBool::new(false)));
     let waker = std::task::Waker::from(Arc::clone(&flag));
-    let _ticks = EofCheckTicks::start(&activity);
+    let _ticks = Watching::start(&activity);
     let _request = activity.begin();
     activity.request_read();
-    assert!(!read(&mut io, &waker), "the check went to the socket before the tick");
-    assert!(!read(&mut io, &waker), "a second poll went to the socket before the tick");
+    assert!(!read(&mut io, &waker), "the check went to the socket before it was due");
+    assert!(!read(&mut io, &waker), "a second poll went to the socket before it was due");
     assert_eq!(io.inner.reads, 0);
     assert!(!flag.0.load(Ordering::SeqCst));
     activity.eof_check_due();
-    assert!(flag.0.load(Ordering::SeqCst), "the tick did not wake the waiting read");
+    assert!(flag.0.load(Ordering::SeqCst), "the check coming due did not wake the waiting read");
     assert!(read(&mut io, &waker));
     assert_eq!(io.inner.reads, 1);
 }
@@ -177,7 +179,7 @@ fn the_end_of_the_answer_sends_a_waiting_read_to_the_socket_at_once() {
     let mut io = unpolled_io(&activity, false);
     let flag = Arc::new(Flag(AtomicBool::new(false)));
     let waker = std::task::Waker::from(Arc::clone(&flag));
-    let _ticks = EofCheckTicks::start(&activity);
+    let _ticks = Watching::start(&activity);
     let request = activity.begin();
     activity.request_read();
     assert!(!read(&mut io, &waker));
@@ -196,7 +198,7 @@ fn a_watcher_that_stops_sends_a_waiting_read_to_the_socket() {
     let mut io = unpolled_io(&activity, false);
     let flag = Arc::new(Flag(AtomicBool::new(false)));
     let waker = std::task::Waker::from(Arc::clone(&flag));
-    let ticks = EofCheckTicks::start(&activity);
+    let ticks = Watching::start(&activity);
     let _request = activity.begin();
     activity.request_read();
     assert!(!read(&mut io, &waker));
@@ -215,7 +217,7 @@ fn other_reads_go_to_the_socket_at_once() {
     // A socket in the poller: hyper's check costs nothing more there.
     let activity = Arc::new(Activity::default());
     let mut io = unpolled_io(&activity, true);
-    let _ticks = EofCheckTicks::start(&activity);
+    let _ticks = Watching::start(&activity);
     let _request = activity.begin();
     activity.request_read();
     assert!(read(&mut io, &waker));
@@ -229,7 +231,7 @@ fn other_reads_go_to_the_socket_at_once() {
     for begun in [true, false] {
         let activity = Arc::new(Activity::default());
         let mut io = unpolled_io(&activity, false);
-        let _ticks = EofCheckTicks::start(&activity);
+        let _ticks = Watching::start(&activity);
         let _request = begun.then(|| activity.begin());
         assert!(read(&mut io, &waker));
         assert_eq!(io.inner.reads, 1);
@@ -312,8 +314,7 @@ async fn a_slow_reader_is_not_a_stalled_one() {
 
 /// What `ActivityIo` records when a write to the client moves bytes.
 fn bytes_written(activity: &Arc<Activity>) {
-    activity.touch();
-    activity.wrote.store(true, Ordering::Relaxed);
+    activity.bytes_written();
 }
 
 #[tokio::test(start_paused = true)]
@@ -323,14 +324,20 @@ async fn a_client_that_sends_but_never_reads_is_still_stalled() {
     let activity = Arc::new(Activity::default());
     std::mem::forget(activity.begin());
     activity.write_blocked.store(true, Ordering::Relaxed);
-    let (watched, _) = watch_while(&activity, false, Duration::from_secs(20), |a| a.touch()).await.unwrap();
+    let (watched, _) = watch_while(&activity, false, Duration::from_secs(20), |a| {
+        a.touch();
+    })
+    .await
+    .unwrap();
     assert_eq!(watched, Watched::SendStalled);
     let idle = activity.idle_for(IDLE_TIMEOUT);
     tokio::pin!(idle);
     let ended = loop {
         tokio::select! {
             w = &mut idle => break w,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => activity.touch(),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                activity.touch();
+            }
         }
     };
     assert_eq!(ended, Watched::SendStalled);
@@ -346,4 +353,58 @@ async fn a_new_connections_first_head_is_due_from_its_first_bytes() {
         watch_first_head_while(&activity, true, Some(due), Duration::from_secs(10), bytes_arrive).await.unwrap();
     assert_eq!(watched, Watched::HeaderTimeout);
     assert!(after >= Duration::from_millis(100) && after < HEADER_TIMEOUT, "cut off after {after:?}");
+}
+
+/// Poll `watch` for `limit` while nothing happens on the connection;
+/// returns how often the watcher's task was woken to look.
+async fn watcher_wakeups(activity: &Arc<Activity>, park: bool, limit: Duration) -> usize {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_clock = stop.clone().drop_guard();
+    tokio::spawn(Arc::clone(&activity.clock).run(stop));
+    let mut watcher = std::pin::pin!(activity.watch(park, HEADER_TIMEOUT, IDLE_TIMEOUT, None));
+    let mut polls = 0;
+    let counted = std::future::poll_fn(|cx| {
+        polls += 1;
+        watcher.as_mut().poll(cx)
+    });
+    tokio::select! {
+        // The sleep first: its own wake-up must not count as the watcher's.
+        biased;
+        _ = tokio::time::sleep(limit) => {}
+        w = counted => panic!("the watcher resolved: {w:?}"),
+    }
+    polls
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_busy_with_one_long_request_is_not_woken_while_nothing_is_due() {
+    // A long poll or a slow upstream: no deadline applies until the answer
+    // ends or a write blocks, so the watcher looks once, when it starts.
+    let activity = Arc::new(Activity::default());
+    let _request = activity.begin();
+    assert_eq!(watcher_wakeups(&activity, true, 2 * IDLE_TIMEOUT).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deferred_check_for_a_departed_client_comes_due_on_its_own() {
+    let activity = Arc::new(Activity::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_clock = stop.clone().drop_guard();
+    tokio::spawn(Arc::clone(&activity.clock).run(stop));
+    let watcher = activity.watch(true, HEADER_TIMEOUT, IDLE_TIMEOUT, None);
+    tokio::pin!(watcher);
+    let _request = activity.begin();
+    activity.request_read();
+    let mut io = unpolled_io(&activity, false);
+    let start = Instant::now();
+    let check = std::future::poll_fn(|cx| {
+        let mut byte = [0u8; 1];
+        Pin::new(&mut io).poll_read(cx, &mut ReadBuf::new(&mut byte))
+    });
+    tokio::select! {
+        w = &mut watcher => panic!("the watcher resolved: {w:?}"),
+        r = check => r.unwrap(),
+    }
+    let after = start.elapsed();
+    assert!(after >= Duration::from_millis(20) && after <= Duration::from_millis(40), "checked after {after:?}");
 }

@@ -1,0 +1,156 @@
+//! The watcher of an HTTP/1.1 connection served by our own builder: the
+//! header timeout, the idle timeout, the send stall, and rest (when the
+//! connection parks). It wakes only when the earliest of its deadlines is
+//! due, set on the shared coarse clock ([`Deadlines`]); events that start
+//! an earlier one (a head begins, an answer ends, a write blocks, a read
+//! is held back) move its deadline forward.
+//!
+//! [`Deadlines`]: crate::server::deadlines::Deadlines
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use super::{millis, Activity, EOF_CHECK_WAITING};
+use crate::server::deadlines::{Millis, NEVER};
+use crate::server::lifecycle::PARK_AFTER;
+
+/// Why [`Activity::watch`] resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    /// At rest: the connection can be parked.
+    Rested,
+    /// A request head took longer than `client_header_timeout`.
+    HeaderTimeout,
+    /// Nothing happened for `idle_timeout`.
+    Idle,
+    /// A write to the client has been blocked, with no byte moving, for
+    /// `idle_timeout`: the client stopped reading (nginx's `send_timeout`).
+    SendStalled,
+}
+
+/// What a watcher enforces, on the clock's scale.
+struct Limits {
+    park: bool,
+    header: Millis,
+    idle: Millis,
+    first_head_by: Option<Millis>,
+}
+
+impl Activity {
+    /// Watch a busy HTTP/1.1 connection. With `park`, resolves with
+    /// [`Watched::Rested`] once it has been at rest, moving no bytes, for
+    /// [`PARK_AFTER`]. Resolves with [`Watched::HeaderTimeout`] once a
+    /// request head has been arriving for `header_timeout` without
+    /// completing, however its bytes trickle in; with [`Watched::Idle`]
+    /// once nothing has moved, and no request been in progress, for
+    /// `idle_timeout`; and with [`Watched::SendStalled`] once a write has
+    /// been blocked, with nothing written, for as long. Each within a
+    /// tick of the coarse clock.
+    pub(in crate::server) async fn watch(
+        self: &Arc<Self>,
+        park: bool,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+        first_head_by: Option<tokio::time::Instant>,
+    ) -> Watched {
+        let _serving = self.clock.serving();
+        let limits = Limits {
+            park,
+            header: millis(header_timeout),
+            idle: millis(idle_timeout),
+            first_head_by: first_head_by.map(|by| self.clock.at(by)),
+        };
+        self.header_limit.store(limits.header, Ordering::Relaxed);
+        self.first_head_by.store(limits.first_head_by.unwrap_or(NEVER), Ordering::Relaxed);
+        self.idle_limit.store(limits.idle, Ordering::Relaxed);
+        self.rest_limit.store(millis(PARK_AFTER), Ordering::Relaxed);
+        self.parks.store(park, Ordering::Relaxed);
+        let _watching = Watching::start(self);
+        // Rest and idleness are measured from the watcher's start.
+        self.touch();
+        std::future::poll_fn(|cx| {
+            self.watcher.register(cx.waker());
+            let now = self.clock.now();
+            if self.wake_at.load(Ordering::Relaxed) <= now {
+                // The deadline that woke us is spent.
+                self.wake_at.store(NEVER, Ordering::Relaxed);
+            }
+            match self.verdict(now, &limits) {
+                Ok(watched) => Poll::Ready(watched),
+                Err(next) => {
+                    if next != NEVER {
+                        self.wake_watcher_at(next);
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// What the connection's state says at `now`: a reason to stop
+    /// watching it, or when to look again.
+    fn verdict(&self, now: Millis, limits: &Limits) -> Result<Watched, Millis> {
+        let mut next = NEVER;
+        if self.eof_check.load(Ordering::SeqCst) == EOF_CHECK_WAITING {
+            let at = self.eof_check_at.load(Ordering::SeqCst);
+            if now >= at {
+                self.eof_check_due();
+            } else {
+                next = at;
+            }
+        }
+        let mut due = |at: Millis| {
+            next = next.min(at);
+            now >= at
+        };
+        let last_moved = self.last_moved.load(Ordering::Relaxed);
+        if limits.park && self.at_rest() && due(last_moved.saturating_add(millis(PARK_AFTER))) {
+            return Ok(Watched::Rested);
+        }
+        if self.write_blocked.load(Ordering::Relaxed) {
+            let progress = self.last_wrote.load(Ordering::Relaxed).max(self.blocked_since.load(Ordering::Relaxed));
+            if due(progress.saturating_add(limits.idle)) {
+                return Ok(Watched::SendStalled);
+            }
+        }
+        if self.requests.load(Ordering::Relaxed) == 0 && due(last_moved.saturating_add(limits.idle)) {
+            return Ok(Watched::Idle);
+        }
+        if self.reading_head() {
+            let mut by = self.head_began.load(Ordering::Relaxed).saturating_add(limits.header);
+            // A new connection's first head: `client_header_timeout` ran
+            // from its first bytes (or its handshake).
+            if self.begun() == 0 {
+                by = by.min(limits.first_head_by.unwrap_or(NEVER));
+            }
+            if due(by) {
+                return Ok(Watched::HeaderTimeout);
+            }
+        }
+        Err(next)
+    }
+}
+
+/// Marks a connection as watched while [`Activity::watch`] runs. When the
+/// watcher stops (a drain, an idle shutdown, parking), its deadline is
+/// dropped and a read held back for the departed-client check is made due
+/// and woken: nothing would wake it otherwise.
+pub(super) struct Watching<'a>(&'a Activity);
+
+impl<'a> Watching<'a> {
+    pub(super) fn start(activity: &'a Activity) -> Self {
+        activity.watched.store(true, Ordering::SeqCst);
+        Watching(activity)
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.watched.store(false, Ordering::SeqCst);
+        self.0.cancel_watcher_deadline();
+        self.0.eof_check_due();
+    }
+}
