@@ -7,7 +7,7 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-pub use crate::upstream::{BoxError, RequestBody, ResponseBody};
+pub use crate::upstream::{file_sending, BoxError, RequestBody, ResponseBody, SendQueue};
 
 /// A short text/plain response made by the proxy itself (errors, early answers of the middleware, admin).
 pub fn plain_response(status: StatusCode, body: &str) -> Response<ResponseBody> {

@@ -103,6 +103,13 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+/// Bytes of static files sent by `sendfile(2)`, process-wide: counted
+/// where the call is made, far from any `Metrics`.
+pub fn static_sendfile_bytes() -> &'static Counter {
+    static BYTES: std::sync::OnceLock<Counter> = std::sync::OnceLock::new();
+    BYTES.get_or_init(Counter::default)
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
@@ -203,6 +210,11 @@ impl Metrics {
         );
         let cache_bytes = Family::default();
         registry.register("cache_bytes", "Bytes the caches hold, by tier (memory, disk)", cache_bytes.clone());
+        registry.register(
+            "static_sendfile_bytes",
+            "Bytes of static files sent by sendfile(2) (plain HTTP/1.1)",
+            static_sendfile_bytes().clone(),
+        );
         Metrics {
             acme_on_demand,
             registry,

@@ -72,6 +72,11 @@ impl TrackedBody {
         self.inner.in_memory_to_end()
     }
 
+    /// See [`ResponseBody::send_through`].
+    pub fn send_through(&mut self, queue: &std::sync::Arc<crate::body::SendQueue>) -> bool {
+        self.inner.send_through(queue)
+    }
+
     /// A body with no exchange attached (admin answers).
     pub fn untracked(inner: ResponseBody) -> Self {
         TrackedBody { inner, exchange: None, bytes: 0 }

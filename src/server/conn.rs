@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::activity::Activity;
 pub use super::parkable::Parkable;
+pub use super::sendfile::SendsFiles;
 use super::streams::StreamExecutor;
 use crate::body::BoxError;
 
@@ -77,8 +78,8 @@ pub struct Builders {
 }
 
 /// A client connection's stream, as the serving functions need it.
-pub trait ClientIo: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static {}
-impl<I: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static> ClientIo for I {}
+pub trait ClientIo: AsyncRead + AsyncWrite + Parkable + SendsFiles + Unpin + Send + 'static {}
+impl<I: AsyncRead + AsyncWrite + Parkable + SendsFiles + Unpin + Send + 'static> ClientIo for I {}
 
 /// The service a connection is served with: hyper's bounds, named once.
 pub trait ConnService<B>:
@@ -123,6 +124,9 @@ pub struct ConnCtx<'a> {
     pub first_head_by: Option<tokio::time::Instant>,
     /// Whether a parking lot takes resting connections that can leave their task.
     pub lot: bool,
+    /// Where static answers register the file ranges HTTP/1 sends by
+    /// `sendfile` (plain connections only; see `sendfile.rs`).
+    pub files: Option<Arc<crate::body::SendQueue>>,
 }
 
 #[cfg(test)]

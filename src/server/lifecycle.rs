@@ -56,6 +56,7 @@ use super::drive::{drive, Http1Watch};
 use super::framing::io::FramingIo;
 use super::framing::RequestFraming;
 use super::lot::{self, Resting, Resumed};
+use super::sendfile::SendfileIo;
 use super::service::proxy_service;
 use super::streams::{StreamExecutor, Streams};
 use super::{ConnSlot, Serving};
@@ -190,7 +191,8 @@ impl Serving {
         // The coarse clock is current while any connection is served.
         let _serving = self.deadlines.serving();
         let activity = Arc::new(Activity::new(Arc::clone(&self.deadlines)));
-        let service = proxy_service(Arc::clone(&self.proxy), Arc::clone(&info), Arc::clone(&activity));
+        let files = I::SENDS_FILES.then(Arc::default);
+        let service = proxy_service(Arc::clone(&self.proxy), Arc::clone(&info), Arc::clone(&activity), files.clone());
         let ctx = ConnCtx {
             activity: Arc::clone(&activity),
             builders: &self.builders,
@@ -200,6 +202,7 @@ impl Serving {
             rest_deadline: due.expires,
             first_head_by: due.first_head_by,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
+            files,
         };
         let Some(resting) = serve(io, protocol, first_bytes, service, ctx).await else {
             if let Some(tunnel) = info.take_tunnel() {
@@ -337,8 +340,11 @@ where
     // hyper connections: `judged` of the next prefix it has seen already.
     let mut framing = RequestFraming::default();
     let mut judged = 0;
+    if let Some(files) = &ctx.files {
+        files.arm();
+    }
     loop {
-        let activity_io = ActivityIo::new(io, Arc::clone(&ctx.activity), prefix);
+        let activity_io = ActivityIo::new(SendfileIo::new(io, ctx.files.clone()), Arc::clone(&ctx.activity), prefix);
         let wrapped = TokioIo::new(FramingIo::new(activity_io, framing, judged));
         let conn = Box::pin(ctx.builders.http1.serve_connection(wrapped, service.clone()).with_upgrades());
         // Boxed, like every state that is not parking: the task itself then
@@ -350,7 +356,8 @@ where
         (io, prefix, framing, judged) = {
             let parts = Pin::into_inner(conn).into_parts()?;
             let (activity_io, framing) = parts.io.into_inner().into_parts();
-            let (inner, unread_prefix) = activity_io.into_parts();
+            let (sendfile_io, unread_prefix) = activity_io.into_parts();
+            let inner = sendfile_io.into_inner()?;
             // hyper's unparsed bytes came through the guard; the rest of
             // the prefix did not.
             let judged = parts.read_buf.len();

@@ -13,6 +13,7 @@ pub mod framing;
 mod lifecycle;
 pub mod lot;
 mod parkable;
+mod sendfile;
 mod service;
 mod streams;
 

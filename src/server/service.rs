@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 
 use super::activity::{Activity, RequestGuard};
 use super::conn::Builders;
+use crate::body::SendQueue;
 use crate::config::ServerSettings;
 use crate::proxy::exchange::TrackedBody;
 use crate::proxy::{self, ConnInfo, Shared};
@@ -159,10 +160,15 @@ impl http_body::Body for ConnBody {
 /// so the future hyper holds and moves is a few words: HTTP/2 moved it
 /// three times per stream (into its stream state, into the executor, into
 /// a box), HTTP/1 once.
+///
+/// `files`, armed on a plain HTTP/1 connection: a GET answered 200 with a
+/// static file's own body (no middleware read it) sends the file by
+/// `sendfile` (`sendfile.rs`); HEAD, 304, 206, 416 answers keep the bytes.
 pub(super) fn proxy_service(
     app: Arc<Shared>,
     info: Arc<ConnInfo>,
     activity: Arc<Activity>,
+    files: Option<Arc<SendQueue>>,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<ConnBody>,
@@ -186,6 +192,7 @@ pub(super) fn proxy_service(
         // comes, nothing more is read from this connection.
         let may_switch =
             !h2 && (req.method() == hyper::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE));
+        let files = files.as_ref().filter(|q| req.method() == hyper::Method::GET && q.armed()).cloned();
         async move {
             let mut resp = match Box::pin(proxy::serve(app, info, req)).await {
                 Ok(resp) => resp,
@@ -196,6 +203,9 @@ pub(super) fn proxy_service(
             }
             if last && resp.body().in_memory_to_end() {
                 guard.activity().cork_next_write();
+            }
+            if let Some(files) = files.filter(|_| resp.status() == http::StatusCode::OK) {
+                resp.body_mut().send_through(&files);
             }
             Ok(resp.map(|inner| ConnBody::new(inner, guard, h2)))
         }

@@ -14,6 +14,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use super::files::sendfile::{SendQueue, StaticBody};
 use super::server::InFlightGuard;
 use super::wire::UpstreamBody;
 
@@ -84,6 +85,10 @@ pin_project! {
         Full { #[pin] body: Full<Bytes> },
         /// A transformed body (compression and the like).
         Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
+        /// A static file's, as the static upstream made it: no middleware
+        /// read it (those that do wrap it in `Boxed`), so it may still be
+        /// sent by `sendfile` ([`ResponseBody::send_through`]).
+        File { body: StaticBody },
     }
 }
 
@@ -101,6 +106,17 @@ impl ResponseBody {
             ResponseBody::Upstream { body } => body.in_memory_to_end(),
             ResponseBody::Full { .. } => true,
             ResponseBody::Boxed { .. } => false,
+            ResponseBody::File { body } => body.in_memory_to_end(),
+        }
+    }
+
+    /// A static file's body, not yet begun, becomes placeholders for its
+    /// file range registered in `queue` (see `upstream::files::sendfile`).
+    /// Whether it did; any other body is left as it is.
+    pub fn send_through(&mut self, queue: &std::sync::Arc<SendQueue>) -> bool {
+        match self {
+            ResponseBody::File { body } => body.send_through(queue),
+            _ => false,
         }
     }
 
@@ -123,6 +139,7 @@ impl Body for ResponseBody {
             ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
             ResponseBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
             ResponseBodyProj::Boxed { body } => body.poll_frame(cx),
+            ResponseBodyProj::File { body } => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -131,6 +148,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream { body } => body.is_end_stream(),
             ResponseBody::Full { body } => body.is_end_stream(),
             ResponseBody::Boxed { body } => body.is_end_stream(),
+            ResponseBody::File { body } => body.is_end_stream(),
         }
     }
 
@@ -139,6 +157,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream { body } => body.size_hint(),
             ResponseBody::Full { body } => body.size_hint(),
             ResponseBody::Boxed { body } => body.size_hint(),
+            ResponseBody::File { body } => body.size_hint(),
         }
     }
 }

@@ -43,5 +43,6 @@ mod pooling;
 mod reload;
 mod routing;
 mod static_files;
+mod static_sendfile;
 mod status_page;
 mod tls;

@@ -57,6 +57,39 @@ impl Socket {
     }
 }
 
+impl ClientSocket {
+    /// A write syscall of the caller's own on the descriptor (`sendfile`,
+    /// `sendmsg` with `MSG_MORE`: `server/sendfile.rs`), made as the
+    /// socket's own writes are: direct while out of the poller, and once a
+    /// call would block, after tokio reports the socket writable. Never
+    /// while bytes are held (a TLS handshake's: they would be overtaken).
+    pub(in crate::server) fn poll_write_by<A>(
+        &mut self,
+        cx: &mut Context<'_>,
+        arg: A,
+        call: fn(std::os::fd::RawFd, &mut A) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        if self.holding || self.has_held() {
+            return Poll::Ready(Err(io::Error::other("a write of its own on a socket holding bytes")));
+        }
+        self.socket.poll_io(
+            cx,
+            (arg, call),
+            |s, (arg, call)| call(s.as_raw_fd(), arg),
+            |s, cx, (arg, call)| {
+                let s = s.get_mut();
+                loop {
+                    ready!(s.poll_write_ready(cx))?;
+                    match s.try_io(tokio::io::Interest::WRITABLE, || call(s.as_raw_fd(), arg)) {
+                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                        done => return Poll::Ready(done),
+                    }
+                }
+            },
+        )
+    }
+}
+
 /// `read(2)` into the unfilled part of `buf`, which may be uninitialised:
 /// the kernel only writes it, and only the `n` bytes it reports are marked
 /// filled.

@@ -20,6 +20,13 @@
 //! [`VALID_FOR`] after the last time. Memory is bounded by [`MAX_BYTES`]
 //! per site, weighed by bytes with `quick_cache` (as the response cache),
 //! and the whole cache goes with a reload.
+//!
+//! A file of at least [`KEEP_OPEN_FROM`] bytes also keeps its descriptor
+//! open, as nginx's `open_file_cache` does, so that a plain HTTP/1.1
+//! answer can send it with `sendfile(2)` without opening it again
+//! (`sendfile.rs`); the bytes stay for the answers that need them (TLS,
+//! HTTP/2, compression). At most `MAX_BYTES / KEEP_OPEN_FROM` (512)
+//! descriptors per site, and a replaced file's goes with its entry.
 
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
@@ -34,6 +41,8 @@ use super::Representation;
 
 /// Files up to this size are kept in memory; larger ones stream from disk.
 pub const MAX_FILE: u64 = 256 * 1024;
+/// Files from this size up keep their descriptor open too.
+pub const KEEP_OPEN_FROM: u64 = 64 * 1024;
 /// The most bytes one site's cache holds (bodies, headers and keys).
 pub const MAX_BYTES: u64 = 32 * 1024 * 1024;
 /// How long an entry is used before its path is resolved again.
@@ -59,6 +68,8 @@ pub struct Entry {
     pub rep: Representation,
     pub identity: Identity,
     pub body: Bytes,
+    /// The open file, from [`KEEP_OPEN_FROM`] bytes up.
+    pub file: Option<Arc<std::fs::File>>,
     /// The file's path through the site's directory as configured.
     path: PathBuf,
     /// When the path was last resolved through every check, in [`ticks`].
@@ -66,8 +77,14 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(rep: Representation, identity: Identity, body: Bytes, path: PathBuf) -> Self {
-        Entry { rep, identity, body, path, checked: AtomicU64::new(ticks()) }
+    pub fn new(
+        rep: Representation,
+        identity: Identity,
+        body: Bytes,
+        file: Option<Arc<std::fs::File>>,
+        path: PathBuf,
+    ) -> Self {
+        Entry { rep, identity, body, file, path, checked: AtomicU64::new(ticks()) }
     }
 
     fn fresh(&self, now: u64) -> bool {
@@ -190,7 +207,7 @@ mod tests {
             whole: http::HeaderMap::new(),
             len: meta.len(),
         };
-        Entry::new(rep, Identity::of(&meta), body, path.to_path_buf())
+        Entry::new(rep, Identity::of(&meta), body, None, path.to_path_buf())
     }
 
     #[test]

@@ -23,21 +23,21 @@ mod conditional;
 mod lookup;
 mod memo;
 mod mime;
+pub mod sendfile;
 mod stream;
 
 use std::ffi::OsString;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-
 use super::body::ResponseBody;
 use crate::config::StaticSpec;
+use bytes::Bytes;
 use conditional::{Conditions, Decision, Validators};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
 use lookup::{Coding, Lookup};
+use sendfile::{Sendable, StaticBody};
 
 /// Bodies up to this size are read with the lookup, in the same blocking
 /// task; larger ones stream in reads of this size.
@@ -82,7 +82,7 @@ impl StaticSite {
         let conditions = Conditions::from_headers(get, req.headers);
         // Only paths that passed every check below were ever stored.
         let answer = match self.memo.usable(req.site_path, codings_key) {
-            Some(hit) => Ok(from_memory(&hit.rep, &hit.body, &conditions)),
+            Some(hit) => Ok(from_memory(&hit, &conditions)),
             None => {
                 let Ok(segs) = lookup::segments(req.site_path, self.spec.allow_dotfiles) else {
                     return text(StatusCode::NOT_FOUND);
@@ -101,9 +101,10 @@ impl StaticSite {
             Answer::File { head, body } => {
                 let body = match body {
                     Body::Empty => ResponseBody::empty(),
-                    Body::Bytes(b) => ResponseBody::full(b),
-                    Body::Stream { file, len } => {
-                        ResponseBody::Boxed { body: UnsyncBoxBody::new(stream::FileBody::new(file, len)) }
+                    Body::Bytes(b, None) => ResponseBody::full(b),
+                    Body::Bytes(b, sendable) => ResponseBody::File { body: StaticBody::memory(b, sendable) },
+                    Body::Stream { file, offset, len } => {
+                        ResponseBody::File { body: StaticBody::file(file, offset, len) }
                     }
                 };
                 let (parts, ()) = head.into_parts();
@@ -184,11 +185,14 @@ impl Representation {
     }
 }
 
-/// The answer from a file's bytes in memory.
-fn from_memory(rep: &Representation, body: &Bytes, conditions: &Conditions) -> Answer {
-    let (head, range) = rep.head(conditions);
+/// The answer from a file's bytes in memory (and its descriptor, if kept).
+fn from_memory(entry: &memo::Entry, conditions: &Conditions) -> Answer {
+    let (head, range) = entry.rep.head(conditions);
     let body = match range {
-        Some((start, count)) => Body::Bytes(body.slice(start as usize..(start + count) as usize)),
+        Some((start, count)) => {
+            let sendable = entry.file.as_ref().map(|f| Sendable { file: Arc::clone(f), offset: start, len: count });
+            Body::Bytes(entry.body.slice(start as usize..(start + count) as usize), sendable)
+        }
         None => Body::Empty,
     };
     Answer::File { head, body }
@@ -212,10 +216,12 @@ enum Answer {
 
 enum Body {
     Empty,
-    Bytes(Bytes),
-    /// The file, positioned at the first byte to send.
+    /// The bytes, and the same as a file range when the file is kept open.
+    Bytes(Bytes, Option<Sendable>),
+    /// The file, whose bytes from `offset` are sent.
     Stream {
-        file: std::fs::File,
+        file: Arc<std::fs::File>,
+        offset: u64,
         len: u64,
     },
 }
@@ -232,28 +238,30 @@ impl Job<'_> {
         let memo = &self.site.memo;
         if let Some(known) = memo.get(self.site_path, self.codings_key).filter(|e| e.identity == identity) {
             known.confirmed();
-            return Ok(from_memory(&known.rep, &known.body, &self.conditions));
+            return Ok(from_memory(&known, &self.conditions));
         }
         let rep = Representation::of(spec, &found)?;
         let found_path = found.path;
         let mut file = found.file;
         if rep.len <= memo::MAX_FILE {
             let body = read_exactly(&mut file, rep.len)?;
-            let answer = from_memory(&rep, &body, &self.conditions);
-            memo.insert(self.site_path, self.codings_key, memo::Entry::new(rep, identity, body, found_path));
+            let file = (rep.len >= memo::KEEP_OPEN_FROM).then(|| Arc::new(file));
+            let entry = memo::Entry::new(rep, identity, body, file, found_path);
+            let answer = from_memory(&entry, &self.conditions);
+            memo.insert(self.site_path, self.codings_key, entry);
             return Ok(answer);
         }
         let (head, range) = rep.head(&self.conditions);
         let Some((start, count)) = range else {
             return Ok(Answer::File { head, body: Body::Empty });
         };
-        if start > 0 {
-            file.seek(SeekFrom::Start(start))?;
-        }
         if count <= CHUNK as u64 {
-            return Ok(Answer::File { head, body: Body::Bytes(read_exactly(&mut file, count)?) });
+            if start > 0 {
+                file.seek(SeekFrom::Start(start))?;
+            }
+            return Ok(Answer::File { head, body: Body::Bytes(read_exactly(&mut file, count)?, None) });
         }
-        Ok(Answer::File { head, body: Body::Stream { file, len: count } })
+        Ok(Answer::File { head, body: Body::Stream { file: Arc::new(file), offset: start, len: count } })
     }
 }
 

@@ -11,8 +11,10 @@
 //! belong on local disks.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -21,15 +23,24 @@ use http_body::{Body, Frame, SizeHint};
 use super::super::body::BoxError;
 use super::CHUNK;
 
-/// `left` bytes of a file from its current position.
+/// `left` bytes of a file from `offset` (read with `pread`, so the file
+/// may be shared).
 pub(super) struct FileBody {
-    file: File,
+    file: Arc<File>,
+    offset: u64,
     left: u64,
+    /// Whether a frame was given out.
+    started: bool,
 }
 
 impl FileBody {
-    pub(super) fn new(file: File, len: u64) -> Self {
-        FileBody { file, left: len }
+    pub(super) fn new(file: Arc<File>, offset: u64, len: u64) -> Self {
+        FileBody { file, offset, left: len, started: false }
+    }
+
+    /// Whether nothing was read yet.
+    pub(super) fn untouched(&self) -> bool {
+        !self.started
     }
 }
 
@@ -41,11 +52,12 @@ impl Body for FileBody {
         if self.left == 0 {
             return Poll::Ready(None);
         }
+        self.started = true;
         let want = self.left.min(CHUNK as u64) as usize;
         let mut buf = BytesMut::zeroed(want);
         let mut filled = 0;
         while filled < want {
-            match self.file.read(&mut buf[filled..]) {
+            match self.file.read_at(&mut buf[filled..], self.offset + filled as u64) {
                 // The file shrank under us: end with an error, so the
                 // client sees a truncated answer rather than waiting for
                 // bytes its Content-Length still promises.
@@ -66,6 +78,7 @@ impl Body for FileBody {
             }
         }
         self.left -= want as u64;
+        self.offset += want as u64;
         Poll::Ready(Some(Ok(Frame::data(buf.freeze()))))
     }
 

@@ -9,7 +9,7 @@ async fn a_file_comes_out_whole_in_chunk_sized_frames() {
     f.write_all(&data).unwrap();
     use std::io::Seek;
     f.seek(io::SeekFrom::Start(0)).unwrap();
-    let mut body = FileBody::new(f, data.len() as u64);
+    let mut body = FileBody::new(std::sync::Arc::new(f), 0, data.len() as u64);
     let mut sizes = Vec::new();
     let mut got = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -27,7 +27,7 @@ async fn a_file_shorter_than_announced_ends_with_an_error() {
     f.write_all(b"short").unwrap();
     use std::io::Seek;
     f.seek(io::SeekFrom::Start(0)).unwrap();
-    let mut body = FileBody::new(f, 10);
+    let mut body = FileBody::new(std::sync::Arc::new(f), 0, 10);
     assert!(body.frame().await.unwrap().is_err());
     assert!(body.is_end_stream());
 }
