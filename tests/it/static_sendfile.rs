@@ -99,6 +99,9 @@ async fn answer<S: AsyncRead + Unpin>(s: &mut S, pending: &mut Vec<u8>) -> (u16,
     let head = String::from_utf8_lossy(&pending[..head_end]).into_owned();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     pending.drain(..head_end);
+    if status == 304 {
+        return (status, head, Vec::new());
+    }
     let len = head.lines().find_map(|l| {
         l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())
     });
@@ -282,6 +285,35 @@ async fn tls_http2_gzip_and_cached_answers_keep_their_bytes_exact() {
     let got = exchange(&mut c, &[request("gz.test", "/big.txt", "")]).await;
     assert_exact("identity big.txt", &got[0].2, &s.txt);
     assert_eq!(sent_by_sendfile(&s.p).await - before, s.txt.len() as u64);
+}
+
+#[tokio::test]
+async fn head_and_304_answers_send_no_file() {
+    let s = site();
+    let before = sent_by_sendfile(&s.p).await;
+    let mut c = TcpStream::connect(s.p.http).await.unwrap();
+    let got = exchange(&mut c, &[request("plain.test", "/mid.bin", "")]).await;
+    let etag = got[0].1.lines().find_map(|l| l.strip_prefix("etag: ")).expect("an etag").trim().to_string();
+    let sent = sent_by_sendfile(&s.p).await;
+    assert_eq!(sent - before, s.mid.len() as u64);
+    // A HEAD: the head only (its Content-Length announces the file), then
+    // a GET on the same connection answers in full.
+    c.write_all(b"HEAD /big.bin HTTP/1.1\r\nHost: plain.test\r\n\r\n").await.unwrap();
+    let mut pending = Vec::new();
+    let mut buf = vec![0; 4096];
+    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), c.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0);
+        pending.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&pending).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "bytes after a HEAD answer: {head}");
+    let got = exchange(&mut c, &[request("plain.test", "/mid.bin", &format!("If-None-Match: {etag}\r\n"))]).await;
+    assert_eq!(got[0].0, 304);
+    assert_eq!(sent_by_sendfile(&s.p).await, sent, "HEAD and 304 send no file");
+    let got = exchange(&mut c, &[request("plain.test", "/big.bin", "")]).await;
+    assert_exact("after HEAD and 304", &got[0].2, &s.big);
 }
 
 fn gunzip(data: &[u8]) -> Vec<u8> {
