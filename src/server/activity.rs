@@ -23,6 +23,10 @@ pub use watch::Watched;
 /// answer is on its way (see [`Activity::defer_eof_check`]).
 const EOF_CHECK_AFTER: Millis = 25;
 
+/// How near a stopped watcher's deadline is left to fire rather than
+/// cancelled (see [`Activity::cancel_watcher_deadline`]).
+const KEEP_NEAR_DEADLINE: Millis = 2 * EOF_CHECK_AFTER;
+
 /// Whether a connection has moved bytes lately, and whether a request is
 /// being handled on it; together they say whether it is idle. Reads and
 /// writes stamp the time from the shared coarse clock (one atomic load, no
@@ -205,9 +209,13 @@ impl Activity {
     }
 
     /// Forget the watcher's deadline (it stopped).
+    /// A deadline within [`KEEP_NEAR_DEADLINE`] is left to fire (it wakes
+    /// nobody then): cancelling it would cost a connection that ends before
+    /// it (most one-request connections, whose held departed-client read
+    /// set one) more than the entry costs while it waits.
     fn cancel_watcher_deadline(&self) {
         let pending = self.wake_at.swap(NEVER, Ordering::Relaxed);
-        if pending != NEVER {
+        if pending != NEVER && pending > self.clock.now().saturating_add(KEEP_NEAR_DEADLINE) {
             self.clock.cancel(Entry { at: pending, id: self.wake_entry.load(Ordering::Relaxed) });
         }
     }

@@ -42,8 +42,10 @@ pub enum ServerError {
 }
 
 /// How coarse connection deadlines are: each fires within this after its
-/// time (see `deadlines.rs`).
-const DEADLINE_RESOLUTION: Duration = Duration::from_millis(10);
+/// time (see `deadlines.rs`). The grain of [`lifecycle::PARK_AFTER`] and of
+/// the held departed-client read: a finer one would wake the process more
+/// often for nothing those need.
+const DEADLINE_RESOLUTION: Duration = lifecycle::PARK_AFTER;
 
 /// What the accept loops share.
 #[derive(Clone)]
