@@ -73,6 +73,12 @@ impl Deadlines {
         self.now.load(Ordering::Relaxed)
     }
 
+    /// How far the coarse clock may lag behind the present, and so how
+    /// much earlier than it says a stamp taken from it may be.
+    pub fn resolution(&self) -> Millis {
+        Millis::try_from(self.resolution.as_millis()).unwrap_or(NEVER)
+    }
+
     /// `t` on this clock.
     pub fn at(&self, t: Instant) -> Millis {
         Millis::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(NEVER)

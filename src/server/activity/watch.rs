@@ -41,7 +41,7 @@ struct Limits {
 impl Activity {
     /// Watch a busy HTTP/1.1 connection. With `park`, resolves with
     /// [`Watched::Rested`] once it has been at rest, moving no bytes, for
-    /// [`PARK_AFTER`]. Resolves with [`Watched::HeaderTimeout`] once a
+    /// [`PARK_AFTER`] (to two ticks later). Resolves with [`Watched::HeaderTimeout`] once a
     /// request head has been arriving for `header_timeout` without
     /// completing, however its bytes trickle in; with [`Watched::Idle`]
     /// once nothing has moved, and no request been in progress, for
@@ -65,7 +65,9 @@ impl Activity {
         self.header_limit.store(limits.header, Ordering::Relaxed);
         self.first_head_by.store(limits.first_head_by.unwrap_or(NEVER), Ordering::Relaxed);
         self.idle_limit.store(limits.idle, Ordering::Relaxed);
-        self.rest_limit.store(millis(PARK_AFTER), Ordering::Relaxed);
+        // Quiet for a whole PARK_AFTER however stale the stamp was: a
+        // connection between two requests of a busy client must not park.
+        self.rest_limit.store(millis(PARK_AFTER).saturating_add(self.clock.resolution()), Ordering::Relaxed);
         self.parks.store(park, Ordering::Relaxed);
         let _watching = Watching::start(self);
         // Rest and idleness are measured from the watcher's start.
@@ -107,7 +109,8 @@ impl Activity {
             now >= at
         };
         let last_moved = self.last_moved.load(Ordering::Relaxed);
-        if limits.park && self.at_rest() && due(last_moved.saturating_add(millis(PARK_AFTER))) {
+        let rest = self.rest_limit.load(Ordering::Relaxed);
+        if limits.park && self.at_rest() && due(last_moved.saturating_add(rest)) {
             return Ok(Watched::Rested);
         }
         if self.write_blocked.load(Ordering::Relaxed) {
