@@ -181,11 +181,17 @@ mod tests {
         (Arc::clone(&flag), Waker::from(flag))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_deadline_wakes_its_owner_within_a_tick_after_it_and_not_before() {
+    /// A clock with its task running, the token that stops it, and the task.
+    fn running() -> (Arc<Deadlines>, CancellationToken, tokio::task::JoinHandle<()>) {
         let deadlines = Deadlines::new(RESOLUTION);
         let stop = CancellationToken::new();
         let run = tokio::spawn(Arc::clone(&deadlines).run(stop.clone()));
+        (deadlines, stop, run)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_wakes_its_owner_within_a_tick_after_it_and_not_before() {
+        let (deadlines, stop, run) = running();
         let serving = deadlines.serving();
         let (early, early_waker) = flag();
         let (late, late_waker) = flag();
@@ -209,9 +215,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_clock_sleeps_while_nothing_is_served_and_is_current_once_something_is() {
-        let deadlines = Deadlines::new(RESOLUTION);
-        let stop = CancellationToken::new();
-        let run = tokio::spawn(Arc::clone(&deadlines).run(stop.clone()));
+        let (deadlines, stop, run) = running();
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(deadlines.now(), 0, "the clock ticked with nothing served");
         let serving = deadlines.serving();
@@ -227,9 +231,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn on_shutdown_the_clock_ticks_until_the_last_connection_is_gone() {
-        let deadlines = Deadlines::new(RESOLUTION);
-        let stop = CancellationToken::new();
-        let run = tokio::spawn(Arc::clone(&deadlines).run(stop.clone()));
+        let (deadlines, stop, run) = running();
         let serving = deadlines.serving();
         stop.cancel();
         let (woken, waker) = flag();

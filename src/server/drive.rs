@@ -93,7 +93,7 @@ pub(super) async fn drive<C: HttpConn>(
 ) -> Option<Pin<Box<C>>> {
     let park = http1.is_some_and(|w| w.park);
     let conn_gate = Gate::new();
-    // The watchers (clock, drain signal, timers) are polled only when one of
+    // The watchers (deadlines, drain signal, timers) are polled only when one of
     // them was woken, not at every read and write of the connection: polling
     // them each time cost 3.5% of a keep-alive request's instructions.
     let watch_gate = Gate::new();

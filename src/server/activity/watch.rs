@@ -157,3 +157,6 @@ impl Drop for Watching<'_> {
         self.0.eof_check_due();
     }
 }
+
+#[cfg(test)]
+mod tests;
