@@ -161,12 +161,20 @@ impl Activity {
         if self.requests.load(Ordering::Relaxed) == 0 {
             self.head_began.store(now, Ordering::Relaxed);
             if self.watched.load(Ordering::Relaxed) {
-                let mut by = now.saturating_add(self.header_limit.load(Ordering::Relaxed));
-                if self.begun() == 0 {
-                    by = by.min(self.first_head_by.load(Ordering::Relaxed));
-                }
-                self.wake_watcher_at(by);
+                self.wake_watcher_at(self.head_due_by(now));
             }
+        }
+    }
+
+    /// When a request head that began at `began` must be whole: within
+    /// `client_header_timeout`, and a new connection's first head by the
+    /// time its first bytes (or its handshake) set.
+    fn head_due_by(&self, began: Millis) -> Millis {
+        let by = began.saturating_add(self.header_limit.load(Ordering::Relaxed));
+        if self.begun() == 0 {
+            by.min(self.first_head_by.load(Ordering::Relaxed))
+        } else {
+            by
         }
     }
 

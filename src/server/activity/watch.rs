@@ -30,14 +30,6 @@ pub enum Watched {
     SendStalled,
 }
 
-/// What a watcher enforces, on the clock's scale.
-struct Limits {
-    park: bool,
-    header: Millis,
-    idle: Millis,
-    first_head_by: Option<Millis>,
-}
-
 impl Activity {
     /// Watch a busy HTTP/1.1 connection. With `park`, resolves with
     /// [`Watched::Rested`] once it has been at rest, moving no bytes, for
@@ -56,15 +48,11 @@ impl Activity {
         first_head_by: Option<tokio::time::Instant>,
     ) -> Watched {
         let _serving = self.clock.serving();
-        let limits = Limits {
-            park,
-            header: millis(header_timeout),
-            idle: millis(idle_timeout),
-            first_head_by: first_head_by.map(|by| self.clock.at(by)),
-        };
-        self.header_limit.store(limits.header, Ordering::Relaxed);
-        self.first_head_by.store(limits.first_head_by.unwrap_or(NEVER), Ordering::Relaxed);
-        self.idle_limit.store(limits.idle, Ordering::Relaxed);
+        // Kept in the activity, where the events that start a deadline
+        // read them too.
+        self.header_limit.store(millis(header_timeout), Ordering::Relaxed);
+        self.first_head_by.store(first_head_by.map_or(NEVER, |by| self.clock.at(by)), Ordering::Relaxed);
+        self.idle_limit.store(millis(idle_timeout), Ordering::Relaxed);
         // Quiet for a whole PARK_AFTER however stale the stamp was: a
         // connection between two requests of a busy client must not park.
         self.rest_limit.store(millis(PARK_AFTER).saturating_add(self.clock.resolution()), Ordering::Relaxed);
@@ -79,7 +67,7 @@ impl Activity {
                 // The deadline that woke us is spent.
                 self.wake_at.store(NEVER, Ordering::Relaxed);
             }
-            match self.verdict(now, &limits) {
+            match self.verdict(now) {
                 Ok(watched) => Poll::Ready(watched),
                 Err(next) => {
                     if next != NEVER {
@@ -94,7 +82,7 @@ impl Activity {
 
     /// What the connection's state says at `now`: a reason to stop
     /// watching it, or when to look again.
-    fn verdict(&self, now: Millis, limits: &Limits) -> Result<Watched, Millis> {
+    fn verdict(&self, now: Millis) -> Result<Watched, Millis> {
         let mut next = NEVER;
         if self.eof_check.load(Ordering::SeqCst) == EOF_CHECK_WAITING {
             let at = self.eof_check_at.load(Ordering::SeqCst);
@@ -109,29 +97,22 @@ impl Activity {
             now >= at
         };
         let last_moved = self.last_moved.load(Ordering::Relaxed);
+        let idle = self.idle_limit.load(Ordering::Relaxed);
         let rest = self.rest_limit.load(Ordering::Relaxed);
-        if limits.park && self.at_rest() && due(last_moved.saturating_add(rest)) {
+        if self.parks.load(Ordering::Relaxed) && self.at_rest() && due(last_moved.saturating_add(rest)) {
             return Ok(Watched::Rested);
         }
         if self.write_blocked.load(Ordering::Relaxed) {
             let progress = self.last_wrote.load(Ordering::Relaxed).max(self.blocked_since.load(Ordering::Relaxed));
-            if due(progress.saturating_add(limits.idle)) {
+            if due(progress.saturating_add(idle)) {
                 return Ok(Watched::SendStalled);
             }
         }
-        if self.requests.load(Ordering::Relaxed) == 0 && due(last_moved.saturating_add(limits.idle)) {
+        if self.requests.load(Ordering::Relaxed) == 0 && due(last_moved.saturating_add(idle)) {
             return Ok(Watched::Idle);
         }
-        if self.reading_head() {
-            let mut by = self.head_began.load(Ordering::Relaxed).saturating_add(limits.header);
-            // A new connection's first head: `client_header_timeout` ran
-            // from its first bytes (or its handshake).
-            if self.begun() == 0 {
-                by = by.min(limits.first_head_by.unwrap_or(NEVER));
-            }
-            if due(by) {
-                return Ok(Watched::HeaderTimeout);
-            }
+        if self.reading_head() && due(self.head_due_by(self.head_began.load(Ordering::Relaxed))) {
+            return Ok(Watched::HeaderTimeout);
         }
         Err(next)
     }
