@@ -265,7 +265,7 @@ impl Wire {
                         self.state = BodyState::Done;
                         continue;
                     }
-                    Decoded::NeedMore => READ_CHUNK,
+                    Decoded::NeedMore => decoder.read_hint(),
                 },
                 BodyState::UntilClose => {
                     if !buf.is_empty() {

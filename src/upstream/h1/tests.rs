@@ -264,6 +264,22 @@ fn chunked_bodies_decode_however_they_are_split() {
 }
 
 #[test]
+fn the_whole_chunks_of_one_read_leave_as_one_frame() {
+    let mut d = ChunkedDecoder::default();
+    let mut buf = BytesMut::from("5\r\nhello\r\n6;ext=1\r\n world\r\n3\r\n!!!\r\n4\r\nmo");
+    assert_eq!(d.decode(&mut buf), Ok(Decoded::Data(Bytes::from_static(b"hello world!!!mo"))));
+    assert!(buf.is_empty());
+    buf.extend_from_slice(b"re\r\n0\r\n\r\n");
+    assert_eq!(d.decode(&mut buf), Ok(Decoded::Data(Bytes::from_static(b"re"))));
+    assert_eq!(d.decode(&mut buf), Ok(Decoded::Done));
+    // A malformed size line after good chunks: their data first, then the error.
+    let mut d = ChunkedDecoder::default();
+    let mut buf = BytesMut::from("5\r\nhello\r\nzz\r\nmore");
+    assert_eq!(d.decode(&mut buf), Ok(Decoded::Data(Bytes::from_static(b"hello"))));
+    assert_eq!(d.decode(&mut buf), Err(ProtocolError::BadChunk));
+}
+
+#[test]
 fn malformed_chunks_are_errors() {
     for bad in ["x\r\n", "5\r\nhelloXX", "11111111111111111\r\n", "5z\r\n"] {
         assert_eq!(decode_all(&[bad]).unwrap_err(), ProtocolError::BadChunk, "{bad:?}");
