@@ -232,7 +232,7 @@ impl Activity {
 
     /// Nothing is in progress on the connection: no request being read or
     /// answered, nothing left to send.
-    fn at_rest(&self) -> bool {
+    pub(in crate::server) fn at_rest(&self) -> bool {
         self.requests.load(Ordering::Relaxed) == 0
             && !self.write_blocked.load(Ordering::Relaxed)
             && !self.read_since_response.load(Ordering::Relaxed)

@@ -168,7 +168,28 @@ pub(super) async fn drive<C: HttpConn>(
         };
         match event {
             Event::Ended => return None,
-            Event::Watched(Watched::Rested) => return Some(conn),
+            Event::Watched(Watched::Rested) => {
+                // The watcher judges by the connection's stamps, not by its
+                // socket: in a busy process the client's next request may
+                // already wait there, sent while this task waited its turn
+                // (its deadline and its socket then wake it together). Read
+                // it first: parking now would only come straight back, with
+                // a trip through the lot's poller and a fresh task.
+                let polled = std::future::poll_fn(|cx| {
+                    conn_gate.register(cx);
+                    Poll::Ready(conn.as_mut().poll(&mut conn_gate.context()))
+                })
+                .await;
+                if let Poll::Ready(res) = polled {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return None;
+                }
+                if ctx.activity.at_rest() {
+                    return Some(conn);
+                }
+            }
             Event::Watched(Watched::SendStalled) => {
                 tracing::debug!("the client read nothing of the answer for idle_timeout; closing");
                 return None;

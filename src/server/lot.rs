@@ -128,6 +128,7 @@ impl ParkingLot {
             return;
         }
         entry.insert(Parked { stream, peer, slot, expires });
+        tracing::trace!(%peer, "parked");
     }
 
     /// Whether the lot takes connections (it stops on shutdown, or if its

@@ -132,6 +132,36 @@ async fn answers_that_pause_or_a_client_that_reads_slowly_are_never_cut() {
 }
 
 #[tokio::test]
+async fn a_request_waiting_when_its_connection_comes_to_rest_is_read_without_parking() {
+    let up = echo().await;
+    let p = Proxy::start_in_env(
+        tempfile::tempdir().unwrap(),
+        &config(up.addr, ""),
+        &[("RUST_LOG", "info,rampart::server::lot=trace")],
+    );
+    let pid = p.child.id() as libc::pid_t;
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let mut pending = Vec::new();
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    read_response(&mut s, &mut pending).await;
+    // Stopped right after the answer, long before the connection could
+    // rest, the proxy gets the next request while it cannot read it; when
+    // it goes on, the connection's rest is due and its request waits, as
+    // for a busy proxy whose connection tasks wait their turn.
+    // SAFETY: signals to the proxy's own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    s.write_all(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::time::sleep(REST).await;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_eq!(read_response(&mut s, &mut pending).await.1, b"GET /2 0");
+    // Closed at once, before it could rest after this answer.
+    drop(s);
+    tokio::time::sleep(REST).await;
+    let parked = p.stderr.lock().unwrap().iter().filter(|l| l.contains("\"parked\"")).count();
+    assert_eq!(parked, 0, "a connection with its next request waiting went to the parking lot");
+}
+
+#[tokio::test]
 async fn a_resting_connection_lives_for_the_idle_timeout_not_the_header_timeout() {
     let up = echo().await;
     let p = Proxy::start(&config(up.addr, "client_header_timeout = \"300ms\"\nidle_timeout = \"1500ms\""));
