@@ -209,8 +209,20 @@ impl Store {
     /// holds one for this request (its variant, under `Vary`). `None` says
     /// nothing about the disk tier.
     pub fn lookup_memory(&self, primary: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
+        self.lookup_memory_unless(primary, req, |_| false)
+    }
+
+    /// As [`Self::lookup_memory`], but `None` for a response that varies on
+    /// a header `unsettled` names (one whose value in `req` is not final).
+    pub fn lookup_memory_unless(
+        &self,
+        primary: &str,
+        req: &HeaderMap,
+        unsettled: impl Fn(&HeaderName) -> bool,
+    ) -> Option<Arc<Entry>> {
         match self.get(primary)? {
             Slot::Object(e) => Some(e),
+            Slot::Variants(m) if m.names.iter().any(&unsettled) => None,
             Slot::Variants(m) => match self.get(&variant_key(primary, &m.names, req))? {
                 Slot::Object(e) if e.stored >= m.created => Some(e),
                 _ => None,

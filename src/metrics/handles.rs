@@ -7,7 +7,7 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::{method_label, Metrics, Name, RequestLabels, RouteLabels, UpstreamCodeLabels};
+use super::{method_label, CacheLabels, Metrics, Name, RequestLabels, RouteLabels, UpstreamCodeLabels};
 
 /// A small lock-free cache of counter handles keyed by a small integer
 /// (method and status code), so the request path skips the family's lock
@@ -51,11 +51,17 @@ pub struct RouteMetrics {
     pub name: Name,
     requests: CounterCache,
     duration: std::sync::OnceLock<Histogram>,
+    cache_hits: std::sync::OnceLock<Counter>,
 }
 
 impl RouteMetrics {
     pub fn new(name: Arc<str>) -> Self {
-        RouteMetrics { name: Name(name), requests: CounterCache::default(), duration: std::sync::OnceLock::new() }
+        RouteMetrics {
+            name: Name(name),
+            requests: CounterCache::default(),
+            duration: std::sync::OnceLock::new(),
+            cache_hits: std::sync::OnceLock::new(),
+        }
     }
 
     /// Count one answered request and its duration.
@@ -68,6 +74,17 @@ impl RouteMetrics {
         self.duration
             .get_or_init(|| m.http_request_duration.get_or_create(&RouteLabels { route: self.name.clone() }).clone())
             .observe(seconds);
+    }
+}
+
+impl RouteMetrics {
+    /// Count one fresh cache hit (`rampart_cache_requests_total{result="hit"}`).
+    pub fn cache_hit(&self, m: &Metrics) {
+        self.cache_hits
+            .get_or_init(|| {
+                m.cache_requests.get_or_create(&CacheLabels { route: self.name.clone(), result: "hit" }).clone()
+            })
+            .inc();
     }
 }
 

@@ -39,6 +39,9 @@ impl Chain {
     ) -> (ResponsePhases<'a>, Option<Response<ResponseBody>>) {
         let mut owed = ResponsePhases::default();
         for m in &self.0 {
+            if m.reads_forwarding() {
+                ctx.forwarding.apply(req.headers_mut());
+            }
             let flow = match m.on_request(req, ctx) {
                 Step::Ready(flow) => flow,
                 Step::Wait(wait) => wait.await,

@@ -13,6 +13,17 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 
 pub use crate::config::parse_cidrs;
 
+/// Whether the proxy sets or removes the header `name` (lowercase) on its
+/// way upstream: `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, and
+/// `X-Original-URL` / `X-Rewrite-URL` (removed from untrusted clients).
+pub fn set_by_forwarding(name: &str) -> bool {
+    name == "forwarded"
+        || name.starts_with("x-forwarded-")
+        || name == "x-real-ip"
+        || name == "x-original-url"
+        || name == "x-rewrite-url"
+}
+
 pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = canonical(ip);
     nets.iter().any(|n| n.contains(&ip))

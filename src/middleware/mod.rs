@@ -35,15 +35,16 @@ use std::any::Any;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 
 use crate::body::{RequestBody, ResponseBody};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 
 pub use chain::{Chain, ResponsePhases};
-pub use client_ip::X_FORWARDED_FOR;
+pub use client_ip::{set_by_forwarding, X_FORWARDED_FOR};
 pub use rate_limit::{OnStoreError, RateLimit};
 pub use registry::{compile, Compiled, Env};
 
@@ -72,6 +73,14 @@ pub trait Middleware: AsAny + Send + Sync + std::fmt::Debug {
     /// file. Others keep their state (rate-limit buckets) across reloads.
     fn reads_files(&self) -> bool {
         false
+    }
+
+    /// Whether the request phase may read the headers [`Forwarding`] adds
+    /// or removes: the chain adds them before such an item runs. An item
+    /// that says no (the cache, whose fresh hits need none of them) adds
+    /// them itself, through `ctx.forwarding`, before it reads them.
+    fn reads_forwarding(&self) -> bool {
+        true
     }
 }
 
@@ -157,6 +166,8 @@ pub struct Ctx<'a> {
     /// For the middleware's own counters (`rampart_ratelimit_rejected_total`).
     pub metrics: &'a Metrics,
     pub route: &'a Arc<str>,
+    /// The route's own metric handles (a fresh cache hit's counter).
+    pub route_metrics: &'a RouteMetrics,
     pub peer: IpAddr,
     pub tls: bool,
     /// The route's upstream, the path and query sent to it, and whether the
@@ -164,6 +175,42 @@ pub struct Ctx<'a> {
     pub pool: &'a Arc<crate::upstream::Pool>,
     pub upstream_pq: &'a http::uri::PathAndQuery,
     pub preserve_host: bool,
+    pub forwarding: Forwarding<'a>,
+}
+
+/// The request's forwarding headers (`X-Forwarded-*` and `X-Real-IP` set,
+/// what an untrusted client claimed removed), which only the upstream and
+/// the middleware that read them need: added once, before the first item
+/// whose request phase may read them runs ([`Middleware::reads_forwarding`])
+/// or before the request goes upstream, so an answer made without them (a
+/// static file, a fresh cache hit) never pays for them.
+pub struct Forwarding<'a> {
+    add: &'a (dyn Fn(&mut HeaderMap) + Sync),
+    added: AtomicBool,
+}
+
+impl<'a> Forwarding<'a> {
+    pub fn new(add: &'a (dyn Fn(&mut HeaderMap) + Sync)) -> Self {
+        Forwarding { add, added: AtomicBool::new(false) }
+    }
+
+    /// Headers that are already as they will go upstream.
+    pub fn done() -> Self {
+        Forwarding { add: &|_| {}, added: AtomicBool::new(true) }
+    }
+
+    /// Add them to `headers`, unless that was done.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        // One task holds the request: no other thread races this.
+        if !self.added.load(Ordering::Relaxed) {
+            self.added.store(true, Ordering::Relaxed);
+            (self.add)(headers);
+        }
+    }
+
+    pub fn added(&self) -> bool {
+        self.added.load(Ordering::Relaxed)
+    }
 }
 
 /// A constructor's answer when handed another type's definition (the

@@ -34,11 +34,13 @@ async fn run(s: &Snapshot) -> (Request<RequestBody>, usize, Response<ResponseBod
     let ctx = Ctx {
         metrics: &metrics,
         route: &route.name,
+        route_metrics: &route.metrics,
         peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
         tls: false,
         pool: &route.pool,
         upstream_pq: &pq,
         preserve_host: true,
+        forwarding: super::Forwarding::done(),
     };
     let mut req = Request::builder().uri("/").body(RequestBody::empty()).unwrap();
     let (owed, early) = route.middleware.on_request(&mut req, &ctx).await;

@@ -16,19 +16,19 @@ mod upgrade;
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::Either;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use crate::body::{RequestBody, ResponseBody};
-use crate::middleware::Ctx;
+use crate::middleware::{Ctx, Forwarding};
 use crate::router::{canonical_path, without_parameters};
 use crate::state::Route;
 use crate::upstream::FileRequest;
@@ -114,8 +114,11 @@ struct Routed {
     upstream_pq: PathAndQuery,
     /// The protocol the client asked to switch to, and its side of the switch.
     upgrade: Option<(HeaderValue, OnUpgrade, Arc<ConnInfo>)>,
-    peer: IpAddr,
-    tls: bool,
+    /// The client connection and the host routed by, for the forwarding
+    /// headers ([`add_forwarding`]), and whether the client is a trusted proxy.
+    conn: Arc<ConnInfo>,
+    host: HeaderValue,
+    trusted: bool,
 }
 
 /// The synchronous part: request id, redirect to HTTPS, routing and header
@@ -183,22 +186,26 @@ fn route(
 
     let upstream_pq = upstream_path(&req, &route, found.prefix_len).map_err(|e| e.response())?;
     let trusted = crate::middleware::client_ip::contains(&snapshot.config.server.trusted_proxies, conn.peer.ip());
-    let client_upgrade = rewrite_request_headers(&mut req, &host, conn, trusted);
+    let client_upgrade = strip_connection_headers(&mut req);
     let mut req = req.map(RequestBody::from);
     let upgrade = client_upgrade.map(|proto| (proto, hyper::upgrade::on(&mut req), Arc::clone(conn)));
-    Ok(Routed { req, route, upstream_pq, upgrade, peer: conn.peer.ip(), tls: conn.tls })
+    Ok(Routed { req, route, upstream_pq, upgrade, conn: Arc::clone(conn), host, trusted })
 }
 
 /// The awaiting part: the route's middleware, then the upstream.
 async fn forward(app: &Shared, r: &mut Routed, ex: &mut Exchange) -> Response<ResponseBody> {
+    let (conn, host, trusted) = (&r.conn, &r.host, r.trusted);
+    let add = move |headers: &mut HeaderMap| add_forwarding(headers, host, conn, trusted);
     let ctx = Ctx {
         metrics: &app.metrics,
         route: &r.route.name,
-        peer: r.peer,
-        tls: r.tls,
+        route_metrics: &r.route.metrics,
+        peer: conn.peer.ip(),
+        tls: conn.tls,
         pool: &r.route.pool,
         upstream_pq: &r.upstream_pq,
         preserve_host: r.route.preserve_host,
+        forwarding: Forwarding::new(&add),
     };
     // The response phases owed: each item's own state, handed back below.
     let (owed, early) = r.route.middleware.on_request(&mut r.req, &ctx).await;
@@ -216,6 +223,7 @@ async fn forward(app: &Shared, r: &mut Routed, ex: &mut Exchange) -> Response<Re
         let resp = files.serve(req).await;
         return owed.on_response(resp);
     }
+    ctx.forwarding.apply(r.req.headers_mut());
     if !r.route.preserve_host {
         r.req.headers_mut().remove(header::HOST);
     }
@@ -290,29 +298,30 @@ fn set_path(req: &mut Request<Incoming>, path: &str) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Strip hop-by-hop headers and add the forwarding ones (`Host` is already
-/// the request's host: see [`host::request_host`]).
+/// Strip hop-by-hop headers (`Host` is already the request's host: see
+/// [`host::request_host`]). Every request's middleware and answer see them
+/// gone; the forwarding headers come later, when needed ([`Forwarding`]).
 /// Returns the requested upgrade protocol, if any.
-fn rewrite_request_headers(
-    req: &mut Request<Incoming>,
-    host: &HeaderValue,
-    conn: &ConnInfo,
-    trusted: bool,
-) -> Option<HeaderValue> {
+fn strip_connection_headers(req: &mut Request<Incoming>) -> Option<HeaderValue> {
     let is_h1 = req.version() <= Version::HTTP_11;
     let headers = req.headers_mut();
     // WebSocket only, as nginx's usual `Upgrade $http_upgrade` setup and
     // Traefik do: other upgrades (h2c, TLS) go out as plain requests.
     let upgrade = strip_hop_by_hop(headers)
         .filter(|proto| is_h1 && proto.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"));
-    if !trusted {
-        strip_untrusted_forwarding(headers);
-    }
-    let proto = if conn.tls { "https" } else { "http" };
-    add_forwarded(headers, &Forwarded { host_header: host, client_ip: &conn.ip_header, proto, trusted });
     if let Some(proto) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());
     }
     upgrade
+}
+
+/// The forwarding headers: what an untrusted client claimed removed, then
+/// `X-Forwarded-For`, `-Proto`, `-Host` and `X-Real-IP` set.
+fn add_forwarding(headers: &mut HeaderMap, host: &HeaderValue, conn: &ConnInfo, trusted: bool) {
+    if !trusted {
+        strip_untrusted_forwarding(headers);
+    }
+    let proto = if conn.tls { "https" } else { "http" };
+    add_forwarded(headers, &Forwarded { host_header: host, client_ip: &conn.ip_header, proto, trusted });
 }

@@ -17,6 +17,7 @@ mod acme;
 mod balancing;
 mod cache;
 mod cache_conformance;
+mod cache_forwarding;
 mod chaos;
 mod cli;
 mod cluster;

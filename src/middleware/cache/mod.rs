@@ -147,12 +147,19 @@ impl CacheMiddleware {
         if method != Method::GET && method != Method::HEAD {
             return None;
         }
-        let e = self.cache.store.lookup_memory(primary, req.headers())?;
+        // Before the forwarding headers are added (they are not, when this
+        // is the first item that reads them), a response that varies on one
+        // of them is left to the lookup, which looks with them added.
+        let pending = !ctx.forwarding.added();
+        let e = self
+            .cache
+            .store
+            .lookup_memory_unless(primary, req.headers(), |n| pending && super::set_by_forwarding(n.as_str()))?;
         let now = now_secs();
         if !matches!(usable(&e, &CacheControl::parse_request(req.headers()), now), Use::Fresh) {
             return None;
         }
-        Counters { family: ctx.metrics.cache_requests.clone(), route: Name(Arc::clone(ctx.route)) }.count("hit");
+        ctx.route_metrics.cache_hit(ctx.metrics);
         let client = Conditionals::of(req.headers());
         Some(Flow::Answer(respond::from_entry(&e, method, &client, now, respond::hit(&e, now))))
     }
@@ -347,8 +354,17 @@ impl Middleware for CacheMiddleware {
         primary.push_str(pq);
         match self.fresh_hit_in_memory(req, ctx, &primary) {
             Some(answer) => Step::Ready(answer),
-            None => Step::Wait(Box::pin(self.lookup(req, ctx, primary, host))),
+            None => {
+                // The lookup, the lock and what is stored see the request as
+                // the upstream will.
+                ctx.forwarding.apply(req.headers_mut());
+                Step::Wait(Box::pin(self.lookup(req, ctx, primary, host)))
+            }
         }
+    }
+
+    fn reads_forwarding(&self) -> bool {
+        false
     }
 
     fn on_response(&self, resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
