@@ -38,6 +38,11 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use lookup::{Coding, Lookup};
 use sendfile::{Sendable, StaticBody};
+use smallvec::SmallVec;
+
+/// What a client accepts of the precompressed codings, best first: inline,
+/// so a memo hit with `Accept-Encoding` allocates nothing for it.
+type Codings = SmallVec<[Coding; 3]>;
 
 /// Bodies up to this size are read with the lookup, in the same blocking
 /// task; larger ones stream in reads of this size.
@@ -77,7 +82,8 @@ impl StaticSite {
             r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
-        let codings = if self.spec.precompressed { accepted(req.headers.get(header::ACCEPT_ENCODING)) } else { vec![] };
+        let codings =
+            if self.spec.precompressed { accepted(req.headers.get(header::ACCEPT_ENCODING)) } else { Codings::new() };
         let codings_key = Coding::key(&codings);
         let conditions = Conditions::from_headers(get, req.headers);
         // Only paths that passed every check below were ever stored.
@@ -203,7 +209,7 @@ struct Job<'a> {
     site: &'a StaticSite,
     segs: Vec<OsString>,
     site_path: &'a str,
-    codings: Vec<Coding>,
+    codings: Codings,
     codings_key: u8,
     conditions: Conditions,
 }
@@ -278,36 +284,45 @@ fn read_exactly(file: &mut std::fs::File, count: u64) -> io::Result<Bytes> {
 }
 
 /// The codings with a sibling the client accepts, best first: by q-value,
-/// ties in the server's order (br, zstd, gzip).
-fn accepted(accept: Option<&HeaderValue>) -> Vec<Coding> {
-    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else { return Vec::new() };
-    let mut out: Vec<(Coding, f32)> =
-        Coding::ALL.iter().map(|&c| (c, q_value(accept, c.token()))).filter(|&(_, q)| q > 0.0).collect();
+/// ties in the server's order (br, zstd, gzip). One pass over the header:
+/// a coding takes the q-value of the first item naming it, else that of
+/// the last `*`, else 0; only those items' parameters are read.
+fn accepted(accept: Option<&HeaderValue>) -> Codings {
+    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else { return Codings::new() };
+    let mut named: [Option<f32>; 3] = [None; 3];
+    let mut star = None;
+    for item in accept.split(',') {
+        let (name, params) = item.split_once(';').unwrap_or((item, ""));
+        let name = name.trim();
+        if name == "*" {
+            star = Some(q_param(params));
+            continue;
+        }
+        let matches = |c: &Coding| {
+            name.eq_ignore_ascii_case(c.token()) || (matches!(c, Coding::Gzip) && name.eq_ignore_ascii_case("x-gzip"))
+        };
+        if let Some(i) = Coding::ALL.iter().position(matches) {
+            if named[i].is_none() {
+                named[i] = Some(q_param(params));
+            }
+        }
+    }
+    let mut out: SmallVec<[(Coding, f32); 3]> =
+        Coding::ALL.iter().zip(named).map(|(&c, q)| (c, q.or(star).unwrap_or(0.0))).filter(|&(_, q)| q > 0.0).collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1));
     out.into_iter().map(|(c, _)| c).collect()
 }
 
-/// The q-value `accept` gives `coding` (or `*`); 0 when absent.
-fn q_value(accept: &str, coding: &str) -> f32 {
-    let mut star = None;
-    for item in accept.split(',') {
-        let mut parts = item.split(';');
-        let name = parts.next().unwrap_or("").trim();
-        let q = parts
-            .filter_map(|p| {
-                let p = p.trim();
-                p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
-            })
-            .find_map(|v| v.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
-        if name.eq_ignore_ascii_case(coding) || (coding == "gzip" && name.eq_ignore_ascii_case("x-gzip")) {
-            return q;
-        }
-        if name == "*" {
-            star = Some(q);
-        }
-    }
-    star.unwrap_or(0.0)
+/// The `q` of an item's parameters (`;q=0.5`); 1 without one.
+fn q_param(params: &str) -> f32 {
+    params
+        .split(';')
+        .filter_map(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
+        })
+        .find_map(|v| v.trim().parse::<f32>().ok())
+        .unwrap_or(1.0)
 }
 
 /// 301 to the same path with a slash, as nginx answers for a directory.
@@ -359,12 +374,18 @@ mod tests {
 
     #[test]
     fn codings_by_q_value_then_server_order() {
-        let v = |s: &str| accepted(Some(&HeaderValue::from_str(s).unwrap()));
+        let v = |s: &str| accepted(Some(&HeaderValue::from_str(s).unwrap())).to_vec();
         assert_eq!(v("gzip, deflate, br, zstd"), vec![Coding::Br, Coding::Zstd, Coding::Gzip]);
         assert_eq!(v("gzip;q=1, br;q=0.5"), vec![Coding::Gzip, Coding::Br]);
         assert_eq!(v("br;q=0, gzip"), vec![Coding::Gzip]);
         assert_eq!(v("*"), vec![Coding::Br, Coding::Zstd, Coding::Gzip]);
         assert_eq!(v("identity"), vec![]);
-        assert_eq!(accepted(None), vec![]);
+        assert!(accepted(None).is_empty());
+        // The first item naming a coding counts; `*` (the last one) covers
+        // the others; x-gzip is gzip.
+        assert_eq!(v("gzip;q=0.2, gzip;q=0.9, br;q=0.5"), vec![Coding::Br, Coding::Gzip]);
+        assert_eq!(v("br;q=0.3, *;q=0.1, *;q=0.8"), vec![Coding::Zstd, Coding::Gzip, Coding::Br]);
+        assert_eq!(v("x-gzip; Q=0.4"), vec![Coding::Gzip]);
+        assert_eq!(v("zstd;level=3;q=0, *"), vec![Coding::Br, Coding::Gzip]);
     }
 }
