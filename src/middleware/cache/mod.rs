@@ -17,6 +17,7 @@
 
 mod capture;
 mod freshness;
+mod key;
 mod respond;
 mod revalidate;
 
@@ -37,6 +38,7 @@ use crate::cache::{Cache, Settings};
 use crate::config::{MiddlewareSpec, RawMiddleware};
 use crate::metrics::{CacheLabels, Name};
 use freshness::{usable, Use};
+use key::{bare_host, request_host, same_origin_key};
 use respond::Conditionals;
 
 #[derive(Debug)]
@@ -108,24 +110,6 @@ impl Counters {
 
 fn is_safe(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
-}
-
-/// The request's `Host` as the client sent it (or its URI's authority).
-fn request_host(req: &Request<RequestBody>) -> &str {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("")
-}
-
-/// The key's host (lowercase, port kept) without the port.
-fn bare_host(key_host: &str) -> String {
-    if key_host.starts_with('[') {
-        key_host.find(']').map_or(key_host, |i| &key_host[..=i]).to_string()
-    } else {
-        key_host.split(':').next().unwrap_or("").to_string()
-    }
 }
 
 impl CacheMiddleware {
@@ -381,23 +365,6 @@ impl Middleware for CacheMiddleware {
             _ => resp,
         }
     }
-}
-
-/// The cache key of a `Location`/`Content-Location` value when it is on
-/// the same origin as `primary` (a path, or an absolute URL to that origin).
-fn same_origin_key(primary: &str, v: &HeaderValue) -> Option<String> {
-    let v = v.to_str().ok()?.trim();
-    let scheme_end = primary.find("://")? + 3;
-    let origin_end = primary[scheme_end..].find('/').map_or(primary.len(), |i| scheme_end + i);
-    let origin = &primary[..origin_end];
-    if v.starts_with('/') && !v.starts_with("//") {
-        return Some(format!("{origin}{v}"));
-    }
-    let lower = v.to_ascii_lowercase();
-    if lower.starts_with(origin) && lower[origin.len()..].starts_with('/') {
-        return Some(format!("{origin}{}", &v[origin.len()..]));
-    }
-    None
 }
 
 /// A header value from a number.
