@@ -13,15 +13,18 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 
 pub use crate::config::parse_cidrs;
 
+/// Whether `name` (lowercase) is a claim about the request's path through
+/// proxies that an untrusted client may not make: `Forwarded`,
+/// `X-Forwarded-*`, `X-Original-URL`, `X-Rewrite-URL`. The proxy removes
+/// them from such a client's request.
+pub fn untrusted_claim(name: &str) -> bool {
+    name == "forwarded" || name.starts_with("x-forwarded-") || name == "x-original-url" || name == "x-rewrite-url"
+}
+
 /// Whether the proxy sets or removes the header `name` (lowercase) on its
-/// way upstream: `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, and
-/// `X-Original-URL` / `X-Rewrite-URL` (removed from untrusted clients).
+/// way upstream: the [`untrusted_claim`]s and `X-Real-IP`.
 pub fn set_by_forwarding(name: &str) -> bool {
-    name == "forwarded"
-        || name.starts_with("x-forwarded-")
-        || name == "x-real-ip"
-        || name == "x-original-url"
-        || name == "x-rewrite-url"
+    untrusted_claim(name) || name == "x-real-ip"
 }
 
 pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {

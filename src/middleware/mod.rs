@@ -44,7 +44,7 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::metrics::{Metrics, RouteMetrics};
 
 pub use chain::{Chain, ResponsePhases};
-pub use client_ip::{set_by_forwarding, X_FORWARDED_FOR};
+pub use client_ip::{set_by_forwarding, untrusted_claim, X_FORWARDED_FOR};
 pub use rate_limit::{OnStoreError, RateLimit};
 pub use registry::{compile, Compiled, Env};
 

@@ -130,8 +130,7 @@ fn proxy_owned(name: &HeaderName) -> bool {
 /// frameworks route by instead of the path). One pass over the names;
 /// nothing is removed from a request that carries none.
 pub fn strip_untrusted_forwarding(headers: &mut HeaderMap) {
-    let claims =
-        |n: &str| n == "forwarded" || n.starts_with("x-forwarded-") || n == "x-original-url" || n == "x-rewrite-url";
+    let claims = |n: &str| crate::middleware::untrusted_claim(n);
     if !headers.keys().any(|k| claims(k.as_str())) {
         return;
     }
