@@ -212,6 +212,9 @@ pub struct StaticSpec {
     pub precompressed: bool,
     pub follow_symlinks: bool,
     pub allow_dotfiles: bool,
+    /// How long the open-file cache trusts a file after checking its path
+    /// (`upstream::files::memo`); zero: every request checks.
+    pub recheck_after: Duration,
     pub cache_control: Vec<CacheRule>,
 }
 

@@ -186,6 +186,9 @@ pub struct RawUpstream {
     pub follow_symlinks: Option<Spanned<bool>>,
     /// Serve names that start with a dot (`.env`, `.git/`).
     pub allow_dotfiles: Option<Spanned<bool>>,
+    /// How long a file answered from memory is trusted after its path was
+    /// checked (nginx's `open_file_cache_valid`); 0 checks every request.
+    pub recheck_after: Option<HumanDuration>,
     /// `Cache-Control` by path: the first rule that matches applies.
     pub cache_control: Option<Vec<Spanned<RawCacheRule>>>,
     /// How often `{ dns = ... }` servers are looked up again (or their TTL, if shorter).

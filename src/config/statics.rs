@@ -19,11 +19,11 @@ impl Compiler<'_> {
             // With Docker discovery, labels may fill a pool the file only configures.
             if u.servers.is_none() && !self.discovery {
                 self.err(
-                    Some(table),
+                    Some(table.clone()),
                     format!("upstream {name:?} needs `servers` (a proxied upstream) or `static = DIR` (files)"),
                 );
             }
-            self.static_keys_need_static(name, u);
+            self.static_keys_need_static(name, table, u);
             return None;
         };
         if u.servers.is_some() {
@@ -93,11 +93,12 @@ impl Compiler<'_> {
             precompressed: u.precompressed.as_ref().is_none_or(|b| *b.get_ref()),
             follow_symlinks: u.follow_symlinks.as_ref().is_some_and(|b| *b.get_ref()),
             allow_dotfiles: u.allow_dotfiles.as_ref().is_some_and(|b| *b.get_ref()),
+            recheck_after: u.recheck_after.map_or(std::time::Duration::ZERO, |d| d.0),
             cache_control,
         })
     }
 
-    fn static_keys_need_static(&mut self, name: &str, u: &RawUpstream) {
+    fn static_keys_need_static(&mut self, name: &str, table: Range<usize>, u: &RawUpstream) {
         let spans = [
             ("index", u.index.as_ref().map(|s| s.span())),
             ("fallback", u.fallback.as_ref().map(|s| s.span())),
@@ -105,6 +106,8 @@ impl Compiler<'_> {
             ("follow_symlinks", u.follow_symlinks.as_ref().map(|s| s.span())),
             ("allow_dotfiles", u.allow_dotfiles.as_ref().map(|s| s.span())),
             ("cache_control", u.cache_control.as_ref().and_then(|r| r.first()).map(|s| s.span())),
+            // A duration carries no position of its own: the upstream's table.
+            ("recheck_after", u.recheck_after.and(Some(table.clone()))),
         ];
         for (key, span) in spans {
             if let Some(span) = span {

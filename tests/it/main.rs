@@ -44,6 +44,7 @@ mod pooling;
 mod reload;
 mod routing;
 mod static_files;
+mod static_recheck;
 mod static_sendfile;
 mod status_page;
 mod tls;

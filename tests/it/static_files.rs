@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::util::*;
 
 /// An answer read off the wire.
-struct Raw {
-    status: u16,
+pub(crate) struct Raw {
+    pub(crate) status: u16,
     head: Vec<(String, String)>,
     body: Vec<u8>,
 }
@@ -25,14 +25,14 @@ impl Raw {
     fn header(&self, name: &str) -> Option<&str> {
         self.head.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// `METHOD PATH HTTP/1.1` with `extra` header lines, on a new connection
 /// that the server closes after answering.
-async fn raw(addr: SocketAddr, method: &str, path: &str, extra: &[(&str, &str)]) -> Raw {
+pub(crate) async fn raw(addr: SocketAddr, method: &str, path: &str, extra: &[(&str, &str)]) -> Raw {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: site.test\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n");
     for (k, v) in extra {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -54,11 +54,11 @@ async fn raw(addr: SocketAddr, method: &str, path: &str, extra: &[(&str, &str)])
     Raw { status, head, body: answer[split + 4..].to_vec() }
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Raw {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Raw {
     raw(addr, "GET", path, &[]).await
 }
 
-fn write(root: &Path, rel: &str, body: &[u8]) {
+pub(crate) fn write(root: &Path, rel: &str, body: &[u8]) {
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, body).unwrap();
@@ -95,7 +95,7 @@ fn site() -> tempfile::TempDir {
     dir
 }
 
-fn start(dir: tempfile::TempDir, upstream_extra: &str, rest: &str) -> Proxy {
+pub(crate) fn start(dir: tempfile::TempDir, upstream_extra: &str, rest: &str) -> Proxy {
     Proxy::start_in(
         dir,
         &format!("[upstreams.site]\nstatic = \"site\"\n{upstream_extra}\n{rest}\n[[routes]]\nupstream = \"site\"\n"),

@@ -11,13 +11,17 @@
 //! configured (so a `current -> releases/N` switch is seen at once): the
 //! bytes are served only if it is still the file they were read from
 //! (device, inode, size, modification time), so an edited, replaced or
-//! removed file is never answered from memory. That check follows
+//! removed file is never answered from memory. A site with
+//! `recheck_after` trusts an entry that long after its last check instead,
+//! as nginx's `open_file_cache_valid` does: the check, one `statx`, was
+//! the one cost a large file's answer had over nginx's (benches/README.md,
+//! `static-100k`). That check follows
 //! symlinks without `openat2`'s walls, which is safe because a match
 //! means the very file that passed them. What the check cannot see, a
 //! file newly shadowing the answer (a precompressed sibling or an earlier
 //! `index` name created, a file appearing where the `fallback` answered),
 //! is seen when the entry is resolved again through every check, at most
-//! [`VALID_FOR`] after the last time. Memory is bounded by [`MAX_BYTES`]
+//! [`VALID_FOR`] (or `recheck_after`, if longer) after the last time. Memory is bounded by [`MAX_BYTES`]
 //! per site, weighed by bytes with `quick_cache` (as the response cache),
 //! and the whole cache goes with a reload.
 //!
@@ -74,6 +78,8 @@ pub struct Entry {
     path: PathBuf,
     /// When the path was last resolved through every check, in [`ticks`].
     checked: AtomicU64,
+    /// When the path was last found naming this file, in [`ticks`].
+    verified: AtomicU64,
 }
 
 impl Entry {
@@ -84,22 +90,44 @@ impl Entry {
         file: Option<Arc<std::fs::File>>,
         path: PathBuf,
     ) -> Self {
-        Entry { rep, identity, body, file, path, checked: AtomicU64::new(ticks()) }
+        let now = ticks();
+        Entry { rep, identity, body, file, path, checked: AtomicU64::new(now), verified: AtomicU64::new(now) }
     }
 
-    fn fresh(&self, now: u64) -> bool {
-        now.saturating_sub(self.checked.load(Ordering::Relaxed)) < VALID_FOR.as_millis() as u64
+    /// Resolved through every check within `valid_for`.
+    fn fresh(&self, now: u64, valid_for: u64) -> bool {
+        now.saturating_sub(self.checked.load(Ordering::Relaxed)) < valid_for
     }
 
     /// Whether the bytes may answer now: resolved recently, and the path
-    /// still names the file they were read from.
-    fn usable(&self) -> bool {
-        self.fresh(ticks()) && std::fs::metadata(&self.path).is_ok_and(|m| Identity::of(&m) == self.identity)
+    /// still names the file they were read from, or did less than
+    /// `recheck_after` (milliseconds) ago.
+    fn usable(&self, recheck_after: u64) -> bool {
+        self.usable_at(ticks(), recheck_after)
+    }
+
+    fn usable_at(&self, now: u64, recheck_after: u64) -> bool {
+        if !self.fresh(now, recheck_after.max(VALID_FOR.as_millis() as u64)) {
+            return false;
+        }
+        if now.saturating_sub(self.verified.load(Ordering::Relaxed)) < recheck_after {
+            return true;
+        }
+        let same = std::fs::metadata(&self.path).is_ok_and(|m| Identity::of(&m) == self.identity);
+        if same {
+            self.verified.store(now, Ordering::Relaxed);
+        }
+        same
     }
 
     /// The file system was looked at again and found the same file.
     pub fn confirmed(&self) {
-        self.checked.store(ticks(), Ordering::Relaxed);
+        self.confirmed_at(ticks());
+    }
+
+    fn confirmed_at(&self, now: u64) {
+        self.checked.store(now, Ordering::Relaxed);
+        self.verified.store(now, Ordering::Relaxed);
     }
 }
 
@@ -147,6 +175,9 @@ impl quick_cache::Weighter<Key, Arc<Entry>> for Weight {
 /// One site's open-file cache.
 pub struct Memo {
     entries: quick_cache::sync::Cache<Key, Arc<Entry>, Weight>,
+    /// How long an entry is trusted after its path was checked, in
+    /// milliseconds: 0 checks on every use.
+    recheck_after: u64,
 }
 
 impl std::fmt::Debug for Memo {
@@ -156,7 +187,7 @@ impl std::fmt::Debug for Memo {
 }
 
 impl Memo {
-    pub fn new() -> Self {
+    pub fn new(recheck_after: Duration) -> Self {
         // Room for about one entry per 4 KiB: the item estimate only sizes
         // the table; the weight is what bounds it.
         let estimated = (MAX_BYTES / 4096) as usize;
@@ -168,7 +199,7 @@ impl Memo {
             Ok(o) => quick_cache::sync::Cache::with_options(o, Weight, Default::default(), Default::default()),
             Err(_) => quick_cache::sync::Cache::with_weighter(estimated, MAX_BYTES, Weight),
         };
-        Memo { entries }
+        Memo { entries, recheck_after: u64::try_from(recheck_after.as_millis()).unwrap_or(u64::MAX) }
     }
 
     /// The entry for `path` and `codings`, fresh or not.
@@ -178,7 +209,7 @@ impl Memo {
 
     /// The entry for `path` and `codings` if it may answer as it is.
     pub fn usable(&self, path: &str, codings: u8) -> Option<Arc<Entry>> {
-        self.get(path, codings).filter(|e| e.usable())
+        self.get(path, codings).filter(|e| e.usable(self.recheck_after))
     }
 
     pub fn insert(&self, path: &str, codings: u8, entry: Entry) {
@@ -216,7 +247,7 @@ mod tests {
         let (plain, br) = (dir.path().join("a.js"), dir.path().join("a.js.br"));
         std::fs::write(&plain, b"plain").unwrap();
         std::fs::write(&br, b"br").unwrap();
-        let memo = Memo::new();
+        let memo = Memo::new(Duration::ZERO);
         memo.insert("/a.js", 0, entry(&plain));
         memo.insert("/a.js", 1, entry(&br));
         assert_eq!(&memo.usable("/a.js", 0).map(|e| e.body.clone()).unwrap()[..], b"plain");
@@ -229,17 +260,17 @@ mod tests {
     fn an_entry_answers_only_for_the_file_it_was_read_from() {
         let (dir, path) = written("a.txt", b"one");
         let e = entry(&path);
-        assert!(e.usable());
+        assert!(e.usable(0));
         std::fs::write(&path, b"three").unwrap();
-        assert!(!e.usable(), "edited in place");
+        assert!(!e.usable(0), "edited in place");
         let e = entry(&path);
         let next = dir.path().join("next.txt");
         std::fs::write(&next, b"three").unwrap();
         std::fs::rename(&next, &path).unwrap();
-        assert!(!e.usable(), "replaced by a rename, same size");
+        assert!(!e.usable(0), "replaced by a rename, same size");
         let e = entry(&path);
         std::fs::remove_file(&path).unwrap();
-        assert!(!e.usable(), "removed");
+        assert!(!e.usable(0), "removed");
     }
 
     #[test]
@@ -247,11 +278,29 @@ mod tests {
         let (_dir, path) = written("a.txt", b"one");
         let e = entry(&path);
         let now = ticks();
-        assert!(e.fresh(now));
-        assert!(!e.fresh(now + VALID_FOR.as_millis() as u64));
+        let valid = VALID_FOR.as_millis() as u64;
+        assert!(e.fresh(now, valid));
+        assert!(!e.fresh(now + valid, valid));
         e.checked.store(0, Ordering::Relaxed);
-        assert!(!e.fresh(VALID_FOR.as_millis() as u64 + 1));
+        assert!(!e.fresh(valid + 1, valid));
         e.confirmed();
-        assert!(e.fresh(ticks()));
+        assert!(e.fresh(ticks(), valid));
+    }
+
+    #[test]
+    fn with_recheck_after_an_entry_is_trusted_that_long_after_its_check_and_checked_again_then() {
+        let (_dir, path) = written("a.txt", b"one");
+        let an_hour = 3_600_000;
+        let now = 10 * an_hour;
+        let e = entry(&path);
+        e.confirmed_at(now);
+        std::fs::write(&path, b"three").unwrap();
+        assert!(e.usable_at(now + an_hour - 1, an_hour), "trusted for recheck_after after its check");
+        assert!(!e.usable_at(now, 0), "without recheck_after every use checks");
+        assert!(!e.usable_at(now + an_hour, an_hour), "resolved again after recheck_after");
+        // Resolved lately but checked long ago: the next use looks.
+        e.confirmed_at(now);
+        e.verified.store(now - an_hour, Ordering::Relaxed);
+        assert!(!e.usable_at(now, an_hour), "the edit is seen once recheck_after has passed");
     }
 }

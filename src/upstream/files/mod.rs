@@ -68,7 +68,8 @@ pub struct FileRequest<'a> {
 
 impl StaticSite {
     pub fn new(spec: StaticSpec) -> Self {
-        StaticSite { spec: Arc::new(spec), memo: memo::Memo::new() }
+        let memo = memo::Memo::new(spec.recheck_after);
+        StaticSite { spec: Arc::new(spec), memo }
     }
 
     pub fn spec(&self) -> &StaticSpec {
