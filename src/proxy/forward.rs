@@ -32,13 +32,14 @@ enum Failure {
 }
 
 /// Send `req` upstream (its head as the proxy rewrote it, `path` in origin
-/// form) and wait for the response head. The head is borrowed, so a retry
+/// form, then the `extra` header lines) and wait for the response head. The head is borrowed, so a retry
 /// sends it again without a copy; the body goes with the first attempt.
 pub async fn send(
     app: &Shared,
     pool: &Pool,
     req: &mut Request<RequestBody>,
     path: &PathAndQuery,
+    extra: &[(&str, &[u8])],
     ex: &mut Exchange,
 ) -> Result<(Response<UpstreamBody>, InFlightGuard), ProxyError> {
     let bodiless = http_body::Body::is_end_stream(req.body());
@@ -69,7 +70,7 @@ pub async fn send(
         }
         let idempotent = is_idempotent(req.method());
         let guard = server.start_request();
-        let head = RequestHead { method: req.method(), path_and_query: path.as_str(), headers: req.headers() };
+        let head = RequestHead { method: req.method(), path_and_query: path.as_str(), headers: req.headers(), extra };
         let sent = match pool.client.connection(server).await {
             // The body goes with the first attempt that connects; a later
             // one (bodiless only) sends none.

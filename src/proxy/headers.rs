@@ -169,6 +169,20 @@ pub struct Forwarded<'a> {
     pub proto: &'static str,
 }
 
+impl<'a> Forwarded<'a> {
+    /// What [`add_forwarded`] sets for a client that is not trusted (whose
+    /// claims were stripped, so there is no list to extend), as header lines
+    /// for the upstream head.
+    pub fn untrusted_lines(&self) -> [(&'static str, &'a [u8]); 4] {
+        [
+            (X_FORWARDED_FOR.as_str(), self.client_ip.as_bytes()),
+            (X_FORWARDED_PROTO.as_str(), self.proto.as_bytes()),
+            (X_FORWARDED_HOST.as_str(), self.host_header.as_bytes()),
+            (X_REAL_IP.as_str(), self.client_ip.as_bytes()),
+        ]
+    }
+}
+
 /// Append the client to `X-Forwarded-For` and set `X-Forwarded-Proto`,
 /// `X-Forwarded-Host` and `X-Real-IP`.
 pub fn add_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {

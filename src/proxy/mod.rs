@@ -223,11 +223,21 @@ async fn forward(app: &Shared, r: &mut Routed, ex: &mut Exchange) -> Response<Re
         let resp = files.serve(req).await;
         return owed.on_response(resp);
     }
-    ctx.forwarding.apply(r.req.headers_mut());
+    // An untrusted client's forwarding headers (the usual case) go straight
+    // into the upstream head; a trusted proxy's lists are merged in the map.
+    let lines;
+    let extra: &[(&str, &[u8])] = if ctx.forwarding.added() || trusted {
+        ctx.forwarding.apply(r.req.headers_mut());
+        &[]
+    } else {
+        strip_untrusted_forwarding(r.req.headers_mut());
+        lines = forwarded(host, conn, trusted).untrusted_lines();
+        &lines
+    };
     if !r.route.preserve_host {
         r.req.headers_mut().remove(header::HOST);
     }
-    let resp = match forward::send(app, &r.route.pool, &mut r.req, &r.upstream_pq, ex).await {
+    let resp = match forward::send(app, &r.route.pool, &mut r.req, &r.upstream_pq, extra, ex).await {
         Ok((mut resp, guard)) => {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 match r.upgrade.take() {
@@ -322,6 +332,10 @@ fn add_forwarding(headers: &mut HeaderMap, host: &HeaderValue, conn: &ConnInfo, 
     if !trusted {
         strip_untrusted_forwarding(headers);
     }
+    add_forwarded(headers, &forwarded(host, conn, trusted));
+}
+
+fn forwarded<'a>(host: &'a HeaderValue, conn: &'a ConnInfo, trusted: bool) -> Forwarded<'a> {
     let proto = if conn.tls { "https" } else { "http" };
-    add_forwarded(headers, &Forwarded { host_header: host, client_ip: &conn.ip_header, proto, trusted });
+    Forwarded { host_header: host, client_ip: &conn.ip_header, proto, trusted }
 }

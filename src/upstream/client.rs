@@ -76,6 +76,10 @@ pub struct RequestHead<'a> {
     pub method: &'a Method,
     pub path_and_query: &'a str,
     pub headers: &'a HeaderMap,
+    /// Header lines written after `headers`, name and value: the proxy's
+    /// forwarding headers, which cost a quarter as much written straight
+    /// into the head as inserted into the map first.
+    pub extra: &'a [(&'a str, &'a [u8])],
 }
 
 #[cfg(test)]
@@ -83,7 +87,7 @@ impl<'a> RequestHead<'a> {
     /// The head of `parts` as it stands, its URI in origin form.
     pub fn of(parts: &'a http::request::Parts) -> Self {
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        RequestHead { method: &parts.method, path_and_query, headers: &parts.headers }
+        RequestHead { method: &parts.method, path_and_query, headers: &parts.headers, extra: &[] }
     }
 }
 
@@ -206,7 +210,14 @@ impl UpstreamClient {
                     None => Box::pin(self.connect(server)).await?,
                 };
                 conn.max_idle = self.settings.max_idle_per_server;
-                h1::encode_request_head(head.method, head.path_and_query, head.headers, framing, &mut conn.head_buf);
+                h1::encode_request_head(
+                    head.method,
+                    head.path_and_query,
+                    head.headers,
+                    head.extra,
+                    framing,
+                    &mut conn.head_buf,
+                );
                 let body = body.take().unwrap_or_else(RequestBody::empty);
                 Box::new(Wire::new(conn, body, framing == RequestFraming::Chunked))
             };

@@ -84,14 +84,16 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-/// Write `METHOD path HTTP/1.1`, the headers, and the body framing into
-/// `out`. `headers` must already be free of hop-by-hop headers (but may
-/// carry `Connection: upgrade` + `Upgrade`); any `Content-Length` or
-/// `Transfer-Encoding` in it is replaced by `framing`.
+/// Write `METHOD path HTTP/1.1`, the headers, the `extra` lines (name and
+/// value, valid as such), and the body framing into `out`. `headers` must
+/// already be free of hop-by-hop headers (but may carry `Connection:
+/// upgrade` + `Upgrade`); any `Content-Length` or `Transfer-Encoding` in it
+/// is replaced by `framing`.
 pub fn encode_request_head(
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
+    extra: &[(&str, &[u8])],
     framing: RequestFraming,
     out: &mut Vec<u8>,
 ) {
@@ -107,6 +109,12 @@ pub fn encode_request_head(
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in extra {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     match framing {

@@ -67,7 +67,7 @@ async fn run(job: Job) {
     }
     let request_time = SystemTime::now();
     let guard = server.start_request();
-    let head = RequestHead { method: &Method::GET, path_and_query: path.as_str(), headers: &headers };
+    let head = RequestHead { method: &Method::GET, path_and_query: path.as_str(), headers: &headers, extra: &[] };
     let resp = match pool.client.request(server, head, RequestBody::empty()).await {
         Ok(r) => r,
         Err(e) => {

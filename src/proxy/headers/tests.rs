@@ -117,6 +117,24 @@ fn appends_forwarded_for() {
     assert_eq!(h[&X_REAL_IP], "192.0.2.7");
 }
 
+/// The lines written straight into an untrusted client's upstream head are
+/// what `add_forwarded` sets in the map once the client's claims are gone.
+#[test]
+fn untrusted_lines_are_what_add_forwarded_sets_without_claims() {
+    let (host, ip) = (HeaderValue::from_static("a.example"), ip_header_value("192.0.2.7".parse().unwrap()));
+    let f = Forwarded { host_header: &host, client_ip: &ip, proto: "http", trusted: false };
+    let mut h = HeaderMap::new();
+    h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.9.9.9"));
+    h.insert(&X_REAL_IP, HeaderValue::from_static("10.9.9.9"));
+    strip_untrusted_forwarding(&mut h);
+    add_forwarded(&mut h, &f);
+    let lines = f.untrusted_lines();
+    assert_eq!(lines.len(), h.len());
+    for (name, value) in lines {
+        assert_eq!(h.get_all(name).iter().map(|v| v.as_bytes()).collect::<Vec<_>>(), [value], "{name}");
+    }
+}
+
 #[test]
 fn connection_cannot_remove_what_the_proxy_owns() {
     let mut h = HeaderMap::new();

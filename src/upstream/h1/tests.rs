@@ -13,17 +13,20 @@ fn request_head_carries_headers_and_the_framing() {
     h.append("x-a", HeaderValue::from_static("2"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
     let mut out = Vec::new();
-    encode_request_head(&Method::POST, "/p?q=1", &h, RequestFraming::Length(12), &mut out);
+    let extra: &[(&str, &[u8])] = &[("x-real-ip", b"10.0.0.1")];
+    encode_request_head(&Method::POST, "/p?q=1", &h, extra, RequestFraming::Length(12), &mut out);
     assert_eq!(
         String::from_utf8(out.clone()).unwrap(),
-        "POST /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 12\r\n\r\n"
+        "POST /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\nx-a: 2\r\nx-real-ip: 10.0.0.1\r\n\
+         content-length: 12\r\n\r\n"
     );
-    encode_request_head(&Method::GET, "/", &HeaderMap::new(), RequestFraming::Chunked, &mut out);
+    encode_request_head(&Method::GET, "/", &HeaderMap::new(), &[], RequestFraming::Chunked, &mut out);
     assert_eq!(out, b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
     encode_request_head(
         &Method::POST,
         "/",
         &HeaderMap::new(),
+        &[],
         RequestFraming::Empty { content_length_zero: true },
         &mut out,
     );
