@@ -8,21 +8,23 @@ use std::process::Command;
 use crate::static_files::{get, start, write};
 use crate::util::*;
 
-/// `dir/site/app.js` holding "release one", and its path.
-fn one_file() -> (tempfile::TempDir, std::path::PathBuf) {
+/// A proxy whose static upstream, with `recheck_after`, answered
+/// `/app.js` once: "release one", read into the open-file cache, then
+/// edited on disk to "release two".
+async fn answered_then_edited(recheck_after: &str) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("site"), "app.js", b"release one\n");
     let file = dir.path().join("site/app.js");
-    (dir, file)
+    let p = start(dir, &format!("recheck_after = \"{recheck_after}\""), "");
+    assert_eq!(get(p.http, "/app.js").await.text(), "release one\n");
+    std::fs::write(&file, b"release two\n").unwrap();
+    p
 }
 
 /// Trusted for an hour: an edit is not seen by the requests after it.
 #[tokio::test]
 async fn a_file_is_trusted_for_recheck_after() {
-    let (dir, file) = one_file();
-    let p = start(dir, "recheck_after = \"1h\"", "");
-    assert_eq!(get(p.http, "/app.js").await.text(), "release one\n");
-    std::fs::write(&file, b"release two\n").unwrap();
+    let p = answered_then_edited("1h").await;
     for _ in 0..3 {
         assert_eq!(get(p.http, "/app.js").await.text(), "release one\n", "trusted within recheck_after");
     }
@@ -31,10 +33,7 @@ async fn a_file_is_trusted_for_recheck_after() {
 /// Trusted for a second: the edit is seen once the path is checked again.
 #[tokio::test]
 async fn a_change_is_seen_once_recheck_after_has_passed() {
-    let (dir, file) = one_file();
-    let p = start(dir, "recheck_after = \"1s\"", "");
-    assert_eq!(get(p.http, "/app.js").await.text(), "release one\n");
-    std::fs::write(&file, b"release two\n").unwrap();
+    let p = answered_then_edited("1s").await;
     // Requests a little apart, so the check falls due within bounded time.
     let mut seen = false;
     for _ in 0..100 {
