@@ -46,6 +46,9 @@ pub struct Deadlines {
     epoch: Instant,
     /// The coarse clock: milliseconds since `epoch`, as of the last tick.
     now: AtomicU64,
+    /// When the clock last caught up after lagging (its task waited its
+    /// turn, or the process was stopped): see [`Deadlines::caught_up_at`].
+    caught_up_at: AtomicU64,
     next_id: AtomicU64,
     /// Who to wake, by when.
     entries: Mutex<BTreeMap<Entry, Waker>>,
@@ -60,6 +63,7 @@ impl Deadlines {
             resolution,
             epoch: Instant::now(),
             now: AtomicU64::new(0),
+            caught_up_at: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
             entries: Mutex::new(BTreeMap::new()),
             served: AtomicUsize::new(0),
@@ -87,7 +91,19 @@ impl Deadlines {
     /// Bring the coarse clock to the present (one clock read).
     fn refresh(&self) -> Millis {
         let now = self.at(Instant::now());
-        self.now.fetch_max(now, Ordering::Relaxed).max(now)
+        let was = self.now.fetch_max(now, Ordering::Relaxed);
+        if now > was.saturating_add(2 * self.resolution()) {
+            self.caught_up_at.fetch_max(now, Ordering::Relaxed);
+        }
+        now.max(was)
+    }
+
+    /// When the clock last jumped ahead by more than two ticks. A stamp
+    /// taken from it before then may be late by up to the jump (the work it
+    /// stamps happened while the clock stood still), so a judgement of how
+    /// long something has been quiet counts from here at the earliest.
+    pub fn caught_up_at(&self) -> Millis {
+        self.caught_up_at.load(Ordering::Relaxed)
     }
 
     /// Wake `waker` once the clock reaches `at` (at once if it has).
@@ -224,6 +240,23 @@ mod tests {
         let (passed, passed_waker) = flag();
         assert_eq!(deadlines.set(deadlines.now(), passed_waker), None);
         assert!(passed.0.load(Ordering::SeqCst));
+        drop(serving);
+        stop.cancel();
+        run.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_that_lagged_says_when_it_caught_up() {
+        let (deadlines, stop, run) = running();
+        let serving = deadlines.serving();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let ticking = deadlines.caught_up_at();
+        assert!(ticking < 20, "ticking one resolution at a time is no catch-up: {ticking}");
+        // Its task held up (a busy thread, a stopped process): the next
+        // tick jumps, and says so.
+        tokio::time::advance(Duration::from_millis(300)).await;
+        tokio::time::sleep(RESOLUTION).await;
+        assert!(deadlines.caught_up_at() >= 400, "{}", deadlines.caught_up_at());
         drop(serving);
         stop.cancel();
         run.await.unwrap();

@@ -99,7 +99,12 @@ impl Activity {
         let last_moved = self.last_moved.load(Ordering::Relaxed);
         let idle = self.idle_limit.load(Ordering::Relaxed);
         let rest = self.rest_limit.load(Ordering::Relaxed);
-        if self.parks.load(Ordering::Relaxed) && self.at_rest() && due(last_moved.saturating_add(rest)) {
+        // Rest counts from the clock's last catch-up at the earliest: an
+        // answer stamped while it lagged may have ended just now. (Parking
+        // late is safe; idling out late under a lagging clock would not be,
+        // so the idle check keeps the stamp.)
+        let quiet_since = last_moved.max(self.clock.caught_up_at());
+        if self.parks.load(Ordering::Relaxed) && self.at_rest() && due(quiet_since.saturating_add(rest)) {
             return Ok(Watched::Rested);
         }
         if self.write_blocked.load(Ordering::Relaxed) {
