@@ -32,8 +32,9 @@ enum Failure {
 }
 
 /// Send `req` upstream (its head as the proxy rewrote it, `path` in origin
-/// form, then the `extra` header lines) and wait for the response head. The head is borrowed, so a retry
-/// sends it again without a copy; the body goes with the first attempt.
+/// form, then the `extra` header lines) and wait for the response head.
+/// The head is borrowed, so a retry sends it again without a copy; the
+/// body goes with the first attempt.
 pub async fn send(
     app: &Shared,
     pool: &Pool,

@@ -77,8 +77,9 @@ pub struct RequestHead<'a> {
     pub path_and_query: &'a str,
     pub headers: &'a HeaderMap,
     /// Header lines written after `headers`, name and value: the proxy's
-    /// forwarding headers, which cost a quarter as much written straight
-    /// into the head as inserted into the map first.
+    /// forwarding headers, written straight into the head rather than
+    /// inserted into the map first (1.6k of an `h1-1k` request's 26k
+    /// instructions; benches/README.md).
     pub extra: &'a [(&'a str, &'a [u8])],
 }
 

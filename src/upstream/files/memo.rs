@@ -14,16 +14,16 @@
 //! removed file is never answered from memory. A site with
 //! `recheck_after` trusts an entry that long after its last check instead,
 //! as nginx's `open_file_cache_valid` does: the check, one `statx`, was
-//! the one cost a large file's answer had over nginx's (benches/README.md,
-//! `static-100k`). That check follows
-//! symlinks without `openat2`'s walls, which is safe because a match
-//! means the very file that passed them. What the check cannot see, a
-//! file newly shadowing the answer (a precompressed sibling or an earlier
-//! `index` name created, a file appearing where the `fallback` answered),
-//! is seen when the entry is resolved again through every check, at most
-//! [`VALID_FOR`] (or `recheck_after`, if longer) after the last time. Memory is bounded by [`MAX_BYTES`]
-//! per site, weighed by bytes with `quick_cache` (as the response cache),
-//! and the whole cache goes with a reload.
+//! the largest cost a large file's answer had over nginx's
+//! (benches/README.md, `static-100k`). The check follows symlinks without
+//! `openat2`'s walls, which is safe because a match means the very file
+//! that passed them. What it cannot see, a file newly shadowing the
+//! answer (a precompressed sibling or an earlier `index` name created, a
+//! file appearing where the `fallback` answered), is seen when the entry
+//! is resolved again through every check, at most [`VALID_FOR`] (or
+//! `recheck_after`, if longer) after the last time. Memory is bounded by
+//! [`MAX_BYTES`] per site, weighed by bytes with `quick_cache` (as the
+//! response cache), and the whole cache goes with a reload.
 //!
 //! A file of at least [`KEEP_OPEN_FROM`] bytes also keeps its descriptor
 //! open, as nginx's `open_file_cache` does, so that a plain HTTP/1.1
