@@ -130,12 +130,16 @@ fn proxy_owned(name: &HeaderName) -> bool {
 /// frameworks route by instead of the path). One pass over the names;
 /// nothing is removed from a request that carries none.
 pub fn strip_untrusted_forwarding(headers: &mut HeaderMap) {
-    let claims = |n: &str| crate::middleware::untrusted_claim(n);
-    if !headers.keys().any(|k| claims(k.as_str())) {
+    remove_named(headers, crate::middleware::untrusted_claim);
+}
+
+/// Remove every header whose (lowercase) name `doomed` picks.
+fn remove_named(headers: &mut HeaderMap, doomed: fn(&str) -> bool) {
+    if !headers.keys().any(|k| doomed(k.as_str())) {
         return;
     }
-    let doomed: Vec<HeaderName> = headers.keys().filter(|k| claims(k.as_str())).cloned().collect();
-    for name in doomed {
+    let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k.as_str())).cloned().collect();
+    for name in names {
         headers.remove(name);
     }
 }
@@ -169,18 +173,19 @@ pub struct Forwarded<'a> {
     pub proto: &'static str,
 }
 
-impl<'a> Forwarded<'a> {
-    /// What [`add_forwarded`] sets for a client that is not trusted (whose
-    /// claims were stripped, so there is no list to extend), as header lines
-    /// for the upstream head.
-    pub fn untrusted_lines(&self) -> [(&'static str, &'a [u8]); 4] {
-        [
-            (X_FORWARDED_FOR.as_str(), self.client_ip.as_bytes()),
-            (X_FORWARDED_PROTO.as_str(), self.proto.as_bytes()),
-            (X_FORWARDED_HOST.as_str(), self.host_header.as_bytes()),
-            (X_REAL_IP.as_str(), self.client_ip.as_bytes()),
-        ]
-    }
+/// The forwarding headers of a client that is not a trusted proxy, as lines
+/// for the upstream head: every header the proxy sets or removes on the way
+/// upstream ([`set_by_forwarding`](crate::middleware::set_by_forwarding):
+/// the client's claims and its `X-Real-IP`) goes from `headers`, and the
+/// lines are what [`add_forwarded`] would then set.
+pub fn untrusted_forwarding_lines<'a>(headers: &mut HeaderMap, f: &Forwarded<'a>) -> [(&'static str, &'a [u8]); 4] {
+    remove_named(headers, crate::middleware::set_by_forwarding);
+    [
+        (X_FORWARDED_FOR.as_str(), f.client_ip.as_bytes()),
+        (X_FORWARDED_PROTO.as_str(), f.proto.as_bytes()),
+        (X_FORWARDED_HOST.as_str(), f.host_header.as_bytes()),
+        (X_REAL_IP.as_str(), f.client_ip.as_bytes()),
+    ]
 }
 
 /// Append the client to `X-Forwarded-For` and set `X-Forwarded-Proto`,

@@ -34,7 +34,9 @@ use crate::state::Route;
 use crate::upstream::FileRequest;
 use error::ProxyError;
 use exchange::{Exchange, TrackedBody};
-use headers::{add_forwarded, strip_hop_by_hop, strip_untrusted_forwarding, Forwarded, X_REQUEST_ID};
+use headers::{
+    add_forwarded, strip_hop_by_hop, strip_untrusted_forwarding, untrusted_forwarding_lines, Forwarded, X_REQUEST_ID,
+};
 pub use shared::{PlainHttp, Shared};
 
 /// Facts about the client connection a request arrived on, worked out
@@ -230,8 +232,7 @@ async fn forward(app: &Shared, r: &mut Routed, ex: &mut Exchange) -> Response<Re
         ctx.forwarding.apply(r.req.headers_mut());
         &[]
     } else {
-        strip_untrusted_forwarding(r.req.headers_mut());
-        lines = forwarded(host, conn, trusted).untrusted_lines();
+        lines = untrusted_forwarding_lines(r.req.headers_mut(), &forwarded(host, conn, trusted));
         &lines
     };
     if !r.route.preserve_host {

@@ -59,6 +59,32 @@ async fn headers_are_rewritten_like_a_proper_edge_proxy() {
     assert_eq!(a.headers["x-request-id"], "abc-123");
 }
 
+/// An untrusted client's own `X-Forwarded-*` and `X-Real-IP` never reach the
+/// upstream beside the proxy's: each arrives once, with the proxy's value.
+#[tokio::test]
+async fn an_untrusted_clients_forwarding_claims_are_replaced_not_joined() {
+    let up = Upstream::echo().await;
+    let p = Proxy::start(&one_route(&up));
+    let req = Request::get(p.url("/"))
+        .header("host", "shop.example.com")
+        .header("x-real-ip", "203.0.113.9")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
+        .body(full(""))
+        .unwrap();
+    let a = send(&client(), req).await;
+    let h = &a.json()["headers"];
+    for (name, want) in [
+        ("x-real-ip", "127.0.0.1"),
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", "shop.example.com"),
+    ] {
+        assert_eq!(h[name], serde_json::json!([want]), "{name}: {h}");
+    }
+}
+
 #[tokio::test]
 async fn access_log_has_one_json_line_per_request() {
     let up = Upstream::echo().await;

@@ -118,21 +118,29 @@ fn appends_forwarded_for() {
 }
 
 /// The lines written straight into an untrusted client's upstream head are
-/// what `add_forwarded` sets in the map once the client's claims are gone.
+/// what `add_forwarded` sets in the map once the client's claims are gone,
+/// and the map keeps none of what the client said of them.
 #[test]
 fn untrusted_lines_are_what_add_forwarded_sets_without_claims() {
     let (host, ip) = (HeaderValue::from_static("a.example"), ip_header_value("192.0.2.7".parse().unwrap()));
     let f = Forwarded { host_header: &host, client_ip: &ip, proto: "http", trusted: false };
-    let mut h = HeaderMap::new();
-    h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.9.9.9"));
-    h.insert(&X_REAL_IP, HeaderValue::from_static("10.9.9.9"));
-    strip_untrusted_forwarding(&mut h);
-    add_forwarded(&mut h, &f);
-    let lines = f.untrusted_lines();
-    assert_eq!(lines.len(), h.len());
+    let client_said = || {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.9.9.9"));
+        h.insert(&X_REAL_IP, HeaderValue::from_static("10.9.9.9"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        h
+    };
+    let mut added = client_said();
+    strip_untrusted_forwarding(&mut added);
+    add_forwarded(&mut added, &f);
+    let mut direct = client_said();
+    let lines = untrusted_forwarding_lines(&mut direct, &f);
+    assert_eq!(direct.keys().collect::<Vec<_>>(), [header::ACCEPT], "only what the proxy does not set is left");
     for (name, value) in lines {
-        assert_eq!(h.get_all(name).iter().map(|v| v.as_bytes()).collect::<Vec<_>>(), [value], "{name}");
+        assert_eq!(added.get_all(name).iter().map(|v| v.as_bytes()).collect::<Vec<_>>(), [value], "{name}");
     }
+    assert_eq!(lines.len() + direct.len(), added.len());
 }
 
 #[test]
