@@ -87,14 +87,8 @@ async fn sent_by_sendfile(p: &Proxy) -> u64 {
 /// A count that overshoots `want` is returned as it is, so an answer sent
 /// by `sendfile` that should not have been still shows.
 async fn sent_by_sendfile_reaching(p: &Proxy, want: u64) -> u64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = sent_by_sendfile(p).await;
-        if now >= want || tokio::time::Instant::now() > deadline {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(Duration::from_secs(10), || async { sent_by_sendfile(p).await >= want }).await;
+    sent_by_sendfile(p).await
 }
 
 fn request(host: &str, path: &str, extra: &str) -> String {
