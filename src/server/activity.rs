@@ -4,30 +4,28 @@
 //! (`watch.rs`) reads it to enforce the header, idle and send timeouts and
 //! to decide when a resting connection parks; HTTP/2 and closing
 //! connections are sampled instead (`sampled.rs`); [`ActivityIo`]
-//! (`stream.rs`) feeds it.
+//! (`stream.rs`) feeds it. A plain HTTP/1.1 connection's check for a
+//! client that left while its answer is on its way is `departure.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Context;
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 
 use super::deadlines::{Deadlines, Entry, Millis, NEVER};
 
+mod departure;
 mod sampled;
 mod stream;
 mod watch;
+pub use departure::Departure;
 pub use stream::ActivityIo;
 pub use watch::Watched;
 
-/// How long a read that can only find a departed client waits, while an
-/// answer is on its way (see [`Activity::defer_eof_check`]).
-const EOF_CHECK_AFTER: Millis = 25;
-
 /// How near a stopped watcher's deadline is left to fire rather than
 /// cancelled (see [`Activity::cancel_watcher_deadline`]).
-const KEEP_NEAR_DEADLINE: Millis = 2 * EOF_CHECK_AFTER;
+const KEEP_NEAR_DEADLINE: Millis = 2 * departure::CHECK_AFTER;
 
 /// Whether a connection has moved bytes lately, and whether a request is
 /// being handled on it; together they say whether it is idle. Reads and
@@ -69,19 +67,16 @@ pub struct Activity {
     /// The answer about to be written is the connection's last and is all
     /// in memory: cork the socket before writing it.
     cork: AtomicBool,
-    /// The request in progress has been read whole (an HTTP/1.x request
-    /// without a body): a read now can only find whether the client left.
-    request_read: AtomicBool,
     /// A watcher runs for the connection (see [`Activity::watch`]): only
-    /// then may that read wait, and only then do events set deadlines.
+    /// then do events set deadlines, a departed-client check's included.
     watched: AtomicBool,
-    /// That check, on a socket not in the poller yet (see
-    /// [`ActivityIo`]'s `poll_read`): one of the `EOF_CHECK_*` states.
-    eof_check: AtomicU8,
+    /// The departed-client check of the request in progress
+    /// (`departure.rs`): one of its `CHECK_*` states.
+    departure: AtomicU8,
     /// When a waiting check is due.
-    eof_check_at: AtomicU64,
-    /// The read waiting for its check to be due.
-    eof_check_waker: AtomicWaker,
+    departure_at: AtomicU64,
+    /// The connection to wake when it is.
+    departure_waker: AtomicWaker,
     /// The watcher, woken by its deadline.
     watcher: AtomicWaker,
     /// The watcher's deadline on `clock` ([`NEVER`]: none), and its entry.
@@ -97,13 +92,6 @@ pub struct Activity {
     rest_limit: AtomicU64,
     parks: AtomicBool,
 }
-
-/// No end-of-stream check is waiting.
-const EOF_CHECK_NONE: u8 = 0;
-/// A check waits for its time.
-const EOF_CHECK_WAITING: u8 = 1;
-/// Its time came: the check reads the socket (and so registers it).
-const EOF_CHECK_DUE: u8 = 2;
 
 fn millis(d: Duration) -> Millis {
     Millis::try_from(d.as_millis()).unwrap_or(NEVER)
@@ -126,11 +114,10 @@ impl Activity {
             wrote: AtomicBool::new(false),
             read_since_response: AtomicBool::new(false),
             cork: AtomicBool::new(false),
-            request_read: AtomicBool::new(false),
             watched: AtomicBool::new(false),
-            eof_check: AtomicU8::new(EOF_CHECK_NONE),
-            eof_check_at: AtomicU64::new(NEVER),
-            eof_check_waker: AtomicWaker::new(),
+            departure: AtomicU8::new(departure::CHECK_NONE),
+            departure_at: AtomicU64::new(NEVER),
+            departure_waker: AtomicWaker::new(),
             watcher: AtomicWaker::new(),
             wake_at: AtomicU64::new(NEVER),
             wake_entry: AtomicU64::new(0),
@@ -221,8 +208,8 @@ impl Activity {
     /// Forget the watcher's deadline (it stopped).
     /// A deadline within [`KEEP_NEAR_DEADLINE`] is left to fire (it wakes
     /// nobody then): cancelling it would cost a connection that ends before
-    /// it (most one-request connections, whose held departed-client read
-    /// set one) more than the entry costs while it waits.
+    /// it (most one-request connections, whose departed-client check set
+    /// one) more than the entry costs while it waits.
     fn cancel_watcher_deadline(&self) {
         let pending = self.wake_at.swap(NEVER, Ordering::Relaxed);
         if pending != NEVER && pending > self.clock.now().saturating_add(KEEP_NEAR_DEADLINE) {
@@ -253,62 +240,6 @@ impl Activity {
         self.cork.store(true, Ordering::Relaxed);
     }
 
-    /// The request in progress has been read whole and is an HTTP/1.x one:
-    /// until its answer is done, hyper reads the client only to see whether
-    /// it left.
-    pub fn request_read(&self) {
-        self.request_read.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether a read should wait, without touching the socket, for
-    /// [`EOF_CHECK_AFTER`]: it is the check for a client that left, made
-    /// while the answer is on its way, the socket is not in the poller,
-    /// and a watcher runs. Most answers come before the check is due, and
-    /// a one-request connection is then served without ever entering the
-    /// poller (two `epoll_ctl` fewer). A slower answer gets the check
-    /// 25 ms late, which is when a client that left is noticed and its
-    /// upstream request dropped; a client that only half-closed gets an
-    /// answer that comes before the check. Registers `cx`'s waker for
-    /// that time.
-    ///
-    /// The reads, the watcher and the end of the answer all run on the
-    /// connection's task; the orderings and the second look at
-    /// `request_read` keep a wake-up from being lost even if they did not.
-    fn defer_eof_check(self: &Arc<Self>, cx: &Context<'_>) -> bool {
-        if !self.request_read.load(Ordering::SeqCst) || !self.watched.load(Ordering::SeqCst) {
-            return false;
-        }
-        match self.eof_check.load(Ordering::SeqCst) {
-            EOF_CHECK_DUE => return false,
-            EOF_CHECK_WAITING => {
-                self.eof_check_waker.register(cx.waker());
-                return true;
-            }
-            _ => {}
-        }
-        self.eof_check_waker.register(cx.waker());
-        let at = self.clock.now().saturating_add(EOF_CHECK_AFTER);
-        self.eof_check_at.store(at, Ordering::SeqCst);
-        self.eof_check.store(EOF_CHECK_WAITING, Ordering::SeqCst);
-        // The answer may have ended, or the watcher stopped, in between:
-        // then read now.
-        if !self.request_read.load(Ordering::SeqCst) || !self.watched.load(Ordering::SeqCst) {
-            self.eof_check.store(EOF_CHECK_NONE, Ordering::SeqCst);
-            return false;
-        }
-        self.wake_watcher_at(at);
-        true
-    }
-
-    /// A waiting check is due (its time came, or the watcher stopped), and
-    /// its read is woken.
-    fn eof_check_due(&self) {
-        if self.eof_check.compare_exchange(EOF_CHECK_WAITING, EOF_CHECK_DUE, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-        {
-            self.eof_check_waker.wake();
-        }
-    }
-
     /// Mark a request as in progress until the guard drops.
     pub fn begin(self: &Arc<Self>) -> RequestGuard {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -337,14 +268,7 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         let now = self.0.touch();
         self.0.read_since_response.store(false, Ordering::Relaxed);
-        if self.0.request_read.load(Ordering::SeqCst) {
-            self.0.request_read.store(false, Ordering::SeqCst);
-            // A read still waiting is hyper's for the next request head
-            // now: it must go to the socket at once.
-            if self.0.eof_check.swap(EOF_CHECK_NONE, Ordering::SeqCst) == EOF_CHECK_WAITING {
-                self.0.eof_check_waker.wake();
-            }
-        }
+        self.0.departure_check_ends();
         if self.0.requests.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.0.rest_may_begin(now);
         }

@@ -17,11 +17,10 @@
 //! spends on it in syscalls. HAProxy does the same. A connection that does
 //! wait (the next request of a keep-alive client) is registered then, and
 //! stays so; one back from the parking lot, whose client has spoken,
-//! starts unregistered again. hyper reads once more while an answer is on
-//! its way, to notice a client that leaves; that read would find nothing
-//! and register the socket. `ActivityIo` holds it back for a moment
-//! instead, on an unregistered socket only (see its read), so a quick
-//! answer goes out first. Nothing is lost between a read that finds
+//! starts unregistered again. The check for a client that leaves while its
+//! answer is on its way peeks at the socket only once the request has been
+//! in progress for a while (`activity/departure.rs`), so a quick answer
+//! goes out without it. Nothing is lost between a read that finds
 //! nothing and the registration that follows it: the poller is
 //! edge-triggered, and adding a socket that is already readable reports it
 //! at once.
@@ -30,11 +29,11 @@
 //! parking lot): a handshake always waits for its client, so a new TLS
 //! socket would register within its first round trip anyway and lazy
 //! registration would save nothing there. A resumed session could start
-//! unregistered, but the end-of-stream read `ActivityIo` holds back on an
-//! unregistered socket would then reach it through tokio-rustls, which
-//! decides itself when to read the socket, and no test shows that holding
-//! it back stays right through that; so it registers at once, as before,
-//! for two `epoll_ctl` per parking visit.
+//! unregistered, but hyper reads a TLS connection while each answer is on
+//! its way (only rustls can tell a client that left from data:
+//! `activity/departure.rs`), and that read would register it within its
+//! first request anyway; so it registers at once, for two `epoll_ctl` per
+//! parking visit.
 //!
 //! Why a TLS socket holds writes (`held.rs`): at the end of a TLS 1.3
 //! handshake the server's session tickets follow the client's Finished,

@@ -72,7 +72,12 @@ impl Protocol {
 /// by `http2`, because each connection runs its streams on its own
 /// [`StreamExecutor`].
 pub struct Builders {
+    /// HTTP/1 over TLS: hyper reads while an answer is on its way, to see
+    /// a client that left.
     pub http1: http1::Builder,
+    /// HTTP/1 over plain TCP: `half_close(true)`, and the departed-client
+    /// check is ours (`activity/departure.rs`).
+    pub http1_plain: http1::Builder,
     pub http2: Box<dyn Fn(StreamExecutor) -> http2::Builder<StreamExecutor> + Send + Sync>,
     pub auto: auto::Builder<TokioExecutor>,
 }

@@ -346,7 +346,8 @@ where
     loop {
         let activity_io = ActivityIo::new(SendfileIo::new(io, ctx.files.clone()), Arc::clone(&ctx.activity), prefix);
         let wrapped = TokioIo::new(FramingIo::new(activity_io, framing, judged));
-        let conn = Box::pin(ctx.builders.http1.serve_connection(wrapped, service.clone()).with_upgrades());
+        let builder = if I::PEEKS { &ctx.builders.http1_plain } else { &ctx.builders.http1 };
+        let conn = Box::pin(builder.serve_connection(wrapped, service.clone()).with_upgrades());
         // Boxed, like every state that is not parking: the task itself then
         // only holds what a parked connection needs.
         let driven = Box::pin(drive(conn, None, ctx, Some(Http1Watch { park: I::PARKS }))).await;

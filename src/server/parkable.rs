@@ -1,8 +1,9 @@
 //! What a client stream must offer to be parked: waiting for the client's
 //! next bytes without reading them, whether it may leave its task for the
-//! parking lot, and corking the socket under it. Every client stream sits
-//! on a [`ClientSocket`], which does the work; plain TCP is the socket
-//! itself, TLS a session over it.
+//! parking lot, and corking the socket under it; and, where it can, seeing
+//! without reading whether the client left. Every client stream sits on a
+//! [`ClientSocket`], which does the work; plain TCP is the socket itself,
+//! TLS a session over it.
 
 use std::io;
 use std::task::{Context, Poll};
@@ -19,9 +20,14 @@ pub trait Parkable {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Set TCP_CORK on the socket (see `Activity::cork_next_write`).
     fn cork(&self);
-    /// Whether the socket is in tokio's poller (see [`ClientSocket`]).
-    fn is_polled(&self) -> bool {
-        true
+    /// Whether [`Parkable::poll_peek_closed`] can tell that the client
+    /// left (see `activity/departure.rs`).
+    const PEEKS: bool = false;
+    /// Whether the client closed its side, seen without taking anything:
+    /// `true` at its end of stream, `false` when bytes wait; pending until
+    /// one or the other.
+    fn poll_peek_closed(&mut self, _: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        Poll::Ready(Ok(false))
     }
 }
 
@@ -35,8 +41,9 @@ impl Parkable for ClientSocket {
     fn cork(&self) {
         ClientSocket::cork(self)
     }
-    fn is_polled(&self) -> bool {
-        ClientSocket::is_polled(self)
+    const PEEKS: bool = true;
+    fn poll_peek_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        ClientSocket::poll_peek_closed(self, cx)
     }
 }
 
@@ -45,7 +52,9 @@ impl Parkable for ClientSocket {
 /// says so once rustls holds no plaintext (an incomplete record waits for
 /// more bytes from the socket, which is what readiness reports); bytes hyper
 /// did get are replayed. rustls' own state stays with the socket, in the
-/// parking lot too: only the socket under it leaves tokio.
+/// parking lot too: only the socket under it leaves tokio. It does not
+/// peek: a socket's bytes are records, and only rustls can tell a
+/// `close_notify` from data.
 impl Parkable for super::lot::TlsClient {
     const PARKS: bool = true;
     const LEAVES_TASK: bool = true;
@@ -54,8 +63,5 @@ impl Parkable for super::lot::TlsClient {
     }
     fn cork(&self) {
         self.get_ref().0.cork()
-    }
-    fn is_polled(&self) -> bool {
-        self.get_ref().0.is_polled()
     }
 }

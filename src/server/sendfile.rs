@@ -199,8 +199,9 @@ impl<I: Parkable> Parkable for SendfileIo<I> {
     fn cork(&self) {
         self.inner.cork();
     }
-    fn is_polled(&self) -> bool {
-        self.inner.is_polled()
+    const PEEKS: bool = I::PEEKS;
+    fn poll_peek_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        self.inner.poll_peek_closed(cx)
     }
 }
 

@@ -61,6 +61,10 @@ pub fn http_builders(s: &ServerSettings) -> Builders {
     // `Activity::watch`). hyper-util's builder, for the rare connections of
     // unknown protocol, keeps hyper's.
     http1.header_read_timeout(None);
+    let mut http1_plain = http1.clone();
+    // hyper reads nothing while an answer is on its way; `ActivityIo`
+    // checks for a client that left instead (`activity/departure.rs`).
+    http1_plain.half_close(true);
     let h2_settings = s.clone();
     let http2 = Box::new(move |executor| {
         let mut http2 = http2::Builder::new(executor);
@@ -70,7 +74,7 @@ pub fn http_builders(s: &ServerSettings) -> Builders {
     let mut auto = auto::Builder::new(TokioExecutor::new());
     http1_settings!(auto.http1(), s);
     http2_settings!(auto.http2(), s);
-    Builders { http1, http2, auto }
+    Builders { http1, http1_plain, http2, auto }
 }
 
 /// A response body that keeps its request counted as in progress on the
@@ -179,9 +183,6 @@ pub(super) fn proxy_service(
        + 'static {
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let guard = activity.begin();
-        if req.version() <= hyper::Version::HTTP_11 && http_body::Body::is_end_stream(req.body()) {
-            activity.request_read();
-        }
         crate::busy_poll::note_work();
         let app = Arc::clone(&app);
         let info = Arc::clone(&info);

@@ -204,11 +204,12 @@ async fn a_retried_request_names_the_server_it_reached_when_the_route_does_not_k
     assert_eq!(echo.hits(), 10);
 }
 
-#[tokio::test]
-async fn a_client_that_leaves_cancels_its_upstream_request() {
+/// An upstream whose answers to `/hang` never come, and a flag set once
+/// the proxy drops a request to it; `/quick` is answered at once.
+async fn hanging_upstream() -> (Upstream, Arc<AtomicBool>) {
     let dropped = Arc::new(AtomicBool::new(false));
     let d2 = Arc::clone(&dropped);
-    let up = Upstream::start(move |_req| {
+    let up = Upstream::start(move |req| {
         let d = Arc::clone(&d2);
         async move {
             struct SetOnDrop(Arc<AtomicBool>);
@@ -217,18 +218,52 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
                     self.0.store(true, Ordering::SeqCst);
                 }
             }
+            if req.uri().path() == "/quick" {
+                return Response::new(full("quick"));
+            }
             let _g = SetOnDrop(d);
             tokio::time::sleep(Duration::from_secs(60)).await;
             Response::new(full("never"))
         }
     })
     .await;
+    (up, dropped)
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_cancels_its_upstream_request() {
+    let (up, dropped) = hanging_upstream().await;
     let p = Proxy::start(&route(&format!("\"{}\"", up.addr), ""));
     let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
     s.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
     drop(s);
     // The proxy drops its upstream exchange, so the upstream's handler is cancelled.
+    assert!(
+        eventually(Duration::from_secs(10), || dropped.load(Ordering::SeqCst)).await,
+        "upstream request was not cancelled"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_after_its_whole_body_cancels_its_upstream_request() {
+    // The second request of a keep-alive connection, with a body: the
+    // check for a client that left starts after the body's last byte, on
+    // a socket that may be in the poller by then or not.
+    let (up, dropped) = hanging_upstream().await;
+    let p = Proxy::start(&route(&format!("\"{}\"", up.addr), ""));
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).ends_with("quick") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed after {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(b"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").await.unwrap();
+    assert!(eventually(Duration::from_secs(10), || up.hits() == 2).await);
+    drop(s);
     assert!(
         eventually(Duration::from_secs(10), || dropped.load(Ordering::SeqCst)).await,
         "upstream request was not cancelled"

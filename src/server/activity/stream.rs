@@ -1,7 +1,6 @@
 //! [`ActivityIo`]: the client stream wrapped so that every read and write
-//! records what it did in the connection's [`Activity`], and a read that
-//! could only find a departed client waits a little (see
-//! `Activity::defer_eof_check`).
+//! records what it did in the connection's [`Activity`], and that makes
+//! the departed-client check of a plain connection (`departure.rs`).
 
 use std::io;
 use std::pin::Pin;
@@ -12,7 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::Activity;
+use super::{Activity, Departure};
 use crate::server::conn::Parkable;
 
 impl Activity {
@@ -61,15 +60,35 @@ impl<I: AsyncRead + Parkable> AsyncRead for ActivityIo<I> {
             }
             return Poll::Ready(Ok(()));
         }
-        if !this.inner.is_polled() && this.activity.defer_eof_check(cx) {
-            return Poll::Pending;
-        }
         let before = buf.filled().len();
         let r = this.inner.poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.bytes_read();
         }
         r
+    }
+}
+
+impl<I: Parkable + Unpin> Departure for ActivityIo<I> {
+    fn departed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Option<io::Error> {
+        let this = self.project();
+        if !I::PEEKS || !this.activity.departure_check_due(cx) {
+            return None;
+        }
+        match this.inner.get_mut().poll_peek_closed(cx) {
+            Poll::Ready(Ok(true)) => {
+                Some(io::Error::new(io::ErrorKind::ConnectionAborted, "the client left before its answer"))
+            }
+            // Bytes wait: a pipelined request (or a body hyper has not
+            // read yet). Look again later.
+            Poll::Ready(Ok(false)) => {
+                this.activity.check_departure_later(cx);
+                None
+            }
+            Poll::Ready(Err(e)) => Some(e),
+            // Woken when the client sends or closes.
+            Poll::Pending => None,
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! header timeout, the idle timeout, the send stall, and rest (when the
 //! connection parks). It wakes only when the earliest of its deadlines is
 //! due, set on the shared coarse clock ([`Deadlines`]); events that start
-//! an earlier one (a head begins, an answer ends, a write blocks, a read
-//! is held back) move its deadline forward.
+//! an earlier one (a head begins, an answer ends, a write blocks, a
+//! departed-client check is scheduled) move its deadline forward.
 //!
 //! [`Deadlines`]: crate::server::deadlines::Deadlines
 
@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::{millis, Activity, EOF_CHECK_WAITING};
+use super::departure::CHECK_WAITING;
+use super::{millis, Activity};
 use crate::server::deadlines::{Millis, NEVER};
 use crate::server::lifecycle::PARK_AFTER;
 
@@ -84,10 +85,10 @@ impl Activity {
     /// watching it, or when to look again.
     fn verdict(&self, now: Millis) -> Result<Watched, Millis> {
         let mut next = NEVER;
-        if self.eof_check.load(Ordering::SeqCst) == EOF_CHECK_WAITING {
-            let at = self.eof_check_at.load(Ordering::SeqCst);
+        if self.departure.load(Ordering::SeqCst) == CHECK_WAITING {
+            let at = self.departure_at.load(Ordering::SeqCst);
             if now >= at {
-                self.eof_check_due();
+                self.departure_check_comes_due();
             } else {
                 next = at;
             }
@@ -125,8 +126,8 @@ impl Activity {
 
 /// Marks a connection as watched while [`Activity::watch`] runs. When the
 /// watcher stops (a drain, an idle shutdown, parking), its deadline is
-/// dropped and a read held back for the departed-client check is made due
-/// and woken: nothing would wake it otherwise.
+/// dropped and a departed-client check waiting for it is made due, its
+/// connection woken: nothing would wake it otherwise.
 pub(super) struct Watching<'a>(&'a Activity);
 
 impl<'a> Watching<'a> {
@@ -140,7 +141,7 @@ impl Drop for Watching<'_> {
     fn drop(&mut self) {
         self.0.watched.store(false, Ordering::SeqCst);
         self.0.cancel_watcher_deadline();
-        self.0.eof_check_due();
+        self.0.departure_check_comes_due();
     }
 }
 

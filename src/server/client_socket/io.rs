@@ -90,6 +90,23 @@ impl ClientSocket {
     }
 }
 
+impl ClientSocket {
+    /// Whether the client closed its side, seen with `recv(MSG_PEEK)`,
+    /// which takes nothing from the socket: `true` at its end of stream,
+    /// `false` when bytes wait. When neither, the socket enters the poller
+    /// (if it is not in yet) and `cx` is woken when the client sends or
+    /// closes.
+    pub fn poll_peek_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let peeked = self.socket.poll_io(
+            cx,
+            [0u8; 1],
+            |s, byte| s.peek(byte),
+            |s, cx, byte| s.poll_peek(cx, &mut ReadBuf::new(byte)),
+        );
+        peeked.map_ok(|n| n == 0)
+    }
+}
+
 /// `read(2)` into the unfilled part of `buf`, which may be uninitialised:
 /// the kernel only writes it, and only the `n` bytes it reports are marked
 /// filled.

@@ -8,6 +8,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::RequestFraming;
+use crate::server::activity::Departure;
 
 pin_project_lite::pin_project! {
     /// A stream whose reads are judged by `framing`, except the first
@@ -56,7 +57,7 @@ impl<I: AsyncRead> AsyncRead for FramingIo<I> {
     }
 }
 
-impl<I: AsyncWrite> AsyncWrite for FramingIo<I> {
+impl<I: AsyncWrite + Departure> AsyncWrite for FramingIo<I> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
@@ -73,8 +74,17 @@ impl<I: AsyncWrite> AsyncWrite for FramingIo<I> {
         self.inner.is_write_vectored()
     }
 
+    /// hyper flushes its stream on every pass of its connection: a request
+    /// in progress whose last byte has arrived gets the departed-client
+    /// check here (`activity/departure.rs`).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let mut this = self.project();
+        if this.framing.between_requests() {
+            if let Some(e) = this.inner.as_mut().departed(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        this.inner.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

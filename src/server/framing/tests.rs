@@ -207,6 +207,13 @@ fn a_long_body_is_counted_across_reads() {
     assert!(g.between_requests());
 }
 
+/// The test's stream has no client that could leave.
+impl crate::server::activity::Departure for tokio::io::DuplexStream {
+    fn departed(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Option<std::io::Error> {
+        None
+    }
+}
+
 /// hyper behind [`super::io::FramingIo`], the head cut in two reads at
 /// `cut`: what the client gets back, and how many requests hyper's
 /// service saw.
