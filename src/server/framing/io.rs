@@ -1,5 +1,7 @@
 //! [`FramingIo`]: an HTTP/1 client stream whose reads pass through its
-//! connection's [`RequestFraming`] guard before hyper sees them.
+//! connection's [`RequestFraming`] guard before hyper sees them, and whose
+//! flush makes the departed-client check once a request's last byte has
+//! passed (the guard is what knows where a request ends).
 
 use std::io;
 use std::pin::Pin;
