@@ -15,9 +15,11 @@
 //! `benches/README.md`). Here a deadline is a map entry under an
 //! uncontended lock, and the clock the connections stamp their activity
 //! with is one atomic load, not a clock read per read and write. Pingora's
-//! `fast_timeout` makes the same trade.
+//! `fast_timeout` makes the same trade. The deadlines are filed on a
+//! timer wheel (`wheel.rs`).
 
-use std::collections::BTreeMap;
+mod wheel;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
@@ -49,9 +51,8 @@ pub struct Deadlines {
     /// When the clock last caught up after lagging (its task waited its
     /// turn, or the process was stopped): see [`Deadlines::caught_up_at`].
     caught_up_at: AtomicU64,
-    next_id: AtomicU64,
     /// Who to wake, by when.
-    entries: Mutex<BTreeMap<Entry, Waker>>,
+    entries: Mutex<wheel::Wheel>,
     /// Connections being served: the clock ticks while there are any.
     served: AtomicUsize,
     first_served: tokio::sync::Notify,
@@ -64,8 +65,7 @@ impl Deadlines {
             epoch: Instant::now(),
             now: AtomicU64::new(0),
             caught_up_at: AtomicU64::new(0),
-            next_id: AtomicU64::new(0),
-            entries: Mutex::new(BTreeMap::new()),
+            entries: Mutex::new(wheel::Wheel::new(Millis::try_from(resolution.as_millis()).unwrap_or(NEVER))),
             served: AtomicUsize::new(0),
             first_served: tokio::sync::Notify::new(),
         })
@@ -112,14 +112,13 @@ impl Deadlines {
             waker.wake();
             return None;
         }
-        let entry = Entry { at, id: self.next_id.fetch_add(1, Ordering::Relaxed) };
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(entry, waker);
-        Some(entry)
+        let id = self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(at, waker);
+        Some(Entry { at, id })
     }
 
     /// Forget a deadline (a no-op once it has fired).
     pub fn cancel(&self, entry: Entry) {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(&entry);
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(entry.id);
     }
 
     /// Count a connection as served until the guard drops: the clock ticks
@@ -155,15 +154,9 @@ impl Deadlines {
 
     /// Wake everyone whose deadline is `now` or before.
     fn fire(&self, now: Millis) {
-        let due = {
-            let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-            if entries.first_key_value().is_none_or(|(e, _)| e.at > now) {
-                return;
-            }
-            let later = entries.split_off(&Entry { at: now.saturating_add(1), id: 0 });
-            std::mem::replace(&mut *entries, later)
-        };
-        for waker in due.into_values() {
+        let mut due = Vec::new();
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).expire(now, &mut due);
+        for waker in due {
             waker.wake();
         }
     }
