@@ -1,4 +1,4 @@
-//! The socket's reads and writes: a direct, non-blocking syscall while it
+//! The socket's reads, writes and peeks: a direct, non-blocking syscall while it
 //! is out of tokio's poller, registering it when the call would block and
 //! handing over to tokio's own socket from then on; held bytes (`held.rs`)
 //! lead the first write after a TLS handshake.
@@ -88,9 +88,7 @@ impl ClientSocket {
             },
         )
     }
-}
 
-impl ClientSocket {
     /// Whether the client closed its side, seen with `recv(MSG_PEEK)`,
     /// which takes nothing from the socket: `true` at its end of stream,
     /// `false` when bytes wait. When neither, the socket enters the poller
