@@ -28,7 +28,22 @@ pub struct Exchange {
     pub request_id: Option<HeaderValue>,
     pub route: Option<Arc<Route>>,
     pub upstream: Option<Arc<str>>,
+    /// The answer's status; 0 until the answer is made.
     pub status: u16,
+}
+
+/// An exchange dropped before its answer was made: the request's future
+/// was dropped under it, because its client left (the connection ended, or
+/// an HTTP/2 stream was reset). It is logged and counted as 499, as when
+/// the client leaves mid-upload and as nginx does, rather than not at all.
+/// (Once made, the answer's [`TrackedBody`] logs the exchange.)
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if self.status == 0 {
+            self.status = 499;
+            self.finish(0);
+        }
+    }
 }
 
 impl Exchange {

@@ -268,6 +268,9 @@ async fn a_client_that_leaves_after_its_whole_body_cancels_its_upstream_request(
         eventually(Duration::from_secs(10), || dropped.load(Ordering::SeqCst)).await,
         "upstream request was not cancelled"
     );
+    // Logged as nginx does: 499, client closed request.
+    let logged = || p.access_log().iter().any(|l| l["path"] == "/hang" && l["status"] == 499);
+    assert!(eventually(Duration::from_secs(10), logged).await, "{:?}", p.access_log());
 }
 
 #[tokio::test]
