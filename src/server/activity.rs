@@ -194,7 +194,7 @@ impl Activity {
             return;
         }
         if pending != NEVER {
-            self.clock.cancel(Entry { at: pending, id: self.wake_entry.load(Ordering::Relaxed) });
+            self.clock.cancel(Entry { id: self.wake_entry.load(Ordering::Relaxed) });
         }
         match self.clock.set(at, std::task::Waker::from(Arc::clone(self))) {
             Some(entry) => {
@@ -213,7 +213,7 @@ impl Activity {
     fn cancel_watcher_deadline(&self) {
         let pending = self.wake_at.swap(NEVER, Ordering::Relaxed);
         if pending != NEVER && pending > self.clock.now().saturating_add(KEEP_NEAR_DEADLINE) {
-            self.clock.cancel(Entry { at: pending, id: self.wake_entry.load(Ordering::Relaxed) });
+            self.clock.cancel(Entry { id: self.wake_entry.load(Ordering::Relaxed) });
         }
     }
 

@@ -35,9 +35,8 @@ pub type Millis = u64;
 pub const NEVER: Millis = Millis::MAX;
 
 /// One deadline set with [`Deadlines::set`], to cancel it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
-    pub(super) at: Millis,
     pub(super) id: u64,
 }
 
@@ -113,7 +112,7 @@ impl Deadlines {
             return None;
         }
         let id = self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(at, waker);
-        Some(Entry { at, id })
+        Some(Entry { id })
     }
 
     /// Forget a deadline (a no-op once it has fired).

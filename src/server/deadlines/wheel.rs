@@ -3,9 +3,10 @@
 //! cancelling it, costs a push and a lookup by key, whatever the number of
 //! connections: with 1,000 connections (callgrind, `h1-1k`) the ordered
 //! map it replaces cost about 1,600 instructions per request in setting
-//! and cancelling, the wheel about 300 (`benches/README.md`). A tick of the clock empties the slots
-//! it passed, keeping what is not due yet: a deadline more than a turn of
-//! the wheel ahead (an idle timeout) is passed over once per turn.
+//! and cancelling, the wheel about 300 (`benches/README.md`). A tick of
+//! the clock empties the slots it passed, keeping what is not due yet: a
+//! deadline more than a turn of the wheel ahead (an idle timeout) is
+//! passed over once per turn.
 //!
 //! Pure: no clock, no lock; `Deadlines` brings both.
 
@@ -40,6 +41,19 @@ struct Timer {
     generation: u32,
     at: Millis,
     waker: Option<Waker>,
+}
+
+impl Timer {
+    /// Free the timer if `generation` is still its own: its waker, which
+    /// is `None` if it fired or was cancelled already.
+    fn release(&mut self, generation: u32) -> Option<Waker> {
+        if self.generation != generation {
+            return None;
+        }
+        let waker = self.waker.take()?;
+        self.generation = self.generation.wrapping_add(1);
+        Some(waker)
+    }
 }
 
 /// An id: the timer's generation over its key.
@@ -81,11 +95,8 @@ impl Wheel {
     /// Cancel a deadline; nothing if it fired or was cancelled already.
     pub(super) fn remove(&mut self, id: u64) {
         let (key, generation) = key_and_generation(id);
-        if let Some(timer) = self.timers.get_mut(key) {
-            if timer.generation == generation && timer.waker.take().is_some() {
-                timer.generation = timer.generation.wrapping_add(1);
-                self.free.push(key as u32);
-            }
+        if self.timers.get_mut(key).and_then(|timer| timer.release(generation)).is_some() {
+            self.free.push(key as u32);
         }
     }
 
@@ -100,15 +111,14 @@ impl Wheel {
             slot.retain(|&id| {
                 let (key, generation) = key_and_generation(id);
                 let Some(timer) = timers.get_mut(key) else { return false };
-                if timer.generation != generation || timer.waker.is_none() {
-                    return false;
-                }
-                if timer.at > now {
+                if timer.at > now && timer.generation == generation && timer.waker.is_some() {
                     return true;
                 }
-                due.extend(timer.waker.take());
-                timer.generation = timer.generation.wrapping_add(1);
-                free.push(key as u32);
+                // Due, or a stale id (its timer fired or was cancelled).
+                if let Some(waker) = timer.release(generation) {
+                    due.push(waker);
+                    free.push(key as u32);
+                }
                 false
             });
         }
