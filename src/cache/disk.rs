@@ -224,6 +224,7 @@ mod tests {
     use bytes::Bytes;
     use http::header::{HeaderMap, HeaderValue};
     use http::StatusCode;
+    use std::sync::OnceLock;
 
     use super::*;
     use crate::cache::policy::CacheControl;
@@ -243,6 +244,7 @@ mod tests {
             lifetime: 60,
             stored: 7,
             cc: CacheControl::default(),
+            answer: OnceLock::new(),
         }))
     }
 

@@ -16,6 +16,9 @@ use std::time::Duration;
 pub use flight::Flights;
 pub use store::Store;
 
+/// RFC 9211's response header, one member per cache on the way.
+pub static CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
+
 /// A cache's settings, from its `[middleware.NAME]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {

@@ -5,11 +5,11 @@
 //! under `primary + the request's values of the Vary headers`, and the
 //! primary key holds a small marker naming those headers.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
 use super::disk::Disk;
@@ -34,9 +34,31 @@ pub struct Entry {
     /// belongs to an invalidated generation.
     pub stored: u64,
     pub cc: CacheControl,
+    /// [`Self::answer_headers`]' template, made on the first hit.
+    pub answer: OnceLock<HeaderMap>,
 }
 
 impl Entry {
+    /// The stored headers with an `Age` and, after any upstream cache's
+    /// members, this cache's own `Cache-Status` value, both placeholders
+    /// for the answer to replace in place. An answer cloned from
+    /// `headers` had to grow its table for those two on every hit (a
+    /// reallocation: about 600 of a hit's 17.5k instructions). Its values
+    /// share the stored ones' bytes, so the entry's weight leaves it out.
+    pub fn answer_headers(&self) -> HeaderMap {
+        self.answer
+            .get_or_init(|| {
+                let mut h = HeaderMap::with_capacity(self.headers.len() + 2);
+                for (k, v) in &self.headers {
+                    h.append(k.clone(), v.clone());
+                }
+                h.insert(header::AGE, HeaderValue::from_static("0"));
+                h.append(super::CACHE_STATUS.clone(), HeaderValue::from_static("Rampart"));
+                h
+            })
+            .clone()
+    }
+
     pub fn age(&self, now: u64) -> u64 {
         self.initial_age + now.saturating_sub(self.response_time)
     }

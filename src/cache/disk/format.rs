@@ -6,7 +6,7 @@
 //! Anything that does not parse or whose checksum is wrong decodes to
 //! `None`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -147,5 +147,6 @@ pub(super) fn to_slot(meta: Meta, body: Bytes) -> Option<Slot> {
         lifetime: meta.lifetime,
         stored: meta.stored,
         cc,
+        answer: OnceLock::new(),
     })))
 }

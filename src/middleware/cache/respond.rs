@@ -2,6 +2,7 @@
 //! client's own conditionals), the cache's validators on a revalidation,
 //! and stored entries built from or refreshed by upstream responses.
 
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -12,8 +13,7 @@ use crate::body::ResponseBody;
 use crate::cache::policy::{self, CacheControl};
 use crate::cache::store::Entry;
 use crate::cache::Settings;
-
-pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+pub use crate::cache::CACHE_STATUS;
 
 /// The client's conditional headers, kept before the cache puts its own.
 #[derive(Debug, Default, Clone)]
@@ -75,15 +75,32 @@ pub fn from_entry(
     let mut resp = Response::new(body);
     *resp.status_mut() = if not_modified { StatusCode::NOT_MODIFIED } else { e.status };
     let h = resp.headers_mut();
-    *h = e.headers.clone();
+    *h = e.answer_headers();
+    // Both replace the template's placeholders in place.
     h.insert(header::AGE, super::num(e.age(now)));
+    set_own_status(h, status);
     if not_modified {
         h.remove(header::CONTENT_LENGTH);
     } else if method == Method::HEAD && !h.contains_key(header::CONTENT_LENGTH) {
         h.insert(header::CONTENT_LENGTH, super::num(e.body.len() as u64));
     }
-    add_status(h, status);
     resp
+}
+
+/// Replace the last `Cache-Status` value (this cache's member, after any
+/// upstream cache's) with `value`.
+fn set_own_status(h: &mut HeaderMap, value: String) {
+    let Ok(v) = HeaderValue::try_from(value) else { return };
+    match h.entry(&CACHE_STATUS) {
+        header::Entry::Occupied(mut o) => {
+            if let Some(last) = o.iter_mut().last() {
+                *last = v;
+            }
+        }
+        header::Entry::Vacant(vacant) => {
+            vacant.insert(v);
+        }
+    }
 }
 
 /// `only-if-cached` with nothing usable stored: 504 (RFC 9111 5.2.1.7).
@@ -165,6 +182,7 @@ pub fn new_entry(
         body,
         stored: 0,
         cc,
+        answer: OnceLock::new(),
     }
 }
 
@@ -212,5 +230,62 @@ pub fn merge_304(
         body: old.body.clone(),
         stored: 0,
         cc,
+        answer: OnceLock::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn stored(headers: &[(&str, &str)]) -> Entry {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        let at = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let body = Bytes::from_static(b"hello");
+        new_entry("a.test", "/x", StatusCode::OK, &h, body, &Settings::default(), at, at)
+    }
+
+    fn values(r: &Response<ResponseBody>, name: &str) -> Vec<String> {
+        r.headers().get_all(name).iter().map(|v| v.to_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn an_answer_has_one_age_and_its_own_status_after_upstream_members() {
+        let e = stored(&[
+            ("cache-control", "max-age=60"),
+            ("cache-status", "Upstream; hit"),
+            ("age", "3"),
+            ("content-length", "5"),
+        ]);
+        // The template is made on the first answer and reused by later ones;
+        // the upstream `Age` counts in (RFC 9111 4.2.3).
+        for (now, age) in [(1_000_010, "13"), (1_000_020, "23")] {
+            let r = from_entry(&e, &Method::GET, &Conditionals::default(), now, hit(&e, now));
+            assert_eq!(values(&r, "age"), [age]);
+            assert_eq!(values(&r, "cache-status"), ["Upstream; hit".to_string(), hit(&e, now)]);
+            assert_eq!(values(&r, "content-length"), ["5"]);
+        }
+        // The stored headers themselves carry neither placeholder.
+        assert!(!e.headers.contains_key(header::AGE));
+        assert_eq!(e.headers.get_all(&CACHE_STATUS).iter().count(), 1);
+    }
+
+    #[test]
+    fn a_not_modified_answer_drops_the_length_and_a_head_keeps_it() {
+        let e = stored(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")]);
+        let mut req = HeaderMap::new();
+        req.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"v1\""));
+        let r = from_entry(&e, &Method::GET, &Conditionals::of(&req), 1_000_001, "s".into());
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+        assert!(values(&r, "content-length").is_empty());
+        assert_eq!(values(&r, "cache-status"), ["s"]);
+        let head = from_entry(&e, &Method::HEAD, &Conditionals::default(), 1_000_001, "s".into());
+        assert_eq!(head.status(), StatusCode::OK);
+        assert_eq!(values(&head, "content-length"), ["5"]);
     }
 }
