@@ -48,7 +48,18 @@ pub(super) struct Wire {
     /// the head waits for it, so a body that fails from its first bytes (a
     /// bad chunk size, a client gone) sends nothing at all upstream.
     body_started: bool,
+    /// A small answer's head that came without any of its body, held until
+    /// the body's first bytes ([`HOLD_HEAD_UP_TO`]).
+    held_head: Option<h1::ResponseHead>,
 }
+
+/// An answer of at most this many bytes (by `Content-Length`) whose head
+/// arrives without any of its body is handed on only with the body's
+/// first bytes, within the same `response_timeout`. Handed on alone,
+/// hyper wrote the head to the client by itself and the body in a second
+/// write (`split-write` `h1-1k`: 1.45 writes per request, nginx 1.00;
+/// nginx's `postpone_output` holds output under 1,460 bytes the same way).
+const HOLD_HEAD_UP_TO: u64 = 16 * 1024;
 
 enum BodyState {
     Length(u64),
@@ -77,6 +88,7 @@ impl Wire {
             keep_alive: false,
             state: BodyState::Done,
             body_started: false,
+            held_head: None,
         }
     }
 
@@ -178,17 +190,37 @@ impl Wire {
     ) -> Poll<Result<h1::ResponseHead, SendError>> {
         self.pump_request(cx)?;
         loop {
-            if !self.conn.read_buf.is_empty() {
+            if let Some(head) = self.held_head.take() {
+                if !self.conn.read_buf.is_empty() {
+                    return Poll::Ready(Ok(head));
+                }
+                self.held_head = Some(head);
+            } else if !self.conn.read_buf.is_empty() {
                 self.received_any = true;
                 match h1::parse_response_head(&mut self.conn.read_buf, method) {
                     // 100 Continue, 103 Early Hints: not passed on.
                     Ok(Some(head)) if head.status.is_informational() && head.status.as_u16() != 101 => continue,
-                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(Some(head)) => match head.framing {
+                        ResponseFraming::Length(n)
+                            if n > 0 && n <= HOLD_HEAD_UP_TO && self.conn.read_buf.is_empty() =>
+                        {
+                            self.held_head = Some(head);
+                        }
+                        _ => return Poll::Ready(Ok(head)),
+                    },
                     Ok(None) => {}
                     Err(e) => return Poll::Ready(Err(SendError::Protocol(e))),
                 }
             }
-            match ready!(self.conn.poll_read_more(cx, READ_CHUNK)) {
+            let read = ready!(self.conn.poll_read_more(cx, READ_CHUNK));
+            if matches!(read, Ok(0) | Err(_)) {
+                if let Some(head) = self.held_head.take() {
+                    // The body's read meets the same end or failure, as it
+                    // did before heads were held.
+                    return Poll::Ready(Ok(head));
+                }
+            }
+            match read {
                 Ok(0) => {
                     let e = self.write_error.take().unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into());
                     return Poll::Ready(Err(SendError::Io(e)));
