@@ -21,9 +21,15 @@ FROM rust:1.95.0-bookworm AS builder
 WORKDIR /src
 
 # Dependency cache: copy only the manifests first and build the dependency
-# graph against placeholder sources. This layer is reused until Cargo.toml or
-# Cargo.lock change, so a code-only change recompiles just the rampart crate.
+# graph against placeholder sources. This layer is reused until Cargo.toml,
+# Cargo.lock, Cargo's config or the profile change, so a code-only change
+# recompiles just the rampart crate.
 COPY Cargo.toml Cargo.lock ./
+# Cargo's config (jemalloc's compiled-in options, the rustc wrapper) and the
+# profile every optimised crate is compiled against (pgo/README.md): the
+# dependencies are part of the profile-guided build too.
+COPY .cargo ./.cargo
+COPY pgo/rustc-wrapper pgo/rampart.profdata ./pgo/
 # Placeholders for the two targets Cargo.toml declares ([lib] src/lib.rs,
 # [[bin]] src/main.rs). --locked: fail instead of silently updating Cargo.lock.
 RUN mkdir src \

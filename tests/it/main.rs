@@ -41,6 +41,7 @@ mod metrics;
 mod middleware;
 mod on_demand;
 mod pooling;
+mod release_build;
 mod reload;
 mod routing;
 mod static_files;
