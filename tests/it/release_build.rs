@@ -10,16 +10,14 @@ fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// A stand-in for rustc that reports LLVM `llvm` for `-vV` and records the
-/// arguments of any other call in `args.txt`: what the wrapper passed on.
-/// The real rustc cannot say which flags it was given.
-fn fake_rustc(dir: &Path, llvm: u32) -> PathBuf {
+/// A stand-in for rustc that answers `-vV` with an LLVM version and records
+/// the arguments of any other call in `args.txt`: what the wrapper passed
+/// on. The real rustc cannot say which flags it was given.
+fn fake_rustc(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(format!("rustc-llvm{llvm}"));
-    let script = format!(
-        "#!/bin/sh\nif [ \"$1\" = -vV ]; then echo 'LLVM version: {llvm}.1.2'; exit 0; fi\n\
-         echo \"$@\" > \"$(dirname \"$0\")/args.txt\"\n"
-    );
+    let path = dir.join("rustc");
+    let script = "#!/bin/sh\nif [ \"$1\" = -vV ]; then echo 'LLVM version: 22.1.2'; exit 0; fi\n\
+                  echo \"$@\" > \"$(dirname \"$0\")/args.txt\"\n";
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
@@ -45,7 +43,7 @@ fn wrap(rustc: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
 #[test]
 fn the_wrapper_adds_the_profile_to_optimised_crates_only() {
     let dir = tempfile::tempdir().unwrap();
-    let rustc = fake_rustc(dir.path(), 22);
+    let rustc = fake_rustc(dir.path());
     let profile = repo_file("pgo/rampart.profdata").canonicalize().unwrap();
     let release = ["--crate-name", "hyper", "-C", "opt-level=3", "-C", "lto"];
 
