@@ -6,9 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
+use crate::util::repo_file;
 
 /// A stand-in for rustc that answers `-vV` with an LLVM version and records
 /// the arguments of any other call in `args.txt`: what the wrapper passed
