@@ -135,6 +135,11 @@ async fn directories_answer_with_their_index_or_404_never_a_listing() {
     assert!(!r.text().contains(".keep"));
     assert_eq!(get(p.http, "/missing.html").await.status, 404);
     assert_eq!(get(p.http, "/docs/missing/").await.status, 404);
+    // A file named as a directory is none (ENOTDIR; nginx answers 404), not
+    // the file under a type and `cache_control` rules of another name.
+    // (The file answered first: its open-file cache entry is not reused.)
+    assert_eq!(get(p.http, "/docs/guide.txt").await.status, 200);
+    assert_eq!(get(p.http, "/docs/guide.txt/").await.status, 404);
     assert_eq!(get(p.http, "/space%20name.txt").await.text(), "spaced\n");
 
     // Another index list: the first file that exists answers.
@@ -152,7 +157,7 @@ async fn a_spa_fallback_answers_unknown_paths_with_its_rules() {
         "fallback = \"/index.html\"\ncache_control = [{ path = \"/assets/\", value = \"public, max-age=31536000, immutable\" }, { path = \"*.html\", value = \"no-cache\" }]",
         "",
     );
-    for path in ["/app/settings/profile", "/empty/", "/assets/gone.9b1c.js"] {
+    for path in ["/app/settings/profile", "/empty/", "/assets/gone.9b1c.js", "/assets/style.css/"] {
         let r = get(p.http, path).await;
         assert_eq!((r.status, r.text().as_str()), (200, "<h1>home</h1>\n"), "{path}");
         assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"), "{path}");

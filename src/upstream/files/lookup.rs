@@ -102,6 +102,10 @@ pub fn find(spec: &StaticSpec, segs: &[OsString], site_path: &str, codings: &[Co
     let rel: PathBuf = segs.iter().collect();
     let file = |rel: &Path| -> io::Result<Option<Entry>> { Ok(root.open_in(rel)?.filter(|e| e.meta.is_file())) };
     let mut found = match root.open_in(&rel)? {
+        // `a.txt/` names no file (the kernel's ENOTDIR; nginx answers 404),
+        // and served it would take the type and `cache_control` rules of
+        // a name the file does not have.
+        Some(e) if e.meta.is_file() && site_path.ends_with('/') => None,
         Some(e) if e.meta.is_file() => Some((e, rel, site_path.to_string())),
         Some(_) if !site_path.ends_with('/') => return Ok(Lookup::AddSlash),
         Some(_) => {
