@@ -123,7 +123,10 @@ pub fn now_secs() -> u64 {
 }
 
 /// The secondary key of one variant: the primary key and the request's
-/// values of each `Vary` header (absent and empty kept apart).
+/// values of each `Vary` header (absent and empty kept apart). Lines of
+/// one header are joined as one list, each member trimmed; every byte
+/// of a value is kept (obs-text and `%` written as `%XX`), so two values
+/// that differ anywhere are two variants.
 pub fn variant_key(primary: &str, names: &[HeaderName], req: &HeaderMap) -> String {
     let mut key = String::with_capacity(primary.len() + 64);
     key.push_str(primary);
@@ -136,14 +139,28 @@ pub fn variant_key(primary: &str, names: &[HeaderName], req: &HeaderMap) -> Stri
             continue;
         }
         key.push('=');
-        let joined: Vec<String> = values
-            .flat_map(|v| {
-                String::from_utf8_lossy(v.as_bytes()).split(',').map(|p| p.trim().to_string()).collect::<Vec<_>>()
-            })
-            .collect();
-        key.push_str(&joined.join(","));
+        let members = values.flat_map(|v| v.as_bytes().split(|&b| b == b',')).map(<[u8]>::trim_ascii);
+        for (i, member) in members.enumerate() {
+            if i > 0 {
+                key.push(',');
+            }
+            push_escaped(&mut key, member);
+        }
     }
     key
+}
+
+/// `bytes` into `key`: printable ASCII as it is, anything else and `%`
+/// as `%XX`.
+fn push_escaped(key: &mut String, bytes: &[u8]) {
+    use std::fmt::Write;
+    for &b in bytes {
+        if (b.is_ascii_graphic() && b != b'%') || b == b' ' {
+            key.push(b as char);
+        } else {
+            let _ = write!(key, "%{b:02X}");
+        }
+    }
 }
 
 /// What a look-up found.

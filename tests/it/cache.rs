@@ -440,3 +440,30 @@ async fn memory_stays_within_max_size_by_evicting() {
     assert!((1..40).contains(&entries), "{cache}");
     assert_eq!(up.hits(), 40);
 }
+
+#[tokio::test]
+async fn vary_values_that_differ_only_in_non_utf8_bytes_are_two_variants() {
+    let up = Upstream::start(|req: Request<Incoming>| async move {
+        let cookie = req.headers().get("cookie").map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+        let body = format!("for {cookie:?}");
+        reply(200, &[("cache-control", "max-age=60".into()), ("vary", "Cookie".into())], body)
+    })
+    .await;
+    let p = Proxy::start(&config(up.addr, ""));
+    let with_cookie = |value: &'static [u8]| {
+        let req = Request::get(p.url("/v"))
+            .header("host", "site.test")
+            .header("cookie", http::HeaderValue::from_bytes(value).unwrap())
+            .body(full(""))
+            .unwrap();
+        async move { send(&client(), req).await }
+    };
+    let a = with_cookie(b"token=\xe9\xe9\xe9").await;
+    let b = with_cookie(b"token=\xe8\xe7\xe6").await;
+    assert_ne!(a.text(), b.text(), "one client's variant served to another");
+    assert_eq!(up.hits(), 2);
+    // Each is still a hit for its own value.
+    assert_eq!(with_cookie(b"token=\xe9\xe9\xe9").await.text(), a.text());
+    assert_eq!(with_cookie(b"token=\xe8\xe7\xe6").await.text(), b.text());
+    assert_eq!(up.hits(), 2);
+}
