@@ -467,3 +467,59 @@ async fn vary_values_that_differ_only_in_non_utf8_bytes_are_two_variants() {
     assert_eq!(with_cookie(b"token=\xe8\xe7\xe6").await.text(), b.text());
     assert_eq!(up.hits(), 2);
 }
+
+/// An upstream whose first answer is stale with an ETag, and whose 304 to
+/// the revalidation adds `extra` (a `Cache-Control`, a cookie).
+async fn revalidated_with(extra: &'static [(&'static str, &'static str)]) -> Upstream {
+    Upstream::start(move |req: Request<Incoming>| async move {
+        if req.headers().get("if-none-match").is_some_and(|v| v == "\"v1\"") {
+            let mut headers = vec![("etag", "\"v1\"".to_string())];
+            headers.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+            return reply(304, &headers, "");
+        }
+        let headers = [("cache-control", "max-age=60".into()), ("age", "61".into()), ("etag", "\"v1\"".into())];
+        reply(200, &headers, "version one")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_304_that_makes_the_response_private_ends_its_reuse() {
+    for (what, extra) in [
+        ("private", &[("cache-control", "private, max-age=60")][..]),
+        ("no-store", &[("cache-control", "no-store")][..]),
+        ("a cookie", &[("cache-control", "max-age=60"), ("set-cookie", "sid=new")][..]),
+    ] {
+        let up = revalidated_with(extra).await;
+        let p = Proxy::start(&config(up.addr, ""));
+        assert_eq!(get_h(&p.url("/r"), &[]).await.text(), "version one");
+        // The revalidating client gets the refreshed answer, and the 304's
+        // cookie with it: the 304 answered its request.
+        let refreshed = get_h(&p.url("/r"), &[]).await;
+        assert_eq!(refreshed.text(), "version one", "{what}");
+        assert!(cache_status(&refreshed).contains("fwd-status=304"), "{what}: {}", cache_status(&refreshed));
+        assert!(!cache_status(&refreshed).contains("stored"), "{what}: {}", cache_status(&refreshed));
+        let cookie = refreshed.headers.get("set-cookie");
+        assert_eq!(cookie.is_some(), what == "a cookie", "{what}: {cookie:?}");
+        // Nobody else is answered from it: the next request goes upstream.
+        let next = get_h(&p.url("/r"), &[]).await;
+        assert!(!cache_status(&next).contains("hit"), "{what}: {}", cache_status(&next));
+        assert!(next.headers.get("set-cookie").is_none(), "{what}");
+        assert_eq!(up.hits(), 3, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_304_cookie_goes_to_its_client_and_is_not_stored() {
+    let up = revalidated_with(&[("cache-control", "public, max-age=60"), ("set-cookie", "sid=new")]).await;
+    let p = Proxy::start(&config(up.addr, ""));
+    assert_eq!(get_h(&p.url("/r"), &[]).await.text(), "version one");
+    let refreshed = get_h(&p.url("/r"), &[]).await;
+    assert_eq!(refreshed.headers.get("set-cookie").map(|v| v.to_str().unwrap()), Some("sid=new"));
+    assert!(cache_status(&refreshed).contains("fwd-status=304; stored"), "{}", cache_status(&refreshed));
+    // `public` keeps it stored; the cookie stays with the client it was for.
+    let hit = get_h(&p.url("/r"), &[]).await;
+    assert!(cache_status(&hit).starts_with("Rampart; hit"), "{}", cache_status(&hit));
+    assert!(hit.headers.get("set-cookie").is_none());
+    assert_eq!(up.hits(), 2);
+}

@@ -255,7 +255,7 @@ impl CacheMiddleware {
     }
 
     /// The response phase: refresh on 304, stale on error, store on the way.
-    fn response_phase(&self, mut resp: Response<ResponseBody>, p: Box<Pending>) -> Response<ResponseBody> {
+    fn response_phase(&self, mut resp: Response<ResponseBody>, mut p: Box<Pending>) -> Response<ResponseBody> {
         let status = resp.status();
         if p.method != Method::GET && p.method != Method::HEAD {
             if !is_safe(&p.method) && (status.is_success() || status.is_redirection()) {
@@ -275,13 +275,27 @@ impl CacheMiddleware {
         if let Some(stale) = &p.stale {
             if status == StatusCode::NOT_MODIFIED && p.revalidating {
                 let fresh = respond::merge_304(stale, resp.headers(), &p.settings, p.request_time, SystemTime::now());
-                let e = p.cache.store.update(&p.primary, &p.req_headers, fresh);
-                if let Some(l) = p.leader {
-                    l.finish(Outcome::Stored);
+                let kept = respond::still_storable(&fresh, resp.headers(), &p.req_headers, &p.req_cc);
+                let e = if kept {
+                    p.cache.store.update(&p.primary, &p.req_headers, fresh)
+                } else {
+                    // The 304 made it private, no-store or a cookie's:
+                    // this client gets it, nobody else does.
+                    p.cache.store.invalidate(&p.primary);
+                    Arc::new(fresh)
+                };
+                if let Some(l) = p.leader.take() {
+                    l.finish(if kept { Outcome::Stored } else { Outcome::NotStored });
                 }
                 p.counter.count("revalidated");
-                let cs = format!("Rampart; fwd={}; fwd-status=304; stored", p.fwd);
-                return respond::from_entry(&e, &p.method, &p.client, now, cs);
+                let cs = format!("Rampart; fwd={}; fwd-status=304{}", p.fwd, if kept { "; stored" } else { "" });
+                let mut answer = respond::from_entry(&e, &p.method, &p.client, now, cs);
+                // The 304 answered this client's request: its cookies are
+                // this client's, never stored (RFC 9111 3.1).
+                for cookie in resp.headers().get_all(header::SET_COOKIE) {
+                    answer.headers_mut().append(header::SET_COOKIE, cookie.clone());
+                }
+                return answer;
             }
             let sie = p.req_cc.stale_if_error.or(stale.cc.stale_if_error);
             let error = matches!(status.as_u16(), 500 | 502 | 503 | 504);

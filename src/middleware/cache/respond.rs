@@ -186,6 +186,18 @@ pub fn new_entry(
     }
 }
 
+/// Whether `fresh`, a stored response just refreshed by the 304 whose
+/// headers are `not_modified`, may still be stored: the 304 may have made
+/// it `private` or `no-store`, or set a cookie (RFC 9111 4.3.4 updates
+/// the stored response with what the 304 says; 3 then decides anew).
+pub fn still_storable(fresh: &Entry, not_modified: &HeaderMap, req: &HeaderMap, req_cc: &CacheControl) -> bool {
+    let mut headers = fresh.headers.clone();
+    for cookie in not_modified.get_all(header::SET_COOKIE) {
+        headers.append(header::SET_COOKIE, cookie.clone());
+    }
+    policy::storable(&Method::GET, req, req_cc, fresh.status, &headers, &fresh.cc).is_ok()
+}
+
 /// The stored response `old` refreshed by a 304's headers (RFC 9111 4.3.4):
 /// each header the 304 carries replaces the stored one, `Content-Length`
 /// and hop-by-hop ones aside; freshness counts from now.

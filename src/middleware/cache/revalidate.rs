@@ -80,8 +80,14 @@ async fn run(job: Job) {
     let response_time = SystemTime::now();
     if parts.status == StatusCode::NOT_MODIFIED {
         let fresh = respond::merge_304(&entry, &parts.headers, &settings, request_time, response_time);
-        cache.store.update(&primary, &req_headers, fresh);
-        leader.finish(Outcome::Stored);
+        let req_cc = CacheControl::parse_request(&req_headers);
+        if respond::still_storable(&fresh, &parts.headers, &req_headers, &req_cc) {
+            cache.store.update(&primary, &req_headers, fresh);
+            leader.finish(Outcome::Stored);
+        } else {
+            cache.store.invalidate(&primary);
+            leader.finish(Outcome::NotStored);
+        }
         return;
     }
     let cc = CacheControl::parse(&parts.headers);
