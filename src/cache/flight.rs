@@ -2,8 +2,11 @@
 //! misses becomes the key's leader and goes upstream; later ones for the
 //! same key wait (bounded by `lock_timeout`) for the leader's outcome: once
 //! its response is stored they are served from the cache, and when it was
-//! not stored (or the leader went away) they go upstream themselves, all at
-//! once, never one after another.
+//! not storable they go upstream themselves, all at once, never one after
+//! another. A leader that went away without an outcome (its client left,
+//! its upstream broke off) hands the key on: the waiters join again and
+//! one of them leads, as nginx's `proxy_cache_lock` does, instead of all
+//! of them going upstream at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,11 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Stored,
+    /// The response may not be stored (or is too large): each waiter
+    /// fetches its own.
     NotStored,
+    /// The leader was dropped before it knew: nothing was decided.
+    Abandoned,
 }
 
 type Slot = Arc<watch::Sender<Option<Outcome>>>;
@@ -68,7 +75,7 @@ pub async fn wait(mut rx: watch::Receiver<Option<Outcome>>, timeout: Duration) -
 }
 
 /// The leader's hold on a key; dropping it without [`Leader::finish`]
-/// tells the followers the response was not stored.
+/// tells the followers it was [`Outcome::Abandoned`].
 #[derive(Debug)]
 pub struct Leader {
     map: Option<Arc<Mutex<HashMap<String, Slot>>>>,
@@ -102,7 +109,7 @@ impl Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        self.release(Outcome::NotStored);
+        self.release(Outcome::Abandoned);
     }
 }
 
@@ -123,6 +130,10 @@ mod tests {
         let Join::Leader(again) = f.join("k") else { panic!("free again") };
         let Join::Follower(rx) = f.join("k") else { panic!("follows") };
         drop(again);
+        assert_eq!(wait(rx, Duration::from_secs(5)).await, Some(Outcome::Abandoned));
+        let Join::Leader(third) = f.join("k") else { panic!("free after the drop") };
+        let Join::Follower(rx) = f.join("k") else { panic!("follows") };
+        third.finish(Outcome::NotStored);
         assert_eq!(wait(rx, Duration::from_secs(5)).await, Some(Outcome::NotStored));
     }
 

@@ -523,3 +523,36 @@ async fn a_304_cookie_goes_to_its_client_and_is_not_stored() {
     assert!(hit.headers.get("set-cookie").is_none());
     assert_eq!(up.hits(), 2);
 }
+
+#[tokio::test]
+async fn when_the_leading_client_leaves_one_waiter_takes_over() {
+    let up = Upstream::start(|_req| async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        reply(200, &[("cache-control", "max-age=60".into())], "slow and shared")
+    })
+    .await;
+    let p = Proxy::start(&config(up.addr, "lock_timeout = \"20s\""));
+    let url = p.url("/lead");
+    // The leader's client gives up while its answer is on the way.
+    let leader = tokio::spawn({
+        let url = url.clone();
+        async move { tokio::time::timeout(Duration::from_millis(700), get_h(&url, &[])).await.is_err() }
+    });
+    assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            tokio::spawn({
+                let url = url.clone();
+                async move { get_h(&url, &[]).await }
+            })
+        })
+        .collect();
+    assert!(leader.await.unwrap(), "the leading client was meant to leave first");
+    for w in waiters {
+        let a = w.await.unwrap();
+        assert_eq!((a.status, a.text()), (StatusCode::OK, "slow and shared".to_string()));
+    }
+    // The first fetch, and one more by the waiter that took over: not one
+    // per waiter.
+    assert_eq!(up.hits(), 2);
+}

@@ -101,7 +101,9 @@ impl Body for Capture {
                 if let (Some(data), Some(job)) = (frame.data_ref(), this.job.as_ref()) {
                     if (this.buf.len() + data.len()) as u64 > job.pending.settings.max_object_size {
                         // Too big to keep: stop copying; waiters go upstream.
-                        *this.job = None;
+                        if let Some(l) = this.job.take().and_then(|job| job.pending.leader) {
+                            l.finish(Outcome::NotStored);
+                        }
                         *this.buf = BytesMut::new();
                     } else {
                         this.buf.extend_from_slice(data);

@@ -180,6 +180,8 @@ impl CacheMiddleware {
         let store = &self.cache.store;
         let mut waited = false;
         let mut leader: Option<Leader> = None;
+        // All waiting, however many leaders come and go, within one lock_timeout.
+        let wait_until = tokio::time::Instant::now() + self.settings.lock_timeout;
         loop {
             let now = now_secs();
             match store.lookup(&pending.primary, req.headers()).await {
@@ -233,9 +235,13 @@ impl CacheMiddleware {
                 // between our look-up and taking the lock.
                 Join::Leader(l) => leader = Some(l),
                 Join::Follower(rx) => {
-                    waited = true;
-                    if flight::wait(rx, self.settings.lock_timeout).await != Some(Outcome::Stored) {
-                        break;
+                    let left = wait_until.saturating_duration_since(tokio::time::Instant::now());
+                    match flight::wait(rx, left).await {
+                        // Served from the store on the next look.
+                        Some(Outcome::Stored) => waited = true,
+                        // Look again, and lead or follow the next leader.
+                        Some(Outcome::Abandoned) => {}
+                        Some(Outcome::NotStored) | None => break,
                     }
                 }
             }
@@ -300,6 +306,9 @@ impl CacheMiddleware {
             let sie = p.req_cc.stale_if_error.or(stale.cc.stale_if_error);
             let error = matches!(status.as_u16(), 500 | 502 | 503 | 504);
             if error && !stale.cc.forbids_stale() && sie.is_some_and(|w| (-stale.ttl(now)).max(0) as u64 <= w) {
+                if let Some(l) = p.leader.take() {
+                    l.finish(Outcome::NotStored);
+                }
                 p.counter.count("stale");
                 let cs = format!(
                     "{}; fwd=stale; fwd-status={}; detail=stale-if-error",
@@ -333,6 +342,9 @@ impl CacheMiddleware {
         match (ok, names) {
             (Ok(()), Some(names)) if !too_big && useful => capture::wrap(resp, *p, names, format!("{cs}; stored")),
             _ => {
+                if let Some(l) = p.leader.take() {
+                    l.finish(Outcome::NotStored);
+                }
                 respond::add_status(resp.headers_mut(), cs);
                 resp
             }
