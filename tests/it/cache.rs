@@ -556,3 +556,12 @@ async fn when_the_leading_client_leaves_one_waiter_takes_over() {
     // per waiter.
     assert_eq!(up.hits(), 2);
 }
+
+#[tokio::test]
+async fn a_small_max_size_alone_caps_the_object_size() {
+    let up = origin().await;
+    // max_object_size's default (8 MiB) follows a smaller max_size.
+    let p = Proxy::start(&config(up.addr, "max_size = \"1MiB\""));
+    assert_eq!(get_h(&p.url("/page"), &[]).await.text(), "n=1 path=/page");
+    assert!(cache_status(&get_h(&p.url("/page"), &[]).await).starts_with("Rampart; hit"));
+}

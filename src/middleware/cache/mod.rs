@@ -56,16 +56,21 @@ pub(super) fn compile(spec: &MiddlewareSpec, env: &Env<'_>) -> Result<Arc<dyn Mi
         return Err(super::not_mine("cache"));
     };
     let d = Settings::default();
+    let max_size = max_size.map_or(d.max_size, |b| b.0);
     let settings = Settings {
-        max_size: max_size.map_or(d.max_size, |b| b.0),
+        max_size,
         dir: dir.as_deref().map(|p| spec.resolve(p)),
         max_disk_size: max_disk_size.map_or(d.max_disk_size, |b| b.0),
-        max_object_size: max_object_size.map_or(d.max_object_size, |b| b.0),
+        // The default follows a smaller `max_size`; a value set is checked.
+        max_object_size: max_object_size.map_or(d.max_object_size.min(max_size), |b| b.0),
         default_ttl: default_ttl.map_or(d.default_ttl, |t| t.0),
         lock_timeout: lock_timeout.map_or(d.lock_timeout, |t| t.0),
     };
     if settings.max_object_size > settings.max_size {
-        return Err("max_object_size must not be larger than max_size".into());
+        return Err(format!(
+            "max_object_size ({} bytes) must not be larger than max_size ({} bytes)",
+            settings.max_object_size, settings.max_size
+        ));
     }
     let previous = env.previous.and_then(|p| p.downcast_ref::<CacheMiddleware>());
     Ok(Arc::new(CacheMiddleware::new(&spec.name, settings, previous)?))
