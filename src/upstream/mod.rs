@@ -22,6 +22,7 @@ pub use balancer::Balancer;
 pub use body::{BoxError, RequestBody, ResponseBody};
 pub use client::{is_idempotent, Checkout, ClientSettings, RequestHead, SendError, UpstreamClient};
 pub use conn::Conn;
+pub use files::conditional::{byte_range, ByteRange};
 pub use files::sendfile::{self as file_sending, SendQueue};
 pub use files::{FileRequest, StaticSite};
 pub use health::HealthChecker;

@@ -565,3 +565,51 @@ async fn a_small_max_size_alone_caps_the_object_size() {
     assert_eq!(get_h(&p.url("/page"), &[]).await.text(), "n=1 path=/page");
     assert!(cache_status(&get_h(&p.url("/page"), &[]).await).starts_with("Rampart; hit"));
 }
+
+#[tokio::test]
+async fn a_range_of_a_stored_answer_is_cut_from_the_cache() {
+    let up = Upstream::start(|_req| async {
+        let headers = [
+            ("cache-control", "max-age=60".to_string()),
+            ("etag", "\"e1\"".to_string()),
+            ("last-modified", "Mon, 07 Dec 2026 10:00:00 GMT".to_string()),
+        ];
+        reply(200, &headers, "0123456789")
+    })
+    .await;
+    let p = Proxy::start(&config(up.addr, ""));
+    assert_eq!(get_h(&p.url("/v"), &[]).await.text(), "0123456789");
+    let part = get_h(&p.url("/v"), &[("range", "bytes=2-5")]).await;
+    assert_eq!((part.status, part.text()), (StatusCode::PARTIAL_CONTENT, "2345".to_string()));
+    assert_eq!(part.headers["content-range"], "bytes 2-5/10");
+    assert_eq!(part.headers["content-length"], "4");
+    assert!(cache_status(&part).starts_with("Rampart; hit"), "{}", cache_status(&part));
+    let tail = get_h(&p.url("/v"), &[("range", "bytes=-3")]).await;
+    assert_eq!((tail.status, tail.text()), (StatusCode::PARTIAL_CONTENT, "789".to_string()));
+    let past = get_h(&p.url("/v"), &[("range", "bytes=10-")]).await;
+    assert_eq!(past.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(past.headers["content-range"], "bytes */10");
+    // If-Range naming the stored version keeps the range; another gets it all.
+    for (if_range, want) in [
+        ("\"e1\"", StatusCode::PARTIAL_CONTENT),
+        ("Mon, 07 Dec 2026 10:00:00 GMT", StatusCode::PARTIAL_CONTENT),
+        ("\"e0\"", StatusCode::OK),
+        ("W/\"e1\"", StatusCode::OK),
+    ] {
+        let a = get_h(&p.url("/v"), &[("range", "bytes=0-0"), ("if-range", if_range)]).await;
+        assert_eq!(a.status, want, "If-Range: {if_range}");
+    }
+    // Several ranges, or another unit: the whole answer, as nginx does.
+    for range in ["bytes=0-1,4-5", "items=0-1"] {
+        let a = get_h(&p.url("/v"), &[("range", range)]).await;
+        assert_eq!((a.status, a.text()), (StatusCode::OK, "0123456789".to_string()), "{range}");
+    }
+    // HEAD ignores Range.
+    let head = send(
+        &client(),
+        Request::head(p.url("/v")).header("host", "site.test").header("range", "bytes=2-5").body(full("")).unwrap(),
+    )
+    .await;
+    assert_eq!((head.status, head.headers["content-length"].to_str().unwrap()), (StatusCode::OK, "10"));
+    assert_eq!(up.hits(), 1);
+}

@@ -14,20 +14,61 @@ use crate::cache::policy::{self, CacheControl};
 use crate::cache::store::Entry;
 use crate::cache::Settings;
 pub use crate::cache::CACHE_STATUS;
+use crate::upstream::{byte_range, ByteRange};
 
-/// The client's conditional headers, kept before the cache puts its own.
+/// The client's conditional and range headers, kept before the cache
+/// puts its own validators on a revalidation.
 #[derive(Debug, Default, Clone)]
 pub struct Conditionals {
     if_none_match: Option<String>,
     if_modified_since: Option<SystemTime>,
+    range: Option<String>,
+    if_range: Option<String>,
 }
 
 impl Conditionals {
+    /// One pass over the request's headers (a hit's path: cheaper than a
+    /// look-up per name that mostly finds nothing). The first of repeated
+    /// lines counts, as `HeaderMap::get` would take it.
     pub fn of(h: &HeaderMap) -> Self {
-        Conditionals {
-            if_none_match: h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string),
-            if_modified_since: policy::http_date(h, &header::IF_MODIFIED_SINCE),
+        let (mut inm, mut ims, mut range, mut if_range) = (None, None, None, None);
+        for (name, value) in h {
+            let slot = match *name {
+                header::IF_NONE_MATCH => &mut inm,
+                header::IF_MODIFIED_SINCE => &mut ims,
+                header::RANGE => &mut range,
+                header::IF_RANGE => &mut if_range,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
         }
+        let text = |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).map(str::to_string);
+        Conditionals {
+            if_modified_since: ims.and_then(|v| httpdate::parse_http_date(v.to_str().ok()?.trim()).ok()),
+            if_none_match: text(inm),
+            range: text(range),
+            if_range: text(if_range),
+        }
+    }
+
+    /// The part of `e`'s body a GET's `Range` asks for (RFC 9110 14.2), as
+    /// the static files answer it: one byte range, and only while an
+    /// `If-Range` names the stored version (a strong `ETag` or its
+    /// `Last-Modified`).
+    fn range(&self, e: &Entry) -> ByteRange {
+        let Some(range) = &self.range else { return ByteRange::Ignore };
+        if let Some(ir) = &self.if_range {
+            let ir = ir.trim();
+            let current = if ir.starts_with('"') {
+                e.header_str(&header::ETAG).is_some_and(|etag| etag.trim() == ir)
+            } else {
+                e.header_str(&header::LAST_MODIFIED).is_some_and(|lm| lm.trim() == ir)
+            };
+            if !current {
+                return ByteRange::Ignore;
+            }
+        }
+        byte_range(range, e.body.len() as u64)
     }
 
     /// Whether `e` answers them with 304 (RFC 9110 13.2.2: If-None-Match
@@ -70,19 +111,48 @@ pub fn from_entry(
     status: String,
 ) -> Response<ResponseBody> {
     let not_modified = client.not_modified(e) && e.status == StatusCode::OK;
-    let body =
-        if method == Method::HEAD || not_modified { ResponseBody::empty() } else { ResponseBody::full(e.body.clone()) };
+    let range = if method == Method::GET && !not_modified && e.status == StatusCode::OK {
+        client.range(e)
+    } else {
+        ByteRange::Ignore
+    };
+    let len = e.body.len() as u64;
+    let (code, body) = match range {
+        _ if not_modified => (StatusCode::NOT_MODIFIED, ResponseBody::empty()),
+        _ if method == Method::HEAD => (e.status, ResponseBody::empty()),
+        ByteRange::One(start, end) => {
+            (StatusCode::PARTIAL_CONTENT, ResponseBody::full(e.body.slice(start as usize..=end as usize)))
+        }
+        ByteRange::Unsatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, ResponseBody::empty()),
+        ByteRange::Ignore => (e.status, ResponseBody::full(e.body.clone())),
+    };
     let mut resp = Response::new(body);
-    *resp.status_mut() = if not_modified { StatusCode::NOT_MODIFIED } else { e.status };
+    *resp.status_mut() = code;
     let h = resp.headers_mut();
     *h = e.answer_headers();
     // Both replace the template's placeholders in place.
     h.insert(header::AGE, super::num(e.age(now)));
     set_own_status(h, status);
-    if not_modified {
-        h.remove(header::CONTENT_LENGTH);
-    } else if method == Method::HEAD && !h.contains_key(header::CONTENT_LENGTH) {
-        h.insert(header::CONTENT_LENGTH, super::num(e.body.len() as u64));
+    match range {
+        _ if not_modified => {
+            h.remove(header::CONTENT_LENGTH);
+        }
+        ByteRange::One(start, end) => {
+            h.insert(header::CONTENT_LENGTH, super::num(end - start + 1));
+            if let Ok(v) = HeaderValue::try_from(format!("bytes {start}-{end}/{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        }
+        ByteRange::Unsatisfiable => {
+            h.insert(header::CONTENT_LENGTH, super::num(0));
+            if let Ok(v) = HeaderValue::try_from(format!("bytes */{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        }
+        ByteRange::Ignore if method == Method::HEAD && !h.contains_key(header::CONTENT_LENGTH) => {
+            h.insert(header::CONTENT_LENGTH, super::num(len));
+        }
+        ByteRange::Ignore => {}
     }
     resp
 }

@@ -1,6 +1,7 @@
 //! Conditional and range requests against one file (RFC 9110 §13, §14):
 //! the file's validators (`ETag`, `Last-Modified`), the preconditions a
-//! request carries, evaluated in the RFC's order, and a single byte range.
+//! request carries, evaluated in the RFC's order, and a single byte range
+//! ([`byte_range`], also read by the cache for its stored answers).
 //! Pure: no I/O, the file's size and modification time come in.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -126,10 +127,10 @@ pub fn decide(c: &Conditions, v: &Validators, len: u64) -> Decision {
             return Decision::Full;
         }
     }
-    match parse_range(range, len) {
-        RangeSpec::One(start, end) => Decision::Partial { start, end },
-        RangeSpec::Unsatisfiable => Decision::Unsatisfiable,
-        RangeSpec::Ignore => Decision::Full,
+    match byte_range(range, len) {
+        ByteRange::One(start, end) => Decision::Partial { start, end },
+        ByteRange::Unsatisfiable => Decision::Unsatisfiable,
+        ByteRange::Ignore => Decision::Full,
     }
 }
 
@@ -149,8 +150,9 @@ fn http_date(s: &str) -> Option<SystemTime> {
     httpdate::parse_http_date(s.trim()).ok()
 }
 
+/// What a `Range` header asks of a representation `len` bytes long.
 #[derive(Debug, PartialEq, Eq)]
-enum RangeSpec {
+pub enum ByteRange {
     /// Bytes `start..=end`, within the file.
     One(u64, u64),
     Unsatisfiable,
@@ -159,15 +161,19 @@ enum RangeSpec {
     Ignore,
 }
 
-fn parse_range(h: &str, len: u64) -> RangeSpec {
+/// A `Range` header read as nginx reads it: one `bytes` range (`a-b`,
+/// `a-`, `-n`), clamped to `len`; anything else (another unit, several
+/// ranges, bad syntax) is ignored and the whole representation sent. The
+/// static files and the cache's stored answers both use it.
+pub fn byte_range(h: &str, len: u64) -> ByteRange {
     let h = h.trim();
     let Some(set) = h.get(..6).filter(|u| u.eq_ignore_ascii_case("bytes=")).map(|_| &h[6..]) else {
-        return RangeSpec::Ignore;
+        return ByteRange::Ignore;
     };
     if set.contains(',') {
-        return RangeSpec::Ignore;
+        return ByteRange::Ignore;
     }
-    let Some((first, last)) = set.trim().split_once('-') else { return RangeSpec::Ignore };
+    let Some((first, last)) = set.trim().split_once('-') else { return ByteRange::Ignore };
     let num = |s: &str| -> Option<u64> {
         let s = s.trim();
         (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
@@ -175,24 +181,24 @@ fn parse_range(h: &str, len: u64) -> RangeSpec {
     match (first.trim().is_empty(), last.trim().is_empty()) {
         // `-N`: the last N bytes.
         (true, false) => match num(last) {
-            Some(0) => RangeSpec::Unsatisfiable,
-            Some(_) if len == 0 => RangeSpec::Unsatisfiable,
-            Some(n) => RangeSpec::One(len.saturating_sub(n), len - 1),
-            None => RangeSpec::Ignore,
+            Some(0) => ByteRange::Unsatisfiable,
+            Some(_) if len == 0 => ByteRange::Unsatisfiable,
+            Some(n) => ByteRange::One(len.saturating_sub(n), len - 1),
+            None => ByteRange::Ignore,
         },
         // `N-`: from N to the end.
         (false, true) => match num(first) {
-            Some(s) if s >= len => RangeSpec::Unsatisfiable,
-            Some(s) => RangeSpec::One(s, len - 1),
-            None => RangeSpec::Ignore,
+            Some(s) if s >= len => ByteRange::Unsatisfiable,
+            Some(s) => ByteRange::One(s, len - 1),
+            None => ByteRange::Ignore,
         },
         (false, false) => match (num(first), num(last)) {
-            (Some(s), Some(e)) if s > e => RangeSpec::Ignore,
-            (Some(s), Some(_)) if s >= len => RangeSpec::Unsatisfiable,
-            (Some(s), Some(e)) => RangeSpec::One(s, e.min(len - 1)),
-            _ => RangeSpec::Ignore,
+            (Some(s), Some(e)) if s > e => ByteRange::Ignore,
+            (Some(s), Some(_)) if s >= len => ByteRange::Unsatisfiable,
+            (Some(s), Some(e)) => ByteRange::One(s, e.min(len - 1)),
+            _ => ByteRange::Ignore,
         },
-        (true, true) => RangeSpec::Ignore,
+        (true, true) => ByteRange::Ignore,
     }
 }
 
@@ -249,22 +255,22 @@ mod tests {
 
     #[test]
     fn single_ranges() {
-        assert_eq!(parse_range("bytes=0-99", 1000), RangeSpec::One(0, 99));
-        assert_eq!(parse_range("bytes=900-", 1000), RangeSpec::One(900, 999));
-        assert_eq!(parse_range("bytes=-100", 1000), RangeSpec::One(900, 999));
-        assert_eq!(parse_range("bytes=-5000", 1000), RangeSpec::One(0, 999));
-        assert_eq!(parse_range("bytes=990-5000", 1000), RangeSpec::One(990, 999));
-        assert_eq!(parse_range("BYTES= 1-2", 1000), RangeSpec::One(1, 2));
-        assert_eq!(parse_range("bytes=1000-", 1000), RangeSpec::Unsatisfiable);
-        assert_eq!(parse_range("bytes=-0", 1000), RangeSpec::Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-", 0), RangeSpec::Unsatisfiable);
-        assert_eq!(parse_range("bytes=5-1", 1000), RangeSpec::Ignore);
-        assert_eq!(parse_range("bytes=0-1,5-6", 1000), RangeSpec::Ignore);
-        assert_eq!(parse_range("items=0-1", 1000), RangeSpec::Ignore);
-        assert_eq!(parse_range("bytes=a-b", 1000), RangeSpec::Ignore);
-        assert_eq!(parse_range("bytes=+1-2", 1000), RangeSpec::Ignore);
-        assert_eq!(parse_range("bytes=-", 1000), RangeSpec::Ignore);
-        assert_eq!(parse_range("bytes=99999999999999999999999-", 1000), RangeSpec::Ignore);
+        assert_eq!(byte_range("bytes=0-99", 1000), ByteRange::One(0, 99));
+        assert_eq!(byte_range("bytes=900-", 1000), ByteRange::One(900, 999));
+        assert_eq!(byte_range("bytes=-100", 1000), ByteRange::One(900, 999));
+        assert_eq!(byte_range("bytes=-5000", 1000), ByteRange::One(0, 999));
+        assert_eq!(byte_range("bytes=990-5000", 1000), ByteRange::One(990, 999));
+        assert_eq!(byte_range("BYTES= 1-2", 1000), ByteRange::One(1, 2));
+        assert_eq!(byte_range("bytes=1000-", 1000), ByteRange::Unsatisfiable);
+        assert_eq!(byte_range("bytes=-0", 1000), ByteRange::Unsatisfiable);
+        assert_eq!(byte_range("bytes=0-", 0), ByteRange::Unsatisfiable);
+        assert_eq!(byte_range("bytes=5-1", 1000), ByteRange::Ignore);
+        assert_eq!(byte_range("bytes=0-1,5-6", 1000), ByteRange::Ignore);
+        assert_eq!(byte_range("items=0-1", 1000), ByteRange::Ignore);
+        assert_eq!(byte_range("bytes=a-b", 1000), ByteRange::Ignore);
+        assert_eq!(byte_range("bytes=+1-2", 1000), ByteRange::Ignore);
+        assert_eq!(byte_range("bytes=-", 1000), ByteRange::Ignore);
+        assert_eq!(byte_range("bytes=99999999999999999999999-", 1000), ByteRange::Ignore);
     }
 
     #[test]

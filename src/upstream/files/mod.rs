@@ -19,7 +19,7 @@
 //! middleware (compression, security headers) applies as to a proxied one.
 
 mod beneath;
-mod conditional;
+pub(super) mod conditional;
 mod lookup;
 mod memo;
 mod mime;
