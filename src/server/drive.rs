@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use std::future::Future;
 
@@ -74,6 +75,13 @@ where
     }
 }
 
+/// How long an HTTP/2 connection told GOAWAY (idle, or draining) stays
+/// open once nothing is in flight. hyper's graceful shutdown ends only when
+/// the client acknowledges the PING sent with the GOAWAY, or when the
+/// keep-alive PING times out 50 s later; a live client acknowledges within
+/// a round trip, and nginx closes right after its GOAWAY.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+
 /// How [`drive`] watches an HTTP/1.1 connection served by our own builder:
 /// it enforces `client_header_timeout` (the builder has no header timer),
 /// and with `park` hands the connection back once it rests.
@@ -100,6 +108,11 @@ pub(super) async fn drive<C: HttpConn>(
     let mut closing = false;
     // Set on drain when a request head is in progress.
     let mut head_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // Not HTTP/1.1's (its watcher has the first head's deadline): a new
+    // connection whose first request has not begun by then is closed, an
+    // HTTP/2 one that never sends its preface (hyper would wait for it, a
+    // graceful shutdown included) or only part of it.
+    let mut first_request_by = if http1.is_none() { ctx.first_head_by } else { None };
     loop {
         let event = {
             let running = std::future::poll_fn(|cx| {
@@ -137,7 +150,14 @@ pub(super) async fn drive<C: HttpConn>(
                         }
                     }, if head_deadline.is_some() => Event::HeadDeadline,
                     watched = ctx.activity.idle_for(ctx.idle_timeout), if http1.is_none() && !closing => Event::Watched(watched),
+                    _ = async {
+                        match first_request_by {
+                            Some(by) => tokio::time::sleep_until(by).await,
+                            None => std::future::pending().await,
+                        }
+                    }, if first_request_by.is_some() && !closing => Event::FirstRequestDue,
                     _ = ctx.activity.send_stalled_for(ctx.idle_timeout), if closing => Event::Watched(Watched::SendStalled),
+                    _ = ctx.activity.no_requests_for(GOAWAY_GRACE), if closing && http1.is_none() => Event::GoawayGraceOver,
                     else => std::future::pending().await,
                 }
             });
@@ -225,6 +245,17 @@ pub(super) async fn drive<C: HttpConn>(
                 tracing::debug!("no complete request head within client_header_timeout while draining; closing");
                 return None;
             }
+            Event::FirstRequestDue => {
+                if ctx.activity.begun() == 0 {
+                    tracing::debug!("no request within client_header_timeout; closing");
+                    return None;
+                }
+                first_request_by = None;
+            }
+            Event::GoawayGraceOver => {
+                tracing::debug!("told GOAWAY, nothing in flight, no PING acknowledgement; closing");
+                return None;
+            }
         }
     }
 }
@@ -240,6 +271,11 @@ enum Event {
     Drain,
     /// Draining, and the head in progress did not finish in time.
     HeadDeadline,
+    /// The first request of a connection not watched as HTTP/1.1 was due.
+    FirstRequestDue,
+    /// An HTTP/2 connection told GOAWAY had nothing in flight for
+    /// [`GOAWAY_GRACE`].
+    GoawayGraceOver,
 }
 
 /// Part of a task's work that is polled only when its own waker fired (or

@@ -424,3 +424,49 @@ async fn last_requests_get_their_whole_answer_then_the_close() {
         assert_eq!((status.as_str(), &body[..]), ("HTTP/1.0 200 OK", format!("{path} HTTP/1.1").as_bytes()));
     }
 }
+
+/// Read whatever the server sends until it closes; whether it closed
+/// within `within`.
+async fn closes_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn a_tls_client_that_chose_http2_and_sends_nothing_gets_the_header_timeout() {
+    // hyper waits for the HTTP/2 preface for ever, a graceful shutdown
+    // included: the connection held its place under max_connections, and
+    // a drain, until the process ended.
+    let up = echo().await;
+    let server = "client_header_timeout = \"1s\"\nidle_timeout = \"60s\"";
+    for sent in [&b""[..], b"PRI * HTT"] {
+        let (_p, mut s) = tls_proxy_and_client_offering(&up, server, &[b"h2"]).await;
+        assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        s.write_all(sent).await.unwrap();
+        assert!(closes_within(&mut s, Duration::from_secs(20)).await, "still open after sending {sent:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_http2_client_that_never_acknowledges_the_goaway_ping_is_closed_soon_after() {
+    // hyper's graceful shutdown waits for the acknowledgement of the PING
+    // it sends with its GOAWAY; without one the connection stayed for the
+    // 50 s of the keep-alive PING, whatever idle_timeout said.
+    let up = echo().await;
+    let p = Proxy::start(&config(up.addr, "idle_timeout = \"1s\""));
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    assert!(
+        closes_within(&mut s, Duration::from_secs(20)).await,
+        "an idle HTTP/2 connection outlived 20 idle timeouts"
+    );
+}

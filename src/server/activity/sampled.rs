@@ -74,6 +74,27 @@ impl Activity {
         }
     }
 
+    /// Resolves once no request has begun or been in progress for about
+    /// `limit` (within a quarter of it), whatever else moves: for an HTTP/2
+    /// connection shutting down, whose client may never acknowledge the
+    /// PING that hyper's graceful shutdown waits for.
+    pub(in crate::server) async fn no_requests_for(&self, limit: Duration) {
+        let tick = (limit / 4).max(Duration::from_millis(10));
+        let (mut quiet, mut last_begun) = (Duration::ZERO, self.begun());
+        loop {
+            tokio::time::sleep(tick).await;
+            let begun = self.begun();
+            if begun != last_begun || self.requests.load(Ordering::Relaxed) > 0 {
+                (quiet, last_begun) = (Duration::ZERO, begun);
+            } else {
+                quiet += tick;
+                if quiet >= limit {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Resolves once no request has begun or been in progress on the
     /// connection for about `limit` (within a quarter of it): for HTTP/2
     /// and connections whose protocol is not known yet. Bytes alone do not
