@@ -145,10 +145,12 @@ impl Serving {
             let shutdown = this.shutdown.clone();
             let mut cancelled = std::pin::pin!(shutdown.cancelled());
             loop {
-                let permit = tokio::select! {
-                    _ = &mut cancelled => return,
-                    p = Arc::clone(&this.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                };
+                // Accept, then take a place under the limit: a place taken
+                // first would be held by every listener waiting in accept,
+                // and with http and https one connection fewer was served
+                // (none at all with max_connections = 1). At the limit, a
+                // listener holds the one connection it accepted until a
+                // place frees; the rest wait in the kernel's backlog.
                 let (stream, peer) = tokio::select! {
                     _ = &mut cancelled => return,
                     r = listener.accept() => match r {
@@ -159,6 +161,13 @@ impl Serving {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
+                    },
+                };
+                let permit = match Arc::clone(&this.permits).try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => tokio::select! {
+                        _ = &mut cancelled => return,
+                        p = Arc::clone(&this.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                     },
                 };
                 crate::busy_poll::note_work();

@@ -470,3 +470,22 @@ async fn an_http2_client_that_never_acknowledges_the_goaway_ping_is_closed_soon_
         "an idle HTTP/2 connection outlived 20 idle timeouts"
     );
 }
+
+#[tokio::test]
+async fn max_connections_counts_connections_not_listeners_waiting_in_accept() {
+    // Each accept loop took its place under the limit before accept() and
+    // held it while waiting: with http and https, one connection fewer
+    // than max_connections was served.
+    let up = echo().await;
+    let (p, _tls) = tls_proxy_and_client(&up, "max_connections = 3").await;
+    // Kept open: each still counts.
+    let mut open = Vec::new();
+    for name in ["a", "b"] {
+        let mut s = TcpStream::connect(p.http).await.unwrap();
+        s.write_all(format!("GET /{name} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), read_response(&mut s, &mut Vec::new())).await;
+        let (status, _) = answer.unwrap_or_else(|_| panic!("connection {name} was not served within the limit of 3"));
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        open.push(s);
+    }
+}
