@@ -121,6 +121,8 @@ pub struct ConnCtx<'a> {
     pub idle_timeout: Duration,
     /// How long an HTTP/1.1 request head may take to arrive.
     pub header_timeout: Duration,
+    /// How large a request head may be (`max_header_bytes`).
+    pub max_header_bytes: usize,
     /// When an HTTP/1.1 connection resting in its task is closed if it
     /// serves no request meanwhile.
     pub rest_deadline: tokio::time::Instant,

@@ -89,15 +89,43 @@ pub struct RequestFraming {
     line: Line,
     /// Chunk extension bytes in the current body.
     extensions: u64,
+    /// Bytes of the head in progress seen so far.
+    head_bytes: usize,
+    /// `max_header_bytes`: see [`Self::read_limit`].
+    max_head: usize,
 }
 
 impl Default for RequestFraming {
+    /// A guard that limits no read.
     fn default() -> Self {
-        RequestFraming { state: State::Head, head: Head::default(), line: Line::Start, extensions: 0 }
+        RequestFraming::new(usize::MAX)
     }
 }
 
 impl RequestFraming {
+    pub fn new(max_head: usize) -> Self {
+        RequestFraming {
+            state: State::Head,
+            head: Head::default(),
+            line: Line::Start,
+            extensions: 0,
+            head_bytes: 0,
+            max_head,
+        }
+    }
+
+    /// How many bytes the next read may bring while a head is read:
+    /// `max_header_bytes` less what hyper holds of the head already (at
+    /// least one: a read of none would be the end of the stream). hyper
+    /// refuses a head (431) only when its buffer has reached `max_buf_size`
+    /// without a whole one, and one read may bring a whole head larger than
+    /// that (its reads grow to `max_buf_size` each): heads up to twice the
+    /// limit went through on a connection's later requests.
+    pub fn read_limit(&self) -> Option<usize> {
+        (matches!(self.state, State::Head) && self.max_head < usize::MAX)
+            .then(|| self.max_head.saturating_sub(self.head_bytes).max(1))
+    }
+
     /// Judge the next bytes the client sent, as read. Returns how many of
     /// them may be handed on: all, unless a head was refused (then its
     /// last byte was overwritten, and only [`Self::take_tail`] may follow).
@@ -106,7 +134,11 @@ impl RequestFraming {
         while pos < buf.len() {
             match self.state {
                 State::Head => match self.head(buf, pos) {
-                    Ok(next) => pos = next,
+                    Ok(next) => {
+                        // A head that ended here was taken: its count too.
+                        self.head_bytes = if self.head.started { self.head_bytes + (next - pos) } else { 0 };
+                        pos = next;
+                    }
                     Err(keep) => return keep,
                 },
                 State::Length(rest) => {

@@ -199,6 +199,7 @@ impl Serving {
             shutdown: &self.shutdown,
             idle_timeout: self.idle_timeout,
             header_timeout: self.header_timeout,
+            max_header_bytes: self.max_header_bytes,
             rest_deadline: due.expires,
             first_head_by: due.first_head_by,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
@@ -310,7 +311,7 @@ where
         Protocol::Detect => {
             let io = ActivityIo::new(io, Arc::clone(&ctx.activity), first_bytes);
             // Guarded as HTTP/1 until the bytes are the HTTP/2 preface.
-            let io = TokioIo::new(FramingIo::new(io, RequestFraming::default(), 0));
+            let io = TokioIo::new(FramingIo::new(io, RequestFraming::new(ctx.max_header_bytes), 0));
             // hyper-util's builder keeps hyper's own header timer.
             let conn = Box::pin(ctx.builders.auto.serve_connection_with_upgrades(io, service));
             Box::pin(drive(conn, None, &ctx, None)).await;
@@ -338,7 +339,7 @@ where
     let mut begun = ctx.activity.begun();
     // The request framing guard follows the connection's bytes across
     // hyper connections: `judged` of the next prefix it has seen already.
-    let mut framing = RequestFraming::default();
+    let mut framing = RequestFraming::new(ctx.max_header_bytes);
     let mut judged = 0;
     if let Some(files) = &ctx.files {
         files.arm();

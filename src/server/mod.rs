@@ -58,6 +58,8 @@ pub struct Serving {
     pub builders: Arc<Builders>,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
+    /// `max_header_bytes`, which the request framing guard holds reads to.
+    pub max_header_bytes: usize,
     /// The coarse clock connections stamp their activity with, and their
     /// deadlines.
     deadlines: Arc<Deadlines>,
@@ -99,6 +101,7 @@ impl Serving {
             builders: Arc::new(http_builders(&settings)),
             idle_timeout: settings.idle_timeout,
             header_timeout: settings.client_header_timeout,
+            max_header_bytes: settings.max_header_bytes,
             deadlines: Deadlines::new(DEADLINE_RESOLUTION),
             lot: None,
         };

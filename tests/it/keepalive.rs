@@ -489,3 +489,30 @@ async fn max_connections_counts_connections_not_listeners_waiting_in_accept() {
         open.push(s);
     }
 }
+
+#[tokio::test]
+async fn max_header_bytes_holds_for_every_request_on_a_connection() {
+    // hyper refuses a head only when its buffer fills without one, and its
+    // reads grow: on a connection's later requests, heads up to about
+    // twice max_header_bytes were forwarded.
+    let up = echo().await;
+    let p = Proxy::start(&config(up.addr, "max_header_bytes = \"64KiB\""));
+    let request = |pad: usize| format!("GET /x HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n", "p".repeat(pad));
+    // Under the limit, on later requests too.
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let mut pending = Vec::new();
+    for pad in [10, 60_000, 10, 65_000] {
+        s.write_all(request(pad).as_bytes()).await.unwrap();
+        assert_eq!(read_response(&mut s, &mut pending).await.0, "HTTP/1.1 200 OK", "a {pad}-byte header");
+    }
+    // Over it, as the second request.
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let mut pending = Vec::new();
+    s.write_all(request(10).as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut pending).await.0, "HTTP/1.1 200 OK");
+    s.write_all(request(100_000).as_bytes()).await.unwrap();
+    let (status, _) = tokio::time::timeout(Duration::from_secs(10), read_response(&mut s, &mut pending))
+        .await
+        .expect("no answer to a 100 KB head");
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+}

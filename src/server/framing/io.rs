@@ -44,7 +44,16 @@ impl<I: AsyncRead> AsyncRead for FramingIo<I> {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
-        ready!(this.inner.poll_read(cx, buf))?;
+        match this.framing.read_limit().filter(|&room| *this.judged == 0 && room < buf.remaining()) {
+            // Near the head limit only (see `read_limit`): the rare path.
+            Some(room) => {
+                let mut limited = vec![0u8; room];
+                let mut limited = ReadBuf::new(&mut limited);
+                ready!(this.inner.poll_read(cx, &mut limited))?;
+                buf.put_slice(limited.filled());
+            }
+            None => ready!(this.inner.poll_read(cx, buf))?,
+        }
         let read = &mut buf.filled_mut()[before..];
         let skip = read.len().min(*this.judged);
         *this.judged -= skip;
