@@ -138,24 +138,30 @@ async fn vary_keeps_one_entry_per_variant() {
     assert_eq!(up.hits(), 3);
 }
 
-#[tokio::test]
-async fn a_burst_of_concurrent_misses_makes_one_upstream_request() {
-    let up = Upstream::start(|_req| async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+/// An upstream that answers "slow and shared", cacheable, after `delay`.
+async fn slow_and_shared(delay: Duration) -> Upstream {
+    Upstream::start(move |_req| async move {
+        tokio::time::sleep(delay).await;
         reply(200, &[("cache-control", "max-age=60".into())], "slow and shared")
     })
-    .await;
-    let p = Proxy::start(&config(up.addr, "lock_timeout = \"20s\""));
-    let url = p.url("/burst");
-    let tasks: Vec<_> = (0..100)
+    .await
+}
+
+/// `n` concurrent GETs of `url`, each on its own task.
+fn spawn_gets(url: &str, n: usize) -> Vec<tokio::task::JoinHandle<Answer>> {
+    (0..n)
         .map(|_| {
-            tokio::spawn({
-                let url = url.clone();
-                async move { get_h(&url, &[]).await }
-            })
+            let url = url.to_string();
+            tokio::spawn(async move { get_h(&url, &[]).await })
         })
-        .collect();
-    for t in tasks {
+        .collect()
+}
+
+#[tokio::test]
+async fn a_burst_of_concurrent_misses_makes_one_upstream_request() {
+    let up = slow_and_shared(Duration::from_millis(300)).await;
+    let p = Proxy::start(&config(up.addr, "lock_timeout = \"20s\""));
+    for t in spawn_gets(&p.url("/burst"), 100) {
         let a = t.await.unwrap();
         assert_eq!(a.status, 200);
         assert_eq!(a.text(), "slow and shared");
@@ -526,11 +532,7 @@ async fn a_304_cookie_goes_to_its_client_and_is_not_stored() {
 
 #[tokio::test]
 async fn when_the_leading_client_leaves_one_waiter_takes_over() {
-    let up = Upstream::start(|_req| async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        reply(200, &[("cache-control", "max-age=60".into())], "slow and shared")
-    })
-    .await;
+    let up = slow_and_shared(Duration::from_millis(1500)).await;
     let p = Proxy::start(&config(up.addr, "lock_timeout = \"20s\""));
     let url = p.url("/lead");
     // The leader's client gives up while its answer is on the way.
@@ -539,14 +541,7 @@ async fn when_the_leading_client_leaves_one_waiter_takes_over() {
         async move { tokio::time::timeout(Duration::from_millis(700), get_h(&url, &[])).await.is_err() }
     });
     assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
-    let waiters: Vec<_> = (0..20)
-        .map(|_| {
-            tokio::spawn({
-                let url = url.clone();
-                async move { get_h(&url, &[]).await }
-            })
-        })
-        .collect();
+    let waiters = spawn_gets(&url, 20);
     assert!(leader.await.unwrap(), "the leading client was meant to leave first");
     for w in waiters {
         let a = w.await.unwrap();
