@@ -19,26 +19,27 @@ mod capture;
 mod freshness;
 mod key;
 mod respond;
+mod response;
 mod revalidate;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{HeaderMap, HeaderValue};
+use http::{Method, Request, Response};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use super::{Ctx, Env, Flow, Middleware, State, Step};
 use crate::body::{RequestBody, ResponseBody};
 use crate::cache::flight::{self, Join, Leader, Outcome};
-use crate::cache::policy::{self, CacheControl};
+use crate::cache::policy::CacheControl;
 use crate::cache::store::{now_secs, Entry, Found};
 use crate::cache::{Cache, Settings};
 use crate::config::{MiddlewareSpec, RawMiddleware};
 use crate::metrics::{CacheLabels, Name};
 use freshness::{usable, Use};
-use key::{bare_host, request_host, same_origin_key};
+use key::{bare_host, request_host};
 use respond::Conditionals;
 
 #[derive(Debug)]
@@ -263,97 +264,6 @@ impl CacheMiddleware {
             }
         }
         Flow::Continue(State::Boxed(pending))
-    }
-
-    /// The response phase: refresh on 304, stale on error, store on the way.
-    fn response_phase(&self, mut resp: Response<ResponseBody>, mut p: Box<Pending>) -> Response<ResponseBody> {
-        let status = resp.status();
-        if p.method != Method::GET && p.method != Method::HEAD {
-            if !is_safe(&p.method) && (status.is_success() || status.is_redirection()) {
-                p.cache.store.invalidate(&p.primary);
-                // And the same-origin URLs the answer names (RFC 9111 4.4).
-                for name in [header::LOCATION, header::CONTENT_LOCATION] {
-                    if let Some(key) = resp.headers().get(&name).and_then(|v| same_origin_key(&p.primary, v)) {
-                        p.cache.store.invalidate(&key);
-                    }
-                }
-            }
-            p.counter.count("bypass");
-            respond::add_status(resp.headers_mut(), "Rampart; fwd=method".to_string());
-            return resp;
-        }
-        let now = now_secs();
-        if let Some(stale) = &p.stale {
-            if status == StatusCode::NOT_MODIFIED && p.revalidating {
-                let fresh = respond::merge_304(stale, resp.headers(), &p.settings, p.request_time, SystemTime::now());
-                let kept = respond::still_storable(&fresh, resp.headers(), &p.req_headers, &p.req_cc);
-                let e = if kept {
-                    p.cache.store.update(&p.primary, &p.req_headers, fresh)
-                } else {
-                    // The 304 made it private, no-store or a cookie's:
-                    // this client gets it, nobody else does.
-                    p.cache.store.invalidate(&p.primary);
-                    Arc::new(fresh)
-                };
-                if let Some(l) = p.leader.take() {
-                    l.finish(if kept { Outcome::Stored } else { Outcome::NotStored });
-                }
-                p.counter.count("revalidated");
-                let cs = format!("Rampart; fwd={}; fwd-status=304{}", p.fwd, if kept { "; stored" } else { "" });
-                let mut answer = respond::from_entry(&e, &p.method, &p.client, now, cs);
-                // The 304 answered this client's request: its cookies are
-                // this client's, never stored (RFC 9111 3.1).
-                for cookie in resp.headers().get_all(header::SET_COOKIE) {
-                    answer.headers_mut().append(header::SET_COOKIE, cookie.clone());
-                }
-                return answer;
-            }
-            let sie = p.req_cc.stale_if_error.or(stale.cc.stale_if_error);
-            let error = matches!(status.as_u16(), 500 | 502 | 503 | 504);
-            if error && !stale.cc.forbids_stale() && sie.is_some_and(|w| (-stale.ttl(now)).max(0) as u64 <= w) {
-                if let Some(l) = p.leader.take() {
-                    l.finish(Outcome::NotStored);
-                }
-                p.counter.count("stale");
-                let cs = format!(
-                    "{}; fwd=stale; fwd-status={}; detail=stale-if-error",
-                    respond::hit(stale, now),
-                    status.as_u16()
-                );
-                return respond::from_entry(stale, &p.method, &p.client, now, cs);
-            }
-        }
-        p.counter.count("miss");
-        let cs = format!("Rampart; fwd={}; fwd-status={}", p.fwd, status.as_u16());
-        if p.method == Method::HEAD {
-            respond::add_status(resp.headers_mut(), cs);
-            return resp;
-        }
-        let cc = CacheControl::parse(resp.headers());
-        let ok = policy::storable(&p.method, &p.req_headers, &p.req_cc, status, resp.headers(), &cc);
-        let names = policy::vary_names(resp.headers());
-        let too_big = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|n| n > p.settings.max_object_size);
-        // Worth keeping: fresh for a while, or revalidatable, or usable stale.
-        let lifetime =
-            policy::freshness_lifetime(status, resp.headers(), &cc, p.settings.default_ttl, SystemTime::now());
-        let useful = lifetime > 0
-            || resp.headers().contains_key(header::ETAG)
-            || resp.headers().contains_key(header::LAST_MODIFIED)
-            || cc.stale_if_error.is_some();
-        match (ok, names) {
-            (Ok(()), Some(names)) if !too_big && useful => capture::wrap(resp, *p, names, format!("{cs}; stored")),
-            _ => {
-                if let Some(l) = p.leader.take() {
-                    l.finish(Outcome::NotStored);
-                }
-                respond::add_status(resp.headers_mut(), cs);
-                resp
-            }
-        }
     }
 }
 
