@@ -1,6 +1,7 @@
 //! The rules of RFC 9111 as pure functions: `Cache-Control` parsing, whether
 //! a response may be stored by a shared cache, its freshness lifetime, and
-//! its age. No I/O and no clocks: times come in as arguments.
+//! its age; `Surrogate-Control` where it speaks to this cache. No I/O and
+//! no clocks: times come in as arguments.
 
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +27,67 @@ pub struct CacheControl {
     pub max_stale: Option<Option<u64>>,
     pub min_fresh: Option<u64>,
     pub only_if_cached: bool,
+    /// Response: `Surrogate-Control: max-age` for this cache
+    /// ([`CacheControl::parse_response`]).
+    pub surrogate_max_age: Option<u64>,
+}
+
+/// `Surrogate-Control` (W3C Edge Architecture 1.0): what an origin tells
+/// the caches in front of it (surrogates), over what `Cache-Control` tells
+/// everyone. Never passed on to clients.
+pub static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
+
+/// The request header by which surrogates announce themselves to the
+/// origin, each with its device token.
+pub static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
+
+/// This cache's device token: `Surrogate-Control` directives targeted
+/// `;rampart` are for it, those targeted at any other token are not.
+pub const SURROGATE_TOKEN: &str = "rampart";
+
+/// This cache's `Surrogate-Capability` member.
+pub static SURROGATE_CAPABILITY_VALUE: http::HeaderValue = http::HeaderValue::from_static("rampart=\"Surrogate/1.0\"");
+
+/// The `Surrogate-Control` directives that reach this cache.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Surrogate {
+    no_store: bool,
+    max_age: Option<u64>,
+}
+
+impl Surrogate {
+    /// Directives targeted `;rampart` take precedence over untargeted
+    /// ones; directives targeted at other devices are ignored. A value
+    /// is read strictly (digits right after `=`: `max-age= 5` says
+    /// nothing); of `max-age=N+M` only the lifetime `N` is used.
+    fn parse(headers: &HeaderMap) -> Surrogate {
+        let (mut mine, mut everyone) = (Surrogate::default(), Surrogate::default());
+        for line in headers.get_all(&SURROGATE_CONTROL) {
+            let Ok(line) = line.to_str() else { continue };
+            for item in split_list(line) {
+                let item = item.trim();
+                let (directive, slot) = match item.split_once(';') {
+                    None => (item, &mut everyone),
+                    Some((d, target)) if target.trim().eq_ignore_ascii_case(SURROGATE_TOKEN) => (d, &mut mine),
+                    Some(_) => continue,
+                };
+                let (name, value) = directive.split_once('=').unwrap_or((directive, ""));
+                if name.eq_ignore_ascii_case("no-store") {
+                    slot.no_store = true;
+                } else if name.eq_ignore_ascii_case("max-age") {
+                    let lifetime = value.split_once('+').map_or(value, |(n, _)| n);
+                    if !lifetime.is_empty() && lifetime.bytes().all(|b| b.is_ascii_digit()) {
+                        _ = slot.max_age.get_or_insert(delta(Some(lifetime)));
+                    }
+                }
+            }
+        }
+        if mine != Surrogate::default() {
+            mine
+        } else {
+            everyone
+        }
+    }
 }
 
 /// A delta-seconds value; one that is not a number counts as 0 (stale),
@@ -89,6 +151,32 @@ impl CacheControl {
                     _ => {}
                 }
             }
+        }
+        cc
+    }
+
+    /// A response's directives for this cache: its `Cache-Control`,
+    /// overridden where `Surrogate-Control` speaks to this cache. Its
+    /// `no-store` forbids storing; its `max-age` sets the lifetime over
+    /// `s-maxage`, `max-age` and `Expires`, and lifts `Cache-Control`'s
+    /// `no-store` and `no-cache` (those then speak to the browsers behind
+    /// this cache, as at Fastly and Akamai). `private`, `Set-Cookie` and
+    /// `Authorization` keep their rules: a surrogate directive never makes
+    /// private data shared.
+    pub fn parse_response(headers: &HeaderMap) -> CacheControl {
+        let mut cc = CacheControl::parse(headers);
+        if !headers.contains_key(&SURROGATE_CONTROL) {
+            return cc;
+        }
+        let surrogate = Surrogate::parse(headers);
+        if surrogate.no_store {
+            cc.no_store = true;
+            // `must-understand` suspends only Cache-Control's no-store.
+            cc.must_understand = false;
+        } else if let Some(lifetime) = surrogate.max_age {
+            cc.surrogate_max_age = Some(lifetime);
+            cc.no_store = false;
+            cc.no_cache = false;
         }
         cc
     }
@@ -176,7 +264,11 @@ pub fn storable(
     if vary_names(headers).is_none() {
         return Err(NotStored::VaryStar);
     }
-    let explicit = cc.public || cc.max_age.is_some() || cc.s_maxage.is_some() || headers.contains_key(header::EXPIRES);
+    let explicit = cc.public
+        || cc.max_age.is_some()
+        || cc.s_maxage.is_some()
+        || cc.surrogate_max_age.is_some()
+        || headers.contains_key(header::EXPIRES);
     if !explicit && !heuristically_cacheable(status) {
         return Err(NotStored::NoFreshness);
     }
@@ -223,6 +315,9 @@ pub fn freshness_lifetime(
     heuristic: Duration,
     response_time: SystemTime,
 ) -> u64 {
+    if let Some(s) = cc.surrogate_max_age {
+        return s;
+    }
     if let Some(s) = cc.s_maxage {
         return s;
     }
@@ -346,6 +441,52 @@ mod tests {
             now,
         );
         assert_eq!(found, 0);
+    }
+
+    #[test]
+    fn surrogate_control_speaks_to_this_cache_over_cache_control() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let cc = |pairs: &[(&str, &str)]| CacheControl::parse_response(&h(pairs));
+        let life = |pairs: &[(&str, &str)]| {
+            let hs = h(pairs);
+            freshness_lifetime(StatusCode::OK, &hs, &CacheControl::parse_response(&hs), Duration::ZERO, now)
+        };
+        let stored = |pairs: &[(&str, &str)]| {
+            let hs = h(pairs);
+            let none = HeaderMap::new();
+            storable(
+                &Method::GET,
+                &none,
+                &CacheControl::default(),
+                StatusCode::OK,
+                &hs,
+                &CacheControl::parse_response(&hs),
+            )
+        };
+        // Its max-age wins over Cache-Control's, shorter or longer, and
+        // lifts no-store and no-cache, which are then the browsers'.
+        assert_eq!(life(&[("cache-control", "max-age=3600"), ("surrogate-control", "max-age=1")]), 1);
+        assert_eq!(life(&[("cache-control", "s-maxage=1"), ("surrogate-control", "MaX-aGe=3600")]), 3600);
+        assert_eq!(stored(&[("cache-control", "no-store"), ("surrogate-control", "max-age=60")]), Ok(()));
+        assert!(!cc(&[("cache-control", "no-cache"), ("surrogate-control", "max-age=60")]).no_cache);
+        // Its no-store wins over any lifetime.
+        let no_store = [("cache-control", "max-age=600"), ("surrogate-control", "no-store")];
+        assert_eq!(stored(&no_store), Err(NotStored::NoStore));
+        // Never over private.
+        assert_eq!(
+            stored(&[("cache-control", "private"), ("surrogate-control", "max-age=60")]),
+            Err(NotStored::Private)
+        );
+        // Targeted at this cache: over untargeted; at another: ignored.
+        assert_eq!(life(&[("surrogate-control", "max-age=5, max-age=50;rampart")]), 50);
+        assert_eq!(life(&[("cache-control", "max-age=7"), ("surrogate-control", "max-age=3600;other")]), 7);
+        // Strict values; max-age=N+M lives N; an extension is skipped.
+        assert_eq!(life(&[("cache-control", "max-age=7"), ("surrogate-control", "max-age= 100")]), 7);
+        assert_eq!(life(&[("cache-control", "max-age=7"), ("surrogate-control", "max-age =100")]), 7);
+        assert_eq!(life(&[("surrogate-control", "foo, max-age=30+600")]), 30);
+        assert_eq!(life(&[("surrogate-control", "max-age=99999999999")]), u64::from(u32::MAX));
+        // Requests never read it.
+        assert_eq!(CacheControl::parse(&h(&[("surrogate-control", "max-age=5")])).surrogate_max_age, None);
     }
 
     #[test]

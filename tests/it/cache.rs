@@ -608,3 +608,55 @@ async fn a_range_of_a_stored_answer_is_cut_from_the_cache() {
     assert_eq!((head.status, head.headers["content-length"].to_str().unwrap()), (StatusCode::OK, "10"));
     assert_eq!(up.hits(), 1);
 }
+
+/// `Surrogate-Control` is the origin's word to this cache: over
+/// `Cache-Control` here, targeted `;rampart` over untargeted, and never
+/// passed on to clients; the origin hears this cache announce itself.
+#[tokio::test]
+async fn surrogate_control_rules_this_cache_and_stops_here() {
+    let capabilities = Arc::new(Mutex::new(Vec::new()));
+    let n = Arc::new(AtomicUsize::new(0));
+    let up = Upstream::start({
+        let capabilities = Arc::clone(&capabilities);
+        move |req: Request<Incoming>| {
+            let n = n.fetch_add(1, Ordering::SeqCst) + 1;
+            let seen = req.headers().get("surrogate-capability").map(|v| v.to_str().unwrap().to_string());
+            capabilities.lock().unwrap().push(seen);
+            async move {
+                let h = |cc: &str, sc: &str| [("cache-control", cc.to_string()), ("surrogate-control", sc.to_string())];
+                let body = format!("n={n}");
+                match req.uri().path() {
+                    // For browsers: never store; for the edge: a minute.
+                    "/edge-only" => reply(200, &h("no-store", "max-age=60"), body),
+                    "/not-at-edge" => reply(200, &h("max-age=600", "no-store"), body),
+                    "/targeted" => reply(200, &h("max-age=600", "no-store, max-age=60;rampart"), body),
+                    _ => reply(200, &h("no-store", "max-age=60;other"), body),
+                }
+            }
+        }
+    })
+    .await;
+    let p = Proxy::start(&config(up.addr, ""));
+    let twice = |path: &'static str| {
+        let url = p.url(path);
+        async move { (get_h(&url, &[]).await, get_h(&url, &[]).await) }
+    };
+    let (a, b) = twice("/edge-only").await;
+    assert_eq!((a.text(), b.text()), ("n=1".to_string(), "n=1".to_string()), "stored despite no-store");
+    assert_eq!(b.headers["cache-control"], "no-store", "the browsers' directive is passed on");
+    for answer in [&a, &b] {
+        assert!(!answer.headers.contains_key("surrogate-control"), "{:?}", answer.headers);
+    }
+    let (a, b) = twice("/not-at-edge").await;
+    assert_ne!(a.text(), b.text(), "stored despite Surrogate-Control: no-store");
+    assert!(!a.headers.contains_key("surrogate-control"));
+    // Targeted at this cache: over the untargeted no-store.
+    let (a, b) = twice("/targeted").await;
+    assert_eq!(a.text(), b.text(), "the rampart-targeted max-age did not count");
+    // Targeted at another device: Cache-Control's no-store rules.
+    let (a, b) = twice("/other").await;
+    assert_ne!(a.text(), b.text(), "a max-age for another device counted");
+    assert_eq!(up.hits(), 6);
+    let seen = capabilities.lock().unwrap().clone();
+    assert!(seen.iter().all(|c| c.as_deref() == Some("rampart=\"Surrogate/1.0\"")), "{seen:?}");
+}

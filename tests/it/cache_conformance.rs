@@ -19,15 +19,11 @@ use crate::util::*;
 const VERSION: &str = "0.4.5";
 
 /// Required tests this cache fails, and why (kept in docs/operations.md too).
-const KNOWN_MUST_FAILURES: &[(&str, &str)] = &[
-    (
-        "age-parse-prefix",
-        "the suite wants `Age: 0,7200` read as 0 (its own title says stale) yet `Age: 3600, 3600` as stale; \
+const KNOWN_MUST_FAILURES: &[(&str, &str)] = &[(
+    "age-parse-prefix",
+    "the suite wants `Age: 0,7200` read as 0 (its own title says stale) yet `Age: 3600, 3600` as stale; \
          any Age that is not one integer makes the response stale here, the side that never serves too old",
-    ),
-    ("surrogate-no-store-cc-fresh", "Surrogate-Control (a CDN extension, not RFC 9111) is not implemented"),
-    ("surrogate-fresh-cc-nostore", "Surrogate-Control (a CDN extension, not RFC 9111) is not implemented"),
-];
+)];
 
 fn package_dir() -> Option<PathBuf> {
     if let Ok(dir) = std::env::var("RAMPART_CACHE_TESTS_DIR") {

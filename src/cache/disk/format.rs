@@ -135,7 +135,7 @@ pub(super) fn to_slot(meta: Meta, body: Bytes) -> Option<Slot> {
         let v = b64().decode(v).ok()?;
         headers.append(HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_bytes(&v).ok()?);
     }
-    let cc = CacheControl::parse(&headers);
+    let cc = CacheControl::parse_response(&headers);
     Some(Slot::Object(Arc::new(Entry {
         host: meta.host,
         path: meta.path,

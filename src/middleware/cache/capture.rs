@@ -79,6 +79,9 @@ pub fn wrap(
     *head.status_mut() = parts.status;
     *head.headers_mut() = parts.headers.clone();
     let (head, ()) = head.into_parts();
+    // Stored with the entry (its rules are read again from there), never
+    // sent on.
+    parts.headers.remove(&crate::cache::policy::SURROGATE_CONTROL);
     respond::add_status(&mut parts.headers, status);
     let capacity = inner.size_hint().exact().unwrap_or(0).min(pending.settings.max_object_size) as usize;
     let capture = Capture {

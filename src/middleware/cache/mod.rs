@@ -258,6 +258,9 @@ impl CacheMiddleware {
         }
         pending.leader = leader;
         pending.req_headers = req.headers().clone();
+        // After the copy the key's variants are read from: the origin
+        // hears that a surrogate asks, the variants do not change.
+        respond::announce_surrogate(req.headers_mut());
         if method == Method::GET {
             if let Some(stale) = &pending.stale {
                 pending.revalidating = respond::add_validators(req.headers_mut(), stale);

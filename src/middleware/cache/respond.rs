@@ -199,6 +199,12 @@ pub fn add_validators(h: &mut HeaderMap, e: &Entry) -> bool {
     true
 }
 
+/// Add this cache to the request's `Surrogate-Capability`, so that the
+/// origin may target `Surrogate-Control` directives `;rampart`.
+pub fn announce_surrogate(h: &mut HeaderMap) {
+    h.append(&policy::SURROGATE_CAPABILITY, policy::SURROGATE_CAPABILITY_VALUE.clone());
+}
+
 /// Headers never stored: per hop, recomputed (`Age`), or a cookie meant
 /// for the one client that caused the fetch.
 fn unstored(name: &HeaderName) -> bool {
@@ -240,7 +246,7 @@ pub fn new_entry(
             stored.insert(header::DATE, v);
         }
     }
-    let cc = CacheControl::parse(headers);
+    let cc = CacheControl::parse_response(headers);
     Entry {
         host: host.to_string(),
         path: path.to_string(),
@@ -300,7 +306,7 @@ pub fn merge_304(
     if let Some(a) = fresh.get(header::AGE) {
         age_source.insert(header::AGE, a.clone());
     }
-    let cc = CacheControl::parse(&headers);
+    let cc = CacheControl::parse_response(&headers);
     Entry {
         host: old.host.clone(),
         path: old.path.clone(),

@@ -2,7 +2,8 @@
 //! stored response (or ends its reuse, when it no longer may be stored), a
 //! 5xx or a failed upstream is answered stale where `stale-if-error`
 //! allows, and a storable answer streams to the client while it is
-//! captured ([`super::capture`]). It tells the key's waiters how the fetch
+//! captured ([`super::capture`]). `Surrogate-Control` is for this cache
+//! and goes no further. It tells the key's waiters how the fetch
 //! ended, and an unsafe method's success invalidates the URL.
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use super::key::same_origin_key;
 use super::{capture, is_safe, respond, CacheMiddleware, Pending};
 use crate::body::ResponseBody;
 use crate::cache::flight::Outcome;
-use crate::cache::policy::{self, CacheControl};
+use crate::cache::policy::{self, CacheControl, SURROGATE_CONTROL};
 use crate::cache::store::now_secs;
 
 impl CacheMiddleware {
@@ -37,6 +38,7 @@ impl CacheMiddleware {
                 }
             }
             p.counter.count("bypass");
+            resp.headers_mut().remove(&SURROGATE_CONTROL);
             respond::add_status(resp.headers_mut(), "Rampart; fwd=method".to_string());
             return resp;
         }
@@ -84,10 +86,11 @@ impl CacheMiddleware {
         p.counter.count("miss");
         let cs = format!("Rampart; fwd={}; fwd-status={}", p.fwd, status.as_u16());
         if p.method == Method::HEAD {
+            resp.headers_mut().remove(&SURROGATE_CONTROL);
             respond::add_status(resp.headers_mut(), cs);
             return resp;
         }
-        let cc = CacheControl::parse(resp.headers());
+        let cc = CacheControl::parse_response(resp.headers());
         let ok = policy::storable(&p.method, &p.req_headers, &p.req_cc, status, resp.headers(), &cc);
         let names = policy::vary_names(resp.headers());
         let too_big = resp
@@ -108,6 +111,7 @@ impl CacheMiddleware {
                 if let Some(l) = p.leader.take() {
                     l.finish(Outcome::NotStored);
                 }
+                resp.headers_mut().remove(&SURROGATE_CONTROL);
                 respond::add_status(resp.headers_mut(), cs);
                 resp
             }

@@ -58,6 +58,7 @@ async fn run(job: Job) {
     if !preserve_host {
         headers.remove(header::HOST);
     }
+    respond::announce_surrogate(&mut headers);
     let Some(idx) = pool.pick(&[]) else { return };
     let server = &pool.servers[idx];
     if !headers.contains_key(header::HOST) {
@@ -90,7 +91,7 @@ async fn run(job: Job) {
         }
         return;
     }
-    let cc = CacheControl::parse(&parts.headers);
+    let cc = CacheControl::parse_response(&parts.headers);
     let req_cc = CacheControl::parse_request(&req_headers);
     let storable = policy::storable(&Method::GET, &req_headers, &req_cc, parts.status, &parts.headers, &cc);
     let (Ok(()), Some(names)) = (storable, policy::vary_names(&parts.headers)) else { return };
