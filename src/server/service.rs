@@ -188,6 +188,7 @@ pub(super) fn proxy_service(
         let info = Arc::clone(&info);
         let last = proxy::headers::last_on_connection(req.version(), req.headers());
         let h2 = req.version() == hyper::Version::HTTP_2;
+        let http10 = req.version() == hyper::Version::HTTP_10;
         // The framing guard stops judging after a head that asks to switch
         // protocols (the bytes behind it may be a tunnel's): if no switch
         // comes, nothing more is read from this connection.
@@ -202,6 +203,9 @@ pub(super) fn proxy_service(
             if may_switch && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }
+            if http10 {
+                answer_as_http10(&mut resp, last);
+            }
             if last && resp.body().in_memory_to_end() {
                 guard.activity().cork_next_write();
             }
@@ -211,4 +215,19 @@ pub(super) fn proxy_service(
             Ok(resp.map(|inner| ConnBody::new(inner, guard, h2)))
         }
     })
+}
+
+/// An answer to an HTTP/1.0 request, which keeps its connection only when
+/// the client asked (`last` false) and the body's length is known: without
+/// chunked coding, an unknown length ends with the close. hyper answers a
+/// 1.0 client in 1.0 but, for an answer it was given as 1.1, adds
+/// `Connection: keep-alive` whatever the body; given as 1.0, it keeps the
+/// connection only if the answer says `keep-alive`, so that is said here.
+fn answer_as_http10(resp: &mut Response<TrackedBody>, last: bool) {
+    use http_body::Body as _;
+    *resp.version_mut() = hyper::Version::HTTP_10;
+    let closing = resp.headers().contains_key(http::header::CONNECTION);
+    if !last && !closing && resp.body().size_hint().exact().is_some() {
+        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("keep-alive"));
+    }
 }

@@ -423,6 +423,15 @@ async fn last_requests_get_their_whole_answer_then_the_close() {
         let (status, body) = read_response(&mut s, &mut pending).await;
         assert_eq!((status.as_str(), &body[..]), ("HTTP/1.0 200 OK", format!("{path} HTTP/1.1").as_bytes()));
     }
+
+    // ... unless the answer's end can only be told by the close: then it
+    // must not promise keep-alive (HTTP/1.0 has no chunked coding).
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /stream HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+    let got = read_to_close(&mut s).await;
+    let head = got.split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.0 200") && !head.contains("keep-alive"), "{got}");
+    assert!(got.ends_with("first, then the rest"), "{got}");
 }
 
 /// Read whatever the server sends until it closes; whether it closed
