@@ -16,15 +16,32 @@ pub use crate::config::parse_cidrs;
 /// Whether `name` (lowercase) is a claim about the request's path through
 /// proxies that an untrusted client may not make: `Forwarded`,
 /// `X-Forwarded-*`, `X-Original-URL`, `X-Rewrite-URL`. The proxy removes
-/// them from such a client's request.
+/// them from such a client's request. Spellings with `_` for `-`
+/// (`X_Forwarded_For`) count as the name: CGI, WSGI, PHP and Rack read
+/// both as one variable (`HTTP_X_FORWARDED_FOR`), the client's first.
 pub fn untrusted_claim(name: &str) -> bool {
+    if name.contains('_') {
+        return untrusted_claim(&name.replace('_', "-"));
+    }
     name == "forwarded" || name.starts_with("x-forwarded-") || name == "x-original-url" || name == "x-rewrite-url"
 }
 
 /// Whether the proxy sets or removes the header `name` (lowercase) on its
-/// way upstream: the [`untrusted_claim`]s and `X-Real-IP`.
+/// way upstream: the [`untrusted_claim`]s and `X-Real-IP`, in either
+/// spelling.
 pub fn set_by_forwarding(name: &str) -> bool {
+    if name.contains('_') {
+        return set_by_forwarding(&name.replace('_', "-"));
+    }
     untrusted_claim(name) || name == "x-real-ip"
+}
+
+/// A header that only spells one the proxy sets with `_` for `-`
+/// (`X_Real_IP`): no proxy, trusted or not, sends those, and the
+/// frameworks that read headers as variables would take it for the one the
+/// proxy set.
+pub fn underscore_spelling(name: &str) -> bool {
+    name.contains('_') && set_by_forwarding(name)
 }
 
 pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {

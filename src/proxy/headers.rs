@@ -133,6 +133,12 @@ pub fn strip_untrusted_forwarding(headers: &mut HeaderMap) {
     remove_named(headers, crate::middleware::untrusted_claim);
 }
 
+/// Remove the `_` spellings of what the proxy sets (`X_Forwarded_For`),
+/// which even a trusted proxy passes on from its client unread.
+pub fn strip_underscore_spellings(headers: &mut HeaderMap) {
+    remove_named(headers, crate::middleware::client_ip::underscore_spelling);
+}
+
 /// Remove every header whose (lowercase) name `doomed` picks.
 fn remove_named(headers: &mut HeaderMap, doomed: fn(&str) -> bool) {
     if !headers.keys().any(|k| doomed(k.as_str())) {

@@ -35,7 +35,8 @@ use crate::upstream::FileRequest;
 use error::ProxyError;
 use exchange::{Exchange, TrackedBody};
 use headers::{
-    add_forwarded, strip_hop_by_hop, strip_untrusted_forwarding, untrusted_forwarding_lines, Forwarded, X_REQUEST_ID,
+    add_forwarded, strip_hop_by_hop, strip_underscore_spellings, strip_untrusted_forwarding,
+    untrusted_forwarding_lines, Forwarded, X_REQUEST_ID,
 };
 pub use shared::{PlainHttp, Shared};
 
@@ -332,6 +333,8 @@ fn strip_connection_headers(req: &mut Request<Incoming>) -> Option<HeaderValue> 
 fn add_forwarding(headers: &mut HeaderMap, host: &HeaderValue, conn: &ConnInfo, trusted: bool) {
     if !trusted {
         strip_untrusted_forwarding(headers);
+    } else {
+        strip_underscore_spellings(headers);
     }
     add_forwarded(headers, &forwarded(host, conn, trusted));
 }

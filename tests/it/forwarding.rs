@@ -85,6 +85,31 @@ async fn an_untrusted_clients_forwarding_claims_are_replaced_not_joined() {
     }
 }
 
+/// `X_Forwarded_For` and the like are one variable with the real header in
+/// CGI, WSGI, PHP and Rack (`HTTP_X_FORWARDED_FOR`, the client's value
+/// first): they never reach the upstream, from anyone, as nginx drops
+/// names with underscores.
+#[tokio::test]
+async fn underscore_spellings_of_forwarding_headers_never_reach_the_upstream() {
+    let up = Upstream::echo().await;
+    let spellings =
+        ["x_real_ip", "x_forwarded_for", "x-forwarded_proto", "x_forwarded-host", "x_original_url", "forwarded"];
+    for server in ["", "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n"] {
+        let p = Proxy::start(&format!("{server}{}", one_route(&up)));
+        let mut req = Request::get(p.url("/")).header("host", "shop.example.com").header("x_app_token", "kept");
+        for name in spellings {
+            req = req.header(name, "10.0.0.4");
+        }
+        let a = send(&client(), req.body(full("")).unwrap()).await;
+        let h = &a.json()["headers"];
+        for name in spellings.iter().filter(|n| n.contains('_')) {
+            assert!(h.get(*name).is_none(), "{name} reached the upstream ({server}): {h}");
+        }
+        assert_eq!(h["x_app_token"], serde_json::json!(["kept"]), "{h}");
+        assert_eq!(h["x-real-ip"], serde_json::json!(["127.0.0.1"]), "{h}");
+    }
+}
+
 #[tokio::test]
 async fn access_log_has_one_json_line_per_request() {
     let up = Upstream::echo().await;
