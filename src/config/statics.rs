@@ -45,12 +45,18 @@ impl Compiler<'_> {
             );
         }
 
+        let allow_dotfiles = u.allow_dotfiles.as_ref().is_some_and(|b| *b.get_ref());
         let index = match &u.index {
             None => vec!["index.html".to_string()],
             Some(list) => {
                 for n in list.get_ref() {
                     if n.is_empty() || n == "." || n == ".." || n.contains(['/', '\\', '\0']) {
                         self.err(Some(list.span()), format!("index entries are file names without '/', got {n:?}"));
+                    } else if n.starts_with('.') && !allow_dotfiles {
+                        self.err(
+                            Some(list.span()),
+                            format!("index entry {n:?} is a dotfile, never served without allow_dotfiles = true"),
+                        );
                     }
                 }
                 list.get_ref().clone()
@@ -58,10 +64,15 @@ impl Compiler<'_> {
         };
         let fallback = u.fallback.as_ref().map(|f| {
             let v = f.get_ref();
-            if !is_site_path(v) || v.ends_with('/') {
+            if !is_site_path(v) || v.ends_with('/') || !decodes_inside(v) {
                 self.err(
                     Some(f.span()),
                     format!("fallback must be a file's path inside the directory, such as \"/index.html\", got {v:?}"),
+                );
+            } else if !allow_dotfiles && has_dotfile(v) {
+                self.err(
+                    Some(f.span()),
+                    format!("fallback {v:?} names a dotfile, never served without allow_dotfiles = true"),
                 );
             }
             v.clone()
@@ -92,7 +103,7 @@ impl Compiler<'_> {
             fallback,
             precompressed: u.precompressed.as_ref().is_none_or(|b| *b.get_ref()),
             follow_symlinks: u.follow_symlinks.as_ref().is_some_and(|b| *b.get_ref()),
-            allow_dotfiles: u.allow_dotfiles.as_ref().is_some_and(|b| *b.get_ref()),
+            allow_dotfiles,
             recheck_after: u.recheck_after.map_or(std::time::Duration::ZERO, |d| d.0),
             cache_control,
         })
@@ -138,6 +149,25 @@ impl Compiler<'_> {
 
 /// A path inside the site: starts with `/`, no `.`/`..` segments, no
 /// backslash, NUL, query or fragment.
+/// Whether `p`, percent-decoded segment by segment as a request path is,
+/// stays a path inside the directory: no segment that decodes to `.` or
+/// `..` or holds a `/`, `\` or NUL (`/%2e%2e/x` is refused at every use).
+fn decodes_inside(p: &str) -> bool {
+    p.split('/').filter(|s| !s.is_empty()).all(|seg| {
+        let b: Vec<u8> = percent_encoding::percent_decode_str(seg).collect();
+        b != b"." && b != b".." && !b.iter().any(|&c| c == b'/' || c == b'\\' || c == 0)
+    })
+}
+
+/// Whether a segment of `p` (decoded) starts with a dot, `/.well-known/`
+/// at the top aside, as the request paths' rule reads them.
+fn has_dotfile(p: &str) -> bool {
+    p.split('/').filter(|s| !s.is_empty()).enumerate().any(|(i, seg)| {
+        let b: Vec<u8> = percent_encoding::percent_decode_str(seg).collect();
+        b.first() == Some(&b'.') && !(i == 0 && b == b".well-known")
+    })
+}
+
 fn is_site_path(p: &str) -> bool {
     p.starts_with('/') && !p.contains(['\\', '\0', '?', '#']) && p.split('/').all(|seg| seg != "." && seg != "..")
 }

@@ -186,6 +186,19 @@ fn static_and_servers_are_one_or_the_other_at_their_line() {
     let e =
         errors(&format!("[upstreams.a]\nstatic = \"{d}\"\ncache_control = [{{ path = \"assets\", value = \"x\" }}]\n"));
     assert!(e[0].starts_with("rampart.toml:3:27: error: cache_control path"), "{e:?}");
+    // Refused at every use, so refused here: an encoded way out, dotfiles.
+    let e = errors(&format!(
+        "[upstreams.a]\nstatic = \"{d}\"\nfallback = \"/%2e%2e/outside/secret.txt\"\nindex = [\".env\"]\n"
+    ));
+    assert!(e[0].starts_with("rampart.toml:3:12: error: fallback must be"), "{e:?}");
+    assert!(e[1].starts_with("rampart.toml:4:9: error: index entry \".env\" is a dotfile"), "{e:?}");
+    let e = errors(&format!("[upstreams.a]\nstatic = \"{d}\"\nfallback = \"/.git/config\"\n"));
+    assert!(e[0].starts_with("rampart.toml:3:12: error: fallback \"/.git/config\" names a dotfile"), "{e:?}");
+    let fine = format!(
+        "[upstreams.a]\nstatic = \"{d}\"\nfallback = \"/.env\"\nallow_dotfiles = true\n\
+         [[routes]]\nhost = \"*\"\npath = \"/\"\nupstream = \"a\"\n"
+    );
+    assert!(parse(&fine).is_ok());
 }
 
 #[test]

@@ -86,12 +86,16 @@ async fn hits_are_served_from_the_cache_with_age_cache_status_and_metrics() {
     assert!(head.body.is_empty());
     assert_eq!(head.headers["content-length"], "14");
     assert!(cache_status(&head).contains("hit"));
-    // The client's own validator against the stored response.
-    let etagless = get_h(&p.url("/page?x=1"), &[("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")]).await;
+    // The client's own validator against the stored response (its Date:
+    // no Last-Modified); one later than now is no date and is ignored.
+    let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let etagless = get_h(&p.url("/page?x=1"), &[("if-modified-since", &now)]).await;
     assert_eq!(etagless.status, 304);
+    let future = get_h(&p.url("/page?x=1"), &[("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")]).await;
+    assert_eq!(future.status, 200);
     assert_eq!(up.hits(), 2);
     let metrics = get(&p.admin_url("/metrics"), "admin").await.text();
-    assert!(metrics.contains("rampart_cache_requests_total{route=\"site\",result=\"hit\"} 3"), "{metrics}");
+    assert!(metrics.contains("rampart_cache_requests_total{route=\"site\",result=\"hit\"} 4"), "{metrics}");
     assert!(metrics.contains("rampart_cache_requests_total{route=\"site\",result=\"miss\"} 2"), "{metrics}");
     let bytes_line = metrics.lines().find(|l| l.starts_with("rampart_cache_bytes{tier=\"memory\"}")).unwrap();
     assert!(!bytes_line.ends_with(" 0"), "{bytes_line}");

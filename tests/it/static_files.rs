@@ -497,3 +497,55 @@ async fn changes_are_seen_by_the_next_request_though_answers_come_from_memory() 
     std::fs::remove_file(&file).unwrap();
     assert_eq!(get(p.http, "/app.js").await.status, 404, "a removal");
 }
+
+/// What a black-box probe found answered unlike nginx or the RFC: each
+/// failed before its fix.
+#[tokio::test]
+async fn edge_cases_answer_as_nginx_and_the_rfc_do() {
+    let dir = site();
+    write(&dir.path().join("site"), "empty.txt", b"");
+    let p = Proxy::start_in(
+        dir,
+        "[upstreams.site]\nstatic = \"site\"\n\
+         [[routes]]\nhost = \"*\"\npath = \"/w/\"\nstrip_prefix = true\nupstream = \"site\"\n\
+         [[routes]]\nhost = \"*\"\npath = \"/\"\nupstream = \"site\"\n",
+    );
+    // Any range of an empty file: the whole (empty) file, as nginx answers
+    // media players' `bytes=0-`.
+    for range in ["bytes=0-", "bytes=0-0", "bytes=-1"] {
+        let r = raw(p.http, "GET", "/empty.txt", &[("Range", range)]).await;
+        assert_eq!((r.status, r.body.len()), (200, 0), "{range}");
+    }
+    // An If-Modified-Since later than now is no date the server sent.
+    let r = raw(p.http, "GET", "/docs/guide.txt", &[("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT")]).await;
+    assert_eq!(r.status, 200);
+    // A list over several lines is one list.
+    let etag = get(p.http, "/docs/guide.txt").await.header("etag").unwrap().to_string();
+    let r = raw(p.http, "GET", "/docs/guide.txt", &[("If-None-Match", "\"a\""), ("If-None-Match", &etag)]).await;
+    assert_eq!(r.status, 304);
+    let r = raw(p.http, "GET", "/docs/guide.txt", &[("If-Match", "\"a\""), ("If-Match", &etag)]).await;
+    assert_eq!(r.status, 200);
+    let r =
+        raw(p.http, "GET", "/assets/app.3f2a.js", &[("Accept-Encoding", "identity"), ("Accept-Encoding", "br")]).await;
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    // The root of a strip_prefix route without its slash: 301, as a
+    // directory, so the page's relative links stay under /w/.
+    let r = get(p.http, "/w").await;
+    assert_eq!((r.status, r.header("location")), (301, Some("/w/")));
+    assert_eq!(get(p.http, "/w?x=1").await.header("location"), Some("/w/?x=1"));
+    assert_eq!(get(p.http, "/w/").await.text(), "<h1>home</h1>\n");
+}
+
+/// The directory replaced by a file while serving: 404 as missing, as
+/// nginx answers, not 500.
+#[tokio::test]
+async fn a_directory_replaced_by_a_file_is_missing() {
+    let dir = site();
+    let root = dir.path().join("site");
+    let p = start(dir, "", "");
+    assert_eq!(get(p.http, "/docs/guide.txt").await.status, 200);
+    std::fs::rename(&root, root.with_extension("away")).unwrap();
+    std::fs::write(&root, b"a file now").unwrap();
+    assert_eq!(get(p.http, "/index.html").await.status, 404);
+    assert_eq!(get(p.http, "/docs/guide.txt").await.status, 404);
+}

@@ -28,13 +28,25 @@ pub struct Conditionals {
 
 impl Conditionals {
     /// One pass over the request's headers (a hit's path: cheaper than a
-    /// look-up per name that mostly finds nothing). The first of repeated
-    /// lines counts, as `HeaderMap::get` would take it.
+    /// look-up per name that mostly finds nothing). `If-None-Match` lines
+    /// are one list (RFC 9110 5.3); of the others the first line counts,
+    /// as `HeaderMap::get` would take it. An `If-Modified-Since` later than
+    /// now is ignored (RFC 9110 13.1.3).
     pub fn of(h: &HeaderMap) -> Self {
-        let (mut inm, mut ims, mut range, mut if_range) = (None, None, None, None);
+        let (mut inm, mut ims, mut range, mut if_range) = (None::<String>, None, None, None);
         for (name, value) in h {
             let slot = match *name {
-                header::IF_NONE_MATCH => &mut inm,
+                header::IF_NONE_MATCH => {
+                    let Ok(v) = value.to_str() else { continue };
+                    match &mut inm {
+                        Some(list) => {
+                            list.push_str(", ");
+                            list.push_str(v);
+                        }
+                        None => inm = Some(v.to_string()),
+                    }
+                    continue;
+                }
                 header::IF_MODIFIED_SINCE => &mut ims,
                 header::RANGE => &mut range,
                 header::IF_RANGE => &mut if_range,
@@ -44,8 +56,10 @@ impl Conditionals {
         }
         let text = |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).map(str::to_string);
         Conditionals {
-            if_modified_since: ims.and_then(|v| httpdate::parse_http_date(v.to_str().ok()?.trim()).ok()),
-            if_none_match: text(inm),
+            if_modified_since: ims
+                .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?.trim()).ok())
+                .filter(|since| *since <= SystemTime::now()),
+            if_none_match: inm,
             range: text(range),
             if_range: text(if_range),
         }

@@ -48,22 +48,30 @@ pub struct Conditions {
 
 impl Conditions {
     /// One pass over the request's few headers: cheaper than six lookups
-    /// that mostly find nothing. The first of repeated lines counts, as
-    /// `HeaderMap::get` would take it.
+    /// that mostly find nothing. The lists (`If-Match`, `If-None-Match`)
+    /// are one list over all their lines (RFC 9110 5.3); of the other,
+    /// single-valued ones the first line counts, as `HeaderMap::get` would
+    /// take it.
     pub fn from_headers(get: bool, h: &HeaderMap) -> Self {
         let mut c = Conditions { get, ..Conditions::default() };
         for (name, value) in h {
-            let slot = match *name {
-                header::IF_MATCH => &mut c.if_match,
-                header::IF_UNMODIFIED_SINCE => &mut c.if_unmodified_since,
-                header::IF_NONE_MATCH => &mut c.if_none_match,
-                header::IF_MODIFIED_SINCE => &mut c.if_modified_since,
-                header::IF_RANGE => &mut c.if_range,
-                header::RANGE => &mut c.range,
+            let (slot, list) = match *name {
+                header::IF_MATCH => (&mut c.if_match, true),
+                header::IF_UNMODIFIED_SINCE => (&mut c.if_unmodified_since, false),
+                header::IF_NONE_MATCH => (&mut c.if_none_match, true),
+                header::IF_MODIFIED_SINCE => (&mut c.if_modified_since, false),
+                header::IF_RANGE => (&mut c.if_range, false),
+                header::RANGE => (&mut c.range, false),
                 _ => continue,
             };
-            if slot.is_none() {
-                *slot = value.to_str().ok().map(str::to_owned);
+            let Ok(value) = value.to_str() else { continue };
+            match slot {
+                None => *slot = Some(value.to_owned()),
+                Some(joined) if list => {
+                    joined.push_str(", ");
+                    joined.push_str(value);
+                }
+                Some(_) => {}
             }
         }
         c
@@ -111,7 +119,9 @@ pub fn decide(c: &Conditions, v: &Validators, len: u64) -> Decision {
             return Decision::NotModified;
         }
     } else if let Some(since) = c.if_modified_since.as_deref().and_then(http_date) {
-        if v.modified <= since {
+        // A date later than now is not a date the server sent: ignored
+        // (RFC 9110 13.1.3).
+        if v.modified <= since && since <= SystemTime::now() {
             return Decision::NotModified;
         }
     }
@@ -163,9 +173,14 @@ pub enum ByteRange {
 
 /// A `Range` header read as nginx reads it: one `bytes` range (`a-b`,
 /// `a-`, `-n`), clamped to `len`; anything else (another unit, several
-/// ranges, bad syntax) is ignored and the whole representation sent. The
-/// static files and the cache's stored answers both use it.
+/// ranges, bad syntax) is ignored and the whole representation sent, and
+/// so is any range of an empty one (no byte to name; media players ask
+/// `bytes=0-` of every file). The static files and the cache's stored
+/// answers both use it.
 pub fn byte_range(h: &str, len: u64) -> ByteRange {
+    if len == 0 {
+        return ByteRange::Ignore;
+    }
     let h = h.trim();
     let Some(set) = h.get(..6).filter(|u| u.eq_ignore_ascii_case("bytes=")).map(|_| &h[6..]) else {
         return ByteRange::Ignore;
@@ -182,7 +197,6 @@ pub fn byte_range(h: &str, len: u64) -> ByteRange {
         // `-N`: the last N bytes.
         (true, false) => match num(last) {
             Some(0) => ByteRange::Unsatisfiable,
-            Some(_) if len == 0 => ByteRange::Unsatisfiable,
             Some(n) => ByteRange::One(len.saturating_sub(n), len - 1),
             None => ByteRange::Ignore,
         },
@@ -244,6 +258,22 @@ mod tests {
     }
 
     #[test]
+    fn list_lines_are_one_list_and_future_dates_are_ignored() {
+        let etag = v().etag;
+        let mut h = HeaderMap::new();
+        h.append(header::IF_NONE_MATCH, "\"a\"".parse().unwrap());
+        h.append(header::IF_NONE_MATCH, etag.parse().unwrap());
+        assert_eq!(decide(&Conditions::from_headers(true, &h), &v(), 1000), Decision::NotModified);
+        let mut h = HeaderMap::new();
+        h.append(header::IF_MATCH, "\"a\"".parse().unwrap());
+        h.append(header::IF_MATCH, etag.parse().unwrap());
+        assert_eq!(decide(&Conditions::from_headers(true, &h), &v(), 1000), Decision::Full);
+        // Later than now: not a date the server sent, so no 304.
+        let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(86_400));
+        assert_eq!(decide(&conds(&[("if-modified-since", &future)]), &v(), 1000), Decision::Full);
+    }
+
+    #[test]
     fn if_match_and_if_unmodified_since_fail_with_412() {
         let etag = v().etag;
         assert_eq!(decide(&conds(&[("if-match", "\"x\"")]), &v(), 1000), Decision::PreconditionFailed);
@@ -263,7 +293,10 @@ mod tests {
         assert_eq!(byte_range("BYTES= 1-2", 1000), ByteRange::One(1, 2));
         assert_eq!(byte_range("bytes=1000-", 1000), ByteRange::Unsatisfiable);
         assert_eq!(byte_range("bytes=-0", 1000), ByteRange::Unsatisfiable);
-        assert_eq!(byte_range("bytes=0-", 0), ByteRange::Unsatisfiable);
+        // An empty file has no byte to name: whole (200), as nginx answers.
+        for empty in ["bytes=0-", "bytes=0-0", "bytes=-1", "bytes=-0"] {
+            assert_eq!(byte_range(empty, 0), ByteRange::Ignore, "{empty}");
+        }
         assert_eq!(byte_range("bytes=5-1", 1000), ByteRange::Ignore);
         assert_eq!(byte_range("bytes=0-1,5-6", 1000), ByteRange::Ignore);
         assert_eq!(byte_range("items=0-1", 1000), ByteRange::Ignore);

@@ -10,7 +10,7 @@
 //! Each use checks the file by its path through the site's directory as
 //! configured (so a `current -> releases/N` switch is seen at once): the
 //! bytes are served only if it is still the file they were read from
-//! (device, inode, size, modification time), so an edited, replaced or
+//! (device, inode, size, modification and change times), so an edited, replaced or
 //! removed file is never answered from memory. A site with
 //! `recheck_after` trusts an entry that long after its last check instead,
 //! as nginx's `open_file_cache_valid` does: the check, one `statx`, was
@@ -53,17 +53,27 @@ pub const MAX_BYTES: u64 = 32 * 1024 * 1024;
 pub const VALID_FOR: Duration = Duration::from_secs(1);
 
 /// Which file a lookup found: it is the same file as long as these are.
+/// The change time too: a rewrite in place that keeps size and
+/// modification time (`cp -p`, `rsync --inplace -t`, builds with fixed
+/// times) still changes it, and nobody can set it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
     dev: u64,
     ino: u64,
     len: u64,
     mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 impl Identity {
     pub fn of(meta: &std::fs::Metadata) -> Self {
-        Identity { dev: meta.dev(), ino: meta.ino(), len: meta.len(), mtime: (meta.mtime(), meta.mtime_nsec()) }
+        Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
     }
 }
 
@@ -263,6 +273,13 @@ mod tests {
         assert!(e.usable(0));
         std::fs::write(&path, b"three").unwrap();
         assert!(!e.usable(0), "edited in place");
+        // Same size, modification time set back: the change time tells.
+        let e = entry(&path);
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, b"THREE").unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        assert!(!e.usable(0), "rewritten in place with its old size and time");
         let e = entry(&path);
         let next = dir.path().join("next.txt");
         std::fs::write(&next, b"three").unwrap();

@@ -83,8 +83,13 @@ impl StaticSite {
             r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
-        let codings =
-            if self.spec.precompressed { accepted(req.headers.get(header::ACCEPT_ENCODING)) } else { Codings::new() };
+        // The site's root without its slash (`/w` on a route `/w/` with
+        // `strip_prefix`): as any directory, 301 to the slash, or the
+        // page's relative links would resolve outside it.
+        if req.site_path == "/" && !req.client_path.ends_with('/') {
+            return add_slash(req.client_path, req.query);
+        }
+        let codings = if self.spec.precompressed { accepted(req.headers) } else { Codings::new() };
         let codings_key = Coding::key(&codings);
         let conditions = Conditions::from_headers(get, req.headers);
         // Only paths that passed every check below were ever stored.
@@ -285,14 +290,15 @@ fn read_exactly(file: &mut std::fs::File, count: u64) -> io::Result<Bytes> {
 }
 
 /// The codings with a sibling the client accepts, best first: by q-value,
-/// ties in the server's order (br, zstd, gzip). One pass over the header:
-/// a coding takes the q-value of the first item naming it, else that of
-/// the last `*`, else 0; only those items' parameters are read.
-fn accepted(accept: Option<&HeaderValue>) -> Codings {
-    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else { return Codings::new() };
+/// ties in the server's order (br, zstd, gzip). One pass over the
+/// `Accept-Encoding` lines (one list, RFC 9110 5.3): a coding takes the
+/// q-value of the first item naming it, else that of the last `*`, else 0;
+/// only those items' parameters are read.
+fn accepted(headers: &HeaderMap) -> Codings {
+    let lines = headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok());
     let mut named: [Option<f32>; 3] = [None; 3];
     let mut star = None;
-    for item in accept.split(',') {
+    for item in lines.flat_map(|line| line.split(',')) {
         let (name, params) = item.split_once(';').unwrap_or((item, ""));
         let name = name.trim();
         if name == "*" {
@@ -348,6 +354,11 @@ fn io_error(spec: &StaticSpec, path: &str, e: &io::Error) -> Response<ResponseBo
             tracing::warn!(dir = %spec.root.display(), error = %e, "static directory is missing");
             text(StatusCode::NOT_FOUND)
         }
+        // The directory was replaced by a file: as missing (nginx: 404).
+        io::ErrorKind::NotADirectory => {
+            tracing::warn!(dir = %spec.root.display(), error = %e, "static directory is not a directory");
+            text(StatusCode::NOT_FOUND)
+        }
         io::ErrorKind::PermissionDenied => text(StatusCode::FORBIDDEN),
         _ => {
             tracing::warn!(dir = %spec.root.display(), path, error = %e, "static file could not be read");
@@ -375,13 +386,21 @@ mod tests {
 
     #[test]
     fn codings_by_q_value_then_server_order() {
-        let v = |s: &str| accepted(Some(&HeaderValue::from_str(s).unwrap())).to_vec();
+        let v = |s: &str| {
+            let mut h = HeaderMap::new();
+            for line in s.split(" | ") {
+                h.append(header::ACCEPT_ENCODING, HeaderValue::from_str(line).unwrap());
+            }
+            accepted(&h).to_vec()
+        };
         assert_eq!(v("gzip, deflate, br, zstd"), vec![Coding::Br, Coding::Zstd, Coding::Gzip]);
         assert_eq!(v("gzip;q=1, br;q=0.5"), vec![Coding::Gzip, Coding::Br]);
         assert_eq!(v("br;q=0, gzip"), vec![Coding::Gzip]);
         assert_eq!(v("*"), vec![Coding::Br, Coding::Zstd, Coding::Gzip]);
         assert_eq!(v("identity"), vec![]);
-        assert!(accepted(None).is_empty());
+        assert!(accepted(&HeaderMap::new()).is_empty());
+        // Lines are one list.
+        assert_eq!(v("identity | br"), vec![Coding::Br]);
         // The first item naming a coding counts; `*` (the last one) covers
         // the others; x-gzip is gzip.
         assert_eq!(v("gzip;q=0.2, gzip;q=0.9, br;q=0.5"), vec![Coding::Br, Coding::Gzip]);
