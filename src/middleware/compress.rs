@@ -1,7 +1,8 @@
 //! `compress`: gzip, br or zstd (async-compression), chosen from the
 //! client's `Accept-Encoding` q-values with the server's preference
 //! (br, zstd, gzip) on ties. The body is compressed as it streams; nothing
-//! is buffered whole. Skipped for HEAD, 1xx/204/206/304, ranged requests,
+//! is buffered whole. A HEAD answer gets the headers its GET would (RFC
+//! 9110 9.3.2), without a body. Skipped for 1xx/204/206/304, ranged requests,
 //! bodies already encoded or smaller than `min_size`, `no-transform`,
 //! server-sent events, and types that are compressed already (images but
 //! SVG, audio, video, archives, woff fonts). Compressed answers drop
@@ -102,23 +103,24 @@ impl Compress {
         if !self.eligible(&resp) {
             return resp;
         }
-        let h = resp.headers_mut();
-        append_vary(h);
+        append_vary(resp.headers_mut());
         let Some(algo) = self.choose(accept) else { return resp };
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(algo.token()));
-        h.remove(header::CONTENT_LENGTH);
-        h.remove(header::ACCEPT_RANGES);
-        if let Some(etag) = h.get(header::ETAG) {
-            if !etag.as_bytes().starts_with(b"W/") {
-                let mut weak = b"W/".to_vec();
-                weak.extend_from_slice(etag.as_bytes());
-                if let Ok(v) = HeaderValue::from_bytes(&weak) {
-                    h.insert(header::ETAG, v);
-                }
-            }
-        }
+        encoded_headers(resp.headers_mut(), algo);
         let (parts, body) = resp.into_parts();
         Response::from_parts(parts, compress_body(body, algo, self.level))
+    }
+
+    /// The answer to a HEAD: the headers the GET's answer would have had
+    /// with `algo` (`None`: the client accepts none), no body to compress.
+    fn compress_head(&self, mut resp: Response<ResponseBody>, algo: Option<Algo>) -> Response<ResponseBody> {
+        if !self.eligible(&resp) {
+            return resp;
+        }
+        append_vary(resp.headers_mut());
+        if let Some(algo) = algo {
+            encoded_headers(resp.headers_mut(), algo);
+        }
+        resp
     }
 
     fn eligible(&self, resp: &Response<ResponseBody>) -> bool {
@@ -151,14 +153,40 @@ impl Compress {
     }
 }
 
+/// What a compressed answer's headers say: the coding, no length, no
+/// ranges, and a weak `ETag` (the bytes are no longer the validator's).
+fn encoded_headers(h: &mut http::HeaderMap, algo: Algo) {
+    h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(algo.token()));
+    h.remove(header::CONTENT_LENGTH);
+    h.remove(header::ACCEPT_RANGES);
+    if let Some(etag) = h.get(header::ETAG) {
+        if !etag.as_bytes().starts_with(b"W/") {
+            let mut weak = b"W/".to_vec();
+            weak.extend_from_slice(etag.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&weak) {
+                h.insert(header::ETAG, v);
+            }
+        }
+    }
+}
+
+/// A HEAD's state: [`HEAD_NONE`] or 1 + the algorithm's place in `ALGOS`.
+const HEAD_NONE: u64 = 0;
+const ALGOS: [Algo; 3] = [Algo::Br, Algo::Zstd, Algo::Gzip];
+
 impl Middleware for Compress {
-    /// HEAD and ranged requests are never compressed; otherwise the
-    /// response phase gets the client's `Accept-Encoding`, if any.
+    /// Ranged requests are never compressed. A GET's response phase gets
+    /// the client's `Accept-Encoding`, if any; a HEAD's the algorithm its
+    /// GET would get, chosen now (its answer has no body to wait for).
     fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, _: &'a Ctx<'_>) -> Step<'a> {
-        let state = if req.method() == Method::HEAD || req.headers().contains_key(header::RANGE) {
+        let accept = req.headers().get(header::ACCEPT_ENCODING);
+        let state = if req.headers().contains_key(header::RANGE) {
             State::Skip
+        } else if req.method() == Method::HEAD {
+            let chosen = self.choose(accept).and_then(|a| ALGOS.iter().position(|&b| b == a));
+            State::Small(chosen.map_or(HEAD_NONE, |i| i as u64 + 1))
         } else {
-            match req.headers().get(header::ACCEPT_ENCODING) {
+            match accept {
                 Some(accept) => State::Header(accept.clone()),
                 None => State::Run,
             }
@@ -169,6 +197,10 @@ impl Middleware for Compress {
     fn on_response(&self, resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
         match state {
             State::Header(accept) => self.compress(resp, Some(&accept)),
+            State::Small(head) => {
+                let algo = (head as usize).checked_sub(1).and_then(|i| ALGOS.get(i)).copied();
+                self.compress_head(resp, algo)
+            }
             _ => self.compress(resp, None),
         }
     }
