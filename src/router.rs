@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use crate::config::{EncodedSlashes, HostPattern};
 
 mod canonical;
-pub use canonical::{canonical_path, without_parameters, PathError};
+pub use canonical::{canonical_path, with_slashes_decoded, without_parameters, PathError};
 
 /// Routes of one host, by path prefix (no trailing slash; `""` is the root).
 #[derive(Debug)]

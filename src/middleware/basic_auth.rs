@@ -124,9 +124,15 @@ impl Middleware for BasicAuth {
     /// A remembered `Authorization` passes at once; an unknown one waits
     /// for bcrypt.
     fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, _: &'a Ctx<'_>) -> Step<'a> {
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        let mut lines = req.headers().get_all(header::AUTHORIZATION).iter();
+        let Some(value) = lines.next() else {
             return Flow::Answer(self.refusal()).into();
         };
+        // One field, one credential (as nginx refuses a second line): with
+        // two, this checks one while the upstream may read the other.
+        if lines.next().is_some() {
+            return Flow::Answer(plain_response(StatusCode::BAD_REQUEST, "400 two Authorization headers\n")).into();
+        }
         let key = self.hasher.hash_one(value.as_bytes());
         if self.remembered(key) {
             return Flow::Continue(State::Skip).into();
@@ -147,7 +153,10 @@ impl Middleware for BasicAuth {
 /// wrong password takes as long for a user that does not exist as for one
 /// that does, and the time tells nobody which names are real.
 fn verify(users: &HashMap<String, String>, decoy: &str, value: &[u8]) -> bool {
-    let Some(b64) = value.strip_prefix(b"Basic ").or_else(|| value.strip_prefix(b"basic ")) else { return false };
+    // The scheme is case-insensitive (RFC 9110 11.1).
+    let Some(b64) = value.get(..6).filter(|s| s.eq_ignore_ascii_case(b"basic ")).map(|_| &value[6..]) else {
+        return false;
+    };
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64.trim_ascii()) else { return false };
     let Ok(decoded) = String::from_utf8(decoded) else { return false };
     let Some((user, password)) = decoded.split_once(':') else { return false };

@@ -108,9 +108,13 @@ impl Cors {
         let o = o.to_ascii_lowercase();
         self.origins.iter().any(|p| match p {
             OriginPattern::Exact(e) => *e == o,
-            OriginPattern::Suffix { scheme, suffix } => o
-                .strip_prefix(scheme.as_str())
-                .is_some_and(|host| host.len() > suffix.len() && host.ends_with(suffix.as_str())),
+            // Only a host (and port) may stand for the `*`: never a path,
+            // query or fragment (`https://evil.com/.example.com`).
+            OriginPattern::Suffix { scheme, suffix } => o.strip_prefix(scheme.as_str()).is_some_and(|host| {
+                host.len() > suffix.len()
+                    && host.ends_with(suffix.as_str())
+                    && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'))
+            }),
         })
     }
 

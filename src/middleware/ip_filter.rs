@@ -1,5 +1,7 @@
 //! `ip_allow` / `ip_deny`: answer 403 unless (allow) or if (deny) the
-//! client's address is in one of the listed networks, IPv4 or IPv6.
+//! client's address is in one of the listed networks, IPv4 or IPv6: the
+//! peer's, or behind a `[server] trusted_proxies` peer the one its
+//! `X-Forwarded-For` names ([`super::Ctx::client`]).
 
 use std::sync::Arc;
 
@@ -43,7 +45,7 @@ impl IpFilter {
 
 impl Middleware for IpFilter {
     fn on_request<'a>(&'a self, _: &'a mut Request<RequestBody>, ctx: &'a Ctx<'_>) -> Step<'a> {
-        if contains(&self.nets, ctx.peer) != self.allow {
+        if contains(&self.nets, ctx.client) != self.allow {
             return Flow::Answer(plain_response(StatusCode::FORBIDDEN, "403 Forbidden\n")).into();
         }
         Flow::Continue(State::Skip).into()

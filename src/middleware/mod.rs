@@ -169,6 +169,11 @@ pub struct Ctx<'a> {
     /// The route's own metric handles (a fresh cache hit's counter).
     pub route_metrics: &'a RouteMetrics,
     pub peer: IpAddr,
+    /// The client's address: the peer, or, when the peer is one of
+    /// `[server] trusted_proxies`, the first address from the right of
+    /// `X-Forwarded-For` that is not (as nginx's `set_real_ip_from` with
+    /// `real_ip_recursive on` makes `$remote_addr`).
+    pub client: IpAddr,
     pub tls: bool,
     /// The route's upstream, the path and query sent to it, and whether the
     /// client's `Host` goes with it (for the cache's background fetches).

@@ -36,6 +36,7 @@ async fn run(s: &Snapshot) -> (Request<RequestBody>, usize, Response<ResponseBod
         route: &route.name,
         route_metrics: &route.metrics,
         peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        client: IpAddr::V4(Ipv4Addr::LOCALHOST),
         tls: false,
         pool: &route.pool,
         upstream_pq: &pq,

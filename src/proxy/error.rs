@@ -15,6 +15,8 @@ pub enum ProxyError {
     BadFraming,
     #[error("transfer coding other than chunked")]
     UnsupportedTransferCoding,
+    #[error("CONNECT is not proxied: a reverse proxy opens no tunnels")]
+    Tunnel,
     #[error("unsupported expectation")]
     ExpectationFailed,
     #[error("no route for this host and path")]
@@ -42,7 +44,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
-            ProxyError::BadHost | ProxyError::BadPath | ProxyError::BadFraming => StatusCode::BAD_REQUEST,
+            ProxyError::BadHost | ProxyError::BadPath | ProxyError::BadFraming | ProxyError::Tunnel => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,

@@ -133,6 +133,25 @@ pub fn strip_untrusted_forwarding(headers: &mut HeaderMap) {
     remove_named(headers, crate::middleware::untrusted_claim);
 }
 
+/// HTTP/2 clients send `Cookie` as one field per pair (RFC 9113 8.2.3);
+/// on the way to an HTTP/1.1 upstream they MUST be one line, joined with
+/// `; ` (frameworks read only the first `Cookie` line).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// Remove the `_` spellings of what the proxy sets (`X_Forwarded_For`),
 /// which even a trusted proxy passes on from its client unread.
 pub fn strip_underscore_spellings(headers: &mut HeaderMap) {

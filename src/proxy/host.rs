@@ -83,11 +83,16 @@ pub fn well_formed(host: &[u8]) -> bool {
     }
 }
 
-/// Nothing, or `:` and at most five digits.
+/// Nothing, or `:` and a port number (at most 65535; empty is allowed,
+/// as RFC 3986's `port = *DIGIT` is).
 fn port_ok(port: &[u8]) -> bool {
     match port.split_first() {
         None => true,
-        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some((b':', digits)) => {
+            digits.len() <= 5
+                && digits.iter().all(u8::is_ascii_digit)
+                && digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
+        }
         Some(_) => false,
     }
 }
@@ -123,6 +128,8 @@ mod tests {
             "",
             "app test",
             "a@app.test",
+            "app.test:99999",
+            "app.test:65536",
             "app.test:abc",
             "app.test:123456",
             "app.test/x",

@@ -29,13 +29,13 @@ use hyper::upgrade::OnUpgrade;
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::middleware::{Ctx, Forwarding};
-use crate::router::{canonical_path, without_parameters};
+use crate::router::{canonical_path, with_slashes_decoded, without_parameters};
 use crate::state::Route;
 use crate::upstream::FileRequest;
 use error::ProxyError;
 use exchange::{Exchange, TrackedBody};
 use headers::{
-    add_forwarded, strip_hop_by_hop, strip_underscore_spellings, strip_untrusted_forwarding,
+    add_forwarded, join_cookies, strip_hop_by_hop, strip_underscore_spellings, strip_untrusted_forwarding,
     untrusted_forwarding_lines, Forwarded, X_REQUEST_ID,
 };
 pub use shared::{PlainHttp, Shared};
@@ -122,6 +122,9 @@ struct Routed {
     conn: Arc<ConnInfo>,
     host: HeaderValue,
     trusted: bool,
+    /// Who the client is: the peer, or behind a trusted proxy the address
+    /// its `X-Forwarded-For` names ([`Ctx::client`]).
+    client: std::net::IpAddr,
 }
 
 /// The synchronous part: request id, redirect to HTTPS, routing and header
@@ -166,6 +169,24 @@ fn route(
     if !req.uri().path().starts_with('/') {
         return Err(ProxyError::BadPath.response());
     }
+    // HTTP/1.1 CONNECT in origin form (`CONNECT /x`) is malformed, and no
+    // form opens a tunnel here (HTTP/2's CONNECT is refused below hyper).
+    if req.method() == http::Method::CONNECT {
+        return Err(ProxyError::Tunnel.response());
+    }
+    // `path()` says `/` for an empty path, but the target as sent is what
+    // goes upstream: `GET http://host?x` (absolute form, empty path) means
+    // `/?x` (RFC 9112 3.2.2); an HTTP/2 `:path` must start with `/` (RFC
+    // 9113 8.3.1), so `?x` there is malformed.
+    if req.uri().path_and_query().is_some_and(|pq| !pq.as_str().starts_with('/')) {
+        if req.version() == Version::HTTP_2 {
+            return Err(ProxyError::BadPath.response());
+        }
+        set_path(&mut req, "/").map_err(ProxyError::response)?;
+    }
+    if req.version() == Version::HTTP_2 {
+        join_cookies(req.headers_mut());
+    }
     let slashes = snapshot.config.server.encoded_slashes;
     if let Cow::Owned(canonical) =
         canonical_path(req.uri().path(), slashes).map_err(|_| ProxyError::BadPath.response())?
@@ -177,9 +198,13 @@ fn route(
     let found = snapshot.router.lookup(host_str, path).ok_or_else(|| ProxyError::NoRoute.response())?;
     // `;` parameters: Spring and Tomcat route `/admin;x/` as `/admin/`. A
     // path is served only when the route is the same read either way.
-    if let Some(bare) = without_parameters(path) {
-        let bare = bare.map_err(|_| ProxyError::BadPath.response())?;
-        let same = snapshot.router.lookup(host_str, &bare).is_some_and(|m| std::ptr::eq(m.value, found.value));
+    // Likewise `encoded_slashes = "keep"`: `/admin%2Fx` is routed as it
+    // is, but a backend that decodes it reads `/admin/x`.
+    let decoded = if slashes == crate::config::EncodedSlashes::Keep { with_slashes_decoded(path) } else { None };
+    let respelled = [without_parameters(path), decoded];
+    for other in respelled.into_iter().flatten() {
+        let other = other.map_err(|_| ProxyError::BadPath.response())?;
+        let same = snapshot.router.lookup(host_str, &other).is_some_and(|m| std::ptr::eq(m.value, found.value));
         if !same {
             return Err(ProxyError::BadPath.response());
         }
@@ -188,11 +213,16 @@ fn route(
     ex.route = Some(Arc::clone(&route));
 
     let upstream_pq = upstream_path(&req, &route, found.prefix_len).map_err(|e| e.response())?;
-    let trusted = crate::middleware::client_ip::contains(&snapshot.config.server.trusted_proxies, conn.peer.ip());
+    let trusted_proxies = &snapshot.config.server.trusted_proxies;
+    let trusted = crate::middleware::client_ip::contains(trusted_proxies, conn.peer.ip());
+    let client = match trusted {
+        true => crate::middleware::client_ip::resolve(conn.peer.ip(), req.headers(), trusted_proxies),
+        false => conn.peer.ip(),
+    };
     let client_upgrade = strip_connection_headers(&mut req);
     let mut req = req.map(RequestBody::from);
     let upgrade = client_upgrade.map(|proto| (proto, hyper::upgrade::on(&mut req), Arc::clone(conn)));
-    Ok(Routed { req, route, upstream_pq, upgrade, conn: Arc::clone(conn), host, trusted })
+    Ok(Routed { req, route, upstream_pq, upgrade, conn: Arc::clone(conn), host, trusted, client })
 }
 
 /// The awaiting part: the route's middleware, then the upstream.
@@ -204,6 +234,7 @@ async fn forward(app: &Shared, r: &mut Routed, ex: &mut Exchange) -> Response<Re
         route: &r.route.name,
         route_metrics: &r.route.metrics,
         peer: conn.peer.ip(),
+        client: r.client,
         tls: conn.tls,
         pool: &r.route.pool,
         upstream_pq: &r.upstream_pq,

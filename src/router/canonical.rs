@@ -139,6 +139,34 @@ pub fn without_parameters(canonical: &str) -> Option<Result<String, PathError>> 
     Some(resolve_dots(&s))
 }
 
+/// Under `encoded_slashes = "keep"`: the path as a backend that decodes
+/// `%2F` and `%5C` and splits on `\` would route it, made canonical
+/// again (`/x%2F..%2Fadmin` is `/admin`). `None` when the path has none.
+pub fn with_slashes_decoded(canonical: &str) -> Option<Result<String, PathError>> {
+    let b = canonical.as_bytes();
+    let escaped_slash =
+        |i: usize| b[i] == b'%' && matches!(b.get(i + 1..i + 3), Some([b'2', b'f' | b'F']) | Some([b'5', b'c' | b'C']));
+    if !(0..b.len()).any(|i| b[i] == b'\\' || escaped_slash(i)) {
+        return None;
+    }
+    let mut s = String::with_capacity(canonical.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            s.push('/');
+            i += 1;
+        } else if escaped_slash(i) {
+            s.push('/');
+            i += 3;
+        } else {
+            let len = utf8_len(b[i]);
+            s.push_str(canonical.get(i..i + len).unwrap_or_default());
+            i += len;
+        }
+    }
+    Some(resolve_dots(&s))
+}
+
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 fn hex(c: &u8) -> Option<u8> {
@@ -212,6 +240,12 @@ mod tests {
         assert_eq!(keep("/a%2Fb").unwrap(), "/a%2Fb");
         assert_eq!(keep("/a\\b").unwrap(), "/a\\b");
         assert_eq!(keep("/a/..%2f..%2fx").unwrap(), "/a/..%2f..%2fx");
+        // What a decoding backend routes them as.
+        assert_eq!(with_slashes_decoded("/a/b"), None);
+        assert_eq!(with_slashes_decoded("/admin%2Fx").unwrap().unwrap(), "/admin/x");
+        assert_eq!(with_slashes_decoded("/x%2f..%2Fadmin%2Fpanel").unwrap().unwrap(), "/admin/panel");
+        assert_eq!(with_slashes_decoded("/\\admin").unwrap().unwrap(), "/admin");
+        assert_eq!(with_slashes_decoded("/a%5C..%5C..%5Cx").unwrap(), Err(PathError::EscapesRoot));
     }
 
     #[test]

@@ -336,3 +336,31 @@ async fn protocol_detection_copes_with_split_first_bytes() {
     let a = h2c_get(p.http, &format!("http://x:{}/", p.http.port())).await;
     assert_eq!(a.status, 200);
 }
+
+/// HTTP/2 clients split `Cookie` into one field per pair; an HTTP/1.1
+/// upstream must get one line (RFC 9113 8.2.3), or frameworks that read
+/// the first line lose the rest. A `:path` that does not start with `/`
+/// is malformed and goes nowhere.
+#[tokio::test]
+async fn http2_cookies_are_joined_and_a_path_without_slash_is_refused() {
+    use crate::h2_raw::*;
+    let up = Upstream::echo().await;
+    let p = Proxy::start(&one_route(&up));
+    let req = Request::get(format!("http://{}/", p.http))
+        .header("host", "shop.example.com")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(full(""))
+        .unwrap();
+    let a = send(&h2c_client(), req).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["headers"]["cookie"], serde_json::json!(["a=1; b=2"]), "{}", a.json());
+    let hits = up.hits();
+    let c = RawH2::connect(p.http, &[], true).await;
+    c.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, &get_block("?q=1")));
+    assert!(
+        eventually(Duration::from_secs(5), || !c.frames_of(HEADERS).is_empty() || !c.frames_of(RST_STREAM).is_empty())
+            .await
+    );
+    assert_eq!(up.hits(), hits, "`:path: ?q=1` reached the upstream");
+}

@@ -192,8 +192,57 @@ async fn encoded_slashes_can_be_kept_for_apps_that_need_them() {
     let (answer, _) = raw(p.http, &get("/files/a%2fb%2Fc")).await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert!(up.requests()[0].starts_with("GET /files/a%2fb%2Fc HTTP/1.1\r\n"), "{:?}", up.requests());
-    // Still no way around the guard: the router sees `admin%2Fx`, not `admin`.
+    // Still no way around the guard: a path a decoding backend would read
+    // as another route's is refused.
     let (answer, _) = raw(p.http, &get("/admin/x")).await;
+    assert_eq!(status_of(&answer), 403, "{answer}");
+    for path in ["/admin%2Fx", "/x%2F..%2Fadmin%2Fpanel", "/x%5c..%5cadmin%5cpanel", "/a/..%2F..%2Fetc"] {
+        let (answer, _) = raw(p.http, &get(path)).await;
+        let status = status_of(&answer);
+        assert!(status == 400 || status == 403, "{path} answered {status}");
+    }
+    assert_eq!(up.requests().len(), 1, "a guarded path reached the backend: {:?}", up.requests());
+}
+
+/// Requests that say one thing to the proxy and might say another to the
+/// backend, or are not requests a reverse proxy forwards.
+#[tokio::test]
+async fn targets_hosts_and_methods_are_forwarded_only_when_well_formed() {
+    let up = RawEcho::start().await;
+    let p = Proxy::start(&guarded(up.addr, ""));
+    // Absolute form with an empty path is `/` (RFC 9112 3.2.2), never `?x`.
+    let (answer, _) =
+        raw(p.http, b"GET http://app.test?x=1 HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n").await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(up.requests()[0].starts_with("GET /?x=1 HTTP/1.1\r\n"), "{:?}", up.requests());
+    // No tunnels, and CONNECT in origin form is malformed anyway.
+    let (answer, _) = raw(p.http, b"CONNECT /x HTTP/1.1\r\nhost: app.test\r\n\r\n").await;
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    // No port above 65535.
+    let (answer, _) = raw(p.http, b"GET /x HTTP/1.1\r\nhost: app.test:99999\r\nconnection: close\r\n\r\n").await;
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert_eq!(up.requests().len(), 1);
+}
+
+/// Behind a trusted proxy the client is who its `X-Forwarded-For` names,
+/// for `ip_allow` too (nginx's `set_real_ip_from`); from anyone else the
+/// header means nothing.
+#[tokio::test]
+async fn ip_allow_judges_the_client_a_trusted_proxy_names() {
+    let up = RawEcho::start().await;
+    let req = |xff: &str| format!("GET /admin/x HTTP/1.1\r\nhost: app.test\r\n{xff}connection: close\r\n\r\n");
+    let p = Proxy::start(&guarded(up.addr, "trusted_proxies = [\"127.0.0.0/8\"]"));
+    for (xff, want) in [
+        ("x-forwarded-for: 10.1.2.3\r\n", 200),
+        ("x-forwarded-for: 10.9.9.9, 203.0.113.5\r\n", 403),
+        ("x-forwarded-for: 203.0.113.5, 10.1.2.3\r\n", 200),
+        ("", 403),
+    ] {
+        let (answer, _) = raw(p.http, req(xff).as_bytes()).await;
+        assert_eq!(status_of(&answer), want, "{xff:?}: {answer}");
+    }
+    let untrusted = Proxy::start(&guarded(up.addr, ""));
+    let (answer, _) = raw(untrusted.http, req("x-forwarded-for: 10.1.2.3\r\n").as_bytes()).await;
     assert_eq!(status_of(&answer), 403, "{answer}");
 }
 

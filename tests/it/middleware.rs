@@ -236,7 +236,17 @@ async fn cors_preflight_is_answered_at_the_edge() {
     assert!(a.headers["vary"].to_str().unwrap().contains("origin"));
     let a = send(&c, preflight("https://shop.example.org")).await;
     assert_eq!(a.status, 204);
-    for bad in ["https://evil.com", "https://example.org", "http://shop.example.org", "https://example.org.evil.com"] {
+    // Only a host may stand for the `*`: no path, query, fragment or escape.
+    for bad in [
+        "https://evil.com",
+        "https://example.org",
+        "http://shop.example.org",
+        "https://example.org.evil.com",
+        "https://evil.com/.example.org",
+        "https://evil.com#.example.org",
+        "https://evil.com?.example.org",
+        "https://evil.com%2e.example.org",
+    ] {
         let a = send(&c, preflight(bad)).await;
         assert_eq!(a.status, 403, "{bad}");
         assert!(!a.headers.contains_key("access-control-allow-origin"), "{bad}");
@@ -421,7 +431,17 @@ async fn basic_auth_with_bcrypt_htpasswd() {
         let a = send(&c, req(&p, "/").header("authorization", basic("ops", "s3cret!")).body(full("")).unwrap()).await;
         assert_eq!(a.status, 200);
     }
-    assert_eq!(up.hits(), 2);
+    // The scheme in any case (RFC 9110 11.1).
+    let shouting = basic("ops", "s3cret!").replace("Basic", "BASIC");
+    assert_eq!(send(&c, req(&p, "/").header("authorization", shouting).body(full("")).unwrap()).await.status, 200);
+    // Two credentials: one would be checked, the other maybe read upstream.
+    let two = req(&p, "/")
+        .header("authorization", basic("ops", "s3cret!"))
+        .header("authorization", basic("mallory", "x"))
+        .body(full(""))
+        .unwrap();
+    assert_eq!(send(&c, two).await.status, 400);
+    assert_eq!(up.hits(), 3);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let out = p.stdout.lock().unwrap().join("\n") + &p.stderr.lock().unwrap().join("\n");
     assert!(!out.contains("s3cret") && !out.contains(&basic("ops", "s3cret!")[6..]), "credentials leaked into logs");
