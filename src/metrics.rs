@@ -21,8 +21,25 @@ pub use handles::{CounterCache, RouteMetrics, ServerMetrics};
 pub struct Name(pub Arc<str>);
 
 impl EncodeLabelValue for Name {
+    /// Escaped as the exposition formats require (`\\`, `\"`, `\n`): a
+    /// route named with a quote would otherwise end its label early and
+    /// make the whole scrape unparseable (prometheus-client writes label
+    /// values as they are).
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        std::fmt::Write::write_str(encoder, &self.0)
+        use std::fmt::Write;
+        let s: &str = &self.0;
+        if !s.contains(['\\', '"', '\n']) {
+            return encoder.write_str(s);
+        }
+        for c in s.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
     }
 }
 

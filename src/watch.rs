@@ -167,7 +167,9 @@ async fn run(app: Arc<App>, path: PathBuf, stop: CancellationToken) {
                 return;
             }
             let now = fingerprint(&path).await;
-            if now.is_some() && now == last_seen {
+            // Unchanged since the watcher's last reload, and nothing (a
+            // SIGHUP while the file was away) failed since: nothing to do.
+            if now.is_some() && now == last_seen && app.last_reload().ok {
                 tracing::debug!("config file touched but unchanged; not reloading");
             } else {
                 tracing::info!(path = %path.display(), "config file changed: reloading");

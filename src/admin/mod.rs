@@ -81,7 +81,8 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Respon
                 plain_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
-        (&Method::GET, "/metrics") => {
+        // HEAD wherever GET: hyper sends the head alone.
+        (&Method::GET | &Method::HEAD, "/metrics") => {
             status::refresh_gauges(&app);
             // Content negotiation: OpenMetrics for Prometheus, which asks
             // for it; the classic text format for everything else (curl,
@@ -95,7 +96,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Respon
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             r
         }
-        (&Method::GET, "/api/status") => json(status_json(&app)),
+        (&Method::GET | &Method::HEAD, "/api/status") => json(status_json(&app)),
         (&Method::POST, "/api/reload") => match app.reload().await {
             Ok(()) => json(serde_json::json!({ "ok": true })),
             Err(errors) => {
@@ -107,7 +108,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Respon
             }
         },
         (&Method::POST, "/api/cache/purge") => purge(&app, req).await,
-        (&Method::GET, "/") => {
+        (&Method::GET | &Method::HEAD, "/") => {
             let mut r = Response::new(ResponseBody::full(status::PAGE));
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             r
@@ -128,8 +129,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Respon
 /// path that is not the admin listener's.
 fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
-        "/healthz" | "/readyz" => Some("GET, HEAD"),
-        "/metrics" | "/api/status" | "/" => Some("GET"),
+        "/healthz" | "/readyz" | "/metrics" | "/api/status" | "/" => Some("GET, HEAD"),
         "/api/reload" | "/api/cache/purge" => Some("POST"),
         _ => None,
     }
@@ -153,7 +153,13 @@ async fn purge(app: &App, req: Request<Incoming>) -> Response<ResponseBody> {
     };
     let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return bad(format!("body: {e}")),
+        Err(e) => {
+            let mut r = bad(format!("body: {e}"));
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            }
+            return r;
+        }
     };
     let p: Purge = match serde_json::from_slice(&body) {
         Ok(p) => p,

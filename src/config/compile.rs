@@ -28,6 +28,21 @@ pub(super) struct Compiler<'a> {
 }
 
 impl<'a> Compiler<'a> {
+    /// Two listeners on one port (the same address, or one of them on all
+    /// addresses) cannot both bind: said by `check`, not first by `run`.
+    fn listeners_apart(&mut self, listen: &Listen) {
+        let named = [("http", listen.http), ("https", listen.https), ("admin", listen.admin)];
+        for (i, (a_name, a)) in named.iter().enumerate() {
+            for (b_name, b) in &named[i + 1..] {
+                let (Some(a), Some(b)) = (a, b) else { continue };
+                let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+                if a.port() != 0 && a.port() == b.port() && overlap {
+                    self.err(None, format!("listen.{a_name} ({a}) and listen.{b_name} ({b}) cannot share a port"));
+                }
+            }
+        }
+    }
+
     pub(super) fn new(path: &'a Path, text: &'a str) -> Self {
         Compiler { path, lines: LineIndex::new(text), errors: Vec::new(), discovery: false }
     }
@@ -87,6 +102,7 @@ impl<'a> Compiler<'a> {
             https: raw.listen.https.map(|a| a.0),
             admin: Some(raw.listen.admin.map(|a| a.0).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)))),
         };
+        self.listeners_apart(&listen);
         let s = &raw.server;
         let server = ServerSettings {
             workers: s.workers.as_ref().map(|_| self.int_in(&s.workers, "workers", 1, 1024, 1usize)),
@@ -113,6 +129,13 @@ impl<'a> Compiler<'a> {
             ),
             trusted_proxies: self.cidrs(&s.trusted_proxies, "trusted_proxies"),
         };
+        // Zero would close every connection before its first request.
+        for (key, d) in [("client_header_timeout", server.client_header_timeout), ("idle_timeout", server.idle_timeout)]
+        {
+            if d.is_zero() {
+                self.err(None, format!("server.{key} must be greater than zero"));
+            }
+        }
         if !(8192..=MAX_HEADER_BYTES).contains(&server.max_header_bytes) {
             self.err(None, "server.max_header_bytes must be between 8192 and 16MiB");
         }
@@ -304,5 +327,59 @@ pub(super) fn route_prefix(v: &str) -> Result<String, String> {
     if !v.starts_with('/') || v.contains(['?', '#', ' ']) || v.contains("//") {
         return Err(format!("invalid path {v:?}; expected a prefix such as \"/\" or \"/api/\""));
     }
+    if let Some((why, instead)) = not_canonical(v) {
+        return Err(format!(
+            "path {v:?} would never match: requests are routed in canonical form, and {why}; write {instead:?}"
+        ));
+    }
     Ok(v.trim_end_matches('/').to_string())
+}
+
+/// Why `path` is not in the form requests are routed in
+/// (`router::canonical`), and that form, if it has one: RFC 3986 path
+/// characters only (other bytes as `%XX` of their UTF-8), escapes of
+/// unreserved characters decoded and the others in upper case, no `.` or
+/// `..` segments. `None` when it is.
+fn not_canonical(path: &str) -> Option<(&'static str, String)> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    let allowed = |b: u8| unreserved(b) || b"!$&'()*+,;=:@/".contains(&b);
+    let hex = |b: u8| char::from(b"0123456789ABCDEF"[usize::from(b)]);
+    let mut out = String::with_capacity(path.len());
+    let mut why = None;
+    let b = path.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            let digits = b.get(i + 1..i + 3).and_then(|d| std::str::from_utf8(d).ok());
+            let Some(v) = digits.and_then(|d| u8::from_str_radix(d, 16).ok()) else {
+                return Some(("it has a malformed %-escape", path.to_string()));
+            };
+            if v == 0 || v == b'/' || v == b'\\' {
+                return Some(("an encoded NUL, slash or backslash is never routed", path.to_string()));
+            }
+            if unreserved(v) {
+                why.get_or_insert("escapes of letters, digits and -._~ are decoded");
+                out.push(char::from(v));
+            } else {
+                if digits.is_some_and(|d| d.bytes().any(|x| x.is_ascii_lowercase())) {
+                    why.get_or_insert("escapes are upper-cased");
+                }
+                out.extend(['%', hex(v >> 4), hex(v & 15)]);
+            }
+            i += 3;
+            continue;
+        }
+        if !allowed(c) {
+            why.get_or_insert("characters outside RFC 3986's path set arrive %-encoded (UTF-8)");
+            out.extend(['%', hex(c >> 4), hex(c & 15)]);
+        } else {
+            out.push(char::from(c));
+        }
+        i += 1;
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Some(("`.` and `..` segments are resolved first", path.to_string()));
+    }
+    why.map(|w| (w, out))
 }

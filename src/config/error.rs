@@ -19,12 +19,25 @@ impl ConfigError {
     /// An error at a byte span of `source` (the file's text).
     pub fn at(path: &Path, source: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
         let (line, col) = span.map(|s| line_col(source, s.start)).unwrap_or((1, 1));
-        ConfigError { path: path.to_path_buf(), line, col, message: message.into() }
+        ConfigError { path: path.to_path_buf(), line, col, message: one_line(message.into()) }
     }
 
     /// An error about the file as a whole (unreadable, say).
     pub fn whole_file(path: &Path, message: impl Into<String>) -> Self {
         ConfigError { path: path.to_path_buf(), line: 1, col: 1, message: message.into() }
+    }
+}
+
+/// One line, never empty: the TOML parser's messages can span lines
+/// (`invalid table header` / `duplicate key ...`) or say nothing at all
+/// (a key without a value at the end of the file), and each error is one
+/// `PATH:LINE:COL: error: ...` line.
+fn one_line(message: String) -> String {
+    let joined = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": ");
+    if joined.is_empty() {
+        "incomplete TOML here (a key without its value, or a cut-off file?)".to_string()
+    } else {
+        joined
     }
 }
 

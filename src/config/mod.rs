@@ -328,8 +328,18 @@ pub struct RouteSpec {
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .map_err(|e| ConfigErrors(vec![ConfigError::whole_file(path, format!("cannot read config file: {e}"))]))?;
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            // Where: the text up to the first bad byte is valid.
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+                let message = "not UTF-8: the config file must be UTF-8 text";
+                return Err(ConfigErrors(vec![ConfigError::at(path, &valid, Some(at..at), message)]));
+            }
+        };
         Config::parse(path, &text)
     }
 

@@ -240,3 +240,63 @@ fn dns01_keys_compile_and_wildcards_need_dns01() {
     let e = errors("[acme]\nchallenge = \"dns-01\"\n[acme.dns]\nprovider = \"rfc2136\"\nnameserver = \"127.0.0.1\"\ntsig_key = \"k.\"\ntsig_secret_file = \"/nonexistent/tsig\"\n");
     assert!(e[0].starts_with("rampart.toml:7:20: error: cannot read tsig_secret_file"), "{e:?}");
 }
+
+#[test]
+fn route_paths_are_written_as_requests_are_routed() {
+    let route = |path: &str| {
+        format!("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nhost = \"*\"\npath = \"{path}\"\nupstream = \"a\"\n")
+    };
+    for (path, want) in [
+        ("/é/", "write \"/%C3%A9/\""),
+        ("/%61pi/", "write \"/api/\""),
+        ("/caf%c3%a9/", "write \"/caf%C3%A9/\""),
+        ("/q\\\"x/", "write \"/q%22x/\""),
+        ("/a/../b/", "`.` and `..` segments"),
+        ("/a%2Fb/", "encoded NUL, slash or backslash"),
+        ("/a%zz/", "malformed %-escape"),
+    ] {
+        let e = errors(&route(path));
+        assert!(e[0].contains("would never match") && e[0].contains(want), "{path}: {e:?}");
+    }
+    for fine in ["/", "/api/", "/caf%C3%A9/", "/a;b/", "/~user/", "/a-b_c.d/", "/x:y@z/"] {
+        assert!(parse(&route(fine)).is_ok(), "{fine}: {:?}", parse(&route(fine)).err());
+    }
+}
+
+#[test]
+fn every_error_is_one_line_and_says_where() {
+    // A key without a value at the end: toml says nothing; we say something.
+    let e = errors("[listen]\nhttp = ");
+    assert!(e[0].starts_with("rampart.toml:2:") && !e[0].ends_with("error: "), "{e:?}");
+    // Messages toml spreads over two lines are one.
+    let e = errors("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[upstreams.a]\n");
+    assert!(e.iter().all(|l| !l.contains('\n')), "{e:?}");
+    assert!(e[0].contains("duplicate key"), "{e:?}");
+    // A file that is not UTF-8: the line of the first bad byte.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, b"[listen]\n# caf\xe9\nhttp = \"127.0.0.1:0\"\n").unwrap();
+    let e = Config::load(&file).unwrap_err().0[0].to_string();
+    assert!(e.contains("bad.toml:2:6: error: not UTF-8"), "{e}");
+}
+
+#[test]
+fn settings_that_could_never_serve_are_refused_by_check() {
+    let e = errors("[server]\nclient_header_timeout = \"0s\"\nidle_timeout = \"0s\"\n");
+    assert!(e.iter().any(|l| l.contains("server.client_header_timeout must be greater than zero")), "{e:?}");
+    assert!(e.iter().any(|l| l.contains("server.idle_timeout must be greater than zero")), "{e:?}");
+    let e =
+        errors("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nresponse_timeout = \"0s\"\nconnect_timeout = \"0ms\"\n");
+    assert!(e.iter().any(|l| l.contains("upstream \"a\": response_timeout must be greater than zero")), "{e:?}");
+    assert!(e.iter().any(|l| l.contains("upstream \"a\": connect_timeout must be greater than zero")), "{e:?}");
+    // Two listeners that cannot both bind.
+    let e = errors("[listen]\nhttp = \"127.0.0.1:37990\"\nadmin = \"127.0.0.1:37990\"\n");
+    assert!(
+        e[0].contains("listen.http (127.0.0.1:37990) and listen.admin (127.0.0.1:37990) cannot share a port"),
+        "{e:?}"
+    );
+    let e = errors("[listen]\nhttp = \"0.0.0.0:8080\"\nhttps = \"127.0.0.1:8080\"\n");
+    assert!(e[0].contains("cannot share a port"), "{e:?}");
+    assert!(parse("[listen]\nhttp = \"127.0.0.1:8080\"\nadmin = \"127.0.0.2:8080\"\n").is_ok());
+    assert!(parse("[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n").is_ok());
+}

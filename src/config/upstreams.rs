@@ -86,6 +86,13 @@ impl Compiler<'_> {
                 self.err(Some(span.clone()), "health interval and timeout must be greater than zero");
             }
         }
+        // Zero would time every request out at once (and eject the servers
+        // for it): never what anyone means.
+        for (key, d) in [("connect_timeout", u.connect_timeout), ("response_timeout", u.response_timeout)] {
+            if d.is_some_and(|d| d.0.is_zero()) {
+                self.err(Some(span.clone()), format!("upstream {name:?}: {key} must be greater than zero"));
+            }
+        }
         UpstreamSpec {
             name: name.to_string(),
             balance,

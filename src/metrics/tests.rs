@@ -47,3 +47,14 @@ fn prometheus_asks_for_openmetrics() {
     assert!(!wants_openmetrics(Some(&http::HeaderValue::from_static("*/*"))));
     assert!(!wants_openmetrics(None));
 }
+
+#[test]
+fn label_values_are_escaped_so_one_odd_name_cannot_break_the_scrape() {
+    let mut registry = Registry::default();
+    let family = Family::<RouteLabels, Gauge>::default();
+    registry.register("r", "R", family.clone());
+    family.get_or_create(&RouteLabels { route: Name(Arc::from("we\"ird\\na\nme")) }).set(1);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("r{route=\"we\\\"ird\\\\na\\nme\"} 1\n"), "{text}");
+}

@@ -27,6 +27,8 @@ pub enum ProxyError {
     Connect,
     #[error("upstream connection broke before a response")]
     Broken,
+    #[error("upstream sent an invalid response")]
+    BadResponse,
     #[error("upstream did not answer in time")]
     Timeout,
     #[error("request body over the limit")]
@@ -51,7 +53,7 @@ impl ProxyError {
             ProxyError::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect | ProxyError::Broken => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect | ProxyError::Broken | ProxyError::BadResponse => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,

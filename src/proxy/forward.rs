@@ -142,7 +142,8 @@ fn classify(e: &SendError) -> Failure {
         SendError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => Failure::BeforeSend(ProxyError::Timeout),
         SendError::Connect(_) => Failure::BeforeSend(ProxyError::Connect),
         SendError::Timeout => Failure::AfterSend(ProxyError::Timeout),
-        SendError::Io(_) | SendError::Protocol(_) | SendError::ClientBody(_) | SendError::ClientBodyTimeout => {
+        SendError::Protocol(_) => Failure::AfterSend(ProxyError::BadResponse),
+        SendError::Io(_) | SendError::ClientBody(_) | SendError::ClientBodyTimeout => {
             Failure::AfterSend(ProxyError::Broken)
         }
     }

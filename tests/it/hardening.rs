@@ -450,6 +450,8 @@ async fn bad_upstream(mode: &'static str) -> SocketAddr {
                         }
                         ("body-after-204", _) => [&b"HTTP/1.1 204 No Content\r\n\r\n"[..], evil].concat(),
                         ("past-length", _) => [&b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ngood"[..], evil].concat(),
+                        ("not-http", _) => b"THIS IS NOT HTTP\r\n\r\n".to_vec(),
+                        ("two-lengths", _) => b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\ngood".to_vec(),
                         ("chunked-1.0", _) => b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n4\r\ngood\r\n0\r\n\r\n".to_vec(),
                         _ => b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ngood".to_vec(),
                     };
@@ -482,6 +484,21 @@ async fn a_pooled_connection_with_unexpected_bytes_is_never_reused() {
             assert!(!a.text().contains("EVIL"), "{mode}: another client got the bad upstream's extra bytes");
             assert!(a.status == 200 || a.status == 204, "{mode}: {}", a.status);
         }
+    }
+}
+
+/// An upstream that answers, but not in HTTP/1.1: 502 saying so, not
+/// that the connection broke.
+#[tokio::test]
+async fn an_invalid_upstream_answer_is_a_502_that_says_so() {
+    for mode in ["not-http", "two-lengths"] {
+        let up = bad_upstream(mode).await;
+        let p = Proxy::start(&format!(
+            "[upstreams.bad]\nservers = [\"{up}\"]\nretries = 0\n[[routes]]\nhost = \"*\"\nupstream = \"bad\"\n"
+        ));
+        let a = send(&client(), http::Request::get(p.url("/")).header("host", "a").body(full("")).unwrap()).await;
+        assert_eq!(a.status, 502, "{mode}");
+        assert!(a.text().contains("upstream sent an invalid response"), "{mode}: {}", a.text());
     }
 }
 

@@ -176,3 +176,36 @@ async fn metrics_move_with_traffic_and_pass_promtool() {
     assert!(om.contains("# TYPE rampart_http_requests counter\n"), "{om}");
     assert!(om.contains(r#"rampart_http_requests_total{route="app",method="GET",code="200"} 25"#), "{om}");
 }
+
+/// One route named with a quote, a backslash and a newline must not make
+/// the whole scrape unparseable; the admin listener answers HEAD where it
+/// answers GET, and a purge body over its limit is a 413.
+#[tokio::test]
+async fn odd_names_are_escaped_and_the_admin_listener_answers_as_http_says() {
+    let up = Upstream::named("ok").await;
+    let p = Proxy::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n\
+         [[routes]]\nname = \"we\\\"ird\\\\na\\nme\"\nhost = \"*\"\npath = \"/\"\nupstream = \"app\"\n",
+        up.addr
+    ));
+    assert_eq!(get(&p.url("/x"), "example.com").await.status, 200);
+    let want = r#"rampart_http_requests_total{route="we\"ird\\na\nme",method="GET",code="200"} 1"#;
+    assert!(
+        eventually_async(std::time::Duration::from_secs(10), || async { scrape(&p, None).await.text().contains(want) })
+            .await,
+        "{}",
+        scrape(&p, None).await.text()
+    );
+    let text = scrape(&p, None).await.text();
+    let (ok, report) = promtool_check(&text);
+    assert!(ok, "promtool check metrics rejected the scrape:\n{report}\n---\n{text}");
+
+    for path in ["/metrics", "/api/status", "/", "/healthz"] {
+        let head = send(&client(), Request::head(p.admin_url(path)).body(full("")).unwrap()).await;
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert!(head.body.is_empty());
+    }
+    let big = format!("{{\"host\": \"{}\"}}", "a".repeat(70_000));
+    let purge = send(&client(), Request::post(p.admin_url("/api/cache/purge")).body(full(big)).unwrap()).await;
+    assert_eq!(purge.status, 413, "{}", purge.text());
+}

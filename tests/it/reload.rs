@@ -318,3 +318,25 @@ async fn the_watcher_survives_the_file_going_missing() {
     write_in_place(&path, &cfg(&format!("{all}{}{}", route("/a", "a"), route("/b", "b"))));
     served(&p, "/b", "b").await.expect("the recreated file was not applied");
 }
+
+/// A SIGHUP while the file was away fails; the same file put back must
+/// clear that failure, though its text is what the watcher last applied.
+#[tokio::test]
+async fn the_same_file_put_back_after_a_failed_reload_is_applied_again() {
+    let a = Upstream::named("a").await;
+    let p = Proxy::start(&cfg(&format!("{}{}", pools(&[("a", &a)]), route("/a", "a"))));
+    let path = p.config_path();
+    let aside = path.with_extension("aside");
+    std::fs::rename(&path, &aside).unwrap();
+    p.signal("HUP");
+    assert!(
+        eventually_async(APPLY_BOUND, || async { status(&p).await["last_reload"]["ok"] == false }).await,
+        "the reload without a file did not fail"
+    );
+    std::fs::rename(&aside, &path).unwrap();
+    assert!(
+        eventually_async(APPLY_BOUND, || async { status(&p).await["last_reload"]["ok"] == true }).await,
+        "the file put back left the failure standing: {}",
+        status(&p).await
+    );
+}
