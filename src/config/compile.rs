@@ -37,7 +37,8 @@ impl<'a> Compiler<'a> {
                 let (Some(a), Some(b)) = (a, b) else { continue };
                 let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
                 if a.port() != 0 && a.port() == b.port() && overlap {
-                    self.err(None, format!("listen.{a_name} ({a}) and listen.{b_name} ({b}) cannot share a port"));
+                    let at = self.lines.key_span("listen", b_name);
+                    self.err(at, format!("listen.{a_name} ({a}) and listen.{b_name} ({b}) cannot share a port"));
                 }
             }
         }
@@ -133,22 +134,24 @@ impl<'a> Compiler<'a> {
         for (key, d) in [("client_header_timeout", server.client_header_timeout), ("idle_timeout", server.idle_timeout)]
         {
             if d.is_zero() {
-                self.err(None, format!("server.{key} must be greater than zero"));
+                self.err(self.lines.key_span("server", key), format!("server.{key} must be greater than zero"));
             }
         }
         if !(8192..=MAX_HEADER_BYTES).contains(&server.max_header_bytes) {
-            self.err(None, "server.max_header_bytes must be between 8192 and 16MiB");
+            let at = self.lines.key_span("server", "max_header_bytes");
+            self.err(at, "server.max_header_bytes must be between 8192 and 16MiB");
         }
         // Beyond a few hundred microseconds it only burns CPU: the wake-ups
         // it saves are that far apart only when the proxy is nearly idle.
         if server.busy_poll > MAX_BUSY_POLL {
-            self.err(None, "server.busy_poll must be at most 10ms");
+            self.err(self.lines.key_span("server", "busy_poll"), "server.busy_poll must be at most 10ms");
         }
         // With several workers, one at a time owns the I/O driver and a
         // parked one keeps it while it sleeps: a spinning one would poll
         // nothing and the wake-ups would stay.
         if !server.busy_poll.is_zero() && server.workers != Some(1) {
-            self.err(None, "server.busy_poll needs server.workers = 1 (one worker polls for I/O at a time)");
+            let at = self.lines.key_span("server", "busy_poll");
+            self.err(at, "server.busy_poll needs server.workers = 1 (one worker polls for I/O at a time)");
         }
 
         let tls = raw.tls.as_ref().map(|t| {

@@ -79,6 +79,30 @@ impl<'a> LineIndex<'a> {
         LineIndex { source, starts }
     }
 
+    /// Where `key = ...` is written in the `[table]` table, for settings
+    /// whose values carry no position of their own (durations, sizes).
+    /// `None` if it is not written there as such (a dotted or inline
+    /// spelling): the error then points at the file.
+    pub fn key_span(&self, table: &str, key: &str) -> Option<std::ops::Range<usize>> {
+        let header = format!("[{table}]");
+        let mut inside = false;
+        for (i, &start) in self.starts.iter().enumerate() {
+            let end = self.starts.get(i + 1).copied().unwrap_or(self.source.len());
+            let line = self.source.get(start..end)?;
+            let trimmed = line.trim();
+            if trimmed.starts_with('[') {
+                inside = trimmed.split('#').next().is_some_and(|h| h.trim() == header);
+                continue;
+            }
+            let Some(rest) = trimmed.strip_prefix(key) else { continue };
+            if inside && rest.trim_start().starts_with('=') {
+                let at = start + (line.len() - line.trim_start().len());
+                return Some(at..at + key.len());
+            }
+        }
+        None
+    }
+
     /// Same answer as [`line_col`], in O(log lines + line length).
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.source.len());

@@ -300,3 +300,19 @@ fn settings_that_could_never_serve_are_refused_by_check() {
     assert!(parse("[listen]\nhttp = \"127.0.0.1:8080\"\nadmin = \"127.0.0.2:8080\"\n").is_ok());
     assert!(parse("[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n").is_ok());
 }
+
+#[test]
+fn settings_without_a_position_of_their_own_are_reported_at_their_key() {
+    let e = errors("[server]\nclient_header_timeout = \"0s\"\nidle_timeout = \"0s\"\n");
+    assert!(
+        e.contains(&"rampart.toml:2:1: error: server.client_header_timeout must be greater than zero".into()),
+        "{e:?}"
+    );
+    assert!(e.contains(&"rampart.toml:3:1: error: server.idle_timeout must be greater than zero".into()), "{e:?}");
+    let e = errors("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nresponse_timeout = \"0s\"\n");
+    assert!(e[0].starts_with("rampart.toml:3:1: error: upstream \"a\": response_timeout"), "{e:?}");
+    let e = errors("[server]\n# limits\nmax_header_bytes = 10\n");
+    assert!(e[0].starts_with("rampart.toml:3:1: error: server.max_header_bytes"), "{e:?}");
+    let e = errors("[listen]\nhttp = \"127.0.0.1:37990\"\nadmin = \"127.0.0.1:37990\"\n");
+    assert!(e[0].starts_with("rampart.toml:3:1: error: listen.http"), "{e:?}");
+}

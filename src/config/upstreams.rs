@@ -83,14 +83,17 @@ impl Compiler<'_> {
         });
         if let Some(h) = &health {
             if h.interval.is_zero() || h.timeout.is_zero() {
-                self.err(Some(span.clone()), "health interval and timeout must be greater than zero");
+                let key = if h.interval.is_zero() { "interval" } else { "timeout" };
+                let at = self.lines.key_span(&format!("upstreams.{name}.health"), key).unwrap_or(span.clone());
+                self.err(Some(at), "health interval and timeout must be greater than zero");
             }
         }
         // Zero would time every request out at once (and eject the servers
         // for it): never what anyone means.
         for (key, d) in [("connect_timeout", u.connect_timeout), ("response_timeout", u.response_timeout)] {
             if d.is_some_and(|d| d.0.is_zero()) {
-                self.err(Some(span.clone()), format!("upstream {name:?}: {key} must be greater than zero"));
+                let at = self.lines.key_span(&format!("upstreams.{name}"), key).unwrap_or(span.clone());
+                self.err(Some(at), format!("upstream {name:?}: {key} must be greater than zero"));
             }
         }
         UpstreamSpec {
