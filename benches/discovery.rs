@@ -61,6 +61,7 @@ fn containers(skip_last: bool) -> Vec<Container> {
                 .into(),
                 exposed_ports: vec![8080],
                 ready: true,
+                created: 0,
             });
         }
     }

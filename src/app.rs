@@ -134,7 +134,14 @@ impl App {
 
     /// Every provider's state, by name.
     pub fn providers(&self) -> std::collections::BTreeMap<&'static str, ProviderStatus> {
-        self.providers.lock().map(|g| g.clone()).unwrap_or_default()
+        let mut all = self.providers.lock().map(|g| g.clone()).unwrap_or_default();
+        // Which containers are left out changes with every merge, a file
+        // reload's too: read now, not as of the provider's last sync.
+        if let Some(detail) = all.get_mut("docker").and_then(|d| d.detail.as_object_mut()) {
+            let skipped: Vec<String> = self.skipped_containers().iter().map(|s| s.to_string()).collect();
+            detail.insert("skipped".to_string(), serde_json::json!(skipped));
+        }
+        all
     }
 
     /// Containers the labels left out at the last merge, and why.
@@ -180,6 +187,16 @@ impl App {
                     "these settings are read at start only; the running values stay until a restart"
                 );
             }
+            // As the warning says: the providers run with the settings they
+            // started with, and the labels are read with those too (a new
+            // `network` or a removed table would otherwise half apply).
+            let config = if config.providers == current.config.providers {
+                config
+            } else {
+                let mut kept = (*config).clone();
+                kept.providers = current.config.providers.clone();
+                Arc::new(kept)
+            };
             let found = self.discovered.lock().map(|d| d.clone()).unwrap_or_default();
             let (merged, docker) = config.merged(&found);
             Snapshot::compile(merged, Some(&current)).map(|next| (next, certs, config, docker))

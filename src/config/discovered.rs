@@ -81,6 +81,9 @@ pub struct Container {
     pub exposed_ports: Vec<u16>,
     /// `false` while its Docker health check is `starting` or `unhealthy`.
     pub ready: bool,
+    /// When it was created (seconds since the epoch): the older of two
+    /// containers that define clashing routes keeps them.
+    pub created: i64,
 }
 
 /// A container left out, and why (for the log and the status page).

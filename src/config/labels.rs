@@ -1,8 +1,10 @@
 //! Docker labels -> servers and routes, validated like the file: a bad
 //! label skips its container (with the container's name and the label's
-//! key) and never the others. Containers are read in name order so the
-//! result (and which of two conflicting containers loses) does not depend
-//! on the engine's listing order.
+//! key) and never the others. Containers are read oldest first (by
+//! creation time, then name), so the result does not depend on the
+//! engine's listing order, and of two conflicting containers the one that
+//! was there first keeps its routes: a container started later never takes
+//! over a route in service.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,12 +20,13 @@ const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 pub fn discover_containers(containers: &[Container], settings: &DockerSettings, file: &Config) -> DockerDiscovery {
     let mut out = DockerDiscovery::default();
     let mut sorted: Vec<&Container> = containers.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    sorted.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)).then_with(|| a.id.cmp(&b.id)));
     // Route name -> (spec, container that defined it first).
     let mut names: HashMap<String, (RouteSpec, String)> = HashMap::new();
-    let mut places: HashMap<(HostPattern, String), String> = HashMap::new();
+    // Host and path -> the route there, and who defined it.
+    let mut places: HashMap<(HostPattern, String), (String, String)> = HashMap::new();
     for r in &file.routes {
-        places.insert((r.host.clone(), r.prefix.clone()), r.name.clone());
+        places.insert((r.host.clone(), r.prefix.clone()), (r.name.clone(), "the config file".to_string()));
     }
     for c in sorted {
         let found = match read_container(c, settings, file) {
@@ -40,16 +43,28 @@ pub fn discover_containers(containers: &[Container], settings: &DockerSettings, 
         };
         // Routes must not clash with the file's or another container's.
         let mut clash = None;
-        for r in &routes {
+        for (i, r) in routes.iter().enumerate() {
             if file.routes.iter().any(|f| f.name == r.name) {
                 clash = Some(format!("route name {:?} is already used by the config file", r.name));
             } else if let Some((known, by)) = names.get(&r.name) {
                 if known != r {
-                    clash = Some(format!("route {:?} differs from the one container {by} defines", r.name));
+                    clash = Some(format!(
+                        "route {:?} differs from the one container {by} defines ({})",
+                        r.name,
+                        route_difference(known, r)
+                    ));
                 }
-            } else if let Some(owner) = places.get(&(r.host.clone(), r.prefix.clone())) {
+            } else if let Some((owner, by)) = places.get(&(r.host.clone(), r.prefix.clone())) {
                 clash = Some(format!(
-                    "route {:?}: host {} and path {} are already routed by {owner:?}",
+                    "route {:?}: host {} and path {} are already routed by {owner:?} ({by})",
+                    r.name,
+                    r.host,
+                    display_path(&r.prefix)
+                ));
+            } else if let Some(twin) = routes[..i].iter().find(|o| o.host == r.host && o.prefix == r.prefix) {
+                clash = Some(format!(
+                    "routes {:?} and {:?} both route host {} and path {}",
+                    twin.name,
                     r.name,
                     r.host,
                     display_path(&r.prefix)
@@ -65,7 +80,7 @@ pub fn discover_containers(containers: &[Container], settings: &DockerSettings, 
         }
         for r in routes {
             if !names.contains_key(&r.name) {
-                places.insert((r.host.clone(), r.prefix.clone()), r.name.clone());
+                places.insert((r.host.clone(), r.prefix.clone()), (r.name.clone(), format!("container {}", c.name)));
                 names.insert(r.name.clone(), (r.clone(), c.name.clone()));
                 out.routes.push(r);
             }
@@ -76,6 +91,31 @@ pub fn discover_containers(containers: &[Container], settings: &DockerSettings, 
         out.taking_part += 1;
     }
     out
+}
+
+/// What differs between two definitions of one route, for the message.
+fn route_difference(a: &RouteSpec, b: &RouteSpec) -> String {
+    let mut keys = Vec::new();
+    if a.host != b.host {
+        keys.push("host");
+    }
+    if a.prefix != b.prefix {
+        keys.push("path");
+    }
+    if a.strip_prefix != b.strip_prefix {
+        keys.push("strip_prefix");
+    }
+    if a.upstream != b.upstream {
+        keys.push("upstream");
+    }
+    if a.middleware != b.middleware {
+        keys.push("middleware");
+    }
+    if keys.is_empty() {
+        "its other settings".to_string()
+    } else {
+        format!("its {}", keys.join(", "))
+    }
 }
 
 fn display_path(prefix: &str) -> String {
@@ -175,7 +215,7 @@ fn read_container(c: &Container, settings: &DockerSettings, file: &Config) -> Re
         Some(p) => p,
         None => match c.exposed_ports.as_slice() {
             [only] => *only,
-            [] => return Err(bad("rampart.port", "missing, and the container exposes no port".to_string())),
+            [] => return Err(bad("rampart.port", "missing, and the container exposes no TCP port".to_string())),
             many => {
                 return Err(bad(
                     "rampart.port",

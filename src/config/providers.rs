@@ -13,8 +13,7 @@ impl Compiler<'_> {
             let d = d.get_ref();
             if let Some(e) = &d.endpoint {
                 let v = e.get_ref();
-                let ok = ["unix:///", "tcp://", "http://"].iter().any(|p| v.starts_with(p) && v.len() > p.len());
-                if !ok {
+                if !endpoint_ok(v) {
                     self.err(
                         Some(e.span()),
                         format!("endpoint must be unix:///PATH or tcp://HOST:PORT, got {v:?} (TLS to the engine: use a local socket proxy)"),
@@ -35,5 +34,42 @@ impl Compiler<'_> {
         }
         let dns_resolvers = raw.dns.as_ref().map(|d| d.resolvers.iter().map(|a| a.0).collect()).unwrap_or_default();
         ProviderSettings { docker, dns_resolvers }
+    }
+}
+
+/// `unix:///PATH`, or `tcp://HOST:PORT` (`http://` is the same to the
+/// engine's client) with a port from 1 to 65535: what the provider can
+/// dial, so a bad one is refused here rather than retried forever.
+fn endpoint_ok(v: &str) -> bool {
+    if let Some(path) = v.strip_prefix("unix:///") {
+        return !path.is_empty();
+    }
+    let Some(authority) = v.strip_prefix("tcp://").or_else(|| v.strip_prefix("http://")) else { return false };
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    let Some((host, port)) = authority.rsplit_once(':') else { return false };
+    !host.is_empty() && !authority.contains('/') && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoints_are_what_the_provider_can_dial() {
+        for ok in
+            ["unix:///var/run/docker.sock", "tcp://127.0.0.1:2375", "tcp://socket-proxy:2375", "http://[::1]:2375/"]
+        {
+            assert!(super::endpoint_ok(ok), "{ok}");
+        }
+        for bad in [
+            "unix://",
+            "unix:///",
+            "tcp://127.0.0.1",
+            "tcp://127.0.0.1:99999",
+            "tcp://:2375",
+            "tcp://h:0",
+            "https://h:2376",
+            "tcp://h:2375/x",
+        ] {
+            assert!(!super::endpoint_ok(bad), "{bad}");
+        }
     }
 }

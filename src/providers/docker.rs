@@ -207,6 +207,7 @@ fn container(c: bollard::models::ContainerSummary, unready: &HashSet<String>) ->
     exposed_ports.sort_unstable();
     exposed_ports.dedup();
     Some(Container {
+        created: c.created.unwrap_or(0),
         ready: !unready.contains(&id),
         id,
         name,

@@ -215,6 +215,7 @@ fn labels_only_variant_gives_the_reference_routes() {
                 .into(),
                 exposed_ports: vec![],
                 ready: true,
+                created: 0,
             });
         } else if let (Some(label), Some(c)) = (line.trim().strip_prefix("- rampart."), containers.last_mut()) {
             let (k, v) = label.split_once('=').unwrap();

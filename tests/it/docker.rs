@@ -271,10 +271,29 @@ upstream = \"nowhere\"
     let s = status(&p).await;
     assert_eq!(s["last_reload"]["ok"], false, "{}", s["last_reload"]);
     assert_eq!(body(&p, "file.test").await, "file");
-    std::fs::write(p.config_path(), good_file).unwrap();
+    std::fs::write(p.config_path(), &good_file).unwrap();
     assert!(
         eventually_async(Duration::from_secs(20), || async { status(&p).await["last_reload"]["ok"] == true }).await
     );
+
+    // A file reload that leaves a container out shows on the status page at
+    // once, not at the next Docker event.
+    let clash = format!("{good_file}\n[[routes]]\nhost = \"good.test\"\nupstream = \"file\"\n");
+    std::fs::write(p.config_path(), &clash).unwrap();
+    assert_eq!(crate::util::post_reload(&p).await.status, 200);
+    let skipped = status(&p).await["providers"]["docker"]["detail"]["skipped"].to_string();
+    assert!(skipped.contains("c-good"), "{skipped}");
+    // [providers] is read at start only, as the reload's warning says: a
+    // file without the table keeps reading the labels as before.
+    let endpoint = format!("[providers.docker]\nendpoint = \"unix://{}\"\n", e.socket.display());
+    std::fs::write(p.config_path(), good_file.replace(&endpoint, "")).unwrap();
+    assert_eq!(crate::util::post_reload(&p).await.status, 200);
+    assert_eq!(body(&p, "good.test").await, "c-good");
+    let skipped = status(&p).await["providers"]["docker"]["detail"]["skipped"].to_string();
+    assert!(!skipped.contains("c-good") && skipped.contains("c-bad"), "{skipped}");
+    assert!(!p.log_lines(&["read at start only", "[providers]"]).is_empty());
+    std::fs::write(p.config_path(), &good_file).unwrap();
+    assert_eq!(crate::util::post_reload(&p).await.status, 200);
     let failures = |text: &str| metric(text, "rampart_config_reloads_total{result=\"failure\"}");
     let failed_before = failures(&get(&p.admin_url("/metrics"), "admin").await.text());
 

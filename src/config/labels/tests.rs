@@ -17,6 +17,7 @@ fn container(name: &str, ip: &str, labels: &[(&str, &str)]) -> Container {
         networks: BTreeMap::from([("bridge".to_string(), Some(ip.parse::<IpAddr>().unwrap()))]),
         exposed_ports: vec![],
         ready: true,
+        created: 0,
     }
 }
 
@@ -168,6 +169,52 @@ fn conflicting_routes_skip_the_later_container() {
     let skipped: Vec<&str> = d.skipped.iter().map(|s| s.container.as_str()).collect();
     assert_eq!(skipped, ["b", "c"]);
     assert_eq!(d.servers.len(), 2);
+}
+
+/// A container started later never takes over a route in service, whatever
+/// its name; one container cannot define one place twice; and a message
+/// names who holds the place and what differs.
+#[test]
+fn the_container_there_first_keeps_its_routes() {
+    let f = file("");
+    let labels = |pool: &'static str, route: &'static str| {
+        vec![("rampart.enable", "true"), ("rampart.port", "80"), ("rampart.upstream", pool), (route, "clash.test")]
+    };
+    let mut old = container("c1", "10.0.0.1", &labels("p1", "rampart.routes.x1.host"));
+    old.created = 100;
+    let mut newer = container("a0", "10.0.0.2", &labels("p0", "rampart.routes.x0.host"));
+    newer.created = 200;
+    let d = discover_containers(&[newer.clone(), old.clone()], &settings(&f), &f);
+    assert_eq!(d.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["x1"]);
+    assert_eq!(d.skipped.len(), 1);
+    assert_eq!(d.skipped[0].container, "a0");
+    assert!(d.skipped[0].reason.contains("already routed by \"x1\" (container c1)"), "{}", d.skipped[0]);
+
+    let mut twice = container(
+        "t",
+        "10.0.0.3",
+        &[
+            ("rampart.enable", "true"),
+            ("rampart.port", "80"),
+            ("rampart.routes.a5.host", "rt5.test"),
+            ("rampart.routes.a5.strip_prefix", "true"),
+            ("rampart.routes.b5.host", "rt5.test"),
+        ],
+    );
+    twice.created = 300;
+    let d = discover_containers(&[twice], &settings(&f), &f);
+    assert!(d.routes.is_empty());
+    assert!(d.skipped[0].reason.contains("routes \"a5\" and \"b5\" both route host rt5.test"), "{}", d.skipped[0]);
+
+    let mut replica = container("c2", "10.0.0.4", &labels("p1", "rampart.routes.x1.host"));
+    replica.labels.insert("rampart.routes.x1.strip_prefix".into(), "true".into());
+    replica.created = 150;
+    let d = discover_containers(&[old, replica], &settings(&f), &f);
+    assert!(
+        d.skipped[0].reason.contains("differs from the one container c1 defines (its strip_prefix)"),
+        "{}",
+        d.skipped[0]
+    );
 }
 
 #[test]
