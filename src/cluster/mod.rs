@@ -131,6 +131,12 @@ impl Cluster {
             Err(_) => StoreError::Timeout(self.settings.timeout),
         };
         self.metrics.store_errors.get_or_create(&OperationLabels { operation }).inc();
+        // Redis answered, about one key (foreign data of another type under
+        // the prefix): that key's call fails, the store is not down for
+        // every other client.
+        if matches!(&result, StoreError::Redis(e) if e.code() == Some("WRONGTYPE")) {
+            return Err(result);
+        }
         if self.breaker.trip() {
             tracing::warn!(operation, error = %result, "cluster store unreachable; calls fail fast until it answers again");
         }

@@ -227,8 +227,17 @@ impl<'a> Compiler<'a> {
         let url = c.redis.get_ref().trim().to_string();
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             self.err(Some(c.redis.span()), format!("redis must be a redis:// or rediss:// URL, got {url:?}"));
-        } else if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
-            self.err(Some(c.redis.span()), format!("invalid redis URL: {e}"));
+        } else {
+            match redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                Err(e) => self.err(Some(c.redis.span()), format!("invalid redis URL: {e}")),
+                // As `run` refuses it (cluster/client.rs), so `check` does.
+                Ok(info) if matches!(info.addr, redis::ConnectionAddr::TcpTls { insecure: true, .. }) => self.err(
+                    Some(c.redis.span()),
+                    "the redis URL's #insecure fragment is not supported: the server's certificate is always \
+                     verified (a private CA: RAMPART_REDIS_CA_FILE)",
+                ),
+                Ok(_) => {}
+            }
         }
         let key_prefix = c.key_prefix.as_ref().map_or_else(|| "rampart:".to_string(), |p| p.get_ref().clone());
         if key_prefix.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
@@ -237,8 +246,11 @@ impl<'a> Compiler<'a> {
         }
         let timeout = c.timeout.map_or(Duration::from_millis(250), |d| d.0);
         let connect_timeout = c.connect_timeout.map_or(Duration::from_secs(1), |d| d.0);
-        if timeout.is_zero() || connect_timeout.is_zero() {
-            self.err(Some(c.redis.span()), "cluster timeout and connect_timeout must be greater than zero");
+        for (key, d) in [("timeout", timeout), ("connect_timeout", connect_timeout)] {
+            if d.is_zero() {
+                let at = self.lines.key_span("cluster", key).unwrap_or(c.redis.span());
+                self.err(Some(at), format!("cluster.{key} must be greater than zero"));
+            }
         }
         ClusterSettings { redis: url, key_prefix, timeout, connect_timeout }
     }

@@ -316,3 +316,11 @@ fn settings_without_a_position_of_their_own_are_reported_at_their_key() {
     let e = errors("[listen]\nhttp = \"127.0.0.1:37990\"\nadmin = \"127.0.0.1:37990\"\n");
     assert!(e[0].starts_with("rampart.toml:3:1: error: listen.http"), "{e:?}");
 }
+
+#[test]
+fn cluster_settings_run_would_refuse_are_refused_by_check() {
+    let e = errors("[cluster]\nredis = \"rediss://127.0.0.1:6379/0#insecure\"\n");
+    assert!(e[0].starts_with("rampart.toml:2:9: error: the redis URL's #insecure fragment is not supported"), "{e:?}");
+    let e = errors("[cluster]\nredis = \"redis://127.0.0.1:6379\"\n\ntimeout = \"0s\"\n");
+    assert_eq!(e, ["rampart.toml:4:1: error: cluster.timeout must be greater than zero"]);
+}

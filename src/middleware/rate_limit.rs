@@ -6,7 +6,7 @@
 //! memory stays bounded however many clients pass.
 //!
 //! With `scope = "cluster"` the bucket lives in Redis (`cluster::Cluster::take`,
-//! the same GCRA, one round trip) under `PREFIX rl:NAME:CLIENT`, so every
+//! the same GCRA, one round trip) under `PREFIX rl:NAME:INTERVAL_NS:BURST:CLIENT`, so every
 //! instance draws from one bucket per client. When Redis does not answer,
 //! `on_store_error` decides: `local` (this instance's own buckets, so the
 //! limit holds per instance), `allow` (no limit) or `deny` (429).
@@ -83,7 +83,7 @@ pub enum OnStoreError {
 /// `scope = "cluster"`: the shared bucket and the fallback.
 struct Shared {
     store: std::sync::Arc<Cluster>,
-    /// `PREFIX rl:NAME:`
+    /// `PREFIX rl:NAME:INTERVAL_NS:BURST:`
     key_prefix: String,
     on_error: OnStoreError,
     interval: Duration,
@@ -154,7 +154,11 @@ impl RateLimit {
         let limit_header =
             HeaderValue::from_str(&format!("{}", average.round().max(1.0) as u64)).map_err(|e| e.to_string())?;
         let shared = cluster.map(|(store, name, on_error)| Shared {
-            key_prefix: store.key(&format!("rl:{name}:")),
+            // The limit is part of the key: a reload that changes it, or an
+            // instance in a rolling change that has another, starts fresh
+            // buckets, as a local limiter does, instead of inheriting
+            // a state computed for other numbers.
+            key_prefix: store.key(&format!("rl:{name}:{}:{}:", per_request.as_nanos(), burst.get())),
             store,
             on_error,
             interval: per_request,

@@ -132,7 +132,8 @@ async fn a_cluster_scoped_limit_holds_across_three_instances() {
     }
     assert_eq!(rejected as usize, limited);
     // The bucket is in Redis under the prefix, keyed by the client address.
-    assert_eq!(redis.cli(&["EXISTS", "t:rl:limit:127.0.0.1"]), "1");
+    // The key names the limit too (100 s per request in ns, burst 60).
+    assert_eq!(redis.cli(&["EXISTS", "t:rl:limit:100000000000:60:127.0.0.1"]), "1", "{}", redis.cli(&["KEYS", "*"]));
 
     // The status page lists the three live instances, as a browser renders it.
     let url = proxies[1].admin_url("/");
@@ -273,4 +274,53 @@ async fn cluster_settings_are_checked() {
         err.contains("PATH:4:1: error: middleware \"limit\": scope = \"cluster\" needs a [cluster] section"),
         "{err}"
     );
+}
+
+/// A reload that raises a cluster limit applies it at once, as with a
+/// local limiter: the bucket spent under the old numbers is not inherited.
+#[tokio::test]
+async fn a_raised_cluster_limit_applies_at_once() {
+    let redis = RedisServer::start();
+    let up = Upstream::named("ok").await;
+    let limit = |average: &str, burst: u32| {
+        cluster_config(
+            &redis,
+            "2s",
+            up.addr,
+            &format!("[middleware.limit]\ntype = \"rate_limit\"\nscope = \"cluster\"\naverage = {average}\nburst = {burst}\n"),
+            "[[routes]]\nname = \"r\"\nhost = \"*\"\nupstream = \"app\"\nmiddleware = [\"limit\"]\n",
+        )
+    };
+    let p = Proxy::start(&limit("0.01", 3));
+    wait_joined(std::slice::from_ref(&p)).await;
+    let spent = statuses(&p, "/", 5, Duration::from_secs(5)).await;
+    assert_eq!(spent, [200, 200, 200, 429, 429]);
+    let text = std::fs::read_to_string(p.config_path()).unwrap();
+    std::fs::write(p.config_path(), text.replace("average = 0.01\nburst = 3", "average = 1000\nburst = 1000")).unwrap();
+    assert_eq!(post_reload(&p).await.status, 200);
+    assert_eq!(statuses(&p, "/", 3, Duration::from_secs(5)).await, [200, 200, 200]);
+}
+
+/// Foreign data of another type under one client's key fails that key's
+/// calls (its requests fall back as `on_store_error` says), not the store:
+/// the breaker stays closed for every other client.
+#[tokio::test]
+async fn an_error_about_one_key_does_not_take_the_store_down() {
+    let redis = RedisServer::start();
+    let up = Upstream::named("ok").await;
+    let p = Proxy::start(&cluster_config(
+        &redis,
+        "2s",
+        up.addr,
+        "[middleware.limit]\ntype = \"rate_limit\"\nscope = \"cluster\"\naverage = 0.01\nburst = 3\n",
+        "[[routes]]\nname = \"r\"\nhost = \"*\"\nupstream = \"app\"\nmiddleware = [\"limit\"]\n",
+    ));
+    wait_joined(std::slice::from_ref(&p)).await;
+    assert_eq!(redis.cli(&["HSET", "t:rl:limit:100000000000:3:127.0.0.1", "a", "b"]), "1");
+    // Local fallback for this client: its own burst of 3.
+    assert_eq!(statuses(&p, "/", 4, Duration::from_secs(5)).await, [200, 200, 200, 429]);
+    let m = get(&p.admin_url("/metrics"), "a").await.text();
+    assert!(m.contains("rampart_cluster_store_errors_total{operation=\"ratelimit\"} 4"), "{m}");
+    assert!(p.log_lines(&["cluster store unreachable"]).is_empty(), "one key's error took the store down");
+    assert_eq!(cluster_status(&p).await["up"], true);
 }

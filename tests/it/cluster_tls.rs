@@ -99,7 +99,7 @@ async fn rediss_with_a_private_ca_shares_a_limit_and_a_wrong_ca_is_down_but_serv
     }
     // The state is in this Redis, read back over TLS with the same CA.
     assert_eq!(redis.cli(&["HLEN", "tls:instances"]), "2");
-    assert_eq!(redis.cli(&["EXISTS", "tls:rl:limit:127.0.0.1"]), "1");
+    assert_eq!(redis.cli(&["EXISTS", "tls:rl:limit:100000000000:10:127.0.0.1"]), "1");
 
     // The wrong CA: the handshake fails, the cluster is down, traffic is
     // served from this instance's own bucket (on_store_error = "local").
