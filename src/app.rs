@@ -212,6 +212,7 @@ impl App {
                 let routes = next.routes.len();
                 let servers: usize = next.pools.values().map(|p| p.servers.len()).sum();
                 self.state.swap(next);
+                retire_departed(&current, &self.state.load());
                 if let Ok(mut g) = self.file_config.lock() {
                     *g = file;
                 }
@@ -303,6 +304,20 @@ type Certs = Vec<crate::tls::certs::Loaded>;
 
 /// Sections a reload accepts but that only take effect on restart: the
 /// runtime, listeners' connection settings, certificates and ACME.
+/// Servers whose address left their pool (a container stopped, a DNS
+/// name moved, an edit): connects to them still under way give up, so
+/// their requests are retried on a server that is there.
+fn retire_departed(old: &Snapshot, new: &Snapshot) {
+    for (name, pool) in &old.pools {
+        let kept = new.pools.get(name);
+        for s in &pool.servers {
+            if !kept.is_some_and(|p| p.servers.iter().any(|n| n.addr == s.addr)) {
+                s.retire();
+            }
+        }
+    }
+}
+
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     let (a, b) = (&old.server, &new.server);

@@ -252,10 +252,16 @@ impl UpstreamClient {
 
     async fn connect(&self, server: &Server) -> Result<Conn, SendError> {
         let connecting = TcpStream::connect(server.addr.0.as_str());
-        let stream = match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(SendError::Connect(e)),
-            Err(_) => return Err(SendError::ConnectTimeout),
+        let stream = tokio::select! {
+            connected = tokio::time::timeout(self.settings.connect_timeout, connecting) => match connected {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(SendError::Connect(e)),
+                Err(_) => return Err(SendError::ConnectTimeout),
+            },
+            () = server.retired() => {
+                let left = io::Error::new(io::ErrorKind::ConnectionAborted, "the server left its pool");
+                return Err(SendError::Connect(left));
+            }
         };
         // Best effort: a failure here costs latency, not correctness.
         let _ = stream.set_nodelay(true);

@@ -45,6 +45,11 @@ pub struct Server {
     ejected_until_ms: AtomicU64,
     /// Keep-alive connections waiting for the next request.
     pub idle: IdleConns,
+    /// Its address left the pool (a container stopped, a name moved):
+    /// never picked again, and connects still under way give up at once
+    /// ([`Server::retire`]).
+    retired: AtomicBool,
+    left: tokio_util::sync::CancellationToken,
 }
 
 fn now_ms() -> u64 {
@@ -77,7 +82,22 @@ impl Server {
             ejections: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             idle: IdleConns::default(),
+            retired: AtomicBool::new(false),
+            left: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// The address left its pool: requests still connecting to it (to a
+    /// stopped container's address, a connect waits out `connect_timeout`)
+    /// fail now and go to another server; it is never picked again.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.left.cancel();
+    }
+
+    /// Resolves once [`Server::retire`] was called.
+    pub fn retired(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.left.cancelled()
     }
 
     pub fn in_flight(&self) -> usize {
@@ -86,7 +106,7 @@ impl Server {
 
     /// In rotation: probes pass and no passive ejection is running.
     pub fn is_up(&self) -> bool {
-        if !self.probe_healthy.load(Ordering::Relaxed) {
+        if !self.probe_healthy.load(Ordering::Relaxed) || self.retired.load(Ordering::Relaxed) {
             return false;
         }
         let until = self.ejected_until_ms.load(Ordering::Relaxed);

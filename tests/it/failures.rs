@@ -137,22 +137,42 @@ async fn a_slow_head_on_the_admin_listener_is_cut_off_too() {
 
 #[tokio::test]
 async fn connect_timeout_is_504() {
-    // A listener whose accept queue is full: further SYNs are dropped, so
-    // connects hang until our timeout.
+    let (_hole, addr, _fillers) = black_hole();
+    let p = Proxy::start(&route(&format!("\"{addr}\""), "connect_timeout = \"300ms\"\nretries = 0"));
+    let a = get(&p.url("/"), "x").await;
+    assert_eq!(a.status, 504, "{}", a.text());
+}
+
+/// A listener whose accept queue is full: further SYNs are dropped, so
+/// connects to it hang until the proxy's timeout (keep all three alive).
+fn black_hole() -> (socket2::Socket, std::net::SocketAddr, Vec<std::net::TcpStream>) {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
     sock.listen(0).unwrap();
     let addr = sock.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            fillers.push(s);
-        }
-    }
-    let p = Proxy::start(&route(&format!("\"{addr}\""), "connect_timeout = \"300ms\"\nretries = 0"));
-    let a = get(&p.url("/"), "x").await;
-    assert_eq!(a.status, 504, "{}", a.text());
-    drop(sock);
+    let fillers = (0..4).filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok());
+    let fillers = fillers.collect();
+    (sock, addr, fillers)
+}
+
+/// A server that leaves its pool (a stopped container's address, which
+/// no longer answers a connect) does not hold the requests connecting to
+/// it for the whole `connect_timeout`: they end when it leaves.
+#[tokio::test]
+async fn connects_to_a_server_that_left_the_pool_end_when_it_leaves() {
+    let (_hole, addr, _fillers) = black_hole();
+    let good = Upstream::named("good").await;
+    let p = Proxy::start(&route(&format!("\"{addr}\""), "connect_timeout = \"60s\"\nretries = 0"));
+    let url = p.url("/");
+    let stuck = tokio::spawn(async move { get(&url, "x").await.status });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!stuck.is_finished(), "the connect to the black hole should hang");
+    let text = std::fs::read_to_string(p.config_path()).unwrap();
+    std::fs::write(p.config_path(), text.replace(&addr.to_string(), &good.addr.to_string())).unwrap();
+    assert_eq!(post_reload(&p).await.status, 200);
+    let status = tokio::time::timeout(Duration::from_secs(20), stuck).await.expect("still connecting").unwrap();
+    assert_eq!(status, 502);
+    assert_eq!(get(&p.url("/"), "x").await.text(), "good");
 }
 
 #[tokio::test]
