@@ -95,22 +95,16 @@ pub fn discover_containers(containers: &[Container], settings: &DockerSettings, 
 
 /// What differs between two definitions of one route, for the message.
 fn route_difference(a: &RouteSpec, b: &RouteSpec) -> String {
-    let mut keys = Vec::new();
-    if a.host != b.host {
-        keys.push("host");
-    }
-    if a.prefix != b.prefix {
-        keys.push("path");
-    }
-    if a.strip_prefix != b.strip_prefix {
-        keys.push("strip_prefix");
-    }
-    if a.upstream != b.upstream {
-        keys.push("upstream");
-    }
-    if a.middleware != b.middleware {
-        keys.push("middleware");
-    }
+    let keys: Vec<&str> = [
+        (a.host != b.host, "host"),
+        (a.prefix != b.prefix, "path"),
+        (a.strip_prefix != b.strip_prefix, "strip_prefix"),
+        (a.upstream != b.upstream, "upstream"),
+        (a.middleware != b.middleware, "middleware"),
+    ]
+    .into_iter()
+    .filter_map(|(differs, key)| differs.then_some(key))
+    .collect();
     if keys.is_empty() {
         "its other settings".to_string()
     } else {
