@@ -169,7 +169,7 @@ async fn purge(app: &App, req: Request<Incoming>) -> Response<ResponseBody> {
     let host = p.host.as_deref().map(|h| h.split(':').next().unwrap_or(h));
     let mut purged = 0;
     for (name, cache, _) in status::caches(app) {
-        let n = cache.store.purge(host, prefix);
+        let n = cache.purge(host, prefix);
         tracing::info!(cache = %name, host = host.unwrap_or("*"), path_prefix = prefix, purged = n, "cache purged");
         purged += n;
     }

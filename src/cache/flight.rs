@@ -6,9 +6,13 @@
 //! another. A leader that went away without an outcome (its client left,
 //! its upstream broke off) hands the key on: the waiters join again and
 //! one of them leads, as nginx's `proxy_cache_lock` does, instead of all
-//! of them going upstream at once.
+//! of them going upstream at once. A purge or an invalidation while a
+//! fetch is under way dooms it ([`Flights::doom`]): its answer still goes
+//! to its client, but is not stored, so what was purged does not come
+//! back from a fetch that began before the purge.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +29,19 @@ pub enum Outcome {
     Abandoned,
 }
 
-type Slot = Arc<watch::Sender<Option<Outcome>>>;
+/// One key's fetch: its outcome for the waiters, and whether a purge came
+/// while it ran.
+#[derive(Debug)]
+struct Flight {
+    outcome: watch::Sender<Option<Outcome>>,
+    doomed: AtomicBool,
+}
+
+type Slot = Arc<Flight>;
+
+fn new_slot() -> Slot {
+    Arc::new(Flight { outcome: watch::channel(None).0, doomed: AtomicBool::new(false) })
+}
 
 #[derive(Debug, Default)]
 pub struct Flights {
@@ -42,14 +58,30 @@ impl Flights {
     pub fn join(&self, key: &str) -> Join {
         let Ok(mut map) = self.map.lock() else {
             // A poisoned map only loses the coordination, never the request.
-            return Join::Leader(Leader { map: None, key: String::new(), slot: Arc::new(watch::channel(None).0) });
+            return Join::Leader(Leader { map: None, key: String::new(), slot: new_slot() });
         };
         if let Some(slot) = map.get(key) {
-            return Join::Follower(slot.subscribe());
+            return Join::Follower(slot.outcome.subscribe());
         }
-        let slot: Slot = Arc::new(watch::channel(None).0);
+        let slot = new_slot();
         map.insert(key.to_string(), Arc::clone(&slot));
         Join::Leader(Leader { map: Some(Arc::clone(&self.map)), key: key.to_string(), slot })
+    }
+
+    /// Follow `key`'s fetch if one is under way; never lead it.
+    pub fn follow(&self, key: &str) -> Option<watch::Receiver<Option<Outcome>>> {
+        self.map.lock().ok()?.get(key).map(|slot| slot.outcome.subscribe())
+    }
+
+    /// A purge or invalidation removed what the keys `matches` picks: the
+    /// fetches under way for them must not store what they bring.
+    pub fn doom(&self, matches: impl Fn(&str) -> bool) {
+        if let Ok(map) = self.map.lock() {
+            for (key, slot) in map.iter().filter(|(key, _)| matches(key)) {
+                tracing::debug!(key, "cache fetch under way outdated by a purge; its answer will not be stored");
+                slot.doomed.store(true, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Lead `key` only if nobody does (background revalidation).
@@ -88,6 +120,11 @@ impl Leader {
         self.release(outcome);
     }
 
+    /// A purge came while this fetch ran ([`Flights::doom`]).
+    pub fn doomed(&self) -> bool {
+        self.slot.doomed.load(Ordering::Relaxed)
+    }
+
     fn release(&self, outcome: Outcome) {
         if let Some(map) = &self.map {
             if let Ok(mut m) = map.lock() {
@@ -96,7 +133,7 @@ impl Leader {
                 }
             }
         }
-        self.slot.send_if_modified(|v| {
+        self.slot.outcome.send_if_modified(|v| {
             if v.is_none() {
                 *v = Some(outcome);
                 true

@@ -60,6 +60,29 @@ impl Cache {
         Ok(Cache { store: Store::new(s.max_size, s.max_object_size, disk), flights: Flights::default() })
     }
 
+    /// Remove the responses of `key` (an unsafe request's answer, RFC 9111
+    /// 4.4); a fetch of it under way will not store its answer.
+    pub fn invalidate(&self, key: &str) {
+        self.flights.doom(|k| k == key);
+        self.store.invalidate(key);
+    }
+
+    /// Remove every response whose host is `host` (any when `None`) and
+    /// whose path starts with `prefix`, fetches under way included; how
+    /// many responses went.
+    pub fn purge(&self, host: Option<&str>, prefix: &str) -> usize {
+        self.flights.doom(|key| {
+            let Some((_, rest)) = key.split_once("://") else { return false };
+            let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+            let bare = match authority.strip_prefix('[') {
+                Some(_) => authority.find(']').map_or(authority, |i| &authority[..=i]),
+                None => authority.split(':').next().unwrap_or(authority),
+            };
+            host.is_none_or(|h| h.eq_ignore_ascii_case(bare)) && path.starts_with(prefix)
+        });
+        self.store.purge(host, prefix)
+    }
+
     /// Whether this cache can serve `next` as it is (same disk directory),
     /// its memory bound adjusted.
     pub fn reusable_for(&self, next: &Settings) -> bool {

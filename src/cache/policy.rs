@@ -66,9 +66,12 @@ impl Surrogate {
             let Ok(line) = line.to_str() else { continue };
             for item in split_list(line) {
                 let item = item.trim();
+                // Optional whitespace around the `;`, as in any parameter.
                 let (directive, slot) = match item.split_once(';') {
                     None => (item, &mut everyone),
-                    Some((d, target)) if target.trim().eq_ignore_ascii_case(SURROGATE_TOKEN) => (d, &mut mine),
+                    Some((d, target)) if target.trim().eq_ignore_ascii_case(SURROGATE_TOKEN) => {
+                        (d.trim_end(), &mut mine)
+                    }
                     Some(_) => continue,
                 };
                 let (name, value) = directive.split_once('=').unwrap_or((directive, ""));
@@ -258,7 +261,9 @@ pub fn storable(
     if req_headers.contains_key(header::AUTHORIZATION) && !(explicit_shared || cc.must_revalidate) {
         return Err(NotStored::Authorization);
     }
-    if headers.contains_key(header::SET_COOKIE) && !explicit_shared {
+    // `Set-Cookie2` (RFC 2965, obsolete) sets a cookie all the same.
+    let sets_cookie = headers.contains_key(header::SET_COOKIE) || headers.contains_key("set-cookie2");
+    if sets_cookie && !explicit_shared {
         return Err(NotStored::SetCookie);
     }
     if vary_names(headers).is_none() {
@@ -479,6 +484,9 @@ mod tests {
         );
         // Targeted at this cache: over untargeted; at another: ignored.
         assert_eq!(life(&[("surrogate-control", "max-age=5, max-age=50;rampart")]), 50);
+        assert_eq!(life(&[("surrogate-control", "max-age=5, max-age=50 ; RAMPART")]), 50);
+        let spaced = [("cache-control", "max-age=600"), ("surrogate-control", "no-store ;rampart")];
+        assert_eq!(stored(&spaced), Err(NotStored::NoStore));
         assert_eq!(life(&[("cache-control", "max-age=7"), ("surrogate-control", "max-age=3600;other")]), 7);
         // Strict values; max-age=N+M lives N; an extension is skipped.
         assert_eq!(life(&[("cache-control", "max-age=7"), ("surrogate-control", "max-age= 100")]), 7);

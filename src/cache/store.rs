@@ -127,9 +127,11 @@ pub fn now_secs() -> u64 {
 
 /// The secondary key of one variant: the primary key and the request's
 /// values of each `Vary` header (absent and empty kept apart). Lines of
-/// one header are joined as one list, each member trimmed; every byte
-/// of a value is kept (obs-text and `%` written as `%XX`), so two values
-/// that differ anywhere are two variants.
+/// one header are joined as one list, each member trimmed (RFC 9111 4.1
+/// allows that much normalising of list fields); commas and spaces
+/// inside a quoted string are the member's own (`"a, b"` is not `"a,b"`);
+/// every byte of a value is kept (obs-text and `%` written as `%XX`), so
+/// two values that differ anywhere else are two variants.
 pub fn variant_key(primary: &str, names: &[HeaderName], req: &HeaderMap) -> String {
     let mut key = String::with_capacity(primary.len() + 64);
     key.push_str(primary);
@@ -142,7 +144,7 @@ pub fn variant_key(primary: &str, names: &[HeaderName], req: &HeaderMap) -> Stri
             continue;
         }
         key.push('=');
-        let members = values.flat_map(|v| v.as_bytes().split(|&b| b == b',')).map(<[u8]>::trim_ascii);
+        let members = values.flat_map(|v| list_members(v.as_bytes())).map(<[u8]>::trim_ascii);
         for (i, member) in members.enumerate() {
             if i > 0 {
                 key.push(',');
@@ -151,6 +153,21 @@ pub fn variant_key(primary: &str, names: &[HeaderName], req: &HeaderMap) -> Stri
         }
     }
     key
+}
+
+/// A list field's members: split at commas outside quoted strings.
+fn list_members(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let (mut quoted, mut escaped) = (false, false);
+    v.split(move |&b| {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => return true,
+            _ => {}
+        }
+        false
+    })
 }
 
 /// `bytes` into `key`: printable ASCII as it is, anything else and `%`

@@ -2,9 +2,11 @@
 //! client's `Accept-Encoding` q-values with the server's preference
 //! (br, zstd, gzip) on ties. The body is compressed as it streams; nothing
 //! is buffered whole. A HEAD answer gets the headers its GET would (RFC
-//! 9110 9.3.2), without a body. Skipped for 1xx/204/206/304, ranged requests,
-//! bodies already encoded or smaller than `min_size`, `no-transform`,
-//! server-sent events, and types that are compressed already (images but
+//! 9110 9.3.2), without a body; a 304 the `ETag` and `Vary` of the 200 it
+//! stands for (15.4.5). Skipped for 1xx/204/206, ranged requests (whose
+//! answers still say `Vary`), bodies already encoded or smaller than
+//! `min_size`, `no-transform`, server-sent events, and types that are
+//! compressed already (images but
 //! SVG, audio, video, archives, woff fonts). Compressed answers drop
 //! `Content-Length` and `Accept-Ranges`, weaken a strong `ETag`, and every
 //! answer that could have been compressed says `Vary: Accept-Encoding`.
@@ -100,6 +102,9 @@ impl Compress {
 
     /// Compress `resp` if it qualifies, for a client that sent `accept`.
     fn compress(&self, mut resp: Response<ResponseBody>, accept: Option<&HeaderValue>) -> Response<ResponseBody> {
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return self.not_modified(resp, accept);
+        }
         if !self.eligible(&resp) {
             return resp;
         }
@@ -108,6 +113,24 @@ impl Compress {
         encoded_headers(resp.headers_mut(), algo);
         let (parts, body) = resp.into_parts();
         Response::from_parts(parts, compress_body(body, algo, self.level))
+    }
+
+    /// A 304 carries the `ETag` and `Vary` its 200 would have (RFC 9110
+    /// 15.4.5): when it says what the 200's type was (a cache's 304 does)
+    /// and that 200 would have been compressed, its `ETag` is weakened and
+    /// `Vary: Accept-Encoding` added, as on the 200. (Its length is not
+    /// known: `min_size` cannot be judged, the type alone decides.)
+    fn not_modified(&self, mut resp: Response<ResponseBody>, accept: Option<&HeaderValue>) -> Response<ResponseBody> {
+        let h = resp.headers();
+        let typed = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(compressible);
+        if !typed || h.contains_key(header::CONTENT_ENCODING) || no_transform(h) {
+            return resp;
+        }
+        append_vary(resp.headers_mut());
+        if self.choose(accept).is_some() {
+            weaken_etag(resp.headers_mut());
+        }
+        resp
     }
 
     /// The answer to a HEAD: the headers the GET's answer would have had
@@ -136,10 +159,7 @@ impl Compress {
         if h.contains_key(header::CONTENT_ENCODING) || h.contains_key(header::CONTENT_RANGE) {
             return false;
         }
-        if h.get(header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("no-transform"))
-        {
+        if no_transform(h) {
             return false;
         }
         let len = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -153,12 +173,22 @@ impl Compress {
     }
 }
 
+fn no_transform(h: &http::HeaderMap) -> bool {
+    h.get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("no-transform"))
+}
+
 /// What a compressed answer's headers say: the coding, no length, no
 /// ranges, and a weak `ETag` (the bytes are no longer the validator's).
 fn encoded_headers(h: &mut http::HeaderMap, algo: Algo) {
     h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(algo.token()));
     h.remove(header::CONTENT_LENGTH);
     h.remove(header::ACCEPT_RANGES);
+    weaken_etag(h);
+}
+
+fn weaken_etag(h: &mut http::HeaderMap) {
     if let Some(etag) = h.get(header::ETAG) {
         if !etag.as_bytes().starts_with(b"W/") {
             let mut weak = b"W/".to_vec();
@@ -170,8 +200,10 @@ fn encoded_headers(h: &mut http::HeaderMap, algo: Algo) {
     }
 }
 
-/// A HEAD's state: [`HEAD_NONE`] or 1 + the algorithm's place in `ALGOS`.
+/// A HEAD's state: [`HEAD_NONE`] or 1 + the algorithm's place in `ALGOS`;
+/// a ranged request's: [`VARY_ONLY`].
 const HEAD_NONE: u64 = 0;
+const VARY_ONLY: u64 = u64::MAX;
 const ALGOS: [Algo; 3] = [Algo::Br, Algo::Zstd, Algo::Gzip];
 
 impl Middleware for Compress {
@@ -181,7 +213,10 @@ impl Middleware for Compress {
     fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, _: &'a Ctx<'_>) -> Step<'a> {
         let accept = req.headers().get(header::ACCEPT_ENCODING);
         let state = if req.headers().contains_key(header::RANGE) {
-            State::Skip
+            // Not compressed, but its answer still varies with
+            // Accept-Encoding: a cache after this must not store it as the
+            // one answer for every client.
+            State::Small(VARY_ONLY)
         } else if req.method() == Method::HEAD {
             let chosen = self.choose(accept).and_then(|a| ALGOS.iter().position(|&b| b == a));
             State::Small(chosen.map_or(HEAD_NONE, |i| i as u64 + 1))
@@ -197,6 +232,13 @@ impl Middleware for Compress {
     fn on_response(&self, resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
         match state {
             State::Header(accept) => self.compress(resp, Some(&accept)),
+            State::Small(VARY_ONLY) => {
+                let mut resp = resp;
+                if self.eligible(&resp) {
+                    append_vary(resp.headers_mut());
+                }
+                resp
+            }
             State::Small(head) => {
                 let algo = (head as usize).checked_sub(1).and_then(|i| ALGOS.get(i)).copied();
                 self.compress_head(resp, algo)

@@ -664,3 +664,153 @@ async fn surrogate_control_rules_this_cache_and_stops_here() {
     let seen = capabilities.lock().unwrap().clone();
     assert!(seen.iter().all(|c| c.as_deref() == Some("rampart=\"Surrogate/1.0\"")), "{seen:?}");
 }
+
+/// An upstream for the second probe's cases: by path, after `delay`,
+/// counting its requests; echoes the `Accept-Encoding` and `X-User` it got.
+async fn probe_origin(delay: Duration) -> Upstream {
+    Upstream::start(move |req: Request<Incoming>| async move {
+        tokio::time::sleep(delay).await;
+        let h = |n: &str| req.headers().get(n).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let body = format!("ae={} user={} text {}", h("accept-encoding"), h("x-user"), "x".repeat(1200));
+        let cc = ("cache-control", "public, max-age=60".to_string());
+        match req.uri().path() {
+            "/vary-ae" => reply(200, &[cc, ("vary", "Accept-Encoding".into())], body),
+            "/vary-user" => reply(200, &[cc, ("vary", "X-User".into())], body),
+            "/cookie2" => {
+                reply(200, &[("cache-control", "max-age=60".into()), ("set-cookie2", "s=ALICE".into())], body)
+            }
+            _ => reply(200, &[cc, ("etag", "\"e1\"".into()), ("content-type", "text/plain".into())], body),
+        }
+    })
+    .await
+}
+
+/// Concurrent misses of a URL whose answer varies: one upstream request per
+/// variant, not one per waiter of another variant than the first fetch's.
+#[tokio::test]
+async fn concurrent_misses_of_several_variants_make_one_request_each() {
+    let up = probe_origin(Duration::from_millis(400)).await;
+    let p = Proxy::start(&config(up.addr, "lock_timeout = \"20s\""));
+    let url = p.url("/vary-ae");
+    let gets: Vec<_> = (0..40)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let ae = if i % 2 == 0 { "gzip" } else { "br" };
+                (ae, get_h(&url, &[("accept-encoding", ae)]).await)
+            })
+        })
+        .collect();
+    for g in gets {
+        let (ae, a) = g.await.unwrap();
+        assert!(a.text().starts_with(&format!("ae={ae} ")), "{ae}: {}", &a.text()[..20]);
+    }
+    assert_eq!(up.hits(), 2, "one fetch per variant");
+}
+
+/// What a second probe of the cache found; each failed before its fix.
+#[tokio::test]
+async fn variants_purges_and_cookies_as_the_second_probe_found() {
+    let up = probe_origin(Duration::ZERO).await;
+    let p = Proxy::start(&config(up.addr, ""));
+    // A comma inside a quoted string is the value's own: two variants.
+    let a = get_h(&p.url("/vary-user"), &[("x-user", "\"a, b\"")]).await;
+    let b = get_h(&p.url("/vary-user"), &[("x-user", "\"a,b\"")]).await;
+    assert!(a.text().starts_with("ae= user=\"a, b\"") && b.text().starts_with("ae= user=\"a,b\""), "{}", b.text());
+    // Set-Cookie2 sets a cookie too: not stored, never replayed.
+    let first = get_h(&p.url("/cookie2"), &[]).await;
+    let second = get_h(&p.url("/cookie2"), &[]).await;
+    assert!(first.headers.contains_key("set-cookie2") && !cache_status(&second).contains("hit"));
+    // A trailing dot is the same host, for the key and for a purge.
+    get_h(&p.url("/page"), &[]).await;
+    let dotted =
+        send(&client(), Request::get(p.url("/page")).header("host", "site.test.").body(crate::util::full("")).unwrap())
+            .await;
+    assert!(cache_status(&dotted).contains("hit"), "{}", cache_status(&dotted));
+    let purge = send(
+        &client(),
+        Request::post(p.admin_url("/api/cache/purge"))
+            .body(crate::util::full("{\"host\": \"site.test\", \"path_prefix\": \"/page\"}"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(purge.text(), "{\"purged\":1}");
+}
+
+/// A purge while the key is being fetched: the fetch's answer goes to its
+/// client but is not stored, so the purged content does not come back.
+#[tokio::test]
+async fn a_purge_during_a_fetch_is_not_undone_by_it() {
+    let up = probe_origin(Duration::from_millis(800)).await;
+    let p = Proxy::start(&config(up.addr, ""));
+    let fetch = spawn_gets(&p.url("/page"), 1).pop().unwrap();
+    assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    let purge = Request::post(p.admin_url("/api/cache/purge")).body(crate::util::full("{}")).unwrap();
+    assert_eq!(send(&client(), purge).await.status, 200);
+    assert_eq!(fetch.await.unwrap().status, 200);
+    let after = get_h(&p.url("/page"), &[]).await;
+    assert!(!cache_status(&after).contains("hit"), "{}", cache_status(&after));
+    assert_eq!(up.hits(), 2);
+}
+
+/// A HEAD for a key a GET is fetching waits for it and is answered from
+/// what it stores, as nginx converts HEAD to GET for the cache.
+#[tokio::test]
+async fn a_head_waits_for_the_get_that_is_fetching_its_key() {
+    let up = probe_origin(Duration::from_millis(800)).await;
+    let p = Proxy::start(&config(up.addr, ""));
+    let fetch = spawn_gets(&p.url("/page"), 1).pop().unwrap();
+    assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    let heads: Vec<_> = (0..10)
+        .map(|_| {
+            let url = p.url("/page");
+            tokio::spawn(async move {
+                send(&client(), Request::head(url).header("host", "site.test").body(crate::util::full("")).unwrap())
+                    .await
+            })
+        })
+        .collect();
+    for h in heads {
+        assert_eq!(h.await.unwrap().status, 200);
+    }
+    fetch.await.unwrap();
+    assert_eq!(up.hits(), 1);
+}
+
+/// With compress around the cache: a ranged request's answer still says
+/// `Vary: Accept-Encoding` (so it does not replace the compressed
+/// variants), and a 304 from the cache carries the ETag and Vary the
+/// compressed 200 has (RFC 9110 15.4.5).
+#[tokio::test]
+async fn compress_and_cache_agree_on_vary_and_validators() {
+    let up = probe_origin(Duration::ZERO).await;
+    let mw = "[middleware.gz]\ntype = \"compress\"\nmin_size = 10\n";
+    let route = |order: &str| {
+        format!(
+            "[upstreams.app]\nservers = [\"{}\"]\n[middleware.edge]\ntype = \"cache\"\n{mw}\
+             [[routes]]\nname = \"site\"\nhost = \"*\"\npath = \"/\"\nupstream = \"app\"\nmiddleware = [{order}]\n",
+            up.addr
+        )
+    };
+    // Cache first, compress after: the cache stores what compress made.
+    let p = Proxy::start(&route("\"edge\", \"gz\""));
+    let gz = get_h(&p.url("/page"), &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gz.headers["content-encoding"], "gzip");
+    let ranged = get_h(&p.url("/page"), &[("range", "bytes=0-9")]).await;
+    assert!(ranged.headers.get("vary").is_some_and(|v| v.to_str().unwrap().contains("accept-encoding")));
+    let again = get_h(&p.url("/page"), &[("accept-encoding", "gzip")]).await;
+    assert_eq!(again.headers.get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+    // Compress first, cache after: hits are compressed per client, and so
+    // are the validators of a 304.
+    let p = Proxy::start(&route("\"gz\", \"edge\""));
+    let ok = get_h(&p.url("/page"), &[("accept-encoding", "gzip")]).await;
+    assert_eq!(ok.headers["etag"], "W/\"e1\"");
+    let nm = get_h(&p.url("/page"), &[("accept-encoding", "gzip"), ("if-none-match", "W/\"e1\"")]).await;
+    assert_eq!(nm.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(nm.headers["etag"], "W/\"e1\"");
+    assert!(
+        nm.headers.get("vary").is_some_and(|v| v.to_str().unwrap().contains("accept-encoding")),
+        "{:?}",
+        nm.headers
+    );
+}

@@ -48,6 +48,13 @@ pin_project! {
 fn finish(job: Option<Box<Job>>, buf: &mut BytesMut) {
     let Some(job) = job else { return };
     let Job { pending: p, names, head, response_time } = *job;
+    // A purge came while it was fetched: what it brings is not stored.
+    if p.leader.as_ref().is_some_and(|l| l.doomed()) {
+        if let Some(l) = p.leader {
+            l.finish(Outcome::NotStored);
+        }
+        return;
+    }
     let body: Bytes = std::mem::take(buf).freeze();
     let entry = respond::new_entry(
         &p.host,

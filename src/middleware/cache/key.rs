@@ -18,6 +18,28 @@ pub(super) fn request_host(req: &Request<RequestBody>) -> &str {
         .unwrap_or("")
 }
 
+/// Push `host` onto a key as routing reads it: lowercase, and without the
+/// trailing dot of a fully qualified name (`App.test.:80` is `app.test:80`),
+/// so one resource has one key and a purge by host finds it. Returns
+/// where the host is in `key`.
+pub(super) fn push_host(key: &mut String, host: &str) -> std::ops::Range<usize> {
+    let start = key.len();
+    let name_end = if host.starts_with('[') {
+        host.find(']').map_or(host.len(), |i| i + 1)
+    } else {
+        host.find(':').unwrap_or(host.len())
+    };
+    match host[..name_end].strip_suffix('.') {
+        Some(name) => {
+            key.push_str(name);
+            key.push_str(&host[name_end..]);
+        }
+        None => key.push_str(host),
+    }
+    key[start..].make_ascii_lowercase();
+    start..key.len()
+}
+
 /// The key's host (lowercase, port kept) without the port.
 pub(super) fn bare_host(key_host: &str) -> String {
     if key_host.starts_with('[') {
@@ -42,4 +64,22 @@ pub(super) fn same_origin_key(primary: &str, v: &HeaderValue) -> Option<String> 
         return Some(format!("{origin}{}", &v[origin.len()..]));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_host_is_keyed_as_routing_reads_it() {
+        for (host, want) in [
+            ("App.Test", "app.test"),
+            ("app.test.", "app.test"),
+            ("App.test.:8080", "app.test:8080"),
+            ("[::1]:80", "[::1]:80"),
+            ("", ""),
+        ] {
+            let mut key = "http://".to_string();
+            let at = super::push_host(&mut key, host);
+            assert_eq!(&key[at], want, "{host}");
+        }
+    }
 }

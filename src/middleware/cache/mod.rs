@@ -39,7 +39,7 @@ use crate::cache::{Cache, Settings};
 use crate::config::{MiddlewareSpec, RawMiddleware};
 use crate::metrics::{CacheLabels, Name};
 use freshness::{usable, Use};
-use key::{bare_host, request_host};
+use key::{bare_host, push_host, request_host};
 use respond::Conditionals;
 
 #[derive(Debug)]
@@ -184,7 +184,6 @@ impl CacheMiddleware {
         pending.req_cc = CacheControl::parse_request(req.headers());
         pending.client = Conditionals::of(req.headers());
         let store = &self.cache.store;
-        let mut waited = false;
         let mut leader: Option<Leader> = None;
         // All waiting, however many leaders come and go, within one lock_timeout.
         let wait_until = tokio::time::Instant::now() + self.settings.lock_timeout;
@@ -233,18 +232,32 @@ impl CacheMiddleware {
                 Found::VaryMiss => pending.fwd = "vary-miss",
                 Found::Miss => pending.fwd = "uri-miss",
             }
-            if leader.is_some() || waited || method == Method::HEAD {
+            if leader.is_some() {
                 break;
             }
-            match self.cache.flights.join(&pending.primary) {
+            // A HEAD waits for a GET already fetching the key (nginx's
+            // `proxy_cache_convert_head` has the same effect), but never
+            // leads: its own answer has no body to store.
+            let joined = match method {
+                Method::HEAD => match self.cache.flights.follow(&pending.primary) {
+                    Some(rx) => Join::Follower(rx),
+                    None => break,
+                },
+                _ => self.cache.flights.join(&pending.primary),
+            };
+            match joined {
                 // Look once more: the previous leader may have stored it
                 // between our look-up and taking the lock.
                 Join::Leader(l) => leader = Some(l),
                 Join::Follower(rx) => {
                     let left = wait_until.saturating_duration_since(tokio::time::Instant::now());
                     match flight::wait(rx, left).await {
-                        // Served from the store on the next look.
-                        Some(Outcome::Stored) => waited = true,
+                        // Served from the store on the next look; or, when
+                        // what was stored is another variant (`Vary`), the
+                        // next look leads or follows the fetch of this one:
+                        // one upstream request per variant, not one per
+                        // waiter of another variant.
+                        Some(Outcome::Stored) => {}
                         // Look again, and lead or follow the next leader.
                         Some(Outcome::Abandoned) => {}
                         Some(Outcome::NotStored) | None => break,
@@ -280,9 +293,7 @@ impl Middleware for CacheMiddleware {
         let scheme = if ctx.tls { "https://" } else { "http://" };
         let mut primary = String::with_capacity(scheme.len() + host.len() + pq.len());
         primary.push_str(scheme);
-        primary.push_str(host);
-        let key_host = scheme.len()..primary.len();
-        primary[key_host.clone()].make_ascii_lowercase();
+        let key_host = push_host(&mut primary, host);
         primary.push_str(pq);
         match self.fresh_hit_in_memory(req, ctx, &primary) {
             Some(answer) => Step::Ready(answer),

@@ -226,6 +226,7 @@ fn unstored(name: &HeaderName) -> bool {
         name.as_str(),
         "age"
             | "set-cookie"
+            | "set-cookie2"
             | "connection"
             | "keep-alive"
             | "transfer-encoding"

@@ -29,11 +29,11 @@ impl CacheMiddleware {
         let status = resp.status();
         if p.method != Method::GET && p.method != Method::HEAD {
             if !is_safe(&p.method) && (status.is_success() || status.is_redirection()) {
-                p.cache.store.invalidate(&p.primary);
+                p.cache.invalidate(&p.primary);
                 // And the same-origin URLs the answer names (RFC 9111 4.4).
                 for name in [header::LOCATION, header::CONTENT_LOCATION] {
                     if let Some(key) = resp.headers().get(&name).and_then(|v| same_origin_key(&p.primary, v)) {
-                        p.cache.store.invalidate(&key);
+                        p.cache.invalidate(&key);
                     }
                 }
             }
@@ -46,13 +46,15 @@ impl CacheMiddleware {
         if let Some(stale) = &p.stale {
             if status == StatusCode::NOT_MODIFIED && p.revalidating {
                 let fresh = respond::merge_304(stale, resp.headers(), &p.settings, p.request_time, SystemTime::now());
-                let kept = respond::still_storable(&fresh, resp.headers(), &p.req_headers, &p.req_cc);
+                // Not when a purge came meanwhile (the leader's fetch is doomed).
+                let purged = p.leader.as_ref().is_some_and(|l| l.doomed());
+                let kept = !purged && respond::still_storable(&fresh, resp.headers(), &p.req_headers, &p.req_cc);
                 let e = if kept {
                     p.cache.store.update(&p.primary, &p.req_headers, fresh)
                 } else {
-                    // The 304 made it private, no-store or a cookie's:
-                    // this client gets it, nobody else does.
-                    p.cache.store.invalidate(&p.primary);
+                    // The 304 made it private, no-store or a cookie's, or
+                    // it was purged: this client gets it, nobody else does.
+                    p.cache.invalidate(&p.primary);
                     Arc::new(fresh)
                 };
                 if let Some(l) = p.leader.take() {

@@ -82,11 +82,11 @@ async fn run(job: Job) {
     if parts.status == StatusCode::NOT_MODIFIED {
         let fresh = respond::merge_304(&entry, &parts.headers, &settings, request_time, response_time);
         let req_cc = CacheControl::parse_request(&req_headers);
-        if respond::still_storable(&fresh, &parts.headers, &req_headers, &req_cc) {
+        if !leader.doomed() && respond::still_storable(&fresh, &parts.headers, &req_headers, &req_cc) {
             cache.store.update(&primary, &req_headers, fresh);
             leader.finish(Outcome::Stored);
         } else {
-            cache.store.invalidate(&primary);
+            cache.invalidate(&primary);
             leader.finish(Outcome::NotStored);
         }
         return;
@@ -116,6 +116,10 @@ async fn run(job: Job) {
         request_time,
         response_time,
     );
+    if leader.doomed() {
+        leader.finish(Outcome::NotStored);
+        return;
+    }
     cache.store.insert(&primary, names, &req_headers, e);
     leader.finish(Outcome::Stored);
 }
