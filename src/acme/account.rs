@@ -8,7 +8,7 @@ use instant_acme::{Account, Key};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::{AcmeError, AcmeManager};
+use super::{ca_client, AcmeError, AcmeManager};
 
 impl AcmeManager {
     /// The account, from the stored key (created and stored on first use).
@@ -31,10 +31,8 @@ impl AcmeManager {
         let der =
             PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| AcmeError::AccountKey(e.to_string()))?;
         let key = Key::from_pkcs8_der(der.clone_key())?;
-        let builder = match &self.settings.ca_cert {
-            Some(root) => Account::builder_with_root(root)?,
-            None => Account::builder()?,
-        };
+        let client = ca_client::CaClient::new(self.settings.ca_cert.as_deref()).map_err(AcmeError::Order)?;
+        let builder = Account::builder_with_http(Box::new(client));
         let (account, _) =
             builder.create_from_key((key, PrivateKeyDer::Pkcs8(der)), self.settings.directory.clone()).await?;
         if let Some(email) = &self.settings.email {

@@ -10,6 +10,7 @@
 //! serving their stored copies.
 
 mod account;
+mod ca_client;
 pub mod cluster;
 pub mod dns;
 pub mod names;

@@ -120,7 +120,22 @@ impl Compiler<'_> {
         let directory = match a.directory.as_deref() {
             None | Some("production") | Some("letsencrypt") => LETS_ENCRYPT_PRODUCTION.to_string(),
             Some("staging") | Some("letsencrypt-staging") => LETS_ENCRYPT_STAGING.to_string(),
-            Some(url) => url.to_string(),
+            Some(url) => {
+                // The CA is spoken to over HTTPS only (the ACME client
+                // refuses anything else); an unparsable URL would fail
+                // every order, so it is refused here.
+                let https = url
+                    .parse::<http::Uri>()
+                    .ok()
+                    .is_some_and(|u| u.scheme_str() == Some("https") && u.host().is_some());
+                if !https {
+                    self.err(
+                        self.lines.key_span("acme", "directory").or(Some(span.clone())),
+                        format!("directory must be an https:// URL (or production, staging), got {url:?}"),
+                    );
+                }
+                url.to_string()
+            }
         };
         let dns = match (&a.dns, challenge) {
             (Some(d), AcmeChallenge::Dns01) => self.acme_dns(d),
@@ -247,9 +262,13 @@ impl Compiler<'_> {
     fn on_demand(&mut self, o: &Spanned<RawOnDemand>) -> OnDemandSettings {
         let o = o.get_ref();
         let ask = o.ask.get_ref().trim().to_string();
-        let ok = ask.parse::<http::Uri>().ok().is_some_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+        // No fragment: `&domain=NAME` goes at the end of the URL, and after
+        // a `#` it would never be sent, so the endpoint would be asked
+        // about no name at all.
+        let ok = !ask.contains('#')
+            && ask.parse::<http::Uri>().ok().is_some_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
         if !ok {
-            self.err(Some(o.ask.span()), format!("ask must be an http:// URL, got {ask:?}"));
+            self.err(Some(o.ask.span()), format!("ask must be an http:// URL without a #fragment, got {ask:?}"));
         }
         OnDemandSettings {
             ask,

@@ -324,3 +324,13 @@ fn cluster_settings_run_would_refuse_are_refused_by_check() {
     let e = errors("[cluster]\nredis = \"redis://127.0.0.1:6379\"\n\ntimeout = \"0s\"\n");
     assert_eq!(e, ["rampart.toml:4:1: error: cluster.timeout must be greater than zero"]);
 }
+
+#[test]
+fn acme_urls_that_could_never_work_are_refused_by_check() {
+    let e = errors("[acme]\ndirectory = \"not a url\"\n");
+    assert!(e[0].starts_with("rampart.toml:2:1: error: directory must be an https:// URL"), "{e:?}");
+    let e = errors("[acme]\ndirectory = \"http://127.0.0.1:14000/dir\"\n");
+    assert!(e[0].contains("directory must be an https:// URL"), "{e:?}");
+    let e = errors("[acme]\n[acme.on_demand]\nask = \"http://127.0.0.1:7600/allowed?x=1#frag\"\n");
+    assert!(e[0].starts_with("rampart.toml:3:7: error: ask must be an http:// URL without a #fragment"), "{e:?}");
+}

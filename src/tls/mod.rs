@@ -101,7 +101,10 @@ pub fn route_patterns(config: &Config) -> Vec<HostPattern> {
 
 /// The certificates ACME keeps, each a list of names: every
 /// `[[certificates]]` entry, then one per exact route host and (under
-/// DNS-01) per wildcard route host that no entry already covers.
+/// DNS-01) per wildcard route host that no entry already covers. A route
+/// host that is an IP address is not ordered: ACME's DNS identifiers name
+/// hosts (the CA refuses an address), and such a route is served with the
+/// fallback certificate.
 pub fn wanted_certificates(config: &Config) -> Vec<Vec<String>> {
     let Some(acme) = &config.acme else { return Vec::new() };
     let mut out: Vec<Vec<String>> = config.certificates.iter().map(|c| c.names.clone()).collect();
@@ -109,6 +112,7 @@ pub fn wanted_certificates(config: &Config) -> Vec<Vec<String>> {
         .routes
         .iter()
         .filter_map(|r| match &r.host {
+            HostPattern::Exact(h) if h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok() => None,
             HostPattern::Exact(h) => Some(h.clone()),
             HostPattern::Wildcard(suffix) if acme.challenge == AcmeChallenge::Dns01 => Some(format!("*{suffix}")),
             _ => None,
@@ -253,10 +257,13 @@ impl TlsState {
         });
     }
 
-    /// Does a real (not self-signed) certificate cover `host`, or will ACME
-    /// get one?
+    /// Does a real (not self-signed) certificate cover `host`? Only then
+    /// is plain HTTP sent to `https://`: a host ACME has not got its
+    /// certificate for yet (the CA down, the order under way) stays on
+    /// plain HTTP rather than be sent into the self-signed fallback's
+    /// certificate error.
     pub fn has_tls(&self, host: &str) -> bool {
-        self.live.load().covers(host) || self.acme_domains.load().iter().any(|d| name_covers(d, host))
+        self.live.load().covers(host)
     }
 
     /// `/api/status` "certificates".
@@ -297,4 +304,16 @@ fn server_config(resolver: Arc<Resolver>) -> Result<Arc<rustls::ServerConfig>, T
     cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     cfg.send_tls13_tickets = 1;
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_ip_route_host_is_served_but_never_ordered() {
+        let text = "[acme]\n[upstreams.api]\nservers = [\"127.0.0.1:1\"]\n\
+            [[routes]]\nhost = \"app.example.com\"\nupstream = \"api\"\n\
+            [[routes]]\nhost = \"10.0.0.1\"\nupstream = \"api\"\n";
+        let c = crate::config::Config::parse(std::path::Path::new("rampart.toml"), text).unwrap();
+        assert_eq!(super::wanted_certificates(&c), [vec!["app.example.com".to_string()]]);
+    }
 }

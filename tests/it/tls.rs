@@ -206,6 +206,30 @@ async fn plain_http_redirects_hosts_with_tls() {
     assert_eq!(up.hits(), 1);
 }
 
+/// A host ACME has not got a certificate for yet (here the CA cannot be
+/// reached) stays on plain HTTP: a redirect would send its clients into
+/// the self-signed fallback's certificate error.
+#[tokio::test]
+async fn a_host_still_waiting_for_its_acme_certificate_is_not_redirected() {
+    let up = Upstream::named("app").await;
+    let acme = format!(
+        "[tls]\ncerts_dir = \"certs\"\n[acme]\nchallenge = \"http-01\"\ndirectory = \"https://{}/dir\"\n",
+        closed_port()
+    );
+    let config = format!(
+        "{LISTEN_TLS}\n{acme}\n[upstreams.app]\nservers = [\"{}\"]\n\
+         [[routes]]\nhost = \"waiting.example.test\"\nupstream = \"app\"\n\
+         [[routes]]\nhost = \"app.example.test\"\nupstream = \"app\"\n",
+        up.addr
+    );
+    let p = Proxy::start_in(certs_dir(), &config);
+    let a = get(&p.url("/x"), "waiting.example.test").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.text(), "app");
+    // One with a certificate in certs_dir is still sent to HTTPS.
+    assert_eq!(get(&p.url("/"), "app.example.test").await.status, 308);
+}
+
 #[tokio::test]
 async fn redirect_can_be_turned_off() {
     let up = Upstream::named("app").await;
@@ -479,4 +503,29 @@ async fn client_mistakes_rustls_warns_about_are_not_logged() {
     assert!(eventually(Duration::from_secs(10), reloaded).await);
     let lines = p.stderr.lock().unwrap().join("\n");
     assert!(!lines.contains("Illegal SNI"), "{lines}");
+}
+
+/// A CA that accepts the connection and never answers: each request to it
+/// ends after 30 s and the order goes to its backoff, instead of holding
+/// the order queue for the whole order's time. Traffic is served meanwhile.
+#[tokio::test]
+async fn a_ca_that_never_answers_fails_the_order_not_the_queue() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ca = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let up = Upstream::named("app").await;
+    let config = format!(
+        "{LISTEN_TLS}\n[tls]\ncerts_dir = \"certs\"\n[acme]\nchallenge = \"http-01\"\ndirectory = \"https://{ca}/dir\"\n\
+         [upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nhost = \"silent.example.test\"\nupstream = \"app\"\n",
+        up.addr
+    );
+    let p = Proxy::start_in(certs_dir(), &config);
+    assert_eq!(get(&p.url("/"), "silent.example.test").await.text(), "app");
+    let failed = eventually(Duration::from_secs(90), || !p.log_lines(&["did not answer within 30s"]).is_empty()).await;
+    assert!(failed, "{}", p.stderr.lock().unwrap().join("\n"));
 }
