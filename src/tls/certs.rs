@@ -135,6 +135,15 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, TlsError> {
                 message: "certificate names no DNS host (no subjectAltName dNSName)".into(),
             });
         }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        if loaded.info.not_after <= now {
+            tracing::warn!(
+                path = %crt.display(),
+                names = ?loaded.info.names,
+                not_after = %loaded.info.not_after_text,
+                "static certificate has expired: a valid one for its names (ACME's) is served before it"
+            );
+        }
         out.push(loaded);
     }
     Ok(out)

@@ -233,20 +233,23 @@ impl TlsState {
     }
 
     /// Set `rampart_certificate_expiry_timestamp_seconds` from the live map:
-    /// one series per name (the latest expiry when several certificates
-    /// cover it), and none for names no longer covered. Each refresh reads
+    /// one series per name, the expiry of the certificate served for it
+    /// (`CertMap::served_for`: a static one before an ACME one, unless it
+    /// expired), and none for names no longer covered. Each refresh reads
     /// the map inside [`GaugeSeries::refresh`], so the last one reflects the
     /// latest map.
     fn refresh_expiry(&self) {
         self.expiry_series.refresh(&[&self.expiry], || {
-            let mut latest: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-            for c in self.live.load().all() {
+            let map = self.live.load();
+            let mut served: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+            for c in map.all() {
                 for name in &c.info.names {
-                    let t = latest.entry(name.clone()).or_insert(c.info.not_after);
-                    *t = (*t).max(c.info.not_after);
+                    if let Some(s) = map.served_for(name) {
+                        served.insert(name.clone(), s.info.not_after);
+                    }
                 }
             }
-            latest
+            served
                 .into_iter()
                 .map(|(domain, not_after)| {
                     let labels = DomainLabels { domain };

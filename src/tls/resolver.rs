@@ -102,16 +102,41 @@ impl CertMap {
         out
     }
 
+    /// The first certificate for `name` whose key the client can use and
+    /// that has not expired (an expired static certificate left in
+    /// `certs_dir` must not shadow a valid ACME one); failing that, the
+    /// first the client can use; failing that, the first.
     fn pick(&self, name: &str, schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        let mut first = None;
+        let now = unix_now();
+        let (mut usable, mut first) = (None, None);
         for c in self.lookup(name) {
-            if c.key.key.choose_scheme(schemes).is_some() {
+            let fits = c.key.key.choose_scheme(schemes).is_some();
+            if fits && c.info.not_after > now {
                 return Some(Arc::clone(&c.key));
+            }
+            if fits {
+                usable.get_or_insert_with(|| Arc::clone(&c.key));
             }
             first.get_or_insert_with(|| Arc::clone(&c.key));
         }
-        first
+        usable.or(first)
     }
+
+    /// The certificate served for a certificate name (`*.example.com`
+    /// included) by [`CertMap::pick`]'s rule: the first unexpired, else the
+    /// first. What `rampart_certificate_expiry_timestamp_seconds` reports.
+    pub fn served_for(&self, name: &str) -> Option<&Arc<Loaded>> {
+        let list = match name.strip_prefix("*.") {
+            Some(parent) => self.wildcard.get(parent),
+            None => self.exact.get(name),
+        }?;
+        let now = unix_now();
+        list.iter().find(|c| c.info.not_after > now).or_else(|| list.first())
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The rustls certificate resolver over the live map.
@@ -185,5 +210,26 @@ mod tests {
         assert!(!next.all().iter().any(|c| Arc::ptr_eq(c, &old_static)), "the old static certificate is gone");
         // No static certificates any more: only the ACME ones are left.
         assert_eq!(map.with_static(&[]).all().len(), 2);
+    }
+
+    /// An expired static certificate does not shadow a valid ACME one for
+    /// the same name, for the handshake and for the expiry metric.
+    #[test]
+    fn an_expired_static_certificate_gives_way_to_a_valid_one() {
+        let mut expired = self_signed(&["a.test".to_string()]).unwrap();
+        expired.info.source = Source::Static;
+        expired.info.not_after = 1_600_000_000;
+        let (expired, acme) = (Arc::new(expired), cert("a.test", Source::Acme));
+        let mut map = CertMap::default();
+        map.insert(Arc::clone(&expired));
+        map.insert(Arc::clone(&acme));
+        let schemes = [SignatureScheme::ECDSA_NISTP256_SHA256, SignatureScheme::RSA_PSS_SHA256];
+        let picked = map.pick("a.test", &schemes).unwrap();
+        assert!(Arc::ptr_eq(&picked, &acme.key), "the expired static certificate was served");
+        assert!(Arc::ptr_eq(map.served_for("a.test").unwrap(), &acme));
+        // Alone, it is still served (as before): nothing better to give.
+        let mut alone = CertMap::default();
+        alone.insert(Arc::clone(&expired));
+        assert!(Arc::ptr_eq(&alone.pick("a.test", &schemes).unwrap(), &expired.key));
     }
 }
