@@ -737,14 +737,21 @@ async fn variants_purges_and_cookies_as_the_second_probe_found() {
     assert_eq!(purge.text(), "{\"purged\":1}");
 }
 
-/// A purge while the key is being fetched: the fetch's answer goes to its
-/// client but is not stored, so the purged content does not come back.
-#[tokio::test]
-async fn a_purge_during_a_fetch_is_not_undone_by_it() {
+/// A proxy with a cache whose upstream is fetching `/page` (slowly) for
+/// one GET: the upstream, the proxy and that GET.
+async fn fetch_under_way() -> (Upstream, Proxy, tokio::task::JoinHandle<Answer>) {
     let up = probe_origin(Duration::from_millis(800)).await;
     let p = Proxy::start(&config(up.addr, ""));
     let fetch = spawn_gets(&p.url("/page"), 1).pop().unwrap();
     assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    (up, p, fetch)
+}
+
+/// A purge while the key is being fetched: the fetch's answer goes to its
+/// client but is not stored, so the purged content does not come back.
+#[tokio::test]
+async fn a_purge_during_a_fetch_is_not_undone_by_it() {
+    let (up, p, fetch) = fetch_under_way().await;
     let purge = Request::post(p.admin_url("/api/cache/purge")).body(crate::util::full("{}")).unwrap();
     assert_eq!(send(&client(), purge).await.status, 200);
     assert_eq!(fetch.await.unwrap().status, 200);
@@ -757,10 +764,7 @@ async fn a_purge_during_a_fetch_is_not_undone_by_it() {
 /// what it stores, as nginx converts HEAD to GET for the cache.
 #[tokio::test]
 async fn a_head_waits_for_the_get_that_is_fetching_its_key() {
-    let up = probe_origin(Duration::from_millis(800)).await;
-    let p = Proxy::start(&config(up.addr, ""));
-    let fetch = spawn_gets(&p.url("/page"), 1).pop().unwrap();
-    assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    let (up, p, fetch) = fetch_under_way().await;
     let heads: Vec<_> = (0..10)
         .map(|_| {
             let url = p.url("/page");
