@@ -665,7 +665,7 @@ async fn surrogate_control_rules_this_cache_and_stops_here() {
     assert!(seen.iter().all(|c| c.as_deref() == Some("rampart=\"Surrogate/1.0\"")), "{seen:?}");
 }
 
-/// An upstream for the second probe's cases: by path, after `delay`,
+/// An upstream for the cases below: by path, after `delay`,
 /// counting its requests; echoes the `Accept-Encoding` and `X-User` it got.
 async fn probe_origin(delay: Duration) -> Upstream {
     Upstream::start(move |req: Request<Incoming>| async move {
@@ -708,7 +708,8 @@ async fn concurrent_misses_of_several_variants_make_one_request_each() {
     assert_eq!(up.hits(), 2, "one fetch per variant");
 }
 
-/// What a second probe of the cache found; each failed before its fix.
+/// Variants of quoted values, `Set-Cookie2`, and a host with a trailing dot
+/// under a purge.
 #[tokio::test]
 async fn variants_purges_and_cookies_as_the_second_probe_found() {
     let up = probe_origin(Duration::ZERO).await;

@@ -498,8 +498,9 @@ async fn changes_are_seen_by_the_next_request_though_answers_come_from_memory() 
     assert_eq!(get(p.http, "/app.js").await.status, 404, "a removal");
 }
 
-/// What a black-box probe found answered unlike nginx or the RFC: each
-/// failed before its fix.
+/// Edge cases answered as nginx and the RFC answer them: ranges of an
+/// empty file, a future `If-Modified-Since`, lists over several lines, and
+/// the root of a `strip_prefix` route without its slash.
 #[tokio::test]
 async fn edge_cases_answer_as_nginx_and_the_rfc_do() {
     let dir = site();
