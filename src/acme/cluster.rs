@@ -149,7 +149,7 @@ impl Shared {
 
     pub(super) async fn store_cert(&self, domain: &str, cert: &StoredCert, serial: &str) -> Result<(), StoreError> {
         let key = self.key(&format!("cert:{domain}"));
-        let issued = unix_now().to_string();
+        let issued = crate::tls::certs::unix_now().to_string();
         let items = [
             ("chain", cert.chain_pem.as_str()),
             ("key", cert.key_pem.as_str()),
@@ -220,10 +220,6 @@ impl Drop for Lock {
     fn drop(&mut self) {
         self.refresher.abort();
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 pub(super) fn serial_of(cert: &StoredCert, domain: &str) -> Option<String> {

@@ -36,7 +36,7 @@ impl AcmeManager {
                 let due = match self.current(&names) {
                     None => Duration::ZERO,
                     Some(info) => schedule::until_renewal(
-                        unix_now(),
+                        crate::tls::certs::unix_now(),
                         info.not_before,
                         info.not_after,
                         self.settings.renew_before,
@@ -125,8 +125,12 @@ impl AcmeManager {
         };
         // Stored by another instance within MIN_GAP, or a serial this
         // instance has not seen: the work is done already.
-        let recent =
-            shared.stored_at(domain).await.ok().flatten().is_some_and(|t| unix_now() - t < MIN_GAP.as_secs() as i64);
+        let recent = shared
+            .stored_at(domain)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|t| crate::tls::certs::unix_now() - t < MIN_GAP.as_secs() as i64);
         if let Ok(Some(stored)) = self.storage.load_cert(domain).await {
             let path = Path::new(domain);
             if let Ok(loaded) =
@@ -173,8 +177,4 @@ enum Turn {
     Adopted,
     /// Come back later.
     Wait(Duration),
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

@@ -108,6 +108,12 @@ pub fn inspect(der: &CertificateDer<'_>, source: Source) -> Result<CertInfo, Str
     })
 }
 
+/// Seconds since the epoch, as a certificate's `not_after` is kept (0 for
+/// a clock before it).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Read every `NAME.crt` + `NAME.key` pair in `dir` (not recursive). A
 /// missing directory is no error (ACME may create it); a `.crt` whose key is
 /// missing or unreadable is, naming the file.
@@ -135,8 +141,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, TlsError> {
                 message: "certificate names no DNS host (no subjectAltName dNSName)".into(),
             });
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        if loaded.info.not_after <= now {
+        if loaded.info.not_after <= unix_now() {
             tracing::warn!(
                 path = %crt.display(),
                 names = ?loaded.info.names,

@@ -271,8 +271,7 @@ impl TlsState {
 
     /// `/api/status` "certificates".
     pub fn status_json(&self) -> serde_json::Value {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let now = certs::unix_now();
         let mut out = Vec::new();
         let live = self.live.load().all();
         for c in live.iter().chain(std::iter::once(&self.fallback)) {

@@ -107,7 +107,7 @@ impl CertMap {
     /// `certs_dir` must not shadow a valid ACME one); failing that, the
     /// first the client can use; failing that, the first.
     fn pick(&self, name: &str, schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        let now = unix_now();
+        let now = super::certs::unix_now();
         let (mut usable, mut first) = (None, None);
         for c in self.lookup(name) {
             let fits = c.key.key.choose_scheme(schemes).is_some();
@@ -130,13 +130,9 @@ impl CertMap {
             Some(parent) => self.wildcard.get(parent),
             None => self.exact.get(name),
         }?;
-        let now = unix_now();
+        let now = super::certs::unix_now();
         list.iter().find(|c| c.info.not_after > now).or_else(|| list.first())
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The rustls certificate resolver over the live map.
