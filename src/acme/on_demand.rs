@@ -35,7 +35,12 @@ const MAX_ENTRIES: usize = 10_000;
 enum Decision {
     Asking,
     Allowed,
-    Refused { until: Instant },
+    /// Not asked again before `until`: the endpoint refused the name, or
+    /// (`ask_failed`) could not be asked, which is retried sooner.
+    Refused {
+        until: Instant,
+        ask_failed: bool,
+    },
 }
 
 #[derive(Default)]
@@ -140,7 +145,7 @@ impl OnDemand {
         let Ok(mut st) = self.state.lock() else { return None };
         let now = Instant::now();
         match st.names.get(name).map(|(d, _)| *d) {
-            Some(Decision::Refused { until }) if until > now => return Some(Decision::Refused { until }),
+            Some(d @ Decision::Refused { until, .. }) if until > now => return Some(d),
             Some(Decision::Allowed) => return Some(Decision::Allowed),
             Some(Decision::Asking) => return Some(Decision::Allowed),
             _ => {}
@@ -157,7 +162,7 @@ impl OnDemand {
         st.asked.push_back(now);
         if st.names.len() >= MAX_ENTRIES {
             // Drop expired refusals first, then the oldest entry.
-            st.names.retain(|_, (d, _)| !matches!(d, Decision::Refused { until } if *until <= now));
+            st.names.retain(|_, (d, _)| !matches!(d, Decision::Refused { until, .. } if *until <= now));
             if st.names.len() >= MAX_ENTRIES {
                 let oldest = st.names.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone());
                 if let Some(k) = oldest {
@@ -178,8 +183,8 @@ impl OnDemand {
         if let Ok(mut st) = self.state.lock() {
             let d = match outcome {
                 Some(true) => Decision::Allowed,
-                Some(false) => Decision::Refused { until: Instant::now() + REFUSAL_TTL },
-                None => Decision::Refused { until: Instant::now() + ASK_ERROR_TTL },
+                Some(false) => Decision::Refused { until: Instant::now() + REFUSAL_TTL, ask_failed: false },
+                None => Decision::Refused { until: Instant::now() + ASK_ERROR_TTL, ask_failed: true },
             };
             st.names.insert(name.to_string(), (d, Instant::now()));
         }
@@ -226,7 +231,14 @@ impl OnDemand {
                         let state = match d {
                             Decision::Asking => "asking",
                             Decision::Allowed => "allowed",
-                            Decision::Refused { until } if *until > now => "refused",
+                            // As the metric counts them: `failed` asks, `refused` names.
+                            Decision::Refused { until, ask_failed } if *until > now => {
+                                if *ask_failed {
+                                    "ask_failed"
+                                } else {
+                                    "refused"
+                                }
+                            }
                             Decision::Refused { .. } => "expired",
                         };
                         serde_json::json!({"name": n, "state": state})

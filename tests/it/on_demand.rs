@@ -126,3 +126,23 @@ async fn a_flood_of_random_names_stays_within_max_per_hour() {
     assert!(eventually(Duration::from_secs(60), || { logged(&p, "certificate issued").len() == 3 }).await);
     assert_eq!(orders(&p).len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_endpoint_that_cannot_be_reached_is_reported_as_failed_not_refused() {
+    let acme = AcmeSetup::new().await;
+    let on_demand = format!(
+        "[acme.on_demand]\nask = \"http://{}/allowed\"\nwait = \"1s\"\nmax_per_hour = 10\n\n\
+         [[routes]]\nhost = \"*.shop.test\"\nupstream = \"app\"\n",
+        closed_port()
+    );
+    let p = Proxy::start(&acme.config("tls-alpn-01", "", &on_demand));
+    let h = handshake(acme.https, "ok1.shop.test").await.unwrap();
+    assert!(!h.info.names.contains(&"ok1.shop.test".to_string()), "{:?}", h.info.names);
+
+    let text = get(&p.admin_url("/metrics"), "admin").await.text();
+    assert_eq!((metric(&text, "failed"), metric(&text, "refused")), (1, 0), "{text}");
+    let status = status(&p).await;
+    let names = &status["on_demand"]["names"];
+    assert_eq!(names[0], serde_json::json!({"name": "ok1.shop.test", "state": "ask_failed"}), "{status}");
+    assert!(orders(&p).is_empty());
+}
