@@ -192,17 +192,35 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 /// Parse a CIDR list (`10.0.0.0/8`, `::1/128`, or a bare address).
+/// Networks written in IPv4-mapped form (`::ffff:10.0.0.0/104`) become
+/// their IPv4 network, because client addresses are compared as IPv4
+/// once unmapped (`client_ip::canonical`): kept as IPv6 they would match
+/// no client at all, and a deny rule would silently let everyone in.
 pub fn parse_cidrs(list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
     list.iter()
         .map(|s| {
             let s = s.trim();
-            s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
-                format!(
-                    "invalid CIDR {s:?}; expected an address or network such as \"10.0.0.0/8\" or \"2001:db8::/32\""
-                )
-            })
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(unmapped)
+                .map_err(|_| {
+                    format!(
+                        "invalid CIDR {s:?}; expected an address or network such as \"10.0.0.0/8\" or \"2001:db8::/32\""
+                    )
+                })
         })
         .collect()
+}
+
+/// `net` as an IPv4 network if it lies within `::ffff:0:0/96`.
+fn unmapped(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map(ipnet::IpNet::V4).unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -219,6 +237,18 @@ mod tests {
         assert!(UpstreamAddr::parse("backend:99999").is_err());
         assert!(UpstreamAddr::parse("bad host:80").is_err());
         assert!(UpstreamAddr::parse(":80").is_err());
+    }
+
+    #[test]
+    fn mapped_networks_become_ipv4() {
+        let nets =
+            parse_cidrs(&["::ffff:127.0.0.1".into(), "::ffff:10.0.0.0/104".into(), "::ffff:0:0/96".into()]).unwrap();
+        let want: Vec<ipnet::IpNet> =
+            ["127.0.0.1/32", "10.0.0.0/8", "0.0.0.0/0"].iter().map(|n| n.parse().unwrap()).collect();
+        assert_eq!(nets, want);
+        // Other IPv6 networks stay as written.
+        assert_eq!(parse_cidrs(&["::1".into()]).unwrap(), vec!["::1/128".parse::<ipnet::IpNet>().unwrap()]);
+        assert_eq!(parse_cidrs(&["::/0".into()]).unwrap(), vec!["::/0".parse::<ipnet::IpNet>().unwrap()]);
     }
 
     #[test]

@@ -328,6 +328,27 @@ async fn ip_allow_and_deny() {
     assert_eq!(up.hits(), 1);
 }
 
+/// A network written in IPv4-mapped form (as a dual-stack socket shows an
+/// IPv4 peer) judges IPv4 clients: the deny denies and the allow allows.
+#[tokio::test]
+async fn ip_rules_in_ipv4_mapped_form_judge_ipv4_clients() {
+    let up = Upstream::named("ok").await;
+    let p = Proxy::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n\
+         [middleware.block]\ntype = \"ip_deny\"\ndeny = [\"::ffff:127.0.0.1\"]\n\
+         [middleware.blocknet]\ntype = \"ip_deny\"\ndeny = [\"::ffff:0:0/96\"]\n\
+         [middleware.local]\ntype = \"ip_allow\"\nallow = [\"::ffff:127.0.0.0/104\"]\n\
+         [[routes]]\npath = \"/blocked\"\nupstream = \"app\"\nmiddleware = [\"block\"]\n\
+         [[routes]]\npath = \"/blocknet\"\nupstream = \"app\"\nmiddleware = [\"blocknet\"]\n\
+         [[routes]]\npath = \"/local\"\nupstream = \"app\"\nmiddleware = [\"local\"]\n",
+        up.addr
+    ));
+    assert_eq!(get(&p.url("/blocked"), "x").await.status, 403);
+    assert_eq!(get(&p.url("/blocknet"), "x").await.status, 403);
+    assert_eq!(get(&p.url("/local"), "x").await.status, 200);
+    assert_eq!(up.hits(), 1);
+}
+
 #[tokio::test]
 async fn a_host_route_cannot_be_reached_through_another_routes_host() {
     // /office on app.test is for 10.0.0.0/8 only; every other host reaches
