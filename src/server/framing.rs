@@ -72,8 +72,9 @@ enum State {
     Chunked(Chunk),
     /// Not judging any more (see the module doc).
     PassThrough,
-    /// A head was refused: only the rest of [`REFUSAL_TAIL`] (from this
-    /// offset) is handed on.
+    /// A head (or a chunked body's trailer section, `chunked.rs`) was
+    /// refused: only the rest of [`REFUSAL_TAIL`] (from this offset) is
+    /// handed on.
     Refused(u8),
 }
 
@@ -146,7 +147,10 @@ impl RequestFraming {
                     pos += n as usize;
                     self.state = if n == rest { State::Head } else { State::Length(rest - n) };
                 }
-                State::Chunked(chunk) => pos = self.chunked(chunk, buf, pos),
+                State::Chunked(chunk) => match self.chunked(chunk, buf, pos) {
+                    Ok(next) => pos = next,
+                    Err(keep) => return keep,
+                },
                 State::PassThrough => return buf.len(),
                 State::Refused(_) => return 0,
             }

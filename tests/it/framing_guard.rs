@@ -124,6 +124,27 @@ async fn refused_behind_a_pipelined_request_in_the_same_read() {
     assert_eq!(*paths.lock().unwrap(), ["/first"]);
 }
 
+/// A bare LF after the last chunk (or in a trailer line) made hyper read
+/// the next request as this one's trailers, where nginx serves it: the
+/// body is refused instead, with 400, and nothing behind it is read.
+#[tokio::test]
+async fn a_bare_lf_in_a_chunked_trailer_section_is_refused() {
+    let (up, paths) = path_recording_upstream().await;
+    let p = Proxy::start(&config(&up, false));
+    for trailer in ["\n", "x-t: 1\n\r\n"] {
+        let mut s = TcpStream::connect(p.http).await.unwrap();
+        let req = format!(
+            "POST /c HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n{trailer}\
+             GET /swallowed HTTP/1.1\r\nhost: a\r\n\r\nGET /after HTTP/1.1\r\nhost: a\r\n\r\n"
+        );
+        let (answer, closed) = exchange(&mut s, &[req.as_bytes()]).await;
+        assert_refused(&format!("{trailer:?}"), &answer, closed);
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    }
+    let seen = paths.lock().unwrap().clone();
+    assert!(seen.iter().all(|p| p == "/c"), "{seen:?}");
+}
+
 /// The guard stops judging after a head asking for an upgrade (what
 /// follows may be a tunnel's bytes). When the answer is not a 101, the
 /// connection closes after it, so nothing the guard did not judge, here

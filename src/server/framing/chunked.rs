@@ -27,7 +27,17 @@ const CHUNK_EXTENSIONS_LIMIT: u64 = 16 * 1024;
 impl RequestFraming {
     /// Bytes of a chunked body, from `pos`, as hyper's decoder reads them;
     /// where it stopped. What hyper's decoder refuses ends judging.
-    pub(super) fn chunked(&mut self, mut chunk: Chunk, buf: &[u8], mut pos: usize) -> usize {
+    ///
+    /// One thing hyper reads and is refused here: a bare LF after the last
+    /// chunk or in a trailer line. hyper's decoder ends a trailer line only
+    /// at CRLF, so `0\r\n\nGET /x ...\r\n` made the next request a trailer
+    /// of this one, where nginx (RFC 9112 2.2 lets a recipient take a bare
+    /// LF as a line's end) ends the body and serves that request: two
+    /// readings of where a message ends. The LF becomes a CR and the
+    /// refusal's tail follows, which hyper's decoder refuses (a CR where
+    /// the line's LF must be): the body fails and the connection closes.
+    /// `Err`: how many bytes of `buf` may be handed on.
+    pub(super) fn chunked(&mut self, mut chunk: Chunk, buf: &mut [u8], mut pos: usize) -> Result<usize, usize> {
         while pos < buf.len() {
             if let Chunk::Data(rest) = chunk {
                 let n = rest.min((buf.len() - pos) as u64);
@@ -55,12 +65,17 @@ impl RequestFraming {
                 (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
                 (Chunk::DataLf, b'\n') => Some(Chunk::Start),
                 (Chunk::EndCr, b'\r') => Some(Chunk::EndLf),
+                (Chunk::EndCr | Chunk::Trailer, b'\n') => {
+                    buf[pos - 1] = b'\r';
+                    self.state = State::Refused(0);
+                    return Err(pos);
+                }
                 (Chunk::EndCr, _) | (Chunk::Trailer, _) if b != b'\r' => Some(Chunk::Trailer),
                 (Chunk::Trailer, _) => Some(Chunk::TrailerLf),
                 (Chunk::TrailerLf, b'\n') => Some(Chunk::EndCr),
                 (Chunk::EndLf, b'\n') => {
                     self.state = State::Head;
-                    return pos;
+                    return Ok(pos);
                 }
                 _ => None,
             };
@@ -68,12 +83,12 @@ impl RequestFraming {
                 Some(next) => chunk = next,
                 None => {
                     self.state = State::PassThrough;
-                    return buf.len();
+                    return Ok(buf.len());
                 }
             }
         }
         self.state = State::Chunked(chunk);
-        pos
+        Ok(pos)
     }
 }
 
