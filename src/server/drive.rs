@@ -90,15 +90,27 @@ pub(super) struct Http1Watch {
     pub park: bool,
 }
 
-/// Drive a connection until it ends (`None`) or, with an [`Http1Watch`]
-/// that parks, until it has been at rest for [`PARK_AFTER`](super::lifecycle::PARK_AFTER) (`Some`, handed
-/// back to be parked).
+/// How [`drive`] let go of a connection.
+pub(super) enum Driven<C> {
+    /// At rest for [`PARK_AFTER`](super::lifecycle::PARK_AFTER) (with an
+    /// [`Http1Watch`] that parks): handed back to be parked.
+    Resting(Pin<Box<C>>),
+    /// Finished by hyper: the client closed, or hyper closed after an
+    /// answer or an error. Handed back so an HTTP/1 one can linger.
+    Finished(Pin<Box<C>>),
+    /// Closed by a watcher (a timeout, a drain's deadline), or an HTTP/2
+    /// connection told GOAWAY that did not acknowledge it.
+    CutOff,
+}
+
+/// Drive a connection until it ends, or, with an [`Http1Watch`] that
+/// parks, until it rests.
 pub(super) async fn drive<C: HttpConn>(
     mut conn: Pin<Box<C>>,
     mut streams: Option<Streams>,
     ctx: &ConnCtx<'_>,
     http1: Option<Http1Watch>,
-) -> Option<Pin<Box<C>>> {
+) -> Driven<C> {
     let park = http1.is_some_and(|w| w.park);
     let conn_gate = Gate::new();
     // The watchers (deadlines, drain signal, timers) are polled only when one of
@@ -187,7 +199,7 @@ pub(super) async fn drive<C: HttpConn>(
             }
         };
         match event {
-            Event::Ended => return None,
+            Event::Ended => return Driven::Finished(conn),
             Event::Watched(Watched::Rested) => {
                 // The watcher judges by the connection's stamps, not by its
                 // socket: in a busy process the client's next request may
@@ -204,26 +216,26 @@ pub(super) async fn drive<C: HttpConn>(
                     if let Err(e) = res {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
-                    return None;
+                    return Driven::Finished(conn);
                 }
                 if ctx.activity.at_rest() {
-                    return Some(conn);
+                    return Driven::Resting(conn);
                 }
             }
             Event::Watched(Watched::SendStalled) => {
                 tracing::debug!("the client read nothing of the answer for idle_timeout; closing");
-                return None;
+                return Driven::CutOff;
             }
             Event::Watched(Watched::HeaderTimeout) => {
                 // As hyper's own header timer does: close, no answer.
                 tracing::debug!("no complete request head within client_header_timeout; closing");
-                return None;
+                return Driven::CutOff;
             }
             // hyper's graceful shutdown waits for a head it holds part of,
             // and no timer would end that wait: close.
             // (HTTP/1 only: on HTTP/2 bytes after an answer are frames,
             // SETTINGS or PING acks, not a head.)
-            Event::Watched(Watched::Idle) if http1.is_some() && ctx.activity.reading_head() => return None,
+            Event::Watched(Watched::Idle) if http1.is_some() && ctx.activity.reading_head() => return Driven::CutOff,
             Event::Watched(Watched::Idle) => {
                 conn.as_mut().shutdown();
                 // A graceful shutdown was requested: poll the connection.
@@ -243,18 +255,18 @@ pub(super) async fn drive<C: HttpConn>(
             }
             Event::HeadDeadline => {
                 tracing::debug!("no complete request head within client_header_timeout while draining; closing");
-                return None;
+                return Driven::CutOff;
             }
             Event::FirstRequestDue => {
                 if ctx.activity.begun() == 0 {
                     tracing::debug!("no request within client_header_timeout; closing");
-                    return None;
+                    return Driven::CutOff;
                 }
                 first_request_by = None;
             }
             Event::GoawayGraceOver => {
                 tracing::debug!("told GOAWAY, nothing in flight, no PING acknowledgement; closing");
-                return None;
+                return Driven::CutOff;
             }
         }
     }

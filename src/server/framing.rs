@@ -173,6 +173,17 @@ impl RequestFraming {
         &REFUSAL_TAIL[from..to]
     }
 
+    /// Whether the client was in the middle of a request the server did
+    /// not read to its end: a body (or a head) begun and not finished, or
+    /// a refused head with whatever followed it. Closing such a connection
+    /// at once would reset it under the client's writes (`linger.rs`).
+    pub fn mid_request(&self) -> bool {
+        match self.state {
+            State::Head => self.head.started,
+            State::Length(_) | State::Chunked(_) | State::Refused(_) | State::PassThrough => true,
+        }
+    }
+
     /// Whether the guard stopped judging.
     pub fn passing_through(&self) -> bool {
         matches!(self.state, State::PassThrough)

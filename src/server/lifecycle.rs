@@ -8,6 +8,7 @@
 //! serving h1 ──(quiet for PARK_AFTER)──> resting ──(a lot)──> parked
 //! resting, parked ──(the client's next bytes)──> serving h1
 //! serving ──(drain)──> draining ──> closed
+//! serving h1 ──(closed by hyper mid-request)──> lingering ──> closed
 //! any ──(a timeout, the client gone, an error, a drain)──> closed
 //! ```
 //!
@@ -35,6 +36,10 @@
 //! - **draining**: on shutdown, answers in progress finish and each
 //!   connection closes after its last (`drive.rs`); parked ones close at
 //!   once; a WebSocket tunnel is cut.
+//! - **lingering**: an HTTP/1 connection hyper closed while its client was
+//!   still sending a request (an early answer to an upload) discards what
+//!   comes for a while before it closes, so the client reads the answer
+//!   (`linger.rs`).
 //! - **closed**: the stream dropped, its [`ConnSlot`] given back.
 
 use std::io;
@@ -52,9 +57,10 @@ use super::activity::{Activity, ActivityIo};
 use super::client_socket::ClientSocket;
 use super::coalesce::CoalescingIo;
 use super::conn::{ClientIo, ConnCtx, ConnService, Protocol, SendBody};
-use super::drive::{drive, Http1Watch};
+use super::drive::{drive, Driven, Http1Watch};
 use super::framing::io::FramingIo;
 use super::framing::RequestFraming;
+use super::linger::linger;
 use super::lot::{self, Resting, Resumed};
 use super::sendfile::SendfileIo;
 use super::service::proxy_service;
@@ -351,8 +357,11 @@ where
         let conn = Box::pin(builder.serve_connection(wrapped, service.clone()).with_upgrades());
         // Boxed, like every state that is not parking: the task itself then
         // only holds what a parked connection needs.
-        let driven = Box::pin(drive(conn, None, ctx, Some(Http1Watch { park: I::PARKS }))).await;
-        let conn = driven?;
+        let (conn, finished) = match Box::pin(drive(conn, None, ctx, Some(Http1Watch { park: I::PARKS }))).await {
+            Driven::Resting(conn) => (conn, false),
+            Driven::Finished(conn) => (conn, true),
+            Driven::CutOff => return None,
+        };
         // Everything of hyper's is dropped here, at the end of this block,
         // including an empty read buffer that still owns its allocation.
         (io, prefix, framing, judged) = {
@@ -372,6 +381,14 @@ where
             };
             (inner, prefix, framing, judged)
         };
+        if finished {
+            // A client still sending a request gets its answer read before
+            // the close resets the connection (`linger.rs`).
+            if framing.mid_request() {
+                linger(&mut io, ctx.shutdown).await;
+            }
+            return None;
+        }
         if prefix.is_empty() {
             if I::LEAVES_TASK && ctx.lot {
                 return Some(io);

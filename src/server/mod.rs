@@ -11,6 +11,7 @@ mod deadlines;
 mod drive;
 pub mod framing;
 mod lifecycle;
+mod linger;
 pub mod lot;
 mod parkable;
 mod sendfile;

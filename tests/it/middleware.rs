@@ -505,6 +505,34 @@ async fn body_limit_declared_and_streamed() {
     assert_eq!(a.status, 413);
 }
 
+/// A client still writing an upload past `body_limit` reads its 413: the
+/// connection discards the rest of the body before it closes, where a
+/// close with the body still coming reset it under the client's writes
+/// (and the client, its write failed, never read the answer).
+#[tokio::test]
+async fn a_client_still_uploading_reads_its_early_413() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::named("ok").await;
+    let p = Proxy::start(&with_mw(&up, "[middleware.small]\ntype = \"body_limit\"\nmax = 1000\n", "\"small\""));
+    let len = 32 << 20;
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let head = format!("POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The 413 is sent (and the connection was closed) by then.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0;
+    while sent < len {
+        s.write_all(&chunk).await.unwrap_or_else(|e| panic!("write failed after {sent} bytes: {e}"));
+        sent += chunk.len();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert_eq!(up.hits(), 0);
+}
+
 #[tokio::test]
 async fn an_early_answer_passes_back_through_earlier_middleware() {
     let up = Upstream::named("ok").await;
