@@ -47,7 +47,9 @@ pub enum ResponseFraming {
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
-    pub version: Version,
+    /// The upstream's reason phrase, kept for a code that has no standard
+    /// one (`520 Origin Error`), which hyper would write as `<none>`.
+    pub reason: Option<hyper::ext::ReasonPhrase>,
     pub headers: HeaderMap,
     pub framing: ResponseFraming,
     /// The server allows another request on this connection afterwards.
@@ -169,6 +171,10 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     let code = parsed.code.unwrap_or(0);
     let status = StatusCode::from_u16(code).map_err(|_| ProtocolError::BadStatus(code))?;
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let reason = match (status.canonical_reason(), parsed.reason) {
+        (None, Some(reason)) if !reason.is_empty() => hyper::ext::ReasonPhrase::try_from(reason.as_bytes()).ok(),
+        _ => None,
+    };
 
     // Where each header sits in the head, so the values can be slices of
     // the frozen head instead of copies. u16 offsets: a head is < 64 KiB.
@@ -265,7 +271,7 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
         ResponseFraming::UntilClose
     };
     let keep_alive = !close && framing != ResponseFraming::UntilClose && status != StatusCode::SWITCHING_PROTOCOLS;
-    Ok(Some(ResponseHead { status, version, headers, framing, keep_alive }))
+    Ok(Some(ResponseHead { status, reason, headers, framing, keep_alive }))
 }
 
 /// The names upstreams put on most answers, as they spell them (nginx,

@@ -269,8 +269,13 @@ impl Wire {
         };
         let mut resp = Response::new(UpstreamBody::new(self, read_timeout));
         *resp.status_mut() = head.status;
-        *resp.version_mut() = head.version;
+        // The answer is the proxy's, in its own version (RFC 9110 6.2), an
+        // HTTP/1.0 upstream's too: hyper writes the response's version.
+        *resp.version_mut() = http::Version::HTTP_11;
         *resp.headers_mut() = head.headers;
+        if let Some(reason) = head.reason {
+            resp.extensions_mut().insert(reason);
+        }
         resp
     }
 

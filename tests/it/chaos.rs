@@ -162,3 +162,20 @@ async fn http2_clients_see_a_reset_stream_when_the_upstream_breaks_mid_body() {
     }
     alive_without_panics(&mut p).unwrap();
 }
+
+/// The proxy answers in its own version (RFC 9110 6.2): an HTTP/1.0
+/// upstream's close-delimited answer reaches an HTTP/1.1 client as
+/// HTTP/1.1, chunked, as nginx sends it. A status code with no standard
+/// reason keeps the upstream's phrase.
+#[tokio::test]
+async fn answers_are_in_the_proxys_version_and_keep_a_nonstandard_reason() {
+    let up = ChaosUpstream::start().await;
+    let p = Proxy::start(&config(&up));
+    let a = raw_get(p.http, "/http10", Duration::from_secs(5)).await;
+    let text = a.text();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{text}");
+    assert!(text.contains("an old server"), "{text}");
+    let a = raw_get(p.http, "/reason-520", Duration::from_secs(5)).await;
+    assert!(a.text().starts_with("HTTP/1.1 520 Origin Error\r\n"), "{}", a.text());
+}

@@ -94,6 +94,10 @@ async fn misbehave(s: &mut TcpStream, mode: &str) -> std::io::Result<()> {
         // A well-behaved answer, for warming up and for checking that the
         // proxy still serves after each case.
         "ok" => s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await?,
+        // Python's http.server by default: HTTP/1.0, the body ended by the close.
+        "http10" => s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nan old server").await?,
+        // A code with no standard reason phrase (Cloudflare's).
+        "reason-520" => s.write_all(b"HTTP/1.1 520 Origin Error\r\nContent-Length: 2\r\n\r\nno").await?,
         // An RST instead of an answer (SO_LINGER 0, then close).
         "reset" => {
             let _ = socket2::SockRef::from(&*s).set_linger(Some(Duration::ZERO));
