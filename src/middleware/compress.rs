@@ -4,8 +4,9 @@
 //! is buffered whole. A HEAD answer gets the headers its GET would (RFC
 //! 9110 9.3.2), without a body; a 304 the `ETag` and `Vary` of the 200 it
 //! stands for (15.4.5). Skipped for 1xx/204/206, ranged requests (whose
-//! answers still say `Vary`), bodies already encoded or smaller than
-//! `min_size`, `no-transform`, server-sent events, and types that are
+//! answers, a 206 too, still say `Vary`), bodies already encoded or smaller
+//! than `min_size` (by `Content-Length`, or the body's own length for the
+//! proxy's answers), `no-transform`, server-sent events, and types that are
 //! compressed already (images but
 //! SVG, audio, video, archives, woff fonts). Compressed answers drop
 //! `Content-Length` and `Accept-Ranges`, weaken a strong `ETag`, and every
@@ -162,7 +163,10 @@ impl Compress {
         if no_transform(h) {
             return false;
         }
+        // The proxy's own answers (a 429, a 502) have no Content-Length yet:
+        // their body knows its length.
         let len = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let len = len.or_else(|| http_body::Body::size_hint(resp.body()).exact());
         if len.is_some_and(|n| n < self.min_size) {
             return false;
         }
@@ -233,8 +237,19 @@ impl Middleware for Compress {
         match state {
             State::Header(accept) => self.compress(resp, Some(&accept)),
             State::Small(VARY_ONLY) => {
+                // Its 206 (or 200) says `Vary` when the whole answer would
+                // have been compressed: judged by type, the length unknown.
                 let mut resp = resp;
-                if self.eligible(&resp) {
+                let s = resp.status();
+                let h = resp.headers();
+                let typed = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(compressible);
+                if typed
+                    && !s.is_informational()
+                    && s != StatusCode::NO_CONTENT
+                    && s != StatusCode::NOT_MODIFIED
+                    && !h.contains_key(header::CONTENT_ENCODING)
+                    && !no_transform(h)
+                {
                     append_vary(resp.headers_mut());
                 }
                 resp
@@ -300,15 +315,7 @@ fn q_value(accept: &str, coding: &str) -> f32 {
 }
 
 fn append_vary(h: &mut http::HeaderMap) {
-    let already = h
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding") || t.trim() == "*");
-    if !already {
-        h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
-    }
+    super::add_vary(h, "accept-encoding");
 }
 
 fn compress_body(body: ResponseBody, algo: Algo, level: Level) -> ResponseBody {

@@ -185,7 +185,7 @@ impl Middleware for Cors {
     fn on_response(&self, mut resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
         let h = resp.headers_mut();
         if self.varies() {
-            h.append(header::VARY, HeaderValue::from_static("origin"));
+            super::add_vary(h, "origin");
         }
         let State::Header(origin) = state else { return resp };
         if !self.allowed(&origin) {

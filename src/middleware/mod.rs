@@ -223,3 +223,18 @@ impl<'a> Forwarding<'a> {
 fn not_mine(kind: &str) -> String {
     format!("not a {kind} definition")
 }
+
+/// Add `name` (lower case) to the answer's `Vary` unless a `Vary` line
+/// names it already, in any case, or says `*`: one list, no duplicates,
+/// whoever (the upstream, another item) put the first one there.
+pub(crate) fn add_vary(h: &mut http::HeaderMap, name: &'static str) {
+    let already = h
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(name) || t.trim() == "*");
+    if !already {
+        h.append(http::header::VARY, http::HeaderValue::from_static(name));
+    }
+}

@@ -205,6 +205,58 @@ async fn compression_negotiates_streams_and_stays_correct() {
     assert!(!ranged.headers.contains_key("content-encoding"));
 }
 
+/// `Vary` stays one list without duplicates (cors adds `Origin` to an
+/// upstream's `Vary: Origin` once), a 206 to a ranged request says it
+/// varies by `Accept-Encoding` (its 200 would be compressed), and the
+/// proxy's own short answers (a 429) are not compressed: under
+/// `min_size` by their body's length, as nginx's `gzip_min_length`.
+#[tokio::test]
+async fn vary_lists_stay_single_and_short_own_answers_stay_plain() {
+    let up = Upstream::start(|req: Request<Incoming>| async move {
+        let mut r = Response::new(full("x".repeat(4000)));
+        r.headers_mut().insert("content-type", "text/html".parse().unwrap());
+        match req.uri().path() {
+            "/ranged" => {
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                r.headers_mut().insert("content-range", "bytes 0-3999/8000".parse().unwrap());
+            }
+            "/varies" => {
+                r.headers_mut().insert("vary", "Origin".parse().unwrap());
+            }
+            _ => {}
+        }
+        r
+    })
+    .await;
+    let p = Proxy::start(&with_mw(
+        &up,
+        "[middleware.gzip]\ntype = \"compress\"\n\
+         [middleware.cors]\ntype = \"cors\"\nallow_origins = [\"https://a.example\"]\n\
+         [middleware.limit]\ntype = \"rate_limit\"\naverage = 1\nburst = 2\n",
+        "\"gzip\", \"cors\", \"limit\"",
+    ));
+    let c = client();
+    let tokens = |a: &Answer| -> Vec<String> {
+        a.headers
+            .get_all("vary")
+            .iter()
+            .flat_map(|v| v.to_str().unwrap().split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+            .collect()
+    };
+    let a = send(
+        &c,
+        req(&p, "/ranged").header("accept-encoding", "gzip").header("range", "bytes=0-3999").body(full("")).unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 206);
+    assert!(tokens(&a).contains(&"accept-encoding".to_string()), "{:?}", a.headers);
+    let a = send(&c, req(&p, "/varies").header("origin", "https://a.example").body(full("")).unwrap()).await;
+    assert_eq!(tokens(&a).iter().filter(|t| *t == "origin").count(), 1, "{:?}", a.headers);
+    let a = send(&c, req(&p, "/").header("accept-encoding", "gzip").body(full("")).unwrap()).await;
+    assert_eq!(a.status, 429);
+    assert!(!a.headers.contains_key("content-encoding"), "{:?}", a.headers);
+}
+
 fn cors_config(up: &Upstream) -> String {
     with_mw(
         up,
