@@ -174,7 +174,12 @@ pub struct Ctx<'a> {
     /// `X-Forwarded-For` that is not (as nginx's `set_real_ip_from` with
     /// `real_ip_recursive on` makes `$remote_addr`).
     pub client: IpAddr,
+    /// The connection is TLS (the cache keys by it).
     pub tls: bool,
+    /// The client's scheme is https: the connection is TLS, or a trusted
+    /// proxy in front (`[server] trusted_proxies`) says `X-Forwarded-Proto:
+    /// https`, having terminated TLS itself.
+    pub https: bool,
     /// The route's upstream, the path and query sent to it, and whether the
     /// client's `Host` goes with it (for the cache's background fetches).
     pub pool: &'a Arc<crate::upstream::Pool>,

@@ -1,7 +1,13 @@
 //! `security_headers`: the headers every edge should add, with defaults a
-//! user can override (a string) or remove (an empty string). HSTS is only
-//! sent over HTTPS (browsers ignore it on plain HTTP, and sending it there
-//! misleads). `Server` and `X-Powered-By` from upstreams are stripped unless
+//! user can override (a string) or remove (an empty string). A default
+//! goes only on answers that lack the header: an application that sends
+//! its own (`X-Frame-Options: DENY`, a short HSTS `max-age` while it rolls
+//! HSTS out) keeps it, as nginx's `add_header` never removes one; a value
+//! set in the config replaces the application's (the edge's policy).
+//! HSTS is only sent over HTTPS (browsers ignore it on plain HTTP, and
+//! sending it there misleads), which includes plain requests a trusted
+//! proxy (`[server] trusted_proxies`) says came to it over HTTPS.
+//! `Server` and `X-Powered-By` from upstreams are stripped unless
 //! `strip_server = false`.
 
 use std::sync::Arc;
@@ -18,22 +24,41 @@ static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
 
 #[derive(Debug)]
 pub struct SecurityHeaders {
-    hsts: Option<HeaderValue>,
-    always: Vec<(HeaderName, HeaderValue)>,
+    hsts: Option<Pick>,
+    always: Vec<(HeaderName, Pick)>,
     strip_server: bool,
 }
 
+/// A header's value, and whether the config set it (it then replaces the
+/// application's) or it is the default (added only where none is).
+#[derive(Debug)]
+struct Pick {
+    value: HeaderValue,
+    configured: bool,
+}
+
+impl Pick {
+    fn apply(&self, h: &mut http::HeaderMap, name: HeaderName) {
+        if self.configured {
+            h.insert(name, self.value.clone());
+        } else if let http::header::Entry::Vacant(e) = h.entry(name) {
+            e.insert(self.value.clone());
+        }
+    }
+}
+
 /// The configured value, or the default; `""` means "do not send".
-fn pick(name: &str, configured: &Option<String>, default: Option<&str>) -> Result<Option<HeaderValue>, String> {
-    let v = match configured.as_deref() {
+fn pick(name: &str, configured: &Option<String>, default: Option<&str>) -> Result<Option<Pick>, String> {
+    let (v, is_configured) = match configured.as_deref() {
         Some("") => return Ok(None),
-        Some(v) => v,
+        Some(v) => (v, true),
         None => match default {
-            Some(d) => d,
+            Some(d) => (d, false),
             None => return Ok(None),
         },
     };
-    HeaderValue::from_str(v).map(Some).map_err(|_| format!("invalid value for {name}: {v:?}"))
+    let value = HeaderValue::from_str(v).map_err(|_| format!("invalid value for {name}: {v:?}"))?;
+    Ok(Some(Pick { value, configured: is_configured }))
 }
 
 /// The `[middleware.NAME]` definition of `type = "security_headers"`.
@@ -86,19 +111,19 @@ impl SecurityHeaders {
 }
 
 impl Middleware for SecurityHeaders {
-    /// Carries whether the request came over TLS (HSTS only then).
+    /// Carries whether the client's scheme is https (HSTS only then).
     fn on_request<'a>(&'a self, _: &'a mut Request<RequestBody>, ctx: &'a Ctx<'_>) -> Step<'a> {
-        Flow::Continue(State::Small(u64::from(ctx.tls))).into()
+        Flow::Continue(State::Small(u64::from(ctx.https))).into()
     }
 
     fn on_response(&self, mut resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
         let h = resp.headers_mut();
         for (n, v) in &self.always {
-            h.insert(n.clone(), v.clone());
+            v.apply(h, n.clone());
         }
         if matches!(state, State::Small(1)) {
             if let Some(v) = &self.hsts {
-                h.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+                v.apply(h, header::STRICT_TRANSPORT_SECURITY);
             }
         }
         if self.strip_server {

@@ -38,6 +38,7 @@ async fn run(s: &Snapshot) -> (Request<RequestBody>, usize, Response<ResponseBod
         peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
         client: IpAddr::V4(Ipv4Addr::LOCALHOST),
         tls: false,
+        https: false,
         pool: &route.pool,
         upstream_pq: &pq,
         preserve_host: true,

@@ -36,7 +36,7 @@ use error::ProxyError;
 use exchange::{Exchange, TrackedBody};
 use headers::{
     add_forwarded, join_cookies, strip_hop_by_hop, strip_underscore_spellings, strip_untrusted_forwarding,
-    untrusted_forwarding_lines, Forwarded, X_REQUEST_ID,
+    untrusted_forwarding_lines, Forwarded, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 pub use shared::{PlainHttp, Shared};
 
@@ -125,6 +125,8 @@ struct Routed {
     /// Who the client is: the peer, or behind a trusted proxy the address
     /// its `X-Forwarded-For` names ([`Ctx::client`]).
     client: std::net::IpAddr,
+    /// The client's scheme is https ([`Ctx::https`]).
+    https: bool,
 }
 
 /// The synchronous part: request id, redirect to HTTPS, routing and header
@@ -215,14 +217,19 @@ fn route(
     let upstream_pq = upstream_path(&req, &route, found.prefix_len).map_err(|e| e.response())?;
     let trusted_proxies = &snapshot.config.server.trusted_proxies;
     let trusted = crate::middleware::client_ip::contains(trusted_proxies, conn.peer.ip());
-    let client = match trusted {
-        true => crate::middleware::client_ip::resolve(conn.peer.ip(), req.headers(), trusted_proxies),
-        false => conn.peer.ip(),
+    let (client, https) = match trusted {
+        true => (
+            crate::middleware::client_ip::resolve(conn.peer.ip(), req.headers(), trusted_proxies),
+            conn.tls || forwarded_https(req.headers()),
+        ),
+        false => (conn.peer.ip(), conn.tls),
     };
+    // The access log names the client as the middleware judge it.
+    ex.client_ip = client;
     let client_upgrade = strip_connection_headers(&mut req);
     let mut req = req.map(RequestBody::from);
     let upgrade = client_upgrade.map(|proto| (proto, hyper::upgrade::on(&mut req), Arc::clone(conn)));
-    Ok(Routed { req, route, upstream_pq, upgrade, conn: Arc::clone(conn), host, trusted, client })
+    Ok(Routed { req, route, upstream_pq, upgrade, conn: Arc::clone(conn), host, trusted, client, https })
 }
 
 /// The awaiting part: the route's middleware, then the upstream.
@@ -236,6 +243,7 @@ async fn forward(app: &Shared, r: &mut Routed, ex: &mut Exchange) -> Response<Re
         peer: conn.peer.ip(),
         client: r.client,
         tls: conn.tls,
+        https: r.https,
         pool: &r.route.pool,
         upstream_pq: &r.upstream_pq,
         preserve_host: r.route.preserve_host,
@@ -368,6 +376,15 @@ fn add_forwarding(headers: &mut HeaderMap, host: &HeaderValue, conn: &ConnInfo, 
         strip_underscore_spellings(headers);
     }
     add_forwarded(headers, &forwarded(host, conn, trusted));
+}
+
+/// A trusted proxy's `X-Forwarded-Proto` (its first value) says https: it
+/// terminated TLS in front of this listener.
+fn forwarded_https(headers: &HeaderMap) -> bool {
+    headers
+        .get(&X_FORWARDED_PROTO)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
 }
 
 fn forwarded<'a>(host: &'a HeaderValue, conn: &'a ConnInfo, trusted: bool) -> Forwarded<'a> {

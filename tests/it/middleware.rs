@@ -101,6 +101,58 @@ async fn security_headers_defaults_overrides_and_stripping() {
     );
 }
 
+/// An application's own security headers stay (the defaults only fill
+/// gaps, so its `DENY` or its short HSTS rollout is not weakened); a value
+/// set in the config replaces the application's. HSTS goes on plain
+/// requests a trusted proxy says came over HTTPS.
+#[tokio::test]
+async fn security_headers_keep_the_applications_own_unless_configured() {
+    let up = Upstream::start(|_: Request<Incoming>| async move {
+        let mut r = Response::new(full("page"));
+        for (n, v) in [
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            ("strict-transport-security", "max-age=300"),
+            ("x-content-type-options", "whatever"),
+        ] {
+            r.headers_mut().insert(n, v.parse().unwrap());
+        }
+        r
+    })
+    .await;
+    let p = Proxy::start(&format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{}",
+        with_mw(
+            &up,
+            "[middleware.secure]\ntype = \"security_headers\"\ncontent_type_options = \"nosniff\"\n",
+            "\"secure\""
+        )
+    ));
+    let c = client();
+    let a = send(&c, req(&p, "/").header("x-forwarded-proto", "https").body(full("")).unwrap()).await;
+    assert_eq!(a.headers["x-frame-options"], "DENY");
+    assert_eq!(a.headers["referrer-policy"], "no-referrer");
+    assert_eq!(a.headers["strict-transport-security"], "max-age=300");
+    assert_eq!(a.headers["x-content-type-options"], "nosniff", "configured: the edge's value");
+    assert!(a.headers.contains_key("permissions-policy"), "a default fills a gap");
+}
+
+/// HSTS only for https: a trusted proxy's `X-Forwarded-Proto: https` counts,
+/// the same header from anyone else does not.
+#[tokio::test]
+async fn hsts_follows_a_trusted_proxys_forwarded_proto() {
+    let up = Upstream::named("ok").await;
+    let mw = "[middleware.secure]\ntype = \"security_headers\"\n";
+    let trusting =
+        Proxy::start(&format!("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{}", with_mw(&up, mw, "\"secure\"")));
+    let other = Proxy::start(&with_mw(&up, mw, "\"secure\""));
+    let c = client();
+    for (p, proto, hsts) in [(&trusting, "https", true), (&trusting, "http", false), (&other, "https", false)] {
+        let a = send(&c, req(p, "/").header("x-forwarded-proto", proto).body(full("")).unwrap()).await;
+        assert_eq!(a.headers.contains_key("strict-transport-security"), hsts, "{proto}: {:?}", a.headers);
+    }
+}
+
 fn text_body(n: usize) -> String {
     (0..n).map(|i| ((i % 26) as u8 + b'a') as char).collect::<String>().replace("jkl", "<p>\n")
 }
