@@ -110,6 +110,21 @@ async fn underscore_spellings_of_forwarding_headers_never_reach_the_upstream() {
     }
 }
 
+/// Behind a `[server] trusted_proxies` peer, the access log names the
+/// client that proxy forwards for (as `ip_allow` and `rate_limit` judge
+/// it, and as nginx logs `$remote_addr` after `set_real_ip_from`).
+#[tokio::test]
+async fn the_access_log_names_the_client_a_trusted_proxy_forwards_for() {
+    let up = Upstream::echo().await;
+    let p = Proxy::start(&format!("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n{}", one_route(&up)));
+    let req = Request::get(p.url("/via-lb")).header("host", "a").header("x-forwarded-for", "203.0.113.9");
+    send(&client(), req.body(full("")).unwrap()).await;
+    assert!(eventually(Duration::from_secs(5), || !p.access_log().is_empty()).await);
+    let log = p.access_log();
+    let l = log.iter().find(|l| l["path"] == "/via-lb").expect("line for the request");
+    assert_eq!(l["client_ip"], "203.0.113.9");
+}
+
 #[tokio::test]
 async fn access_log_has_one_json_line_per_request() {
     let up = Upstream::echo().await;
