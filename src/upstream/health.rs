@@ -140,7 +140,11 @@ impl Probe {
                 tracing::warn!(pool = %self.pool, server = %self.server.addr.0, from = "up", to = "down", reason = %format!("{fails} failed probes, last: {reason}"), "upstream server state changed");
             } else if healthy && result.is_ok() {
                 // A passing probe also ends a passive ejection.
+                let ejected = self.server.passively_ejected();
                 self.server.set_probe_healthy(true);
+                if ejected {
+                    tracing::info!(pool = %self.pool, server = %self.server.addr.0, from = "ejected", to = "up", reason = "passing probe", "upstream server state changed");
+                }
             }
             // ±10% so probes of many servers do not synchronise over time.
             wait = self

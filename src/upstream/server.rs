@@ -113,6 +113,12 @@ impl Server {
         until == 0 || now_ms() >= until
     }
 
+    /// Taken out of rotation by live traffic, whether or not its cool-down
+    /// has passed (a request or a probe restores it).
+    pub fn passively_ejected(&self) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) != 0
+    }
+
     pub fn probe_healthy(&self) -> bool {
         self.probe_healthy.load(Ordering::Relaxed)
     }

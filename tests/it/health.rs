@@ -208,3 +208,33 @@ async fn probes_follow_reloads_and_state_survives_them() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(gone.hits(), after, "probes of the removed pool kept running");
 }
+
+/// A server live traffic ejected and a passing probe brought back is
+/// logged coming back, as one a request brought back is.
+#[tokio::test]
+async fn a_probe_that_ends_an_ejection_is_logged() {
+    let up = Upstream::start(|req: hyper::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        hyper::Response::new(full("ok"))
+    })
+    .await;
+    let p = Proxy::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\nresponse_timeout = \"300ms\"\nmax_fails = 1\nfail_timeout = \"60s\"\n\
+         [upstreams.app.health]\npath = \"/health\"\n{FAST_PROBES}\n[[routes]]\nupstream = \"app\"\n",
+        up.addr
+    ));
+    assert_eq!(get(&p.url("/slow"), "x").await.status, StatusCode::GATEWAY_TIMEOUT);
+    let logged = |to: &str| p.stderr.lock().unwrap().iter().any(|l| l.contains(to));
+    assert!(eventually(Duration::from_secs(5), || logged("\"to\":\"ejected\"")).await);
+    assert!(
+        eventually(Duration::from_secs(10), || logged(
+            "\"from\":\"ejected\",\"to\":\"up\",\"reason\":\"passing probe\""
+        ))
+        .await,
+        "{}",
+        p.stderr.lock().unwrap().join("\n")
+    );
+    assert_eq!(get(&p.url("/"), "x").await.status, StatusCode::OK);
+}
