@@ -251,12 +251,18 @@ fn route_paths_are_written_as_requests_are_routed() {
         ("/%61pi/", "write \"/api/\""),
         ("/caf%c3%a9/", "write \"/caf%C3%A9/\""),
         ("/q\\\"x/", "write \"/q%22x/\""),
-        ("/a/../b/", "`.` and `..` segments"),
+        ("/a/../b/", "`.` and `..` segments are resolved first; write \"/b/\""),
+        ("/v1/../v2/", "write \"/v2/\""),
+        ("/a/./b/", "write \"/a/b/\""),
+        ("/a/%2e%2e/b/", "write \"/b/\""),
+        ("/../x/", "climbs above the root"),
         ("/a%2Fb/", "encoded NUL, slash or backslash"),
         ("/a%zz/", "malformed %-escape"),
     ] {
         let e = errors(&route(path));
         assert!(e[0].contains("would never match") && e[0].contains(want), "{path}: {e:?}");
+        // A suggestion is never the path itself.
+        assert!(!e[0].contains(&format!("write \"{path}\"")), "{path}: {e:?}");
     }
     for fine in ["/", "/api/", "/caf%C3%A9/", "/a;b/", "/~user/", "/a-b_c.d/", "/x:y@z/"] {
         assert!(parse(&route(fine)).is_ok(), "{fine}: {:?}", parse(&route(fine)).err());
