@@ -134,6 +134,10 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, TlsError> {
         let key_path = crt.with_extension("key");
         let chain = read(&crt)?;
         let key = read(&key_path)?;
+        // A key that does not parse is named as the key file, not its pair.
+        if let Err(e) = PrivateKeyDer::from_pem_slice(&key) {
+            return Err(TlsError::BadCert { path: key_path, message: format!("cannot parse private key PEM: {e}") });
+        }
         let loaded = from_pem(&chain, &key, Source::Static, &crt)?;
         if loaded.info.names.is_empty() {
             return Err(TlsError::BadCert {
@@ -152,4 +156,23 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, TlsError> {
         out.push(loaded);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod load_dir_tests {
+    use super::*;
+
+    /// A key file that does not parse is named in the error, not the
+    /// certificate beside it.
+    #[test]
+    fn a_broken_key_is_named_as_the_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+        std::fs::write(dir.path().join("a.test.crt"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("a.test.key"), "garbage").unwrap();
+        let e = load_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("a.test.key") && e.contains("private key"), "{e}");
+        std::fs::write(dir.path().join("a.test.key"), cert.signing_key.serialize_pem()).unwrap();
+        assert_eq!(load_dir(dir.path()).unwrap()[0].info.names, ["a.test"]);
+    }
 }
