@@ -1,7 +1,9 @@
 //! `rate_limit`: a GCRA limiter (governor) per client key: the client IP
 //! (see `client_ip` for `trusted_proxies`) or, with `key_header`, a header
 //! such as an API key. Over the limit: 429 with `Retry-After`; every answer
-//! carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+//! carries `RateLimit-Limit` (the bucket's size, `burst`, so `Remaining`
+//! never exceeds it), `RateLimit-Remaining` and `RateLimit-Reset` (whole
+//! seconds, rounded up, until the client's bucket is full again).
 //! Keys are pruned by `prune()`, which the app calls periodically, so
 //! memory stays bounded however many clients pass.
 //!
@@ -97,8 +99,9 @@ pub struct RateLimit {
     trusted: Vec<IpNet>,
     key_header: Option<HeaderName>,
     hasher: std::collections::hash_map::RandomState,
-    /// Seconds for a full bucket to refill (the `RateLimit-Reset` upper bound).
-    period: Duration,
+    /// The time one request's token takes to come back (1 / `average`).
+    per_request: Duration,
+    burst: u32,
 }
 
 impl std::fmt::Debug for RateLimit {
@@ -151,8 +154,7 @@ impl RateLimit {
         let key_header = key_header
             .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("invalid key_header {h:?}")))
             .transpose()?;
-        let limit_header =
-            HeaderValue::from_str(&format!("{}", average.round().max(1.0) as u64)).map_err(|e| e.to_string())?;
+        let limit_header = HeaderValue::from(burst.get());
         let shared = cluster.map(|(store, name, on_error)| Shared {
             // The limit is part of the key: a reload that changes it, or an
             // instance in a rolling change that has another, starts fresh
@@ -174,7 +176,8 @@ impl RateLimit {
             trusted: client_ip::parse_cidrs(trusted)?,
             key_header,
             hasher: Default::default(),
-            period: per_request * burst.get(),
+            per_request,
+            burst: burst.get(),
         })
     }
 
@@ -218,17 +221,19 @@ impl RateLimit {
                 let mut r = plain_response(StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests\n");
                 let h = r.headers_mut();
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                self.set_headers(h, 0, secs);
+                // Full again: the next token, then the rest of the bucket.
+                self.set_headers(h, 0, wait + self.per_request * (self.burst - 1));
                 Flow::Answer(r)
             }
         }
     }
 
-    /// `RateLimit-*`: `reset_secs` 0 means a full bucket's refill time.
-    fn set_headers(&self, h: &mut http::HeaderMap, remaining: u32, reset_secs: u64) {
+    /// `RateLimit-*`, with `until_full` the time until the client's bucket
+    /// is full again, in whole seconds rounded up (at least 1).
+    fn set_headers(&self, h: &mut http::HeaderMap, remaining: u32, until_full: Duration) {
         h.insert(RATELIMIT_LIMIT.clone(), self.limit_header.clone());
         h.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
-        let reset = if reset_secs > 0 { reset_secs } else { self.period.as_secs().max(1) };
+        let reset = (until_full.as_secs() + u64::from(until_full.subsec_nanos() > 0)).max(1);
         h.insert(RATELIMIT_RESET.clone(), HeaderValue::from(reset));
     }
 
@@ -270,7 +275,8 @@ impl Middleware for RateLimit {
 
     fn on_response(&self, mut resp: Response<ResponseBody>, state: State) -> Response<ResponseBody> {
         if let State::Small(remaining) = state {
-            self.set_headers(resp.headers_mut(), u32::try_from(remaining).unwrap_or(u32::MAX), 0);
+            let remaining = u32::try_from(remaining).unwrap_or(u32::MAX).min(self.burst);
+            self.set_headers(resp.headers_mut(), remaining, self.per_request * (self.burst - remaining));
         }
         resp
     }

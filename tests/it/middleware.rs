@@ -30,14 +30,19 @@ async fn rate_limit_answers_429_with_headers_and_counts_it() {
     for i in 0..3 {
         let a = send(&c, req(&p, "/").body(full("")).unwrap()).await;
         assert_eq!(a.status, 200, "request {i}");
-        assert_eq!(a.headers["ratelimit-limit"], "1");
+        // The bucket's size: what is left never exceeds it.
+        assert_eq!(a.headers["ratelimit-limit"], "3");
         assert_eq!(a.headers["ratelimit-remaining"], (2 - i).to_string().as_str());
+        // Until the bucket is full again: a second per token taken.
+        assert_eq!(a.headers["ratelimit-reset"], (i + 1).to_string().as_str());
     }
     let a = send(&c, req(&p, "/").body(full("")).unwrap()).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(a.headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    let retry_after = a.headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap();
+    assert!(retry_after >= 1);
     assert_eq!(a.headers["ratelimit-remaining"], "0");
-    assert!(a.headers.contains_key("ratelimit-reset"));
+    let reset = a.headers["ratelimit-reset"].to_str().unwrap().parse::<u64>().unwrap();
+    assert!(reset >= retry_after + 2 && reset <= 3, "reset {reset}, retry-after {retry_after}");
     assert_eq!(up.hits(), 3);
     let m = get(&p.admin_url("/metrics"), "a").await.text();
     assert!(m.contains("rampart_ratelimit_rejected_total{route=\"r\"} 1"), "{m}");
