@@ -264,7 +264,7 @@ impl App {
         let certs_dir = self.tls.get().map(|tls| tls.settings.certs_dir.clone());
         let shown = path.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let config = Config::load(&path)?;
+            let config = crate::state::load_config(&path)?;
             let certs = match &certs_dir {
                 Some(dir) => Some(crate::tls::load_static(dir, &config).map_err(|e| ConfigErrors(vec![e]))?),
                 None => None,

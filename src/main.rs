@@ -66,8 +66,8 @@ fn healthz_url(config: &std::path::Path) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => match Config::load(&cli.config) {
-            Ok(c) => match rampart::state::Snapshot::compile(c.clone(), None).and_then(|_| rampart::tls::check(&c)) {
+        Command::Check => match rampart::state::load_config(&cli.config) {
+            Ok(c) => match rampart::state::Snapshot::check(c.clone()).and_then(|_| rampart::tls::check(&c)) {
                 Ok(_) => {
                     println!("{}", c.summary());
                     ExitCode::SUCCESS

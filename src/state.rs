@@ -4,16 +4,40 @@
 //! reload never changes a request halfway through.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use crate::cluster::Cluster;
-use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors, MiddlewareSpec};
 use crate::metrics::RouteMetrics;
 use crate::middleware::{self, Chain, Compiled};
 use crate::router::Router;
 use crate::upstream::Pool;
+
+/// Read and validate a config file, as [`Config::load`], and when it has
+/// problems add those of its middleware definitions' values, which show
+/// only where a definition is compiled: `rampart check` and a failed
+/// reload then report every problem at once.
+pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
+    Config::load_checked(path).map_err(|rejected| {
+        let mut errors = rejected.errors.0;
+        for spec in &rejected.middleware {
+            if let Err(e) = middleware::check(spec) {
+                errors.push(definition_error(path, spec, &e));
+            }
+        }
+        errors.sort_by_key(|e| (e.line, e.col));
+        ConfigErrors(errors)
+    })
+}
+
+/// A definition that does not build, at the key its problem is about.
+fn definition_error(path: &Path, spec: &MiddlewareSpec, e: &middleware::DefinitionError) -> ConfigError {
+    let (line, col) = spec.position(e.key);
+    ConfigError { path: path.to_path_buf(), line, col, message: format!("middleware {:?}: {e}", spec.name) }
+}
 
 /// A route as the request path needs it: everything resolved.
 #[derive(Debug)]
@@ -49,11 +73,27 @@ impl Snapshot {
         Self::compile_with(config, previous, cluster)
     }
 
+    /// What [`Snapshot::compile`] would refuse, for `rampart check`: its
+    /// middleware are only checked (`middleware::check`), so a check opens
+    /// no cache directory a running instance uses.
+    pub fn check(config: Config) -> Result<(), ConfigErrors> {
+        Self::build(config, None, None, true).map(|_| ())
+    }
+
     /// The same, with the process's cluster store (the first snapshot's).
     pub fn compile_with(
         config: Config,
         previous: Option<&Snapshot>,
         cluster: Option<Arc<Cluster>>,
+    ) -> Result<Snapshot, ConfigErrors> {
+        Self::build(config, previous, cluster, false)
+    }
+
+    fn build(
+        config: Config,
+        previous: Option<&Snapshot>,
+        cluster: Option<Arc<Cluster>>,
+        checking: bool,
     ) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Vec::new();
         let mut pools = HashMap::new();
@@ -68,6 +108,13 @@ impl Snapshot {
         }
         let mut compiled = HashMap::new();
         for (name, spec) in &config.middleware {
+            if checking {
+                // Dropped with the snapshot: only the errors are wanted.
+                if let Err(e) = middleware::check(spec) {
+                    errors.push(definition_error(&config.source, spec, &e));
+                }
+                continue;
+            }
             // Unchanged definitions keep their state (rate-limit buckets),
             // unless they read a file, which may have changed.
             let reusable = |old: &&Compiled| old.spec == spec.kind && !old.middleware.reads_files();
@@ -81,12 +128,7 @@ impl Snapshot {
                 Ok(m) => {
                     compiled.insert(name.clone(), Compiled { spec: spec.kind.clone(), middleware: m });
                 }
-                Err(msg) => errors.push(ConfigError {
-                    path: config.source.clone(),
-                    line: spec.line,
-                    col: spec.col,
-                    message: format!("middleware {name:?}: {msg}"),
-                }),
+                Err(e) => errors.push(definition_error(&config.source, spec, &e)),
             }
         }
         let mut router = Router::default();
@@ -112,6 +154,7 @@ impl Snapshot {
             routes.push(route);
         }
         if !errors.is_empty() {
+            errors.sort_by_key(|e| (e.line, e.col));
             return Err(ConfigErrors(errors));
         }
         Ok(Snapshot { config: Arc::new(config), router, pools, middleware: compiled, routes, cluster })

@@ -97,7 +97,7 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    pub(super) fn compile(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
+    pub(super) fn compile(mut self, raw: RawConfig) -> Result<Config, Rejected> {
         let listen = Listen {
             http: Some(raw.listen.http.map(|a| a.0).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 80)))),
             https: raw.listen.https.map(|a| a.0),
@@ -179,6 +179,12 @@ impl<'a> Compiler<'a> {
             .iter()
             .map(|(name, m)| {
                 let (line, col) = self.lines.line_col(m.span().start);
+                let keys = (self.lines.keys_of_table(m.span().start).into_iter())
+                    .map(|(key, at)| {
+                        let (line, col) = self.lines.line_col(at.start);
+                        (key, line, col)
+                    })
+                    .collect();
                 (
                     name.clone(),
                     MiddlewareSpec {
@@ -186,6 +192,7 @@ impl<'a> Compiler<'a> {
                         kind: m.get_ref().clone(),
                         line,
                         col,
+                        keys,
                         base_dir: self.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
                     },
                 )
@@ -219,7 +226,7 @@ impl<'a> Compiler<'a> {
             })
         } else {
             self.errors.sort_by_key(|e| (e.line, e.col));
-            Err(ConfigErrors(self.errors))
+            Err(Rejected { errors: ConfigErrors(self.errors), middleware: middleware.into_values().collect() })
         }
     }
 

@@ -63,6 +63,29 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// serde's message with the Rust types it names in words: `expected f64`
+/// reads `expected a number`.
+pub fn plain_types(message: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, words) in [
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u8", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+    ] {
+        if out.ends_with(rust) {
+            out.truncate(out.len() - rust.len());
+            out.push_str(words);
+        }
+    }
+    out
+}
+
 /// Line starts of one text, computed once, so that many offsets (one per
 /// route in a file with thousands) turn into line:col without rescanning
 /// the text from the start each time.
@@ -103,6 +126,38 @@ impl<'a> LineIndex<'a> {
         None
     }
 
+    /// The keys written as `key = ...` (or `key.sub = ...`) in the table
+    /// whose header is on the line holding `header`, up to the next
+    /// header: each key and where it is. For errors found after parsing,
+    /// about a value whose own position serde did not keep (a middleware
+    /// definition's: a tagged enum is buffered). A line of a multi-line
+    /// array or string that looks like a key may be taken for one; no
+    /// error names such a key.
+    pub fn keys_of_table(&self, header: usize) -> Vec<(String, std::ops::Range<usize>)> {
+        let first = self.starts.partition_point(|&s| s <= header);
+        let mut keys = Vec::new();
+        for (i, &start) in self.starts.iter().enumerate().skip(first) {
+            let end = self.starts.get(i + 1).copied().unwrap_or(self.source.len());
+            let Some(line) = self.source.get(start..end) else { break };
+            let trimmed = line.trim_start();
+            if trimmed.starts_with('[') {
+                break;
+            }
+            let Some((key, _)) = trimmed.split_once('=') else { continue };
+            let key = key.split('.').next().unwrap_or("").trim();
+            // `"name"` is a key; `"k=v",` (an array's line) is not.
+            let key = match key.strip_prefix('"') {
+                Some(quoted) => quoted.strip_suffix('"').unwrap_or(""),
+                None => key,
+            };
+            if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                let at = start + (line.len() - trimmed.len());
+                keys.push((key.to_string(), at..at + key.len()));
+            }
+        }
+        keys
+    }
+
     /// Same answer as [`line_col`], in O(log lines + line length).
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.source.len());
@@ -134,6 +189,28 @@ mod tests {
         assert_eq!(line_col(src, 6), (2, 1));
         assert_eq!(line_col(src, 9), (2, 4));
         assert_eq!(line_col(src, 999), (3, 1));
+    }
+
+    #[test]
+    fn a_tables_keys_are_found_up_to_the_next_header() {
+        let src = "[a]\nx = 1\n\n# c = 2\n  y.z = \"q\"\nlist = [\n  \"k=v\",\n]\n[a.sub]\nw = 3\n";
+        let index = LineIndex::new(src);
+        let keys: Vec<(String, (usize, usize))> =
+            index.keys_of_table(0).into_iter().map(|(k, at)| (k, index.line_col(at.start))).collect();
+        assert_eq!(keys, [("x".to_string(), (2, 1)), ("y".to_string(), (5, 3)), ("list".to_string(), (6, 1))],);
+    }
+
+    #[test]
+    fn rust_type_names_read_as_words() {
+        assert_eq!(
+            plain_types("invalid type: string \"x\", expected f64"),
+            "invalid type: string \"x\", expected a number"
+        );
+        assert_eq!(
+            plain_types("invalid value: integer `-1`, expected u32"),
+            "invalid value: integer `-1`, expected a whole number"
+        );
+        assert_eq!(plain_types("expected a string"), "expected a string");
     }
 
     #[test]

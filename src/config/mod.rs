@@ -250,11 +250,21 @@ pub struct MiddlewareSpec {
     pub kind: RawMiddleware,
     pub line: usize,
     pub col: usize,
+    /// Where each key written in the definition's table (`key = ...`) is,
+    /// as `(key, line, col)`: an error about one value points there.
+    pub keys: Vec<(String, usize, usize)>,
     /// The config file's directory, for relative paths in the definition.
     pub base_dir: PathBuf,
 }
 
 impl MiddlewareSpec {
+    /// Where an error about `key` points: that key's line, or the table's
+    /// when the key is not written there as such.
+    pub fn position(&self, key: Option<&str>) -> (usize, usize) {
+        key.and_then(|k| self.keys.iter().find(|(name, _, _)| name == k))
+            .map_or((self.line, self.col), |&(_, line, col)| (line, col))
+    }
+
     /// A path from the definition, relative to the config file.
     pub fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
@@ -325,9 +335,31 @@ pub struct RouteSpec {
     pub col: usize,
 }
 
+/// A file that did not pass: its problems, and the middleware definitions
+/// that did parse. Their values are checked where they are compiled
+/// (`state::load_config`), which adds what it finds, so that one `rampart
+/// check` prints a file's every problem rather than these first.
+#[derive(Debug)]
+pub struct Rejected {
+    pub errors: ConfigErrors,
+    pub middleware: Vec<MiddlewareSpec>,
+}
+
+impl From<ConfigErrors> for Rejected {
+    fn from(errors: ConfigErrors) -> Self {
+        Rejected { errors, middleware: Vec::new() }
+    }
+}
+
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_checked(path).map_err(|r| r.errors)
+    }
+
+    /// [`Config::load`], keeping the middleware definitions of a file
+    /// that did not pass.
+    pub fn load_checked(path: &Path) -> Result<Config, Rejected> {
         let bytes = std::fs::read(path)
             .map_err(|e| ConfigErrors(vec![ConfigError::whole_file(path, format!("cannot read config file: {e}"))]))?;
         let text = match String::from_utf8(bytes) {
@@ -337,24 +369,33 @@ impl Config {
                 let at = e.utf8_error().valid_up_to();
                 let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
                 let message = "not UTF-8: the config file must be UTF-8 text";
-                return Err(ConfigErrors(vec![ConfigError::at(path, &valid, Some(at..at), message)]));
+                return Err(ConfigErrors(vec![ConfigError::at(path, &valid, Some(at..at), message)]).into());
             }
         };
-        Config::parse(path, &text)
+        Config::parse_checked(path, &text)
     }
 
     /// Validate config text; `path` is used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_checked(path, text).map_err(|r| r.errors)
+    }
+
+    /// [`Config::parse`], keeping the middleware definitions of a text
+    /// that did not pass.
+    pub fn parse_checked(path: &Path, text: &str) -> Result<Config, Rejected> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let first = ConfigError::at(path, text, e.span(), e.message().trim_end().to_string());
             // serde stops at the first problem; the other sections may
-            // have theirs too.
-            let mut all = vec![first.clone()];
+            // have theirs too. Read a section at a time, the first is
+            // among them (placed better, when it is a middleware value's).
+            let mut all: Vec<ConfigError> = Vec::new();
             for (span, message) in sections::problems(text) {
-                let more = ConfigError::at(path, text, span, message);
+                let more = ConfigError::at(path, text, span, error::plain_types(&message));
                 if !all.iter().any(|known| known.line == more.line && known.col == more.col) {
                     all.push(more);
                 }
+            }
+            if all.is_empty() {
+                all.push(ConfigError::at(path, text, e.span(), error::plain_types(e.message().trim_end())));
             }
             all.sort_by_key(|e| (e.line, e.col));
             ConfigErrors(all)

@@ -59,10 +59,38 @@ pub fn problems(text: &str) -> Vec<Problem> {
         // Spaces for bytes, newlines kept: still UTF-8, same offsets.
         let Ok(only) = String::from_utf8(only) else { continue };
         if let Err(e) = toml::from_str::<RawConfig>(&only) {
-            found.push((e.span(), e.message().trim_end().to_string()));
+            found.push(at_the_key(&only, &doc, (e.span(), e.message().trim_end().to_string())));
         }
     }
     found
+}
+
+/// A problem serde placed on a whole middleware definition (its fields
+/// carry no positions: serde buffers a tagged enum), moved to the key whose
+/// value it is about, when one is: the key without which the definition,
+/// alone in `only`, no longer has this problem.
+fn at_the_key(only: &str, doc: &ImDocument<&str>, problem: Problem) -> Problem {
+    let (Some(span), message) = &problem else { return problem };
+    let Some(Item::Table(all)) = doc.get("middleware") else { return problem };
+    let Some((name, table)) = all.iter().find_map(|(name, item)| match item {
+        Item::Table(t) if t.span().is_some_and(|s| s.contains(&span.start)) => Some((name, t)),
+        _ => None,
+    }) else {
+        return problem;
+    };
+    for (key, item) in table.iter().filter(|(key, _)| *key != "type") {
+        let (Some(from), Some(value)) = (table.key(key).and_then(|k| k.span()), item.span()) else { continue };
+        let mut without = only.as_bytes().to_vec();
+        blank(&mut without[from.start..value.end]);
+        let Ok(without) = String::from_utf8(without) else { continue };
+        let same = toml::from_str::<RawConfig>(&without).err().is_some_and(|e| e.message().trim_end() == message);
+        if !same {
+            // An unknown key is the key's problem; any other, its value's.
+            let at = if message.starts_with("unknown field") { from } else { value };
+            return (Some(at), format!("middleware {name:?}: {key}: {message}"));
+        }
+    }
+    problem
 }
 
 /// The header of an explicit `[upstreams]` or `[middleware]` table, as a

@@ -13,7 +13,7 @@ use base64::Engine;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
-use super::{Ctx, Env, Flow, Middleware, State, Step};
+use super::{Ctx, DefinitionError, Env, Flow, Middleware, State, Step};
 use crate::body::plain_response;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{MiddlewareSpec, RawMiddleware};
@@ -41,15 +41,33 @@ impl std::fmt::Debug for BasicAuth {
 
 /// The `[middleware.NAME]` definition of `type = "basic_auth"`; its
 /// htpasswd path is relative to the config file.
-pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, DefinitionError> {
     let RawMiddleware::BasicAuth { htpasswd, realm } = &spec.kind else {
-        return Err(super::not_mine("basic_auth"));
+        return Err(super::not_mine("basic_auth").into());
     };
     Ok(Arc::new(BasicAuth::load(&spec.resolve(htpasswd), realm.as_deref())?))
 }
 
 impl BasicAuth {
-    pub fn load(path: &Path, realm: Option<&str>) -> Result<Self, String> {
+    /// A `basic_auth` with the users of the htpasswd file at `path`.
+    pub fn load(path: &Path, realm: Option<&str>) -> Result<Self, DefinitionError> {
+        let users = Self::users(path).map_err(|m| DefinitionError::at("htpasswd", m))?;
+        let realm = realm.unwrap_or("Restricted").replace('"', "");
+        let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
+            .map_err(|_| DefinitionError::at("realm", format!("invalid realm {realm:?}")))?;
+        let decoy = Arc::from(decoy_hash(&users)?);
+        Ok(BasicAuth {
+            decoy,
+            users: Arc::new(users),
+            bcrypt_slots: tokio::sync::Semaphore::new(2),
+            challenge,
+            verified: Mutex::new(HashSet::new()),
+            hasher: Default::default(),
+        })
+    }
+
+    /// The users of the htpasswd file at `path`, by name.
+    fn users(path: &Path) -> Result<HashMap<String, String>, String> {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("cannot read htpasswd file {}: {e}", path.display()))?;
         let mut users = HashMap::new();
@@ -72,18 +90,7 @@ impl BasicAuth {
         if users.is_empty() {
             return Err(format!("htpasswd file {} has no users", path.display()));
         }
-        let realm = realm.unwrap_or("Restricted").replace('"', "");
-        let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
-            .map_err(|_| format!("invalid realm {realm:?}"))?;
-        let decoy = Arc::from(decoy_hash(&users)?);
-        Ok(BasicAuth {
-            decoy,
-            users: Arc::new(users),
-            bcrypt_slots: tokio::sync::Semaphore::new(2),
-            challenge,
-            verified: Mutex::new(HashSet::new()),
-            hasher: Default::default(),
-        })
+        Ok(users)
     }
 
     fn refusal(&self) -> Response<ResponseBody> {

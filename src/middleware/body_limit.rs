@@ -11,7 +11,7 @@ use http::{header, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 
-use super::{Ctx, Env, Flow, Middleware, State, Step};
+use super::{Ctx, DefinitionError, Env, Flow, Middleware, State, Step};
 use crate::body::plain_response;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{MiddlewareSpec, RawMiddleware};
@@ -26,9 +26,9 @@ pub fn too_large() -> Response<ResponseBody> {
 }
 
 /// The `[middleware.NAME]` definition of `type = "body_limit"`.
-pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, DefinitionError> {
     let RawMiddleware::BodyLimit { max } = &spec.kind else {
-        return Err(super::not_mine("body_limit"));
+        return Err(super::not_mine("body_limit").into());
     };
     Ok(Arc::new(BodyLimit::new(max.0)))
 }

@@ -24,7 +24,7 @@ use http_body::Frame;
 use http_body_util::{BodyDataStream, BodyExt, StreamBody};
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use super::{Ctx, Env, Flow, Middleware, State, Step};
+use super::{Ctx, DefinitionError, Env, Flow, Middleware, State, Step};
 use crate::body::{BoxError, RequestBody, ResponseBody};
 use crate::config::{MiddlewareSpec, RawMiddleware};
 
@@ -54,15 +54,19 @@ pub struct Compress {
 }
 
 /// The `[middleware.NAME]` definition of `type = "compress"`.
-pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, DefinitionError> {
     let RawMiddleware::Compress { min_size, algorithms, level } = &spec.kind else {
-        return Err(super::not_mine("compress"));
+        return Err(super::not_mine("compress").into());
     };
     Ok(Arc::new(Compress::new(min_size.map(|b| b.0), algorithms.as_deref(), *level)?))
 }
 
 impl Compress {
-    pub fn new(min_size: Option<u64>, algorithms: Option<&[String]>, level: Option<u32>) -> Result<Self, String> {
+    pub fn new(
+        min_size: Option<u64>,
+        algorithms: Option<&[String]>,
+        level: Option<u32>,
+    ) -> Result<Self, DefinitionError> {
         let algorithms = match algorithms {
             None => vec![Algo::Br, Algo::Zstd, Algo::Gzip],
             Some(list) => list
@@ -71,19 +75,22 @@ impl Compress {
                     "br" => Ok(Algo::Br),
                     "zstd" => Ok(Algo::Zstd),
                     "gzip" => Ok(Algo::Gzip),
-                    other => Err(format!("unknown compression algorithm {other:?}; use \"br\", \"zstd\" or \"gzip\"")),
+                    other => Err(DefinitionError::at(
+                        "algorithms",
+                        format!("unknown compression algorithm {other:?}; use \"br\", \"zstd\" or \"gzip\""),
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         };
         if algorithms.is_empty() {
-            return Err("algorithms must not be empty".into());
+            return Err(DefinitionError::at("algorithms", "algorithms must not be empty"));
         }
         let level = match level {
             // Fast by default, like nginx's gzip_comp_level 1: most of the
             // size win for a fraction of the CPU.
             None => Level::Precise(1),
             Some(n @ 1..=11) => Level::Precise(n as i32),
-            Some(n) => return Err(format!("level must be between 1 and 11, got {n}")),
+            Some(n) => return Err(DefinitionError::at("level", format!("level must be between 1 and 11, got {n}"))),
         };
         Ok(Compress { min_size: min_size.unwrap_or(1024), algorithms, level })
     }

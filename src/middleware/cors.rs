@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use super::{Ctx, Env, Flow, Middleware, State, Step};
+use super::{Ctx, DefinitionError, Env, Flow, Middleware, State, Step};
 use crate::body::plain_response;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{MiddlewareSpec, RawMiddleware};
@@ -36,17 +36,17 @@ pub struct Cors {
     max_age: Option<HeaderValue>,
 }
 
-fn join(list: &[String], what: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(&list.join(", ")).map_err(|_| format!("invalid {what}: {list:?}"))
+fn join(list: &[String], what: &'static str) -> Result<HeaderValue, DefinitionError> {
+    HeaderValue::from_str(&list.join(", ")).map_err(|_| DefinitionError::at(what, format!("invalid {what}: {list:?}")))
 }
 
 /// The `[middleware.NAME]` definition of `type = "cors"`.
-pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, DefinitionError> {
     Ok(Arc::new(Cors::new(&spec.kind)?))
 }
 
 impl Cors {
-    pub fn new(spec: &RawMiddleware) -> Result<Self, String> {
+    pub fn new(spec: &RawMiddleware) -> Result<Self, DefinitionError> {
         let RawMiddleware::Cors {
             allow_origins,
             allow_methods,
@@ -59,7 +59,7 @@ impl Cors {
             return Err("not a cors definition".into());
         };
         if allow_origins.is_empty() {
-            return Err("allow_origins must list at least one origin".into());
+            return Err(DefinitionError::at("allow_origins", "allow_origins must list at least one origin"));
         }
         let credentials = allow_credentials.unwrap_or(false);
         let mut any = false;
@@ -71,20 +71,29 @@ impl Cors {
             } else if let Some((scheme, rest)) = o.split_once("://") {
                 if let Some(suffix) = rest.strip_prefix('*') {
                     if !suffix.starts_with('.') || suffix.len() < 2 {
-                        return Err(format!("invalid origin pattern {o:?}; expected like \"https://*.example.com\""));
+                        return Err(DefinitionError::at(
+                            "allow_origins",
+                            format!("invalid origin pattern {o:?}; expected like \"https://*.example.com\""),
+                        ));
                     }
                     origins.push(OriginPattern::Suffix { scheme: format!("{scheme}://"), suffix: suffix.to_string() });
                 } else if rest.is_empty() || rest.contains('/') || rest.contains('*') {
-                    return Err(format!("invalid origin {o:?}; expected scheme://host[:port]"));
+                    return Err(DefinitionError::at(
+                        "allow_origins",
+                        format!("invalid origin {o:?}; expected scheme://host[:port]"),
+                    ));
                 } else {
                     origins.push(OriginPattern::Exact(o));
                 }
             } else {
-                return Err(format!("invalid origin {o:?}; expected scheme://host[:port], a pattern like \"https://*.example.com\", or \"*\""));
+                return Err(DefinitionError::at("allow_origins", format!("invalid origin {o:?}; expected scheme://host[:port], a pattern like \"https://*.example.com\", or \"*\"")));
             }
         }
         if any && credentials {
-            return Err("allow_credentials = true cannot be combined with the \"*\" origin (browsers refuse it); list the origins".into());
+            return Err(DefinitionError::at(
+                "allow_credentials",
+                "allow_credentials = true cannot be combined with the \"*\" origin (browsers refuse it); list the origins",
+            ));
         }
         let methods = allow_methods.clone().unwrap_or_else(|| {
             ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].iter().map(|s| s.to_string()).collect()

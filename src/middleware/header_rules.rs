@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
 
-use super::{Ctx, Env, Flow, Middleware, State, Step};
+use super::{Ctx, DefinitionError, Env, Flow, Middleware, State, Step};
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{MiddlewareSpec, RawMiddleware};
 
@@ -56,12 +56,12 @@ fn names(l: &[String]) -> Result<Vec<HeaderName>, String> {
 }
 
 /// The `[middleware.NAME]` definition of `type = "headers"`.
-pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, DefinitionError> {
     Ok(Arc::new(HeaderRules::new(&spec.kind)?))
 }
 
 impl HeaderRules {
-    pub fn new(spec: &RawMiddleware) -> Result<Self, String> {
+    pub fn new(spec: &RawMiddleware) -> Result<Self, DefinitionError> {
         let RawMiddleware::Headers {
             request_set,
             request_add,
@@ -74,8 +74,16 @@ impl HeaderRules {
             return Err("not a headers definition".into());
         };
         Ok(HeaderRules {
-            request: Rules { set: pairs(request_set)?, add: pairs(request_add)?, remove: names(request_remove)? },
-            response: Rules { set: pairs(response_set)?, add: pairs(response_add)?, remove: names(response_remove)? },
+            request: Rules {
+                set: pairs(request_set).map_err(|m| DefinitionError::at("request_set", m))?,
+                add: pairs(request_add).map_err(|m| DefinitionError::at("request_add", m))?,
+                remove: names(request_remove).map_err(|m| DefinitionError::at("request_remove", m))?,
+            },
+            response: Rules {
+                set: pairs(response_set).map_err(|m| DefinitionError::at("response_set", m))?,
+                add: pairs(response_add).map_err(|m| DefinitionError::at("response_add", m))?,
+                remove: names(response_remove).map_err(|m| DefinitionError::at("response_remove", m))?,
+            },
         })
     }
 }

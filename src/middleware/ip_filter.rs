@@ -9,7 +9,7 @@ use http::{Request, StatusCode};
 use ipnet::IpNet;
 
 use super::client_ip::{contains, parse_cidrs};
-use super::{Ctx, Env, Flow, Middleware, State, Step};
+use super::{Ctx, DefinitionError, Env, Flow, Middleware, State, Step};
 use crate::body::plain_response;
 use crate::body::RequestBody;
 use crate::config::{MiddlewareSpec, RawMiddleware};
@@ -22,11 +22,11 @@ pub struct IpFilter {
 }
 
 /// The `[middleware.NAME]` definition of `type = "ip_allow"` or `"ip_deny"`.
-pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, DefinitionError> {
     Ok(Arc::new(match &spec.kind {
-        RawMiddleware::IpAllow { allow } => IpFilter::allow(allow)?,
-        RawMiddleware::IpDeny { deny } => IpFilter::deny(deny)?,
-        _ => return Err(super::not_mine("ip_allow or ip_deny")),
+        RawMiddleware::IpAllow { allow } => IpFilter::allow(allow).map_err(|m| DefinitionError::at("allow", m))?,
+        RawMiddleware::IpDeny { deny } => IpFilter::deny(deny).map_err(|m| DefinitionError::at("deny", m))?,
+        _ => return Err(super::not_mine("ip_allow or ip_deny").into()),
     }))
 }
 

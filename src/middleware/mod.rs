@@ -46,7 +46,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 pub use chain::{Chain, ResponsePhases};
 pub use client_ip::{set_by_forwarding, untrusted_claim, X_FORWARDED_FOR};
 pub use rate_limit::{OnStoreError, RateLimit};
-pub use registry::{compile, Compiled, Env};
+pub use registry::{check, compile, Compiled, DefinitionError, Env};
 
 /// One compiled middleware definition, shared by every route that names it.
 pub trait Middleware: AsAny + Send + Sync + std::fmt::Debug {

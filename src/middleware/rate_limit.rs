@@ -27,7 +27,7 @@ use http::{Request, Response, StatusCode};
 use ipnet::IpNet;
 
 use super::client_ip;
-use super::{Ctx, Env, Flow, Middleware, State, Step};
+use super::{Ctx, DefinitionError, Env, Flow, Middleware, State, Step};
 use crate::body::plain_response;
 use crate::body::{RequestBody, ResponseBody};
 use crate::cluster::{Cluster, Verdict};
@@ -111,27 +111,39 @@ impl std::fmt::Debug for RateLimit {
 }
 
 /// The `[middleware.NAME]` definition of `type = "rate_limit"`.
-pub(super) fn compile(spec: &MiddlewareSpec, env: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+pub(super) fn compile(spec: &MiddlewareSpec, env: &Env<'_>) -> Result<Arc<dyn Middleware>, DefinitionError> {
     let RawMiddleware::RateLimit { average, burst, trusted_proxies, key_header, scope, on_store_error } = &spec.kind
     else {
-        return Err(super::not_mine("rate_limit"));
+        return Err(super::not_mine("rate_limit").into());
     };
     let on_error = match on_store_error.as_deref() {
         None | Some("local") => OnStoreError::Local,
         Some("allow") => OnStoreError::Allow,
         Some("deny") => OnStoreError::Deny,
-        Some(other) => return Err(format!("on_store_error must be \"local\", \"allow\" or \"deny\", got {other:?}")),
+        Some(other) => {
+            return Err(DefinitionError::at(
+                "on_store_error",
+                format!("on_store_error must be \"local\", \"allow\" or \"deny\", got {other:?}"),
+            ))
+        }
     };
     let shared = match scope.as_deref() {
         None | Some("local") => None,
         Some("cluster") => env.cluster.map(|c| (Arc::clone(c), spec.name.as_str(), on_error)),
-        Some(other) => return Err(format!("scope must be \"local\" or \"cluster\", got {other:?}")),
+        Some(other) => {
+            return Err(DefinitionError::at("scope", format!("scope must be \"local\" or \"cluster\", got {other:?}")))
+        }
     };
     Ok(Arc::new(RateLimit::scoped(*average, *burst, trusted_proxies, key_header.as_deref(), shared)?))
 }
 
 impl RateLimit {
-    pub fn new(average: f64, burst: Option<u32>, trusted: &[String], key_header: Option<&str>) -> Result<Self, String> {
+    pub fn new(
+        average: f64,
+        burst: Option<u32>,
+        trusted: &[String],
+        key_header: Option<&str>,
+    ) -> Result<Self, DefinitionError> {
         Self::scoped(average, burst, trusted, key_header, None)
     }
 
@@ -143,16 +155,24 @@ impl RateLimit {
         trusted: &[String],
         key_header: Option<&str>,
         cluster: Option<(std::sync::Arc<Cluster>, &str, OnStoreError)>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DefinitionError> {
         if !(average.is_finite() && average > 0.0 && average <= 1e9) {
-            return Err(format!("average must be a positive number of requests per second, got {average}"));
+            return Err(DefinitionError::at(
+                "average",
+                format!("average must be a positive number of requests per second, got {average}"),
+            ));
         }
         let burst = burst.unwrap_or_else(|| average.ceil() as u32).max(1);
-        let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
+        let burst = NonZeroU32::new(burst).ok_or(DefinitionError::at("burst", "burst must be at least 1"))?;
         let per_request = Duration::from_secs_f64(1.0 / average);
-        let quota = Quota::with_period(per_request).ok_or("average is too high")?.allow_burst(burst);
+        let quota = Quota::with_period(per_request)
+            .ok_or(DefinitionError::at("average", "average is too high"))?
+            .allow_burst(burst);
         let key_header = key_header
-            .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("invalid key_header {h:?}")))
+            .map(|h| {
+                HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| DefinitionError::at("key_header", format!("invalid key_header {h:?}")))
+            })
             .transpose()?;
         let limit_header = HeaderValue::from(burst.get());
         let shared = cluster.map(|(store, name, on_error)| Shared {
@@ -173,7 +193,7 @@ impl RateLimit {
                 clock: DefaultClock::default(),
             }),
             limit_header,
-            trusted: client_ip::parse_cidrs(trusted)?,
+            trusted: client_ip::parse_cidrs(trusted).map_err(|m| DefinitionError::at("trusted_proxies", m))?,
             key_header,
             hasher: Default::default(),
             per_request,

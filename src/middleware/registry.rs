@@ -10,9 +10,43 @@ use super::{basic_auth, body_limit, cache, compress, cors, header_rules, ip_filt
 use crate::cluster::Cluster;
 use crate::config::{MiddlewareSpec, RawMiddleware};
 
-/// Builds one middleware from its definition; errors are messages for the
-/// definition's line.
-type Constructor = fn(&MiddlewareSpec, &Env<'_>) -> Result<Arc<dyn Middleware>, String>;
+/// Builds one middleware from its definition.
+type Constructor = fn(&MiddlewareSpec, &Env<'_>) -> Result<Arc<dyn Middleware>, DefinitionError>;
+
+/// Why a definition does not build: the message, and the key whose value
+/// it is about when there is one, so that `rampart check` points at that
+/// key's line rather than the table's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DefinitionError {
+    pub key: Option<&'static str>,
+    pub message: String,
+}
+
+impl DefinitionError {
+    /// A problem with the value of `key`.
+    pub fn at(key: &'static str, message: impl Into<String>) -> Self {
+        DefinitionError { key: Some(key), message: message.into() }
+    }
+
+    /// The same message, about `key`'s value unless it names a key already.
+    pub fn or_at(self, key: &'static str) -> Self {
+        DefinitionError { key: self.key.or(Some(key)), ..self }
+    }
+}
+
+/// A problem with the definition as a whole.
+impl From<String> for DefinitionError {
+    fn from(message: String) -> Self {
+        DefinitionError { key: None, message }
+    }
+}
+
+impl From<&str> for DefinitionError {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
 
 fn constructor(kind: &RawMiddleware) -> Constructor {
     match kind {
@@ -37,6 +71,10 @@ pub struct Env<'a> {
     /// The running definition of the same name, whose long-lived state (a
     /// cache's stored responses) the new one may take over.
     pub previous: Option<&'a dyn Middleware>,
+    /// Only checking the definition (`rampart check`, a reload that failed):
+    /// open nothing that lasts or that a running definition uses (a cache's
+    /// directory is not read, nor its leftovers removed).
+    pub checking: bool,
 }
 
 /// A compiled definition plus the spec it came from (to reuse it, state
@@ -47,11 +85,17 @@ pub struct Compiled {
     pub middleware: Arc<dyn Middleware>,
 }
 
-/// Compile one definition; errors are messages for the definition's line.
+/// Compile one definition.
 pub fn compile(
     spec: &MiddlewareSpec,
     cluster: Option<&Arc<Cluster>>,
     previous: Option<&dyn Middleware>,
-) -> Result<Arc<dyn Middleware>, String> {
-    constructor(&spec.kind)(spec, &Env { cluster, previous })
+) -> Result<Arc<dyn Middleware>, DefinitionError> {
+    constructor(&spec.kind)(spec, &Env { cluster, previous, checking: false })
+}
+
+/// Check one definition: what [`compile`] would refuse, without opening
+/// what it would (see [`Env::checking`]).
+pub fn check(spec: &MiddlewareSpec) -> Result<(), DefinitionError> {
+    constructor(&spec.kind)(spec, &Env { cluster: None, previous: None, checking: true }).map(|_| ())
 }

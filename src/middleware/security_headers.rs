@@ -15,7 +15,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response};
 
-use super::{Ctx, Env, Flow, Middleware, State, Step};
+use super::{Ctx, DefinitionError, Env, Flow, Middleware, State, Step};
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{MiddlewareSpec, RawMiddleware};
 
@@ -48,7 +48,11 @@ impl Pick {
 }
 
 /// The configured value, or the default; `""` means "do not send".
-fn pick(name: &str, configured: &Option<String>, default: Option<&str>) -> Result<Option<Pick>, String> {
+fn pick(
+    name: &'static str,
+    configured: &Option<String>,
+    default: Option<&str>,
+) -> Result<Option<Pick>, DefinitionError> {
     let (v, is_configured) = match configured.as_deref() {
         Some("") => return Ok(None),
         Some(v) => (v, true),
@@ -57,17 +61,18 @@ fn pick(name: &str, configured: &Option<String>, default: Option<&str>) -> Resul
             None => return Ok(None),
         },
     };
-    let value = HeaderValue::from_str(v).map_err(|_| format!("invalid value for {name}: {v:?}"))?;
+    let value =
+        HeaderValue::from_str(v).map_err(|_| DefinitionError::at(name, format!("invalid value for {name}: {v:?}")))?;
     Ok(Some(Pick { value, configured: is_configured }))
 }
 
 /// The `[middleware.NAME]` definition of `type = "security_headers"`.
-pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+pub(super) fn compile(spec: &MiddlewareSpec, _: &Env<'_>) -> Result<Arc<dyn Middleware>, DefinitionError> {
     Ok(Arc::new(SecurityHeaders::new(&spec.kind)?))
 }
 
 impl SecurityHeaders {
-    pub fn new(spec: &RawMiddleware) -> Result<Self, String> {
+    pub fn new(spec: &RawMiddleware) -> Result<Self, DefinitionError> {
         let RawMiddleware::SecurityHeaders {
             hsts,
             content_type_options,

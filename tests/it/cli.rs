@@ -60,6 +60,96 @@ upstream = "api"
     assert!(lines.iter().any(|l| l.starts_with("PATH:10:1: error: duplicate route")), "{err}");
 }
 
+/// A middleware definition's problems are at the key they are about, and
+/// are printed with the file's other problems, not only once those are
+/// fixed: a bad value found where the definition is built, a value of
+/// the wrong type, and an unknown key, beside a route and a server error.
+#[test]
+fn check_places_middleware_problems_at_their_keys_among_the_others() {
+    let (code, _, err) = check(
+        r#"[server]
+workers = 0
+
+[upstreams.api]
+servers = ["127.0.0.1:7600"]
+
+[middleware.gzip]
+type = "compress"
+# fast enough
+level = 99
+
+[[routes]]
+host = "a.example.com"
+path = "/"
+upstream = "apii"
+middleware = ["gzip"]
+"#,
+    );
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "PATH:2:11: error: workers must be between 1 and 1024, got 0",
+            "PATH:10:1: error: middleware \"gzip\": level must be between 1 and 11, got 99",
+            "PATH:15:12: error: route names unknown upstream \"apii\"",
+        ],
+        "{err}"
+    );
+
+    let (code, _, err) = check(
+        r#"[upstreams.api]
+servers = ["127.0.0.1:7600"]
+
+[middleware.limit]
+type = "rate_limit"
+burst = 5
+average = "100"
+
+[middleware.secure]
+type = "security_headers"
+frame_options = "DENY"
+hsst = "max-age=60"
+"#,
+    );
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert_eq!(
+        lines[0], "PATH:7:11: error: middleware \"limit\": average: invalid type: string \"100\", expected a number",
+        "{err}"
+    );
+    assert!(lines[1].starts_with("PATH:12:1: error: middleware \"secure\": hsst: unknown field `hsst`"), "{err}");
+}
+
+/// `rampart check` beside a running instance with a disk cache: the
+/// directory is judged (a file there is an error) but not opened, so a
+/// response the instance is writing (a `.tmp` file, removed as a leftover
+/// when a cache opens the directory) stays.
+#[test]
+fn check_leaves_a_cache_directory_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let writing = cache.join(".tmp-being-written");
+    std::fs::write(&writing, b"half a response").unwrap();
+    let config = format!(
+        "[upstreams.api]\nservers = [\"127.0.0.1:7600\"]\n\n[middleware.c]\ntype = \"cache\"\ndir = {:?}\n",
+        cache.display().to_string()
+    );
+    let (code, out, err) = check(&config);
+    assert_eq!((code, out.trim()), (0, "ok: 0 routes, 1 upstreams, 1 middleware"), "{err}");
+    assert!(writing.exists(), "check removed a file of the cache directory");
+
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let config = config.replace(&cache.display().to_string(), &file.display().to_string());
+    let (code, _, err) = check(&config);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("PATH:6:1: error: middleware \"c\": cache dir "), "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+}
+
 #[test]
 fn check_rejects_bad_values_without_panicking() {
     for (text, expect) in [

@@ -266,7 +266,7 @@ async fn cluster_settings_are_checked() {
     let err = check(
         "[cluster]\nredis = \"redis://127.0.0.1:6379\"\n\n[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n\n[middleware.limit]\ntype = \"rate_limit\"\naverage = 1\nscope = \"everywhere\"\n",
     );
-    assert!(err.contains("PATH:7:1: error: middleware \"limit\": scope must be \"local\" or \"cluster\""), "{err}");
+    assert!(err.contains("PATH:10:1: error: middleware \"limit\": scope must be \"local\" or \"cluster\""), "{err}");
     let err = check(
         "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n\n[middleware.limit]\ntype = \"rate_limit\"\naverage = 1\nscope = \"cluster\"\n",
     );

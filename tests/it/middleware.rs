@@ -668,8 +668,11 @@ fn bad_middleware_definitions_are_config_errors_with_positions() {
     let out = std::process::Command::new(binary()).args(["check", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "PATH");
-    assert!(err.contains("PATH:4:1: error: middleware \"office\": invalid CIDR \"10.0.0.0/33\""), "{err}");
-    assert!(err.contains("PATH:8:1: error: middleware \"cors\": allow_credentials = true cannot be combined"), "{err}");
-    assert!(err.contains("PATH:13:1: error: middleware \"auth\": cannot read htpasswd file"), "{err}");
-    assert!(err.contains("PATH:17:1: error: middleware \"limit\": average must be a positive number"), "{err}");
+    assert!(err.contains("PATH:6:1: error: middleware \"office\": invalid CIDR \"10.0.0.0/33\""), "{err}");
+    assert!(
+        err.contains("PATH:11:1: error: middleware \"cors\": allow_credentials = true cannot be combined"),
+        "{err}"
+    );
+    assert!(err.contains("PATH:15:1: error: middleware \"auth\": cannot read htpasswd file"), "{err}");
+    assert!(err.contains("PATH:19:1: error: middleware \"limit\": average must be a positive number"), "{err}");
 }

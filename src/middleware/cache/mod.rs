@@ -30,7 +30,7 @@ use http::{Method, Request, Response};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use super::{Ctx, Env, Flow, Middleware, State, Step};
+use super::{Ctx, DefinitionError, Env, Flow, Middleware, State, Step};
 use crate::body::{RequestBody, ResponseBody};
 use crate::cache::flight::{self, Join, Leader, Outcome};
 use crate::cache::policy::CacheControl;
@@ -51,10 +51,10 @@ pub struct CacheMiddleware {
 
 /// The `[middleware.NAME]` definition of `type = "cache"`; a reload with
 /// compatible settings keeps the running definition's store.
-pub(super) fn compile(spec: &MiddlewareSpec, env: &Env<'_>) -> Result<Arc<dyn Middleware>, String> {
+pub(super) fn compile(spec: &MiddlewareSpec, env: &Env<'_>) -> Result<Arc<dyn Middleware>, DefinitionError> {
     let RawMiddleware::Cache { max_size, dir, max_disk_size, max_object_size, default_ttl, lock_timeout } = &spec.kind
     else {
-        return Err(super::not_mine("cache"));
+        return Err(super::not_mine("cache").into());
     };
     let d = Settings::default();
     let max_size = max_size.map_or(d.max_size, |b| b.0);
@@ -68,13 +68,25 @@ pub(super) fn compile(spec: &MiddlewareSpec, env: &Env<'_>) -> Result<Arc<dyn Mi
         lock_timeout: lock_timeout.map_or(d.lock_timeout, |t| t.0),
     };
     if settings.max_object_size > settings.max_size {
-        return Err(format!(
-            "max_object_size ({} bytes) must not be larger than max_size ({} bytes)",
-            settings.max_object_size, settings.max_size
+        return Err(DefinitionError::at(
+            "max_object_size",
+            format!(
+                "max_object_size ({} bytes) must not be larger than max_size ({} bytes)",
+                settings.max_object_size, settings.max_size
+            ),
         ));
     }
+    if env.checking {
+        // The directory is another instance's, or this one's running
+        // cache's: only say whether it could be one.
+        if let Some(dir) = settings.dir.as_ref().filter(|d| d.exists() && !d.is_dir()) {
+            return Err(DefinitionError::at("dir", format!("cache dir {} is not a directory", dir.display())));
+        }
+        let memory_only = Settings { dir: None, ..settings };
+        return Ok(Arc::new(CacheMiddleware::new(&spec.name, memory_only, None)?));
+    }
     let previous = env.previous.and_then(|p| p.downcast_ref::<CacheMiddleware>());
-    Ok(Arc::new(CacheMiddleware::new(&spec.name, settings, previous)?))
+    Ok(Arc::new(CacheMiddleware::new(&spec.name, settings, previous).map_err(|m| DefinitionError::at("dir", m))?))
 }
 
 /// What the request phase hands the response phase (as `State::Boxed`).
