@@ -181,7 +181,7 @@ fn block_on<F: std::future::Future>(
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     init_tracing();
-    let config = Config::load(&path)?;
+    let config = rampart::state::load_config(&path)?;
     let workers = config.server.workers;
     let busy_poll = BusyPoll::new(config.server.busy_poll);
     block_on(workers, busy_poll, async move {

@@ -59,7 +59,8 @@ impl Compiler<'_> {
             let h = h.get_ref();
             let path = h.path.clone().unwrap_or_else(|| "/".to_string());
             if !path.starts_with('/') {
-                self.err(Some(hs.clone()), format!("health path must start with '/', got {path:?}"));
+                let at = self.lines.key_span(&format!("upstreams.{name}.health"), "path").unwrap_or(hs.clone());
+                self.err(Some(at), format!("health path must start with '/', got {path:?}"));
             }
             let expected_status = match &h.expected_status {
                 None => (200, 399),

@@ -98,6 +98,11 @@ impl Cors {
         let methods = allow_methods.clone().unwrap_or_else(|| {
             ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].iter().map(|s| s.to_string()).collect()
         });
+        // A method is a token (RFC 9110 9.1): "NOT A METHOD" would go out in
+        // `Access-Control-Allow-Methods` and match no request.
+        if let Some(bad) = methods.iter().find(|m| http::Method::from_bytes(m.as_bytes()).is_err()) {
+            return Err(DefinitionError::at("allow_methods", format!("invalid method {bad:?}")));
+        }
         Ok(Cors {
             origins,
             any,

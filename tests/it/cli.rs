@@ -159,6 +159,14 @@ fn check_rejects_bad_values_without_panicking() {
         ("[upstreams.a]\nservers = []\n", "PATH:2:11: error: upstream \"a\" has no servers"),
         ("[upstreams.a]\nservers = [\"x\"]\n", "PATH:2:12: error: invalid server address"),
         ("this is not toml", "PATH:1:6: error:"),
+        (
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[upstreams.a.health]\ninterval = \"5s\"\npath = \"healthz\"\n",
+            "PATH:5:1: error: health path must start with '/', got \"healthz\"",
+        ),
+        (
+            "[middleware.c]\ntype = \"cors\"\nallow_origins = [\"*\"]\nallow_methods = [\"GET\", \"NOT A METHOD\"]\n",
+            "PATH:4:1: error: middleware \"c\": invalid method \"NOT A METHOD\"",
+        ),
     ] {
         let (code, _, err) = check(text);
         assert_eq!(code, 1, "{text}");
