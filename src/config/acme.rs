@@ -144,7 +144,7 @@ impl Compiler<'_> {
                 None
             }
             (None, AcmeChallenge::Dns01) => {
-                let at = a.challenge.as_ref().map(|c| c.span()).unwrap_or(span);
+                let at = a.challenge.as_ref().map(|c| c.span()).unwrap_or(span.clone());
                 self.err(
                     Some(at),
                     "challenge = \"dns-01\" needs an [acme.dns] table (provider = \"rfc2136\" or \"exec\")",
@@ -153,6 +153,14 @@ impl Compiler<'_> {
             }
             (None, _) => None,
         };
+        // The CA refuses the account of a contact that is no address
+        // (RFC 8555 7.3: `invalidContact`), and then every order: said here.
+        if let Some(email) = a.email.as_deref().filter(|e| !plausible_email(e)) {
+            self.err(
+                self.lines.key_span("acme", "email").or(Some(span.clone())),
+                format!("email must be an address like ops@example.com, got {email:?}"),
+            );
+        }
         AcmeSettings {
             email: a.email.clone(),
             directory,
@@ -338,6 +346,38 @@ impl Compiler<'_> {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// `local@domain.tld`: one `@`, something before it, a dotted name after
+/// it, no spaces or characters a `mailto:` URL cannot carry as they are.
+fn plausible_email(e: &str) -> bool {
+    let Some((local, domain)) = e.split_once('@') else { return false };
+    let fine = |s: &str| !s.is_empty() && !s.bytes().any(|b| b.is_ascii_whitespace() || b"@,;<>\"?".contains(&b));
+    fine(local) && fine(domain) && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plausible_email;
+
+    #[test]
+    fn an_acme_contact_must_look_like_an_address() {
+        for ok in ["ops@example.com", "first.last+tag@mail.example.co.uk"] {
+            assert!(plausible_email(ok), "{ok}");
+        }
+        for bad in [
+            "not-an-email",
+            "@example.com",
+            "ops@",
+            "ops@localhost",
+            "ops@example.com.",
+            "a b@example.com",
+            "a@b@c.com",
+            "ops@example.com,x@y.z",
+        ] {
+            assert!(!plausible_email(bad), "{bad}");
         }
     }
 }

@@ -167,6 +167,7 @@ fn check_rejects_bad_values_without_panicking() {
             "[middleware.c]\ntype = \"cors\"\nallow_origins = [\"*\"]\nallow_methods = [\"GET\", \"NOT A METHOD\"]\n",
             "PATH:4:1: error: middleware \"c\": invalid method \"NOT A METHOD\"",
         ),
+        ("[acme]\nemail = \"not-an-email\"\n", "PATH:2:1: error: email must be an address like ops@example.com"),
     ] {
         let (code, _, err) = check(text);
         assert_eq!(code, 1, "{text}");
