@@ -70,11 +70,11 @@ pub fn plain_types(message: &str) -> String {
     for (rust, words) in [
         ("expected f64", "expected a number"),
         ("expected f32", "expected a number"),
-        ("expected u64", "expected a whole number"),
-        ("expected u32", "expected a whole number"),
-        ("expected u16", "expected a whole number"),
-        ("expected u8", "expected a whole number"),
-        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected u16", "expected a whole number, 0 or more"),
+        ("expected u8", "expected a whole number, 0 or more"),
+        ("expected usize", "expected a whole number, 0 or more"),
         ("expected i64", "expected a whole number"),
         ("expected i32", "expected a whole number"),
     ] {
@@ -208,7 +208,7 @@ mod tests {
         );
         assert_eq!(
             plain_types("invalid value: integer `-1`, expected u32"),
-            "invalid value: integer `-1`, expected a whole number"
+            "invalid value: integer `-1`, expected a whole number, 0 or more"
         );
         assert_eq!(plain_types("expected a string"), "expected a string");
     }

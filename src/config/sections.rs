@@ -1,8 +1,9 @@
 //! Every problem serde finds, not only the first. `toml::from_str` stops at
 //! the first bad value; when it does, this parses the file again once per
 //! section (`[listen]`, `[server]`, each upstream, middleware and route),
-//! with every other section blanked out, and collects each one's first
-//! problem, so `rampart check` lists them all at once as the contract asks.
+//! with every other section blanked out, and collects each one's
+//! problems (the first, then, with the key it is about blanked too, the
+//! next), so `rampart check` lists them all at once as the contract asks.
 //! Blanking keeps every byte offset, so positions are exact, and the same
 //! strict parse reads each section: it cannot judge one differently.
 
@@ -15,8 +16,8 @@ use super::raw::RawConfig;
 /// A problem's position and message.
 pub type Problem = (Option<Range<usize>>, String);
 
-/// Each section's first problem. Empty if the text is not valid TOML at
-/// all (that one error is already known).
+/// Each section's problems. Empty if the text is not valid TOML at all
+/// (that one error is already known).
 pub fn problems(text: &str) -> Vec<Problem> {
     let Ok(doc) = ImDocument::parse(text) else { return Vec::new() };
     // Where each table header starts, and the section it belongs to: a
@@ -57,12 +58,58 @@ pub fn problems(text: &str) -> Vec<Problem> {
             }
         }
         // Spaces for bytes, newlines kept: still UTF-8, same offsets.
-        let Ok(only) = String::from_utf8(only) else { continue };
-        if let Err(e) = toml::from_str::<RawConfig>(&only) {
-            found.push(at_the_key(&only, &doc, (e.span(), e.message().trim_end().to_string())));
+        let Ok(mut only) = String::from_utf8(only) else { continue };
+        for round in 0..MAX_PER_SECTION {
+            let Err(e) = toml::from_str::<RawConfig>(&only) else { break };
+            let message = e.message().trim_end().to_string();
+            // A key blanked here may be one the section needs: that
+            // problem is this reading's, not the file's.
+            if round > 0 && message.starts_with("missing field") {
+                break;
+            }
+            let problem = at_the_key(&only, &doc, (e.span(), message));
+            let Some(key_value) = problem.0.as_ref().and_then(|at| key_value_at(doc.as_table(), at.start)) else {
+                found.push(problem);
+                break;
+            };
+            found.push(problem);
+            let mut next = only.into_bytes();
+            blank(&mut next[key_value]);
+            let Ok(next) = String::from_utf8(next) else { break };
+            only = next;
         }
     }
     found
+}
+
+/// The most problems read from one section: each costs a parse.
+const MAX_PER_SECTION: usize = 16;
+
+/// The `key = value` (from the key to the value's end) holding `offset`,
+/// at any depth.
+fn key_value_at(table: &Table, offset: usize) -> Option<Range<usize>> {
+    for (key, item) in table.iter() {
+        match item {
+            Item::Value(v) => {
+                let (Some(k), Some(v)) = (table.key(key).and_then(|k| k.span()), v.span()) else { continue };
+                if (k.start..v.end).contains(&offset) {
+                    return Some(k.start..v.end);
+                }
+            }
+            Item::Table(t) => {
+                if let Some(found) = key_value_at(t, offset) {
+                    return Some(found);
+                }
+            }
+            Item::ArrayOfTables(tables) => {
+                if let Some(found) = tables.iter().find_map(|t| key_value_at(t, offset)) {
+                    return Some(found);
+                }
+            }
+            Item::None => {}
+        }
+    }
+    None
 }
 
 /// A problem serde placed on a whole middleware definition (its fields

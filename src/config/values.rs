@@ -20,8 +20,14 @@ pub struct HumanDuration(pub Duration);
 pub struct LongDuration(pub Duration);
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration {s:?} ({e}); write it with a unit, like \"10s\" or \"250ms\""))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        // Only the unit is worth repeating: the others name a byte offset.
+        let why = match e {
+            humantime::DurationError::UnknownUnit { unit, .. } => format!(" (unknown unit {unit:?})"),
+            _ => String::new(),
+        };
+        format!("invalid duration {s:?}{why}; write it with a unit, like \"10s\" or \"250ms\"")
+    })
 }
 
 impl<'de> Deserialize<'de> for LongDuration {

@@ -122,6 +122,40 @@ hsst = "max-age=60"
     assert!(lines[1].starts_with("PATH:12:1: error: middleware \"secure\": hsst: unknown field `hsst`"), "{err}");
 }
 
+/// Every problem of a table, not only its first: serde stops at one, so
+/// each is read with the keys before it blanked; a required key blanked so
+/// is not reported missing.
+#[test]
+fn check_lists_every_bad_value_of_one_table() {
+    let (code, _, err) = check(
+        r#"[server]
+workers = "two"
+shutdown_timeout = 5
+idle_timeout = "5 parsecs"
+
+[upstreams.app]
+servers = ["127.0.0.1:9"]
+connect_timeout = "x"
+response_timeout = "y"
+
+[middleware.rl]
+type = "rate_limit"
+average = "100"
+burst = -3
+"#,
+    );
+    assert_eq!(code, 1);
+    let at: Vec<&str> = err.lines().map(|l| l.split(": error: ").next().unwrap_or(l)).collect();
+    assert_eq!(
+        at,
+        ["PATH:2:11", "PATH:3:20", "PATH:4:16", "PATH:8:19", "PATH:9:20", "PATH:13:11", "PATH:14:9"],
+        "{err}"
+    );
+    assert!(err.contains("PATH:4:16: error: invalid duration \"5 parsecs\" (unknown unit \"parsecs\")"), "{err}");
+    assert!(err.contains("PATH:14:9: error: middleware \"rl\": burst: invalid value: integer `-3`"), "{err}");
+    assert!(!err.contains("missing field"), "{err}");
+}
+
 /// `rampart check` beside a running instance with a disk cache: the
 /// directory is judged (a file there is an error) but not opened, so a
 /// response the instance is writing (a `.tmp` file, removed as a leftover
