@@ -182,28 +182,66 @@ impl Running {
         drained
     }
 
-    /// Serve until SIGTERM or SIGINT, reloading on SIGHUP; then drain.
+    /// Serve until SIGTERM, SIGINT or SIGQUIT (each a graceful stop: as
+    /// nginx's QUIT, not its fast TERM), reloading on SIGHUP; then drain.
+    /// A second stop signal while draining ends the wait: the connections
+    /// still open are closed. SIGUSR1 and SIGUSR2, which nginx uses to
+    /// reopen its logs and to upgrade its binary, are logged and otherwise
+    /// ignored (the logs go to stdout and stderr; there is no upgrade in
+    /// place) rather than ending the process, their default: a logrotate
+    /// `postrotate` written for nginx must not stop the proxy.
     #[cfg(unix)]
     pub async fn run_until_signal(self) -> std::io::Result<bool> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut quit = signal(SignalKind::quit())?;
         let mut hup = signal(SignalKind::hangup())?;
-        loop {
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        let ignored = |name: &str| {
+            match name {
+            "SIGUSR1" => tracing::info!("SIGUSR1: nothing to reopen, the logs go to stdout and stderr"),
+            _ => tracing::warn!(
+                "{name}: ignored; there is no binary upgrade in place: restart (SIGTERM drains first) or replace the container"
+            ),
+        }
+        };
+        let stopped_by = loop {
             tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+                _ = quit.recv() => break "SIGQUIT",
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading config");
                     let _ = self.app.reload().await;
                 }
+                _ = usr1.recv() => ignored("SIGUSR1"),
+                _ = usr2.recv() => ignored("SIGUSR2"),
             }
-        }
-        tracing::info!("shutting down: draining in-flight requests");
+        };
+        tracing::info!("{stopped_by}: shutting down, draining in-flight requests");
         let app = Arc::clone(&self.app);
-        let drained = self.shutdown().await;
-        if !drained {
-            tracing::warn!("shutdown timeout reached with requests still in flight");
+        let shutdown = self.shutdown();
+        tokio::pin!(shutdown);
+        let again = |name: &str| {
+            tracing::warn!("{name} while draining: stopping now, closing the connections still open");
+        };
+        let drained = loop {
+            tokio::select! {
+                drained = &mut shutdown => break drained,
+                _ = term.recv() => { again("SIGTERM"); break false }
+                _ = int.recv() => { again("SIGINT"); break false }
+                _ = quit.recv() => { again("SIGQUIT"); break false }
+                _ = hup.recv() => tracing::info!("SIGHUP while draining: not reloading"),
+                _ = usr1.recv() => ignored("SIGUSR1"),
+                _ = usr2.recv() => ignored("SIGUSR2"),
+            }
+        };
+        if drained {
+            tracing::info!("drained: every connection finished");
+        } else {
+            tracing::warn!("stopped with requests still in flight (shutdown_timeout reached, or a second signal)");
         }
         app.access_log.flush();
         Ok(drained)

@@ -26,6 +26,59 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert_eq!(code, Some(0));
 }
 
+/// SIGUSR1 and SIGUSR2 (nginx's log reopening and binary upgrade: a
+/// logrotate `postrotate` written for nginx sends USR1) leave the proxy
+/// serving, where their default action ended it with every request in
+/// flight; SIGQUIT is a graceful stop, as nginx's.
+#[tokio::test]
+async fn nginx_signals_leave_the_proxy_serving_and_sigquit_drains() {
+    let up = Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        Response::new(full("finished"))
+    })
+    .await;
+    let mut p =
+        Proxy::start(&format!("[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n", up.addr));
+    for sig in ["USR1", "USR2"] {
+        p.signal(sig);
+        let name = format!("SIG{sig}");
+        assert!(eventually(Duration::from_secs(5), || !p.log_lines(&[&name]).is_empty()).await, "{sig} not logged");
+        assert_eq!(get(&p.url("/"), "x").await.text(), "finished", "after SIG{sig}");
+    }
+    let url = p.url("/slow");
+    let slow = tokio::spawn(async move { get(&url, "x").await });
+    assert!(eventually(Duration::from_secs(10), || up.hits() == 3).await);
+    p.signal("QUIT");
+    let a = slow.await.unwrap();
+    assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "finished"));
+    let code = tokio::task::spawn_blocking(move || p.wait_exit(Duration::from_secs(20))).await.unwrap();
+    assert_eq!(code, Some(0));
+}
+
+/// A second SIGTERM while draining stops waiting for what is in flight.
+#[tokio::test]
+async fn a_second_sigterm_ends_the_drain() {
+    let up = Upstream::start(|_req| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Response::new(full("too late"))
+    })
+    .await;
+    let mut p = Proxy::start(&format!(
+        "[server]\nshutdown_timeout = \"60s\"\n[upstreams.app]\nservers = [\"{}\"]\nresponse_timeout = \"90s\"\n[[routes]]\nupstream = \"app\"\n",
+        up.addr
+    ));
+    let url = p.url("/slow");
+    let _slow = tokio::spawn(async move { get(&url, "x").await });
+    assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    p.signal("TERM");
+    assert!(eventually(Duration::from_secs(10), || !p.log_lines(&["draining"]).is_empty()).await);
+    p.signal("TERM");
+    let code = tokio::task::spawn_blocking(move || p.wait_exit(Duration::from_secs(20))).await.unwrap();
+    assert!(code.is_some(), "still draining 20 s after the second SIGTERM");
+}
+
 #[tokio::test]
 async fn readyz_and_healthz() {
     let up = Upstream::named("x").await;
