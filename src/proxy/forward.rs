@@ -104,7 +104,9 @@ pub async fn send(
                 failure
             }
         };
-        log_transition(pool, server, server.record_failure(&pool.spec.passive), "live traffic failures");
+        if counts_against(pool, &failure) {
+            log_transition(pool, server, server.record_failure(&pool.spec.passive), "live traffic failures");
+        }
         let (error, retry_safe) = match failure {
             Failure::BeforeSend(e) => (e, true),
             Failure::AfterSend(e) => (e, idempotent && e != ProxyError::Timeout),
@@ -134,6 +136,19 @@ fn log_transition(pool: &Pool, server: &Server, t: Option<Transition>, reason: &
         }
         None => {}
     }
+}
+
+/// Whether a failed attempt counts toward the server's passive ejection,
+/// as nginx's `max_fails` counts with its default `proxy_next_upstream
+/// error timeout`:
+/// - not an answer that was no valid HTTP (nginx's `invalid_header`): the
+///   server is up and answering, and one endpoint's malformed answers
+///   would otherwise take every route off it;
+/// - never for the only server of a pool, which nginx never considers
+///   unavailable: ejecting it answers every request 503 for the cool-down,
+///   where trying it can still serve the requests that work.
+fn counts_against(pool: &Pool, failure: &Failure) -> bool {
+    pool.servers.len() > 1 && !matches!(failure, Failure::AfterSend(ProxyError::BadResponse))
 }
 
 fn classify(e: &SendError) -> Failure {

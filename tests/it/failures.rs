@@ -84,15 +84,87 @@ async fn an_upload_that_keeps_moving_outlasts_response_timeout() {
 
 #[tokio::test]
 async fn a_stalled_upload_is_408_and_not_held_against_the_server() {
-    // The client promises 100 bytes and sends 3. Its fault, so the one
-    // server stays in rotation (max_fails = 1 would eject it otherwise).
-    let up = Upstream::echo().await;
-    let p = Proxy::start(&route(&format!("\"{}\"", up.addr), "response_timeout = \"300ms\"\nmax_fails = 1"));
+    // The client promises 100 bytes and sends 3. Its fault, so both
+    // servers stay in rotation (max_fails = 1 would eject one otherwise;
+    // two, as a pool's only server is never ejected by live traffic).
+    let (up, other) = (Upstream::echo().await, Upstream::echo().await);
+    let servers = format!("\"{}\", \"{}\"", up.addr, other.addr);
+    let p = Proxy::start(&route(&servers, "response_timeout = \"300ms\"\nmax_fails = 1"));
     for _ in 0..2 {
         let answer = trickled_upload(p.http, 100, b"abc", Duration::ZERO).await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("request body stopped arriving"), "{answer}");
     }
+    assert_eq!(get(&p.url("/"), "x").await.status, 200);
+    let s = status(&p).await;
+    assert_eq!((server_up(&s, "app", up.addr), server_up(&s, "app", other.addr)), (Some(true), Some(true)));
+}
+
+/// Live traffic never takes a pool's only server out (nginx ignores
+/// `max_fails` for a group of one): one endpoint that times out would
+/// otherwise answer every request of the site 503 for the cool-down.
+#[tokio::test]
+async fn a_pools_only_server_stays_in_rotation_through_failures() {
+    let up = Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        Response::new(full("ok"))
+    })
+    .await;
+    let p = Proxy::start(&route(&format!("\"{}\"", up.addr), "response_timeout = \"200ms\"\nmax_fails = 1"));
+    for _ in 0..3 {
+        assert_eq!(get(&p.url("/slow"), "x").await.status, 504);
+    }
+    let a = get(&p.url("/"), "x").await;
+    assert_eq!((a.status.as_u16(), a.text().as_str()), (200, "ok"));
+    assert_eq!(server_up(&status(&p).await, "app", up.addr), Some(true));
+}
+
+/// An answer that is no valid HTTP is the endpoint's 502, not a sign the
+/// server is down (nginx's `invalid_header` is not among the failures
+/// `max_fails` counts by default): the server stays in rotation.
+#[tokio::test]
+async fn malformed_answers_do_not_eject_a_server() {
+    async fn raw_upstream() -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut head = Vec::new();
+                    loop {
+                        let Ok(n) = s.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let bad = head.starts_with(b"GET /bad ");
+                            head.drain(..end + 4);
+                            let answer: &[u8] = if bad {
+                                b"HTTP/1.1 200 OK\r\nX Bad: 1\r\nContent-Length: 2\r\n\r\nok"
+                            } else {
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                            };
+                            if s.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+    let (a, b) = (raw_upstream().await, raw_upstream().await);
+    let p = Proxy::start(&route(&format!("\"{a}\", \"{b}\""), "max_fails = 1"));
+    for _ in 0..4 {
+        assert_eq!(get(&p.url("/bad"), "x").await.status, 502);
+    }
+    let s = status(&p).await;
+    assert_eq!((server_up(&s, "app", a), server_up(&s, "app", b)), (Some(true), Some(true)));
     assert_eq!(get(&p.url("/"), "x").await.status, 200);
 }
 

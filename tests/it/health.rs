@@ -210,20 +210,22 @@ async fn probes_follow_reloads_and_state_survives_them() {
 }
 
 /// A server live traffic ejected and a passing probe brought back is
-/// logged coming back, as one a request brought back is.
+/// logged coming back, as one a request brought back is. (Two servers:
+/// live traffic never ejects a pool's only one.)
 #[tokio::test]
 async fn a_probe_that_ends_an_ejection_is_logged() {
-    let up = Upstream::start(|req: hyper::Request<hyper::body::Incoming>| async move {
+    let slow_on_request = |req: hyper::Request<hyper::body::Incoming>| async move {
         if req.uri().path() == "/slow" {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         hyper::Response::new(full("ok"))
-    })
-    .await;
+    };
+    let up = Upstream::start(slow_on_request).await;
+    let other = Upstream::start(slow_on_request).await;
     let p = Proxy::start(&format!(
-        "[upstreams.app]\nservers = [\"{}\"]\nresponse_timeout = \"300ms\"\nmax_fails = 1\nfail_timeout = \"60s\"\n\
+        "[upstreams.app]\nservers = [\"{}\", \"{}\"]\nresponse_timeout = \"300ms\"\nmax_fails = 1\nfail_timeout = \"60s\"\n\
          [upstreams.app.health]\npath = \"/health\"\n{FAST_PROBES}\n[[routes]]\nupstream = \"app\"\n",
-        up.addr
+        up.addr, other.addr
     ));
     assert_eq!(get(&p.url("/slow"), "x").await.status, StatusCode::GATEWAY_TIMEOUT);
     let logged = |to: &str| p.stderr.lock().unwrap().iter().any(|l| l.contains(to));

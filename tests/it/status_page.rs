@@ -17,7 +17,8 @@ async fn status_page_renders_live_state_in_a_browser() {
     let up = Upstream::named("ok").await;
     let dead = closed_port();
     let p = Proxy::start(&format!(
-        "[upstreams.web]\nservers = [\"{}\"]\n[upstreams.api]\nservers = [\"{dead}\"]\nmax_fails = 1\nfail_timeout = \"60s\"\n\
+        "[upstreams.web]\nservers = [\"{}\"]\n[upstreams.api]\nservers = [\"{dead}\"]\n\
+         [upstreams.api.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nunhealthy_threshold = 1\n\
          [[routes]]\nname = \"website\"\nhost = \"logen.example.com\"\npath = \"/\"\nupstream = \"web\"\n\
          [[routes]]\nname = \"api-route\"\nhost = \"logen.example.com\"\npath = \"/api/\"\nstrip_prefix = true\nupstream = \"api\"\n",
         up.addr
@@ -25,7 +26,8 @@ async fn status_page_renders_live_state_in_a_browser() {
     for _ in 0..5 {
         assert_eq!(get(&p.url("/"), "logen.example.com").await.status, 200);
     }
-    // The only api server is dead: a 502 marks it down (passive ejection).
+    // The only api server is dead: 502, and its probes mark it down (live
+    // traffic never takes a pool's only server out, as in nginx).
     assert_eq!(get(&p.url("/api/x"), "logen.example.com").await.status, 502);
     assert!(
         eventually_async(Duration::from_secs(10), || async {
