@@ -70,6 +70,30 @@ impl Exchange {
     }
 }
 
+/// A request head hyper refused before the proxy saw it (malformed, or too
+/// large; hyper answered `status` itself, with no body): counted under no
+/// route and logged with its method and path unknown (`-`), as nginx logs
+/// its 400s. The client's address is the peer's: no header was read.
+pub fn refused_head(app: &Shared, client_ip: IpAddr, status: u16) {
+    let unknown = Method::from_bytes(b"-").unwrap_or_default();
+    app.no_route_metrics.record(&app.metrics, &unknown, status, 0.0);
+    if app.access_log.enabled() {
+        app.access_log.log(&AccessRecord {
+            time: &rfc3339_now(),
+            client_ip,
+            method: "-",
+            host: "",
+            path: "-",
+            status,
+            bytes: 0,
+            duration_ms: 0.0,
+            upstream: None,
+            request_id: "",
+            route: None,
+        });
+    }
+}
+
 /// The body handed to hyper: the real body plus the exchange to close.
 pub struct TrackedBody {
     inner: ResponseBody,

@@ -33,6 +33,7 @@ use crate::router::{canonical_path, with_slashes_decoded, without_parameters};
 use crate::state::Route;
 use crate::upstream::FileRequest;
 use error::ProxyError;
+pub use exchange::refused_head;
 use exchange::{Exchange, TrackedBody};
 use headers::{
     add_forwarded, join_cookies, strip_hop_by_hop, strip_underscore_spellings, strip_untrusted_forwarding,

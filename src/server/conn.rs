@@ -134,6 +134,10 @@ pub struct ConnCtx<'a> {
     /// Where static answers register the file ranges HTTP/1 sends by
     /// `sendfile` (plain connections only; see `sendfile.rs`).
     pub files: Option<Arc<crate::body::SendQueue>>,
+    /// The proxy, and the client's address, for the requests hyper refuses
+    /// before they reach the service (`drive::ended_with`).
+    pub proxy: &'a crate::proxy::Shared,
+    pub peer: std::net::IpAddr,
 }
 
 #[cfg(test)]

@@ -28,6 +28,26 @@ use crate::body::BoxError;
 pub(super) trait HttpConn: Future<Output = Result<(), Self::Error>> {
     type Error: std::fmt::Display;
     fn shutdown(self: Pin<&mut Self>);
+
+    /// The status hyper answered a request head it could not parse with,
+    /// when the connection ended so: no request reached the proxy's
+    /// service, so nothing else logs or counts it.
+    fn refused_with(_: &Self::Error) -> Option<u16> {
+        None
+    }
+}
+
+/// What hyper's HTTP/1 server answers a head it refuses with (its
+/// `on_error`): 431 for a head (or target) too large, 400 for the rest of
+/// its parse errors; none for the HTTP/2 preface, which it only closes on.
+fn refused_status(e: &hyper::Error) -> Option<u16> {
+    if !e.is_parse() || e.is_parse_version_h2() {
+        None
+    } else if e.is_parse_too_large() {
+        Some(431)
+    } else {
+        Some(400)
+    }
 }
 
 impl<I, S, B> HttpConn for http1::UpgradeableConnection<I, S>
@@ -41,6 +61,10 @@ where
     type Error = hyper::Error;
     fn shutdown(self: Pin<&mut Self>) {
         self.graceful_shutdown();
+    }
+
+    fn refused_with(e: &hyper::Error) -> Option<u16> {
+        refused_status(e)
     }
 }
 
@@ -73,6 +97,10 @@ where
     fn shutdown(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
+
+    fn refused_with(e: &BoxError) -> Option<u16> {
+        e.downcast_ref::<hyper::Error>().and_then(refused_status)
+    }
 }
 
 /// How long an HTTP/2 connection told GOAWAY (idle, or draining) stays
@@ -101,6 +129,16 @@ pub(super) enum Driven<C> {
     /// Closed by a watcher (a timeout, a drain's deadline), or an HTTP/2
     /// connection told GOAWAY that did not acknowledge it.
     CutOff,
+}
+
+/// A connection that ended with an error; a request head hyper refused
+/// (and answered `refused`) is logged and counted as the proxy's own
+/// answers are, as nginx logs its 400s, rather than seen nowhere.
+fn ended_with(ctx: &ConnCtx<'_>, e: &dyn std::fmt::Display, refused: Option<u16>) {
+    tracing::debug!(error = %e, "connection ended with an error");
+    if let Some(status) = refused {
+        crate::proxy::refused_head(ctx.proxy, ctx.peer, status);
+    }
 }
 
 /// Drive a connection until it ends, or, with an [`Http1Watch`] that
@@ -192,7 +230,7 @@ pub(super) async fn drive<C: HttpConn>(
                 event = watched => event,
                 res = running => {
                     if let Err(e) = res {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                        ended_with(ctx, &e, C::refused_with(&e));
                     }
                     Event::Ended
                 }
@@ -214,7 +252,7 @@ pub(super) async fn drive<C: HttpConn>(
                 .await;
                 if let Poll::Ready(res) = polled {
                     if let Err(e) = res {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                        ended_with(ctx, &e, C::refused_with(&e));
                     }
                     return Driven::Finished(conn);
                 }

@@ -210,6 +210,8 @@ impl Serving {
             first_head_by: due.first_head_by,
             lot: self.lot.as_ref().is_some_and(|lot| lot.is_open()),
             files,
+            proxy: &self.proxy,
+            peer: info.peer.ip(),
         };
         let Some(resting) = serve(io, protocol, first_bytes, service, ctx).await else {
             if let Some(tunnel) = info.take_tunnel() {

@@ -536,3 +536,40 @@ async fn a_reload_reads_the_htpasswd_file_again_even_when_the_config_is_unchange
     assert_eq!(ask(auth("bob", "bob-pw")).await, 401, "bob was removed from the file");
     assert_eq!(ask(auth("alice", "alice-pw")).await, 200);
 }
+
+/// Heads hyper refuses itself (malformed, too large, or made to fail by
+/// the framing guard) never reach the proxy's service; they are still
+/// logged and counted, as nginx logs its 400s, under no route with their
+/// method and path unknown.
+#[tokio::test]
+async fn refused_heads_are_logged_and_counted() {
+    let p = Proxy::start(&format!(
+        "[server]\nmax_header_bytes = \"16KiB\"\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+        closed_port()
+    ));
+    let answers = [
+        raw_exchange(p.http, b"GARBAGE\r\n\r\n").await,
+        raw_exchange(p.http, format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(40_000)).as_bytes())
+            .await,
+        raw_exchange(
+            p.http,
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        )
+        .await,
+    ];
+    let statuses: Vec<&str> = answers.iter().map(|a| a.get(9..12).unwrap_or(a)).collect();
+    assert_eq!(statuses, ["400", "431", "400"], "{answers:?}");
+    let logged = || {
+        let refused: Vec<i64> = p
+            .access_log()
+            .iter()
+            .filter(|l| l["method"] == "-" && l["path"] == "-" && l["route"].is_null())
+            .filter_map(|l| l["status"].as_i64())
+            .collect();
+        refused.len() == 3 && refused.iter().filter(|&&s| s == 400).count() == 2
+    };
+    assert!(eventually(Duration::from_secs(10), logged).await, "{:?}", p.access_log());
+    let m = crate::util::get(&p.admin_url("/metrics"), "a").await.text();
+    assert!(m.contains("rampart_http_requests_total{route=\"none\",method=\"OTHER\",code=\"400\"} 2"), "{m}");
+    assert!(m.contains("rampart_http_requests_total{route=\"none\",method=\"OTHER\",code=\"431\"} 1"), "{m}");
+}
