@@ -181,7 +181,11 @@ pub fn healthcheck(url: &str) -> Result<(), String> {
     s.set_read_timeout(Some(Duration::from_secs(3))).ok();
     write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
     let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+    let n = s.read(&mut buf).map_err(|e| match e.kind() {
+        // A read timeout shows as EAGAIN ("Resource temporarily unavailable").
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!("{url} did not answer within 3s"),
+        _ => format!("{url}: {e}"),
+    })?;
     let head = String::from_utf8_lossy(&buf[..n]);
     if head.starts_with("HTTP/1.1 200") {
         Ok(())

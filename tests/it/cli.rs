@@ -238,3 +238,16 @@ fn shipped_example_config_is_valid() {
     let out = Command::new(binary()).args(["check", "--config", path]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// An admin endpoint that accepts and never answers is reported as such,
+/// not as the read's EAGAIN ("Resource temporarily unavailable").
+#[test]
+fn healthcheck_names_a_silent_endpoint() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/healthz", silent.local_addr().unwrap());
+    let out = Command::new(binary()).args(["healthcheck", "--url", &url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("unhealthy: {url} did not answer within 3s")), "{err}");
+    drop(silent);
+}
