@@ -167,6 +167,14 @@ impl TlsState {
         https_port: Option<u16>,
         expiry: Family<DomainLabels, Gauge>,
     ) -> Result<Arc<TlsState>, TlsError> {
+        if config.acme.is_none() && !settings.certs_dir.exists() {
+            // Documented, and what a first start wants; a mistyped path
+            // would otherwise show only as browsers' certificate warnings.
+            tracing::warn!(
+                certs_dir = %settings.certs_dir.display(),
+                "[tls] certs_dir does not exist and there is no [acme]: every HTTPS name gets the self-signed certificate"
+            );
+        }
         let mut map = CertMap::default();
         for cert in certs::load_dir(&settings.certs_dir)? {
             tracing::info!(names = ?cert.info.names, "loaded certificate");

@@ -102,6 +102,22 @@ async fn sni_picks_the_static_certificate() {
     assert!(metrics.contains("rampart_tls_handshakes_total{result=\"success\"}"));
 }
 
+/// A `certs_dir` that does not exist (a typo) without `[acme]` still
+/// serves, self-signed as documented, but says so at start; an existing
+/// one does not.
+#[tokio::test]
+async fn a_missing_certs_dir_without_acme_is_warned_about() {
+    let up = Upstream::named("app").await;
+    let p = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certz\""));
+    let https = p.https.unwrap();
+    assert!(handshake(https, "app.example.test").await.is_ok());
+    let warned = || p.log_lines(&["certs_dir does not exist", "certz"]).len() == 1;
+    assert!(eventually(Duration::from_secs(5), warned).await, "{:?}", p.log_lines(&["WARN"]));
+    let q = Proxy::start_in(certs_dir(), &routes(&up, "[tls]\ncerts_dir = \"certs\""));
+    assert!(q.https.is_some());
+    assert!(q.log_lines(&["certs_dir does not exist"]).is_empty());
+}
+
 #[tokio::test]
 async fn unknown_sni_can_be_rejected() {
     let up = Upstream::named("app").await;
