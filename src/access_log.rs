@@ -5,15 +5,17 @@
 //! the batch every 50 ms, or as soon as it passes 64 KiB. So a request costs
 //! one memcpy, not a system call or a thread wake-up (nginx's
 //! `access_log ... buffer=64k flush=1s`, tighter). If stdout cannot keep up
-//! and 8 MiB are pending, lines are dropped and counted rather than slowing
-//! the proxy down or growing without bound.
+//! and 8 MiB are pending, lines are dropped rather than slowing the proxy
+//! down or growing without bound: counted in
+//! `rampart_access_log_dropped_total`, and said once on stderr.
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
 const FLUSH_AT: usize = 64 * 1024;
@@ -39,7 +41,9 @@ pub struct AccessRecord<'a> {
 struct Shared {
     batch: Mutex<Vec<u8>>,
     wake: Condvar,
-    dropped: AtomicU64,
+    dropped: Counter,
+    /// The first drop was logged.
+    told: AtomicBool,
 }
 
 pub struct AccessLog {
@@ -51,12 +55,14 @@ thread_local! {
 }
 
 impl AccessLog {
-    /// A log writing to stdout from its own thread.
-    pub fn stdout() -> Self {
+    /// A log writing to stdout from its own thread, counting the lines it
+    /// drops in `dropped`.
+    pub fn stdout(dropped: Counter) -> Self {
         let shared = Arc::new(Shared {
             batch: Mutex::new(Vec::with_capacity(FLUSH_AT * 2)),
             wake: Condvar::new(),
-            dropped: AtomicU64::new(0),
+            dropped,
+            told: AtomicBool::new(false),
         });
         let for_writer = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
@@ -90,7 +96,13 @@ impl AccessLog {
             line.push(b'\n');
             let Ok(mut batch) = shared.batch.lock() else { return };
             if batch.len() + line.len() > MAX_PENDING {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                drop(batch);
+                shared.dropped.inc();
+                if !shared.told.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "access log: stdout is not keeping up; lines are dropped (rampart_access_log_dropped_total counts them)"
+                    );
+                }
                 return;
             }
             batch.extend_from_slice(&line);
@@ -110,11 +122,6 @@ impl AccessLog {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(&pending);
         let _ = out.flush();
-    }
-
-    /// Lines dropped because stdout was too slow.
-    pub fn dropped(&self) -> u64 {
-        self.shared.as_ref().map_or(0, |s| s.dropped.load(Ordering::Relaxed))
     }
 }
 
@@ -190,6 +197,41 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past 8 MiB pending (stdout blocked: no writer takes the batch here),
+    /// lines are dropped and counted, and what is pending stays bounded.
+    #[test]
+    fn a_blocked_stdout_drops_lines_and_counts_them() {
+        let dropped = Counter::default();
+        let shared = Arc::new(Shared {
+            batch: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+            dropped: dropped.clone(),
+            told: AtomicBool::new(false),
+        });
+        let log = AccessLog { shared: Some(Arc::clone(&shared)) };
+        let path = "/".repeat(1000);
+        let record = AccessRecord {
+            time: "t",
+            client_ip: "127.0.0.1".parse().unwrap(),
+            method: "GET",
+            host: "a",
+            path: &path,
+            status: 200,
+            bytes: 5,
+            duration_ms: 1.5,
+            upstream: None,
+            request_id: "r",
+            route: None,
+        };
+        for _ in 0..10_000 {
+            log.log(&record);
+        }
+        let pending = shared.batch.lock().unwrap().len();
+        let line = serde_json::to_vec(&record).unwrap().len() + 1;
+        assert_eq!(pending, MAX_PENDING / line * line);
+        assert_eq!(dropped.get(), 10_000 - (MAX_PENDING / line) as u64);
+    }
 
     #[test]
     fn cached_time_matches_a_fresh_format() {

@@ -147,6 +147,8 @@ pub struct Metrics {
     pub cache_requests: Family<CacheLabels, Counter>,
     pub cache_bytes: Family<TierLabels, Gauge>,
     pub acme_on_demand: Family<ResultLabels, Counter>,
+    /// Access-log lines dropped because stdout could not keep up.
+    pub access_log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -188,6 +190,12 @@ impl Metrics {
         );
         let connections_active = Family::default();
         registry.register("connections_active", "Open client connections, by listener", connections_active.clone());
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because stdout could not keep up (8 MiB pending)",
+            access_log_dropped.clone(),
+        );
         let tls_handshakes = Family::default();
         registry.register("tls_handshakes", "TLS handshakes, by result", tls_handshakes.clone());
         let certificate_expiry = Family::default();
@@ -250,6 +258,7 @@ impl Metrics {
             provider_up,
             cache_requests,
             cache_bytes,
+            access_log_dropped,
         }
     }
 

@@ -38,7 +38,11 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(snapshot: Snapshot, metrics: Metrics) -> Shared {
-        let access_log = if snapshot.config.server.access_log { AccessLog::stdout() } else { AccessLog::disabled() };
+        let access_log = if snapshot.config.server.access_log {
+            AccessLog::stdout(metrics.access_log_dropped.clone())
+        } else {
+            AccessLog::disabled()
+        };
         Shared {
             state: State::new(snapshot),
             metrics,

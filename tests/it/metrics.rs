@@ -123,6 +123,9 @@ async fn metrics_move_with_traffic_and_pass_promtool() {
         "{text}"
     );
     assert_eq!(value(&text, r#"rampart_http_requests_total{route="none",method="GET",code="404"}"#), Some(1.0));
+    // The access log keeps up (the test reads its stdout): nothing dropped,
+    // and the counter is there to say so.
+    assert_eq!(value(&text, "rampart_access_log_dropped_total"), Some(0.0), "{text}");
     assert_eq!(value(&text, r#"rampart_http_request_duration_seconds_count{route="app"}"#), Some(26.0));
     assert_eq!(
         value(&text, &format!(r#"rampart_upstream_requests_total{{upstream="app",server="{up_label}",code="200"}}"#)),
