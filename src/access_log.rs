@@ -112,7 +112,9 @@ impl AccessLog {
         });
     }
 
-    /// Write out whatever is pending now (used at shutdown).
+    /// Write out whatever is pending now (at shutdown, and when the log is
+    /// dropped: the requests a drain's timeout cuts off are logged as their
+    /// tasks are dropped with the runtime, after the drain has flushed).
     pub fn flush(&self) {
         let Some(shared) = &self.shared else { return };
         let pending = match shared.batch.lock() {
@@ -146,6 +148,12 @@ fn write_batches(shared: &Shared, out: impl Write) {
             let _ = out.flush();
             spare.clear();
         }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

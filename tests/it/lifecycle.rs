@@ -79,6 +79,36 @@ async fn a_second_sigterm_ends_the_drain() {
     assert!(code.is_some(), "still draining 20 s after the second SIGTERM");
 }
 
+/// Requests a drain's `shutdown_timeout` cuts off are logged (499, the
+/// client's answer never came) before the process exits, not lost with it.
+#[tokio::test]
+async fn requests_cut_off_by_the_shutdown_timeout_are_logged() {
+    let up = Upstream::start(|_req| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Response::new(full("too late"))
+    })
+    .await;
+    let mut p = Proxy::start(&format!(
+        "[server]\nshutdown_timeout = \"500ms\"\n[upstreams.app]\nservers = [\"{}\"]\nresponse_timeout = \"90s\"\n[[routes]]\nupstream = \"app\"\n",
+        up.addr
+    ));
+    let req = http::Request::get(p.url("/cut")).header("host", "x").body(full("")).unwrap();
+    let _slow = tokio::spawn(async move { client().request(req).await.map(|r| r.status()) });
+    assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    p.signal("TERM");
+    let code = tokio::task::spawn_blocking(move || {
+        let code = p.wait_exit(Duration::from_secs(20));
+        (code, p)
+    })
+    .await
+    .unwrap();
+    let (code, p) = code;
+    assert_eq!(code, Some(0));
+    // The reader threads collect the last lines after the exit.
+    let logged = || p.access_log().iter().any(|l| l["path"] == "/cut" && l["status"] == 499);
+    assert!(eventually(Duration::from_secs(5), logged).await, "{:?}", p.access_log());
+}
+
 #[tokio::test]
 async fn readyz_and_healthz() {
     let up = Upstream::named("x").await;
