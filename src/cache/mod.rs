@@ -6,6 +6,7 @@
 //! the middleware's name.
 
 pub mod disk;
+pub mod fills;
 pub mod flight;
 pub mod policy;
 pub mod store;
@@ -13,6 +14,7 @@ pub mod store;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use fills::Fills;
 pub use flight::Flights;
 pub use store::Store;
 
@@ -49,6 +51,8 @@ impl Default for Settings {
 pub struct Cache {
     pub store: Store,
     pub flights: Flights,
+    /// The responses being copied aside to be stored, bounded together.
+    pub fills: Fills,
 }
 
 impl Cache {
@@ -57,7 +61,11 @@ impl Cache {
             Some(dir) => Some(disk::Disk::open(dir, s.max_disk_size)?),
             None => None,
         };
-        Ok(Cache { store: Store::new(s.max_size, s.max_object_size, disk), flights: Flights::default() })
+        Ok(Cache {
+            store: Store::new(s.max_size, s.max_object_size, disk),
+            flights: Flights::default(),
+            fills: Fills::new(s.max_size),
+        })
     }
 
     /// Remove the responses of `key` (an unsafe request's answer, RFC 9111

@@ -827,3 +827,63 @@ async fn compress_and_cache_agree_on_vary_and_validators() {
         nm.headers
     );
 }
+
+/// The copies of responses being stored are bounded together by
+/// `max_size`, not only each by `max_object_size`: 40 concurrent misses of
+/// 4 MB bodies, half sent and then held by the upstream, made the proxy
+/// hold each one's copy (80 MB here; 1.3 GB for 200 misses of 8 MB under a
+/// 64 MiB cache). Past the bound a response streams through unstored.
+#[tokio::test]
+async fn concurrent_fills_are_bounded_by_max_size() {
+    use http_body_util::BodyExt;
+    const SIZE: usize = 4_000_000;
+    const MISSES: usize = 40;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let (r, a) = (Arc::clone(&release), Arc::clone(&arrived));
+    let up = Upstream::start(move |_req: Request<Incoming>| {
+        let (release, arrived) = (Arc::clone(&r), Arc::clone(&a));
+        async move {
+            arrived.fetch_add(1, Ordering::SeqCst);
+            let chunks = futures_util::stream::unfold(0, move |i| {
+                let release = Arc::clone(&release);
+                async move {
+                    match i {
+                        0 => Some((Ok(http_body::Frame::data(bytes::Bytes::from(vec![b'x'; SIZE / 2]))), 1)),
+                        1 => {
+                            release.notified().await;
+                            Some((Ok(http_body::Frame::data(bytes::Bytes::from(vec![b'y'; SIZE / 2]))), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            let mut r = Response::new(http_body_util::StreamBody::new(chunks).boxed());
+            r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+            r.headers_mut().insert("content-length", SIZE.into());
+            r
+        }
+    })
+    .await;
+    let p = Proxy::start(&config(up.addr, "max_size = \"4MiB\"\nmax_object_size = \"4MiB\""));
+    let before = p.rss_kib();
+    let gets: Vec<_> = (0..MISSES)
+        .map(|i| {
+            let req = Request::get(p.url(&format!("/fill/{i}"))).header("host", "site.test").body(full("")).unwrap();
+            tokio::spawn(async move {
+                let resp = client().request(req).await.unwrap();
+                resp.into_body().collect().await.unwrap().to_bytes().len()
+            })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(20), || arrived.load(Ordering::SeqCst) == MISSES).await);
+    // Let the first halves reach the clients (through the proxy).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = p.rss_kib();
+    release.notify_waiters();
+    for g in gets {
+        assert_eq!(g.await.unwrap(), SIZE, "every client still gets the whole body");
+    }
+    let grown_mib = during.saturating_sub(before) / 1024;
+    assert!(grown_mib < 40, "the proxy grew by {grown_mib} MiB holding {MISSES} half-copied responses");
+}

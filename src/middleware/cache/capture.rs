@@ -1,10 +1,13 @@
 //! Storing a response while it streams to the client: each frame is passed
 //! on as it comes and copied aside; when the body ends whole, the copy is
 //! stored and the key's waiting requests are told. A body that grows past
-//! `max_object_size` stops being copied (the client still gets all of it),
-//! and one that fails or is dropped early is not stored.
+//! `max_object_size`, or whose copy would take the copies in progress past
+//! `max_size` together (`cache::fills`), stops being copied (the client
+//! still gets all of it), and one that fails or is dropped early is not
+//! stored.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -18,6 +21,7 @@ use pin_project_lite::pin_project;
 use super::{respond, Pending};
 use crate::body::{BoxError, ResponseBody};
 use crate::cache::flight::Outcome;
+use crate::cache::Cache;
 
 /// What storing needs once the body is complete.
 struct Job {
@@ -33,6 +37,9 @@ pin_project! {
         inner: ResponseBody,
         buf: BytesMut,
         job: Option<Box<Job>>,
+        // Bytes of the cache's fill budget this copy holds.
+        held: u64,
+        cache: Arc<Cache>,
     }
 
     impl PinnedDrop for Capture {
@@ -41,8 +48,19 @@ pin_project! {
             if this.inner.is_end_stream() {
                 finish(this.job.take(), this.buf);
             }
+            this.cache.fills.give_back(std::mem::take(this.held));
         }
     }
+}
+
+/// Stop copying (too big, or no room among the copies in progress): the
+/// waiting requests go upstream, and the copy's memory goes back.
+fn abandon(job: &mut Option<Box<Job>>, buf: &mut BytesMut, held: &mut u64, cache: &Cache) {
+    if let Some(l) = job.take().and_then(|job| job.pending.leader) {
+        l.finish(Outcome::NotStored);
+    }
+    *buf = BytesMut::new();
+    cache.fills.give_back(std::mem::take(held));
 }
 
 fn finish(job: Option<Box<Job>>, buf: &mut BytesMut) {
@@ -90,12 +108,17 @@ pub fn wrap(
     // sent on.
     parts.headers.remove(&crate::cache::policy::SURROGATE_CONTROL);
     respond::add_status(&mut parts.headers, status);
-    let capacity = inner.size_hint().exact().unwrap_or(0).min(pending.settings.max_object_size) as usize;
-    let capture = Capture {
-        inner,
-        buf: BytesMut::with_capacity(capacity),
-        job: Some(Box::new(Job { pending, names, head, response_time: SystemTime::now() })),
-    };
+    let cache = Arc::clone(&pending.cache);
+    let mut job = Some(Box::new(Job { pending, names, head, response_time: SystemTime::now() }));
+    let max_object_size = job.as_ref().map_or(0, |j| j.pending.settings.max_object_size);
+    // The whole body's room up front when its length is known.
+    let mut capacity = inner.size_hint().exact().unwrap_or(0).min(max_object_size);
+    if !cache.fills.take(capacity) {
+        let mut none = 0;
+        abandon(&mut job, &mut BytesMut::new(), &mut none, &cache);
+        capacity = 0;
+    }
+    let capture = Capture { inner, buf: BytesMut::with_capacity(capacity as usize), job, held: capacity, cache };
     Response::from_parts(parts, ResponseBody::Boxed { body: UnsyncBoxBody::new(capture) })
 }
 
@@ -109,13 +132,12 @@ impl Body for Capture {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(job)) = (frame.data_ref(), this.job.as_ref()) {
-                    if (this.buf.len() + data.len()) as u64 > job.pending.settings.max_object_size {
-                        // Too big to keep: stop copying; waiters go upstream.
-                        if let Some(l) = this.job.take().and_then(|job| job.pending.leader) {
-                            l.finish(Outcome::NotStored);
-                        }
-                        *this.buf = BytesMut::new();
+                    let needed = (this.buf.len() + data.len()) as u64;
+                    let more = needed.saturating_sub(*this.held);
+                    if needed > job.pending.settings.max_object_size || !this.cache.fills.take(more) {
+                        abandon(this.job, this.buf, this.held, this.cache);
                     } else {
+                        *this.held += more;
                         this.buf.extend_from_slice(data);
                     }
                 }

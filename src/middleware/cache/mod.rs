@@ -135,6 +135,7 @@ impl CacheMiddleware {
         let cache = match previous {
             Some(p) if p.cache.reusable_for(&settings) => {
                 p.cache.store.set_capacity(settings.max_size);
+                p.cache.fills.set_limit(settings.max_size);
                 Arc::clone(&p.cache)
             }
             _ => Arc::new(Cache::open(&settings)?),
