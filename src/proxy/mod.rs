@@ -284,7 +284,8 @@ async fn forward(app: &Shared, r: &mut Routed, ex: &mut Exchange) -> Response<Re
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 match r.upgrade.take() {
                     Some((proto, client_side, conn)) => {
-                        let (resp, tunnel) = upgrade::splice(resp, client_side, proto, guard);
+                        let idle = app.state.load().config.server.idle_timeout;
+                        let (resp, tunnel) = upgrade::splice(resp, client_side, proto, guard, idle);
                         if let Some(tunnel) = tunnel {
                             conn.set_tunnel(tunnel);
                         }

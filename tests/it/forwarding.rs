@@ -287,6 +287,37 @@ async fn a_websocket_tunnel_keeps_its_connection_counted_and_the_drain_ends_it()
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
+/// A tunnel that moves nothing either way for `idle_timeout` is closed (as
+/// nginx's `proxy_read_timeout` closes one): idle tunnels would otherwise
+/// hold `max_connections` places for ever. One that talks stays open.
+#[tokio::test]
+async fn an_idle_websocket_is_closed_after_idle_timeout_and_a_talking_one_is_not() {
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_addr = ws_echo_upstream().await;
+    let p = Proxy::start(&format!(
+        "[server]\nidle_timeout = \"1s\"\n[upstreams.ws]\nservers = [\"{ws_addr}\"]\n[[routes]]\nupstream = \"ws\"\n"
+    ));
+    let (mut idle, _) = tokio_tungstenite::connect_async(format!("ws://{}/idle", p.http)).await.unwrap();
+    let (mut talking, _) = tokio_tungstenite::connect_async(format!("ws://{}/talk", p.http)).await.unwrap();
+    // The talking one sends every 300 ms for 3 s: three idle timeouts.
+    for i in 0..10 {
+        talking.send(Message::text(format!("m{i}"))).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), talking.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(m.into_text().unwrap().as_str(), format!("m{i}"), "the talking tunnel was closed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match idle.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle tunnel outlived idle_timeout by 5 s");
+}
+
 #[tokio::test]
 async fn only_websocket_upgrades_are_tunnelled() {
     // An h2c upgrade goes out as a plain request: no Upgrade, no tunnel.
