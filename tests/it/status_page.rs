@@ -18,17 +18,18 @@ async fn status_page_renders_live_state_in_a_browser() {
     let dead = closed_port();
     let p = Proxy::start(&format!(
         "[upstreams.web]\nservers = [\"{}\"]\n[upstreams.api]\nservers = [\"{dead}\"]\n\
-         [upstreams.api.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nunhealthy_threshold = 1\n\
+         [upstreams.api.health]\ninterval = \"500ms\"\ntimeout = \"200ms\"\nunhealthy_threshold = 3\n\
          [[routes]]\nname = \"website\"\nhost = \"logen.example.com\"\npath = \"/\"\nupstream = \"web\"\n\
          [[routes]]\nname = \"api-route\"\nhost = \"logen.example.com\"\npath = \"/api/\"\nstrip_prefix = true\nupstream = \"api\"\n",
         up.addr
     ));
+    // The only api server is dead: 502 (asked before its probes, three
+    // over at least a second, mark it down; live traffic never takes a
+    // pool's only server out, as in nginx).
+    assert_eq!(get(&p.url("/api/x"), "logen.example.com").await.status, 502);
     for _ in 0..5 {
         assert_eq!(get(&p.url("/"), "logen.example.com").await.status, 200);
     }
-    // The only api server is dead: 502, and its probes mark it down (live
-    // traffic never takes a pool's only server out, as in nginx).
-    assert_eq!(get(&p.url("/api/x"), "logen.example.com").await.status, 502);
     assert!(
         eventually_async(Duration::from_secs(10), || async {
             server_up(&status(&p).await, "api", dead) == Some(false)
