@@ -57,21 +57,28 @@ async fn nginx_signals_leave_the_proxy_serving_and_sigquit_drains() {
     assert_eq!(code, Some(0));
 }
 
-/// A second SIGTERM while draining stops waiting for what is in flight.
-#[tokio::test]
-async fn a_second_sigterm_ends_the_drain() {
+/// A proxy whose upstream holds every request for a minute, with one
+/// request to `path` in flight there, and `shutdown_timeout` as given.
+async fn a_request_held_upstream(shutdown_timeout: &str, path: &str) -> (Upstream, Proxy) {
     let up = Upstream::start(|_req| async {
         tokio::time::sleep(Duration::from_secs(60)).await;
         Response::new(full("too late"))
     })
     .await;
-    let mut p = Proxy::start(&format!(
-        "[server]\nshutdown_timeout = \"60s\"\n[upstreams.app]\nservers = [\"{}\"]\nresponse_timeout = \"90s\"\n[[routes]]\nupstream = \"app\"\n",
+    let p = Proxy::start(&format!(
+        "[server]\nshutdown_timeout = \"{shutdown_timeout}\"\n[upstreams.app]\nservers = [\"{}\"]\nresponse_timeout = \"90s\"\n[[routes]]\nupstream = \"app\"\n",
         up.addr
     ));
-    let url = p.url("/slow");
-    let _slow = tokio::spawn(async move { get(&url, "x").await });
+    let req = http::Request::get(p.url(path)).header("host", "x").body(full("")).unwrap();
+    tokio::spawn(async move { client().request(req).await.map(|r| r.status()) });
     assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    (up, p)
+}
+
+/// A second SIGTERM while draining stops waiting for what is in flight.
+#[tokio::test]
+async fn a_second_sigterm_ends_the_drain() {
+    let (_up, mut p) = a_request_held_upstream("60s", "/slow").await;
     p.signal("TERM");
     assert!(eventually(Duration::from_secs(10), || !p.log_lines(&["draining"]).is_empty()).await);
     p.signal("TERM");
@@ -83,26 +90,9 @@ async fn a_second_sigterm_ends_the_drain() {
 /// client's answer never came) before the process exits, not lost with it.
 #[tokio::test]
 async fn requests_cut_off_by_the_shutdown_timeout_are_logged() {
-    let up = Upstream::start(|_req| async {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Response::new(full("too late"))
-    })
-    .await;
-    let mut p = Proxy::start(&format!(
-        "[server]\nshutdown_timeout = \"500ms\"\n[upstreams.app]\nservers = [\"{}\"]\nresponse_timeout = \"90s\"\n[[routes]]\nupstream = \"app\"\n",
-        up.addr
-    ));
-    let req = http::Request::get(p.url("/cut")).header("host", "x").body(full("")).unwrap();
-    let _slow = tokio::spawn(async move { client().request(req).await.map(|r| r.status()) });
-    assert!(eventually(Duration::from_secs(10), || up.hits() == 1).await);
+    let (_up, mut p) = a_request_held_upstream("500ms", "/cut").await;
     p.signal("TERM");
-    let code = tokio::task::spawn_blocking(move || {
-        let code = p.wait_exit(Duration::from_secs(20));
-        (code, p)
-    })
-    .await
-    .unwrap();
-    let (code, p) = code;
+    let (code, p) = tokio::task::spawn_blocking(move || (p.wait_exit(Duration::from_secs(20)), p)).await.unwrap();
     assert_eq!(code, Some(0));
     // The reader threads collect the last lines after the exit.
     let logged = || p.access_log().iter().any(|l| l["path"] == "/cut" && l["status"] == 499);
