@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::compile::route_prefix;
 use super::discovered::{Container, DockerDiscovery, Skipped};
+use super::route_path::route_prefix;
 use super::{Config, DockerSettings, HostPattern, RouteSpec, ServerOrigin, ServerSpec, UpstreamAddr};
 
 const PREFIX: &str = "rampart.";
