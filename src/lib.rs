@@ -193,20 +193,22 @@ impl Running {
     #[cfg(unix)]
     pub async fn run_until_signal(self) -> std::io::Result<bool> {
         use tokio::signal::unix::{signal, SignalKind};
+        // SIGUSR1 and SIGUSR2: said in the log, otherwise ignored.
+        fn ignored(name: &str) {
+            if name == "SIGUSR1" {
+                tracing::info!("SIGUSR1: nothing to reopen, the logs go to stdout and stderr");
+            } else {
+                tracing::warn!(
+                    "{name}: ignored; no binary upgrade in place: restart (SIGTERM drains) or replace the container"
+                );
+            }
+        }
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut quit = signal(SignalKind::quit())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut usr2 = signal(SignalKind::user_defined2())?;
-        let ignored = |name: &str| {
-            match name {
-            "SIGUSR1" => tracing::info!("SIGUSR1: nothing to reopen, the logs go to stdout and stderr"),
-            _ => tracing::warn!(
-                "{name}: ignored; there is no binary upgrade in place: restart (SIGTERM drains first) or replace the container"
-            ),
-        }
-        };
         let stopped_by = loop {
             tokio::select! {
                 _ = term.recv() => break "SIGTERM",

@@ -54,7 +54,7 @@ impl Config {
 
     /// [`Config::parse`], keeping the middleware definitions of a text
     /// that did not pass.
-    pub fn parse_checked(path: &Path, text: &str) -> Result<Config, Rejected> {
+    fn parse_checked(path: &Path, text: &str) -> Result<Config, Rejected> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             // serde stops at the first problem; the other sections may
             // have theirs too. Read a section at a time, the first is

@@ -28,11 +28,6 @@ impl DefinitionError {
     pub fn at(key: &'static str, message: impl Into<String>) -> Self {
         DefinitionError { key: Some(key), message: message.into() }
     }
-
-    /// The same message, about `key`'s value unless it names a key already.
-    pub fn or_at(self, key: &'static str) -> Self {
-        DefinitionError { key: self.key.or(Some(key)), ..self }
-    }
 }
 
 /// A problem with the definition as a whole.
