@@ -240,8 +240,19 @@ pub fn storable(
     if method != Method::GET {
         return Err(NotStored::Method);
     }
-    // 206 is not stored: ranges are not combined.
-    if status.is_informational() || status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
+    // 206 is not stored: ranges are not combined. 412 and 416 answer this
+    // request's own preconditions or range, which the key does not hold:
+    // stored, one `If-Match: "x"` would answer every later GET of the URL
+    // with 412 for as long as the answer's `max-age`.
+    if status.is_informational()
+        || matches!(
+            status,
+            StatusCode::PARTIAL_CONTENT
+                | StatusCode::NOT_MODIFIED
+                | StatusCode::PRECONDITION_FAILED
+                | StatusCode::RANGE_NOT_SATISFIABLE
+        )
+    {
         return Err(NotStored::Status);
     }
     if cc.must_understand {

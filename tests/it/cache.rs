@@ -46,6 +46,12 @@ async fn origin() -> Upstream {
                 }
                 "/big" => reply(200, &[cc("max-age=60")], vec![b'x'; 64 * 1024]),
                 "/none" => reply(200, &[], body),
+                // The answer depends on the request's preconditions and
+                // range, and says it may be kept all the same.
+                "/conditional" if req.headers().contains_key("if-match") => reply(412, &[cc("max-age=600")], ""),
+                "/conditional" if req.headers().contains_key("range") => {
+                    reply(416, &[cc("max-age=600"), ("content-range", "bytes */100".into())], "")
+                }
                 _ => reply(200, &[cc("max-age=60")], body),
             }
         }
@@ -101,6 +107,22 @@ async fn hits_are_served_from_the_cache_with_age_cache_status_and_metrics() {
     assert!(!bytes_line.ends_with(" 0"), "{bytes_line}");
     let status = status(&p).await;
     assert_eq!(status["cache"]["edge"]["entries"], 2, "{status}");
+}
+
+#[tokio::test]
+async fn one_requests_412_or_416_is_never_stored_for_the_url() {
+    let up = origin().await;
+    let p = Proxy::start(&config(up.addr, ""));
+    let url = p.url("/conditional");
+    for (header, status) in [(("if-match", "\"stale\""), 412), (("range", "bytes=999-"), 416)] {
+        let a = get_h(&url, &[header]).await;
+        assert_eq!(a.status.as_u16(), status);
+        assert!(!cache_status(&a).contains("stored"), "{}", cache_status(&a));
+        let plain = get_h(&url, &[]).await;
+        assert_eq!(plain.status.as_u16(), 200, "a plain GET after a {status}: {}", cache_status(&plain));
+    }
+    let hit = get_h(&url, &[]).await;
+    assert_eq!((hit.status.as_u16(), cache_status(&hit).starts_with("Rampart; hit")), (200, true));
 }
 
 #[tokio::test]

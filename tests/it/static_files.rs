@@ -298,6 +298,36 @@ async fn cache_control_rules_by_prefix_or_suffix_first_match_wins() {
     let lm = get(p.http, "/assets/style.css").await.header("etag").unwrap().to_string();
     let r = raw(p.http, "GET", "/assets/style.css", &[("If-None-Match", &lm)]).await;
     assert_eq!((r.status, r.header("cache-control")), (304, Some("public, max-age=3600")), "a 304 keeps it");
+    // A 412 or 416 answers one request's conditions, not the file: no rule
+    // a cache or browser would keep it by (nginx's `expires` skips them).
+    let r = raw(p.http, "GET", "/assets/style.css", &[("If-Match", "\"other\"")]).await;
+    assert_eq!((r.status, r.header("cache-control")), (412, None));
+    let r = raw(p.http, "GET", "/assets/style.css", &[("Range", "bytes=999-")]).await;
+    assert_eq!((r.status, r.header("cache-control")), (416, None));
+}
+
+#[tokio::test]
+async fn a_cache_in_front_never_keeps_one_requests_412_or_416() {
+    // The README's own rule: hashed assets immutable for a year.
+    let p = start(
+        site(),
+        "cache_control = [{ path = \"/assets/\", value = \"public, max-age=31536000, immutable\" }]",
+        "[middleware.edge]\ntype = \"cache\"\n[[routes]]\npath = \"/cached/\"\nstrip_prefix = true\n\
+         upstream = \"site\"\nmiddleware = [\"edge\"]",
+    );
+    let r = raw(p.http, "GET", "/cached/assets/style.css", &[("If-Match", "\"other\"")]).await;
+    assert_eq!(r.status, 412);
+    let r = raw(p.http, "GET", "/cached/assets/data.bin", &[("Range", "bytes=999-")]).await;
+    assert_eq!(r.status, 416);
+    // Anyone's next plain GET gets the file, not the stored error.
+    for (path, body) in [("/cached/assets/style.css", "body{}\n"), ("/cached/assets/data.bin", "0123456789abcdefghij")]
+    {
+        let r = get(p.http, path).await;
+        assert_eq!((r.status, r.text().as_str()), (200, body), "{path}: {:?}", r.header("cache-status"));
+        assert!(r.header("cache-status").is_some_and(|s| s.contains("stored")), "{path}: the 200 is what is kept");
+        let r = get(p.http, path).await;
+        assert_eq!((r.status, r.text().as_str()), (200, body), "{path}, then from the cache");
+    }
 }
 
 #[tokio::test]

@@ -42,6 +42,11 @@ fn storability_keeps_private_data_private() {
     assert_eq!(ok(&auth, StatusCode::OK, &h(&[("cache-control", "s-maxage=60")])), Ok(()));
     assert_eq!(ok(&none, StatusCode::OK, &h(&[("vary", "accept, *")])), Err(NotStored::VaryStar));
     assert_eq!(ok(&none, StatusCode::FOUND, &HeaderMap::new()), Err(NotStored::NoFreshness));
+    // The answer to one request's `If-Match` or `Range`, not to the URL.
+    let year = h(&[("cache-control", "public, max-age=31536000, immutable")]);
+    assert_eq!(ok(&none, StatusCode::PRECONDITION_FAILED, &year), Err(NotStored::Status));
+    assert_eq!(ok(&none, StatusCode::RANGE_NOT_SATISFIABLE, &year), Err(NotStored::Status));
+    assert_eq!(ok(&none, StatusCode::PARTIAL_CONTENT, &year), Err(NotStored::Status));
     let post = storable(&Method::POST, &none, &cc(""), StatusCode::OK, &none, &cc("max-age=5"));
     assert_eq!(post, Err(NotStored::Method));
 }

@@ -172,11 +172,18 @@ impl Representation {
         *head.status_mut() = status;
         *head.headers_mut() = match range {
             Some(_) => self.whole.clone(),
-            // Without a body: the validators and caching headers only.
-            None => [header::ETAG, header::LAST_MODIFIED, header::CACHE_CONTROL, header::VARY]
-                .into_iter()
-                .filter_map(|name| Some((name.clone(), self.whole.get(&name)?.clone())))
-                .collect(),
+            // Without a body: the validators and caching headers only; a
+            // 412 or 416 answers this request, not the file, so it takes no
+            // `cache_control` rule (nginx's `expires` skips them too) that a
+            // cache or browser would keep it by.
+            None => {
+                let caching = status == StatusCode::NOT_MODIFIED;
+                [header::ETAG, header::LAST_MODIFIED, header::CACHE_CONTROL, header::VARY]
+                    .into_iter()
+                    .filter(|name| caching || *name != header::CACHE_CONTROL)
+                    .filter_map(|name| Some((name.clone(), self.whole.get(&name)?.clone())))
+                    .collect()
+            }
         };
         let h = head.headers_mut();
         match decision {
