@@ -1,5 +1,6 @@
 //! `rate_limit`: a GCRA limiter (governor) per client key: the client IP
-//! (see `client_ip` for `trusted_proxies`) or, with `key_header`, a header
+//! (the listener's client, or by its own `trusted_proxies`: see `client_ip`)
+//! or, with `key_header`, a header
 //! such as an API key. Over the limit: 429 with `Retry-After`; every answer
 //! carries `RateLimit-Limit` (the bucket's size, `burst`, so `Remaining`
 //! never exceeds it), `RateLimit-Remaining` and `RateLimit-Reset` (whole
@@ -210,7 +211,7 @@ impl RateLimit {
             }
             None => {
                 h.write_u8(0);
-                match client_ip::resolve(ctx.peer, req.headers(), &self.trusted) {
+                match self.client(req, ctx) {
                     std::net::IpAddr::V4(v4) => h.write(&v4.octets()),
                     std::net::IpAddr::V6(v6) => h.write(&v6.octets()),
                 }
@@ -224,7 +225,20 @@ impl RateLimit {
     fn shared_key(&self, shared: &Shared, req: &Request<RequestBody>, ctx: &Ctx<'_>) -> String {
         match self.key_header.as_ref().and_then(|n| req.headers().get(n)) {
             Some(v) => format!("{}h{:016x}", shared.key_prefix, fnv1a(v.as_bytes())),
-            None => format!("{}{}", shared.key_prefix, client_ip::resolve(ctx.peer, req.headers(), &self.trusted)),
+            None => format!("{}{}", shared.key_prefix, self.client(req, ctx)),
+        }
+    }
+
+    /// The client a bucket belongs to: by this definition's own
+    /// `trusted_proxies` when it has some, else the client the listener
+    /// found (`[server] trusted_proxies`), as `ip_allow` and the access
+    /// log name it. Keyed by the peer alone, every client behind a load
+    /// balancer would share one bucket.
+    fn client(&self, req: &Request<RequestBody>, ctx: &Ctx<'_>) -> std::net::IpAddr {
+        if self.trusted.is_empty() {
+            ctx.client
+        } else {
+            client_ip::resolve(ctx.peer, req.headers(), &self.trusted)
         }
     }
 

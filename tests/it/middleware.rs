@@ -56,7 +56,9 @@ async fn rate_limit_keys_by_header_or_by_forwarded_client() {
          [middleware.by-key]\ntype = \"rate_limit\"\naverage = 1\nburst = 1\nkey_header = \"x-api-key\"\n\
          [middleware.by-ip]\ntype = \"rate_limit\"\naverage = 1\nburst = 1\ntrusted_proxies = [\"127.0.0.0/8\"]\n\
          [[routes]]\npath = \"/key\"\nupstream = \"app\"\nmiddleware = [\"by-key\"]\n\
-         [[routes]]\npath = \"/ip\"\nupstream = \"app\"\nmiddleware = [\"by-ip\"]\n",
+         [[routes]]\npath = \"/ip\"\nupstream = \"app\"\nmiddleware = [\"by-ip\"]\n\
+         [middleware.by-listener]\ntype = \"rate_limit\"\naverage = 1\nburst = 1\n\
+         [[routes]]\npath = \"/listener\"\nupstream = \"app\"\nmiddleware = [\"by-listener\"]\n",
         up.addr
     ));
     let c = client();
@@ -68,6 +70,12 @@ async fn rate_limit_keys_by_header_or_by_forwarded_client() {
     assert_eq!(send(&c, with("/ip", "x-forwarded-for", "198.51.100.1")).await.status, 200);
     assert_eq!(send(&c, with("/ip", "x-forwarded-for", "198.51.100.1")).await.status, 429);
     assert_eq!(send(&c, with("/ip", "x-forwarded-for", "198.51.100.2")).await.status, 200);
+    // Without a list of its own, the limiter keys by the client the
+    // listener's `[server] trusted_proxies` found, as `ip_allow` does:
+    // clients behind the load balancer do not share one bucket.
+    assert_eq!(send(&c, with("/listener", "x-forwarded-for", "198.51.100.1")).await.status, 200);
+    assert_eq!(send(&c, with("/listener", "x-forwarded-for", "198.51.100.2")).await.status, 200);
+    assert_eq!(send(&c, with("/listener", "x-forwarded-for", "198.51.100.1")).await.status, 429);
 }
 
 #[tokio::test]
