@@ -144,7 +144,7 @@ impl Compress {
     /// The answer to a HEAD: the headers the GET's answer would have had
     /// with `algo` (`None`: the client accepts none), no body to compress.
     fn compress_head(&self, mut resp: Response<ResponseBody>, algo: Option<Algo>) -> Response<ResponseBody> {
-        if !self.eligible(&resp) {
+        if !self.eligible_as(&resp, true) {
             return resp;
         }
         append_vary(resp.headers_mut());
@@ -155,6 +155,13 @@ impl Compress {
     }
 
     fn eligible(&self, resp: &Response<ResponseBody>) -> bool {
+        self.eligible_as(resp, false)
+    }
+
+    /// `head`: the answer to a HEAD, whose empty body says nothing of the
+    /// GET's length: without a `Content-Length` it is judged as a GET's
+    /// answer of unknown length (a chunked one) would be.
+    fn eligible_as(&self, resp: &Response<ResponseBody>, head: bool) -> bool {
         let s = resp.status();
         if s.is_informational()
             || s == StatusCode::NO_CONTENT
@@ -173,7 +180,7 @@ impl Compress {
         // The proxy's own answers (a 429, a 502) have no Content-Length yet:
         // their body knows its length.
         let len = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        let len = len.or_else(|| http_body::Body::size_hint(resp.body()).exact());
+        let len = len.or_else(|| http_body::Body::size_hint(resp.body()).exact().filter(|&n| !head || n > 0));
         if len.is_some_and(|n| n < self.min_size) {
             return false;
         }
@@ -182,6 +189,23 @@ impl Compress {
             None => false,
         }
     }
+}
+
+/// A header's lines as the one list they are (RFC 9110 5.3): the line
+/// itself when there is one, else the lines joined with `, `.
+fn joined_lines(h: &http::HeaderMap, name: &header::HeaderName) -> Option<HeaderValue> {
+    let mut lines = h.get_all(name).iter();
+    let first = lines.next()?;
+    let mut rest = lines.peekable();
+    if rest.peek().is_none() {
+        return Some(first.clone());
+    }
+    let mut joined = first.as_bytes().to_vec();
+    for line in rest {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(line.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
 }
 
 fn no_transform(h: &http::HeaderMap) -> bool {
@@ -222,7 +246,8 @@ impl Middleware for Compress {
     /// the client's `Accept-Encoding`, if any; a HEAD's the algorithm its
     /// GET would get, chosen now (its answer has no body to wait for).
     fn on_request<'a>(&'a self, req: &'a mut Request<RequestBody>, _: &'a Ctx<'_>) -> Step<'a> {
-        let accept = req.headers().get(header::ACCEPT_ENCODING);
+        let joined = joined_lines(req.headers(), &header::ACCEPT_ENCODING);
+        let accept = joined.as_ref();
         let state = if req.headers().contains_key(header::RANGE) {
             // Not compressed, but its answer still varies with
             // Accept-Encoding: a cache after this must not store it as the
@@ -232,8 +257,8 @@ impl Middleware for Compress {
             let chosen = self.choose(accept).and_then(|a| ALGOS.iter().position(|&b| b == a));
             State::Small(chosen.map_or(HEAD_NONE, |i| i as u64 + 1))
         } else {
-            match accept {
-                Some(accept) => State::Header(accept.clone()),
+            match joined {
+                Some(accept) => State::Header(accept),
                 None => State::Run,
             }
         };
