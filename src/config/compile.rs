@@ -286,10 +286,15 @@ impl<'a> Compiler<'a> {
             let span = r.span();
             let (line, col) = self.lines.line_col(span.start);
             let r = r.get_ref();
+            // A host or path that is refused stands in as `*` or as
+            // written, but is no duplicate of anything: that would be a
+            // second, false error beside the real one.
+            let mut refused = false;
             let host = match &r.host {
                 None => HostPattern::Any,
                 Some(h) => HostPattern::parse(h.get_ref()).unwrap_or_else(|e| {
                     self.err(Some(h.span()), e);
+                    refused = true;
                     HostPattern::Any
                 }),
             };
@@ -297,6 +302,7 @@ impl<'a> Compiler<'a> {
                 None => String::new(),
                 Some(p) => route_prefix(p.get_ref()).unwrap_or_else(|e| {
                     self.err(Some(p.span()), e);
+                    refused = true;
                     p.get_ref().trim_end_matches('/').to_string()
                 }),
             };
@@ -311,7 +317,9 @@ impl<'a> Compiler<'a> {
                 );
             }
             // Prefixes route without case (`router.rs`), so `/Api` and `/api` are one.
-            if let Some((l, c)) = seen.insert((host.clone(), prefix.to_ascii_lowercase()), (line, col)) {
+            if refused {
+                // Its name and place are those of a stand-in.
+            } else if let Some((l, c)) = seen.insert((host.clone(), prefix.to_ascii_lowercase()), (line, col)) {
                 self.err(
                     Some(span.clone()),
                     format!("duplicate route: host {host} and path {display_path} are already routed at line {l}, column {c}"),

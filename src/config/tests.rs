@@ -57,6 +57,18 @@ fn unknown_key_is_reported_with_position() {
 }
 
 #[test]
+fn a_refused_host_or_path_is_no_duplicate_of_another_route() {
+    for bad in ["bad host", "*.*.com", "exa mple.com"] {
+        let text = format!(
+            "{BASE}\n[[routes]]\nhost = \"*\"\nupstream = \"api\"\n[[routes]]\nhost = \"{bad}\"\nupstream = \"api\"\n"
+        );
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        assert!(!e[0].contains("duplicate route"), "{bad}: {e:?}");
+    }
+}
+
+#[test]
 fn every_cross_reference_problem_is_listed() {
     let text = format!("{BASE}\n[[routes]]\nhost = \"logen.example.com\"\npath = \"/api\"\nupstream = \"nope\"\nmiddleware = [\"ghost\"]\n");
     let e = errors(&text);
