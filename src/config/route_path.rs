@@ -8,6 +8,15 @@ pub(super) fn route_prefix(v: &str) -> Result<String, String> {
     if !v.starts_with('/') || v.contains(['?', '#', ' ']) || v.contains("//") {
         return Err(format!("invalid path {v:?}; expected a prefix such as \"/\" or \"/api/\""));
     }
+    if v.contains(';') {
+        // A request path's `;` parameters are read as Spring and Tomcat read
+        // them (`proxy::route`): one is served only when its path without
+        // them routes the same way, which a prefix holding one never does.
+        return Err(format!(
+            "path {v:?} would never match: a `;` starts a parameter, and a request is served only where \
+             its path without parameters routes too"
+        ));
+    }
     if let Some((why, instead)) = not_canonical(v) {
         let write = instead.map(|p| format!("; write {p:?}")).unwrap_or_default();
         return Err(format!("path {v:?} would never match: requests are routed in canonical form, and {why}{write}"));

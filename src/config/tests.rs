@@ -270,13 +270,14 @@ fn route_paths_are_written_as_requests_are_routed() {
         ("/../x/", "climbs above the root"),
         ("/a%2Fb/", "encoded NUL, slash or backslash"),
         ("/a%zz/", "malformed %-escape"),
+        ("/a;b/", "a `;` starts a parameter"),
     ] {
         let e = errors(&route(path));
         assert!(e[0].contains("would never match") && e[0].contains(want), "{path}: {e:?}");
         // A suggestion is never the path itself.
         assert!(!e[0].contains(&format!("write \"{path}\"")), "{path}: {e:?}");
     }
-    for fine in ["/", "/api/", "/caf%C3%A9/", "/a;b/", "/~user/", "/a-b_c.d/", "/x:y@z/"] {
+    for fine in ["/", "/api/", "/caf%C3%A9/", "/~user/", "/a-b_c.d/", "/x:y@z/"] {
         assert!(parse(&route(fine)).is_ok(), "{fine}: {:?}", parse(&route(fine)).err());
     }
 }
