@@ -1,9 +1,9 @@
 //! `rate_limit`: a GCRA limiter (governor) per client key: the client IP
-//! (the listener's client, or by its own `trusted_proxies`: see `client_ip`)
-//! or, with `key_header`, a header
-//! such as an API key. Over the limit: 429 with `Retry-After`; every answer
-//! carries `RateLimit-Limit` (the bucket's size, `burst`, so `Remaining`
-//! never exceeds it), `RateLimit-Remaining` and `RateLimit-Reset` (whole
+//! (the listener's client, or by its own `trusted_proxies`: see
+//! `client_ip`) or, with `key_header`, a header such as an API key. Over
+//! the limit: 429 with `Retry-After`; every answer carries
+//! `RateLimit-Limit` (the bucket's size, `burst`, so `Remaining` never
+//! exceeds it), `RateLimit-Remaining` and `RateLimit-Reset` (whole
 //! seconds, rounded up, until the client's bucket is full again).
 //! Keys are pruned by `prune()`, which the app calls periodically, so
 //! memory stays bounded however many clients pass.
