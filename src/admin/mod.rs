@@ -2,6 +2,7 @@
 //! `POST /api/reload` and the status page at `/`. It keeps answering while
 //! the proxy drains, so `/readyz` can say 503 to the load balancer.
 
+mod slots;
 mod status;
 mod traffic;
 
@@ -13,7 +14,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -24,8 +24,8 @@ use crate::metrics;
 pub use status::status_json;
 
 /// Admin clients (Prometheus, probes, an operator) need a handful of
-/// connections; past this many, new ones are closed at once, so a flood on
-/// an exposed admin port cannot use up the process's file descriptors.
+/// connections; past this many, the oldest idle one is closed for a new one
+/// (`slots.rs`), and a new one is refused only when all are busy.
 const MAX_ADMIN_CONNECTIONS: usize = 256;
 
 /// No admin exchange takes long, and Prometheus reconnects: a connection is
@@ -34,7 +34,7 @@ const ADMIN_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from
 
 /// Run the admin listener until `stop` is cancelled.
 pub async fn run(app: Arc<App>, listener: TcpListener, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let slots = slots::Slots::new(MAX_ADMIN_CONNECTIONS);
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -47,8 +47,11 @@ pub async fn run(app: Arc<App>, listener: TcpListener, stop: CancellationToken) 
                 }
             },
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(limit = MAX_ADMIN_CONNECTIONS, "too many admin connections; closing a new one");
+        let Some(slot) = slots.admit() else {
+            tracing::warn!(
+                limit = MAX_ADMIN_CONNECTIONS,
+                "every admin connection has a request in flight; closing a new one"
+            );
             continue;
         };
         // The proxy's own slowloris guard, read per connection so a reload
@@ -56,18 +59,56 @@ pub async fn run(app: Arc<App>, listener: TcpListener, stop: CancellationToken) 
         let header_timeout = app.state.load().config.server.client_header_timeout;
         let app = Arc::clone(&app);
         tokio::spawn(async move {
-            let _slot = slot;
-            let service = service_fn(move |req| handle(Arc::clone(&app), req));
+            let conn = slot.conn();
+            let service = service_fn(move |req| {
+                let in_flight = conn.begin();
+                let app = Arc::clone(&app);
+                async move {
+                    let Ok(resp) = handle(app, req).await;
+                    Ok::<_, Infallible>(resp.map(|body| InFlightBody { body, _in_flight: in_flight }))
+                }
+            });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
             builder.http2().timer(TokioTimer::new());
             let serving = builder.serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, serving).await {
-                Ok(Err(e)) => tracing::debug!(error = %e, "admin connection error"),
-                Ok(Ok(())) => {}
-                Err(_) => tracing::debug!("admin connection open too long; closed"),
+            tokio::select! {
+                served = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, serving) => match served {
+                    Ok(Err(e)) => tracing::debug!(error = %e, "admin connection error"),
+                    Ok(Ok(())) => {}
+                    Err(_) => tracing::debug!("admin connection open too long; closed"),
+                },
+                () = slot.closed() => tracing::debug!("idle admin connection closed to make room for a new one"),
             }
         });
+    }
+}
+
+/// An admin answer's body, holding its request's place among the
+/// connection's requests in flight until it has been sent: a connection
+/// still sending an answer is not idle.
+struct InFlightBody {
+    body: ResponseBody,
+    _in_flight: slots::InFlight,
+}
+
+impl http_body::Body for InFlightBody {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

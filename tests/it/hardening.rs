@@ -573,3 +573,31 @@ async fn refused_heads_are_logged_and_counted() {
     assert!(m.contains("rampart_http_requests_total{route=\"none\",method=\"OTHER\",code=\"400\"} 2"), "{m}");
     assert!(m.contains("rampart_http_requests_total{route=\"none\",method=\"OTHER\",code=\"431\"} 1"), "{m}");
 }
+
+/// 300 connections to the admin listener that never send a request (past
+/// its 256 slots, within the default 10 s header timeout): the oldest make
+/// room, so the health probe and a scrape on a new connection still get
+/// their answer.
+#[tokio::test]
+async fn idle_connections_cannot_shut_out_the_admin_listeners_probes() {
+    let up = RawEcho::start().await;
+    let p = Proxy::start(&format!("[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n", up.addr));
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(TcpStream::connect(p.admin).await.unwrap());
+    }
+    for path in ["/healthz", "/metrics"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        let (answer, _) = raw(p.admin, request.as_bytes()).await;
+        assert_eq!(status_of(&answer), 200, "{path} on a new connection during the flood: {answer:?}");
+    }
+    // The oldest of the flood were closed to make room, not left open.
+    let mut closed = 0;
+    for s in &mut idle {
+        let mut one = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(20), s.read(&mut one)).await {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 40, "only {closed} of 300 idle connections closed");
+}
