@@ -9,6 +9,7 @@
 //! resting, parked ──(the client's next bytes)──> serving h1
 //! serving ──(drain)──> draining ──> closed
 //! serving h1 ──(closed by hyper mid-request)──> lingering ──> closed
+//! parked ──(a new client at max_connections)──> closed
 //! any ──(a timeout, the client gone, an error, a drain)──> closed
 //! ```
 //!
@@ -31,8 +32,10 @@
 //!   to the parking lot, or waits in its task when there is none, until its
 //!   next bytes (serving h1 again) or `idle_timeout`.
 //! - **parked**: in the parking lot (`lot.rs`), with no task, until its
-//!   client sends again ([`Serving::resume`], serving h1 on a new task) or
-//!   its idle deadline passes ([`Serving::rest_until`]).
+//!   client sends again ([`Serving::resume`], serving h1 on a new task),
+//!   its idle deadline passes ([`Serving::rest_until`]), or a new client
+//!   finds `max_connections` reached and the longest-resting parked
+//!   connections give up their places (`ParkingLot::make_room`).
 //! - **draining**: on shutdown, answers in progress finish and each
 //!   connection closes after its last (`drive.rs`); parked ones close at
 //!   once; a WebSocket tunnel is cut.

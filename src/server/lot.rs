@@ -161,6 +161,31 @@ impl ParkingLot {
         drop(expired);
     }
 
+    /// Close up to `n` parked connections, those that expire first (idle
+    /// longest, or never sent a request) first, so that their places under
+    /// `max_connections` go to new clients. nginx does the same with its
+    /// idle keep-alive connections when `worker_connections` runs out (32
+    /// at a time); without it, idle clients holding every place would keep
+    /// new ones waiting until `idle_timeout`. Returns how many it closed.
+    pub fn make_room(&self, n: usize) -> usize {
+        let closed: Vec<Parked> = {
+            let Ok(mut parked) = self.parked.lock() else { return 0 };
+            let mut by_expiry: Vec<(Instant, usize)> = parked.iter().map(|(key, p)| (p.expires, key)).collect();
+            let n = n.min(by_expiry.len());
+            if n == 0 {
+                return 0;
+            }
+            // The `n` earliest at the front, in linear time: this runs at
+            // the limit, where the lot may hold every connection.
+            by_expiry.select_nth_unstable(n - 1);
+            by_expiry[..n].iter().filter_map(|&(_, key)| parked.try_remove(key)).collect()
+        };
+        // Closed outside the lock, as the expired ones.
+        let count = closed.len();
+        drop(closed);
+        count
+    }
+
     /// Run the lot until `shutdown`: hand connections whose client sent
     /// something to `resume`, close expired ones (looked for every `sweep`).
     /// On shutdown every parked connection is closed (they are idle).

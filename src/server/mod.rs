@@ -48,6 +48,10 @@ pub enum ServerError {
 /// often for nothing those need.
 const DEADLINE_RESOLUTION: Duration = lifecycle::PARK_AFTER;
 
+/// How many idle connections the parking lot closes at once when a new
+/// connection finds `max_connections` reached (nginx drains 32 too).
+const MAKE_ROOM_BATCH: usize = 32;
+
 /// What the accept loops share.
 #[derive(Clone)]
 pub struct Serving {
@@ -169,10 +173,22 @@ impl Serving {
                 };
                 let permit = match Arc::clone(&this.permits).try_acquire_owned() {
                     Ok(p) => p,
-                    Err(_) => tokio::select! {
-                        _ = &mut cancelled => return,
-                        p = Arc::clone(&this.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                    },
+                    Err(_) => {
+                        // At the limit: idle connections in the parking lot
+                        // give up their places (`ParkingLot::make_room`).
+                        let made = this.lot.as_ref().map_or(0, |lot| lot.make_room(MAKE_ROOM_BATCH));
+                        if made > 0 {
+                            tracing::warn!(
+                                listener = name,
+                                closed = made,
+                                "max_connections reached; closed idle keep-alive connections for new ones"
+                            );
+                        }
+                        tokio::select! {
+                            _ = &mut cancelled => return,
+                            p = Arc::clone(&this.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                        }
+                    }
                 };
                 crate::busy_poll::note_work();
                 let slot = ConnSlot::new(permit, gauge.clone());

@@ -500,6 +500,34 @@ async fn max_connections_counts_connections_not_listeners_waiting_in_accept() {
 }
 
 #[tokio::test]
+async fn at_max_connections_idle_keep_alive_connections_make_room_for_new_clients() {
+    // Idle keep-alive connections held their places until idle_timeout:
+    // clients that made one request each and went quiet kept every new
+    // client waiting in the backlog for a minute. nginx closes idle
+    // keep-alive connections when worker_connections runs out.
+    let up = echo().await;
+    let p = Proxy::start(&config(up.addr, "max_connections = 2\nidle_timeout = \"60s\""));
+    let mut idle = Vec::new();
+    for name in ["a", "b"] {
+        let mut s = TcpStream::connect(p.http).await.unwrap();
+        s.write_all(format!("GET /{name} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+        assert_eq!(read_response(&mut s, &mut Vec::new()).await.0, "HTTP/1.1 200 OK");
+        idle.push(s);
+    }
+    // Resting long enough to be parked (25 ms).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /c HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_response(&mut s, &mut Vec::new())).await;
+    let (status, _) = answer.expect("a new client waited behind idle keep-alive connections");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // The idle ones made the room: both closed (one batch closes up to 32).
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(closes_within(s, Duration::from_secs(5)).await, "idle connection {i} still open");
+    }
+}
+
+#[tokio::test]
 async fn max_header_bytes_holds_for_every_request_on_a_connection() {
     // hyper refuses a head only when its buffer fills without one, and its
     // reads grow: on a connection's later requests, heads up to about
