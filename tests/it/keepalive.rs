@@ -528,6 +528,23 @@ async fn at_max_connections_idle_keep_alive_connections_make_room_for_new_client
 }
 
 #[tokio::test]
+async fn at_max_connections_an_idle_tls_session_makes_room_too() {
+    // A parked TLS connection rests with its session in the lot: closing it
+    // for room drops the session with the socket.
+    let up = echo().await;
+    let (p, mut tls) = tls_proxy_and_client(&up, "max_connections = 1\nidle_timeout = \"60s\"").await;
+    tls.write_all(b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut tls, &mut Vec::new()).await.0, "HTTP/1.1 200 OK");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_response(&mut s, &mut Vec::new())).await;
+    let (status, _) = answer.expect("a new client waited behind an idle TLS connection");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(closes_within(&mut tls, Duration::from_secs(5)).await, "the idle TLS connection is still open");
+}
+
+#[tokio::test]
 async fn max_header_bytes_holds_for_every_request_on_a_connection() {
     // hyper refuses a head only when its buffer fills without one, and its
     // reads grow: on a connection's later requests, heads up to about
