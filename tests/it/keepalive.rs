@@ -499,6 +499,17 @@ async fn max_connections_counts_connections_not_listeners_waiting_in_accept() {
     }
 }
 
+/// Once the connections holding every place have rested long enough to be
+/// parked (25 ms), a new client on `addr` is answered within 5 s.
+async fn assert_a_new_client_is_served_once_they_rest(addr: std::net::SocketAddr) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /new HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_response(&mut s, &mut Vec::new())).await;
+    let (status, _) = answer.expect("a new client waited behind idle connections");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+}
+
 #[tokio::test]
 async fn at_max_connections_idle_keep_alive_connections_make_room_for_new_clients() {
     // Idle keep-alive connections held their places until idle_timeout:
@@ -514,13 +525,7 @@ async fn at_max_connections_idle_keep_alive_connections_make_room_for_new_client
         assert_eq!(read_response(&mut s, &mut Vec::new()).await.0, "HTTP/1.1 200 OK");
         idle.push(s);
     }
-    // Resting long enough to be parked (25 ms).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut s = TcpStream::connect(p.http).await.unwrap();
-    s.write_all(b"GET /c HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(5), read_response(&mut s, &mut Vec::new())).await;
-    let (status, _) = answer.expect("a new client waited behind idle keep-alive connections");
-    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_a_new_client_is_served_once_they_rest(p.http).await;
     // The idle ones made the room: both closed (one batch closes up to 32).
     for (i, s) in idle.iter_mut().enumerate() {
         assert!(closes_within(s, Duration::from_secs(5)).await, "idle connection {i} still open");
@@ -535,12 +540,7 @@ async fn at_max_connections_an_idle_tls_session_makes_room_too() {
     let (p, mut tls) = tls_proxy_and_client(&up, "max_connections = 1\nidle_timeout = \"60s\"").await;
     tls.write_all(b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     assert_eq!(read_response(&mut tls, &mut Vec::new()).await.0, "HTTP/1.1 200 OK");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut s = TcpStream::connect(p.http).await.unwrap();
-    s.write_all(b"GET /b HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(5), read_response(&mut s, &mut Vec::new())).await;
-    let (status, _) = answer.expect("a new client waited behind an idle TLS connection");
-    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_a_new_client_is_served_once_they_rest(p.http).await;
     assert!(closes_within(&mut tls, Duration::from_secs(5)).await, "the idle TLS connection is still open");
 }
 
